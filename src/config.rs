@@ -1,0 +1,165 @@
+//! Server configuration: defaults, then the TOML file, then `BERTH_<KEY>` environment variables.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Everything berth owns lives under this directory: DB, repos, host key, logs.
+    pub data_dir: PathBuf,
+    /// Where the embedded SSH server listens.
+    pub ssh_listen: SocketAddr,
+    /// The host name put in the URLs reported to users.
+    pub public_host: String,
+    /// The address app ports are published on.
+    pub publish_address: IpAddr,
+    /// `host:port` of the image registry; none means single-host mode (images stay local).
+    pub registry: Option<String>,
+    /// Seconds a new release has to answer before the deploy is abandoned.
+    pub ready_timeout: u64,
+    /// The branch that deploys when an app has no branch of its own.
+    pub deploy_branch: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            data_dir: PathBuf::from("/var/lib/berth"),
+            ssh_listen: "0.0.0.0:2222".parse().expect("literal address"),
+            public_host: "localhost".into(),
+            publish_address: "0.0.0.0".parse().expect("literal address"),
+            registry: None,
+            ready_timeout: 30,
+            deploy_branch: "main".into(),
+        }
+    }
+}
+
+const KEYS: &[&str] = &[
+    "data_dir",
+    "ssh_listen",
+    "public_host",
+    "publish_address",
+    "registry",
+    "ready_timeout",
+    "deploy_branch",
+];
+
+impl Config {
+    /// Loads the file (if given) and applies `BERTH_*` overrides from the process environment.
+    pub fn load(path: Option<&Path>) -> Result<Config, String> {
+        let text = match path {
+            Some(path) => std::fs::read_to_string(path)
+                .map_err(|e| format!("cannot read config {}: {e}", path.display()))?,
+            None => String::new(),
+        };
+        let env: Vec<(String, String)> = std::env::vars().collect();
+        Config::from_sources(&text, &env).map_err(|e| match path {
+            Some(path) => format!("config {}: {e}", path.display()),
+            None => e,
+        })
+    }
+
+    /// File text and environment pairs in, validated config out.
+    pub fn from_sources(text: &str, env: &[(String, String)]) -> Result<Config, String> {
+        let mut table: toml::Table = toml::from_str(text).map_err(|e| e.to_string())?;
+        for (name, value) in env {
+            let Some(key) = name.strip_prefix("BERTH_") else {
+                continue;
+            };
+            let key = key.to_ascii_lowercase();
+            if !KEYS.contains(&key.as_str()) {
+                continue;
+            }
+            let value = if key == "ready_timeout" {
+                toml::Value::Integer(value.parse().map_err(|_| {
+                    format!("BERTH_READY_TIMEOUT={value:?} is not a whole number of seconds")
+                })?)
+            } else {
+                toml::Value::String(value.clone())
+            };
+            table.insert(key, value);
+        }
+        if table.get("registry").and_then(|v| v.as_str()) == Some("") {
+            table.remove("registry");
+        }
+        let config: Config = table
+            .try_into()
+            .map_err(|e: toml::de::Error| e.to_string())?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        if let Some(registry) = &self.registry {
+            let ok = !registry.is_empty()
+                && registry
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b".-:_[]".contains(&b));
+            if !ok {
+                return Err(format!("registry {registry:?} must be host:port"));
+            }
+        }
+        if self.ready_timeout == 0 {
+            return Err("ready_timeout must be at least 1 second".into());
+        }
+        if self.public_host.is_empty() || self.public_host.contains(['/', ' ']) {
+            return Err(format!(
+                "public_host {:?} must be a host name",
+                self.public_host
+            ));
+        }
+        Ok(())
+    }
+
+    pub fn ready_timeout(&self) -> Duration {
+        Duration::from_secs(self.ready_timeout)
+    }
+    pub fn db_path(&self) -> PathBuf {
+        self.data_dir.join("berth.db")
+    }
+    pub fn repos_dir(&self) -> PathBuf {
+        self.data_dir.join("repos")
+    }
+    pub fn host_key_path(&self) -> PathBuf {
+        self.data_dir.join("ssh_host_ed25519_key")
+    }
+    pub fn hooks_dir(&self) -> PathBuf {
+        self.data_dir.join("hooks")
+    }
+    pub fn hook_socket_path(&self) -> PathBuf {
+        self.data_dir.join("run").join("hook.sock")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Config;
+
+    #[test]
+    fn env_overrides_file() {
+        let env = vec![
+            ("BERTH_REGISTRY".to_string(), "127.0.0.1:5055".to_string()),
+            ("BERTH_READY_TIMEOUT".to_string(), "7".to_string()),
+            ("OTHER".to_string(), "x".to_string()),
+        ];
+        let config =
+            Config::from_sources("public_host = \"example.org\"\nready_timeout = 3\n", &env)
+                .unwrap();
+        assert_eq!(config.public_host, "example.org");
+        assert_eq!(config.registry.as_deref(), Some("127.0.0.1:5055"));
+        assert_eq!(config.ready_timeout, 7);
+        assert_eq!(config.ssh_listen.port(), 2222);
+    }
+
+    #[test]
+    fn unknown_and_bad_keys_are_errors() {
+        assert!(Config::from_sources("colour = 1", &[]).is_err());
+        assert!(Config::from_sources("registry = \"a b\"", &[]).is_err());
+        assert!(Config::from_sources("ssh_listen = \"nope\"", &[]).is_err());
+    }
+}

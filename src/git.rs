@@ -1,0 +1,244 @@
+//! Bare repos, the git services and reading what was pushed.
+//!
+//! **Architecture Invariant:** this is the only module that knows git2 or the `git` binary.
+//! git2 calls are blocking: callers run them inside `spawn_blocking`.
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+use git2::{ObjectType, Oid, Repository, RepositoryInitOptions, TreeWalkMode, TreeWalkResult};
+
+use crate::names::AppName;
+
+/// The two git services berth speaks over SSH.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GitService {
+    ReceivePack,
+    UploadPack,
+}
+
+impl GitService {
+    pub fn from_command_name(name: &str) -> Option<GitService> {
+        match name {
+            "git-receive-pack" => Some(GitService::ReceivePack),
+            "git-upload-pack" => Some(GitService::UploadPack),
+            _ => None,
+        }
+    }
+
+    /// The real git binary on the bare repo; argv only, a clean environment plus `env`.
+    /// Pushes run berth's own hooks directory, never hooks stored in the repo.
+    pub fn command(
+        self,
+        repo: &Path,
+        hooks_dir: &Path,
+        env: &[(String, String)],
+    ) -> tokio::process::Command {
+        let mut command = tokio::process::Command::new("git");
+        command.env_clear();
+        command.env(
+            "PATH",
+            std::env::var_os("PATH").unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into()),
+        );
+        command.envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        match self {
+            GitService::ReceivePack => {
+                let mut hooks = std::ffi::OsString::from("core.hooksPath=");
+                hooks.push(hooks_dir);
+                command
+                    .arg("-c")
+                    .arg(hooks)
+                    .args(["-c", "receive.unpackLimit=1", "receive-pack"]);
+            }
+            GitService::UploadPack => {
+                command.args([
+                    "-c",
+                    "uploadpack.allowFilter=true",
+                    "upload-pack",
+                    "--strict",
+                ]);
+            }
+        }
+        command
+            .arg(repo)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        command
+    }
+}
+
+pub fn repo_path(repos_dir: &Path, app: &AppName) -> PathBuf {
+    repos_dir.join(format!("{app}.git"))
+}
+
+/// Creates the app's bare repo if it does not exist yet.
+pub fn ensure_bare_repo(path: &Path, initial_branch: &str) -> Result<(), git2::Error> {
+    if path.join("HEAD").exists() {
+        return Ok(());
+    }
+    let mut options = RepositoryInitOptions::new();
+    options.bare(true).initial_head(initial_branch).mkpath(true);
+    let repo = Repository::init_opts(path, &options)?;
+    let mut config = repo.config()?;
+    // Keep pushed packs as they are: exploding them into loose objects costs seconds per 100 MB.
+    config.set_i32("receive.unpackLimit", 1)?;
+    config.set_bool("receive.fsckObjects", false)?;
+    Ok(())
+}
+
+/// One line of a pre-receive hook's input: `old new refname`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RefUpdate {
+    pub old: String,
+    pub new: String,
+    pub name: String,
+}
+
+const ZERO: &str = "0000000000000000000000000000000000000000";
+
+impl RefUpdate {
+    pub fn parse_lines(text: &str) -> Vec<RefUpdate> {
+        text.lines()
+            .filter_map(|line| {
+                let mut parts = line.split_whitespace();
+                let (old, new, name) = (parts.next()?, parts.next()?, parts.next()?);
+                Some(RefUpdate {
+                    old: old.into(),
+                    new: new.into(),
+                    name: name.into(),
+                })
+            })
+            .collect()
+    }
+    pub fn is_delete(&self) -> bool {
+        self.new == ZERO
+    }
+    pub fn branch(&self) -> Option<&str> {
+        self.name.strip_prefix("refs/heads/")
+    }
+}
+
+/// Whether `refs/heads/<branch>` exists in the repo.
+pub fn branch_exists(repo: &Path, branch: &str) -> Result<bool, git2::Error> {
+    let repo = Repository::open_bare(repo)?;
+    Ok(repo.find_reference(&format!("refs/heads/{branch}")).is_ok())
+}
+
+/// Opens the repo, seeing objects still in the push's quarantine directory.
+fn open_with_quarantine(repo: &Path, quarantine: Option<&Path>) -> Result<Repository, git2::Error> {
+    let repository = Repository::open_bare(repo)?;
+    if let Some(dir) = quarantine {
+        let dir = dir
+            .to_str()
+            .ok_or_else(|| git2::Error::from_str("quarantine path is not UTF-8"))?;
+        repository.odb()?.add_disk_alternate(dir)?;
+    }
+    Ok(repository)
+}
+
+/// A file at the root of a commit's tree, if present and a blob.
+pub fn read_root_file(
+    repo: &Path,
+    quarantine: Option<&Path>,
+    commit: &str,
+    name: &str,
+) -> Result<Option<Vec<u8>>, git2::Error> {
+    let repository = open_with_quarantine(repo, quarantine)?;
+    let tree = repository.find_commit(Oid::from_str(commit)?)?.tree()?;
+    let Some(entry) = tree.get_name(name) else {
+        return Ok(None);
+    };
+    if entry.kind() != Some(ObjectType::Blob) {
+        return Ok(None);
+    }
+    Ok(Some(repository.find_blob(entry.id())?.content().to_vec()))
+}
+
+/// The commit's tree as a tar archive (no work tree), keeping the files `include(path)` accepts.
+pub fn archive_tree(
+    repo: &Path,
+    quarantine: Option<&Path>,
+    commit: &str,
+    include: &dyn Fn(&str) -> bool,
+) -> Result<Vec<u8>, git2::Error> {
+    let repository = open_with_quarantine(repo, quarantine)?;
+    let commit = repository.find_commit(Oid::from_str(commit)?)?;
+    let mtime = u64::try_from(commit.time().seconds()).unwrap_or(0);
+    let tree = commit.tree()?;
+    let mut builder = tar::Builder::new(Vec::new());
+    let mut failure: Option<git2::Error> = None;
+    tree.walk(TreeWalkMode::PreOrder, |root, entry| {
+        let Some(name) = entry.name() else {
+            return TreeWalkResult::Skip;
+        };
+        if entry.kind() != Some(ObjectType::Blob) {
+            return TreeWalkResult::Ok; // trees are walked; submodules (commits) are skipped
+        }
+        let path = format!("{root}{name}");
+        if !include(&path) {
+            return TreeWalkResult::Ok;
+        }
+        let result = (|| -> Result<(), git2::Error> {
+            let blob = repository.find_blob(entry.id())?;
+            let mut header = tar::Header::new_gnu();
+            header.set_mtime(mtime);
+            header.set_uid(0);
+            header.set_gid(0);
+            let io = |e: std::io::Error| git2::Error::from_str(&format!("tar {path}: {e}"));
+            if entry.filemode() == 0o120000 {
+                header.set_entry_type(tar::EntryType::Symlink);
+                header.set_mode(0o777);
+                header.set_size(0);
+                let target = String::from_utf8_lossy(blob.content()).into_owned();
+                builder
+                    .append_link(&mut header, &path, &target)
+                    .map_err(io)?;
+            } else {
+                header.set_entry_type(tar::EntryType::Regular);
+                header.set_mode(if entry.filemode() == 0o100755 {
+                    0o755
+                } else {
+                    0o644
+                });
+                header.set_size(blob.content().len() as u64);
+                builder
+                    .append_data(&mut header, &path, blob.content())
+                    .map_err(io)?;
+            }
+            Ok(())
+        })();
+        match result {
+            Ok(()) => TreeWalkResult::Ok,
+            Err(error) => {
+                failure = Some(error);
+                TreeWalkResult::Abort
+            }
+        }
+    })?;
+    if let Some(error) = failure {
+        return Err(error);
+    }
+    builder
+        .into_inner()
+        .map_err(|e| git2::Error::from_str(&format!("tar: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::RefUpdate;
+
+    #[test]
+    fn parses_hook_lines() {
+        let updates = RefUpdate::parse_lines(
+            "0000000000000000000000000000000000000000 1111111111111111111111111111111111111111 refs/heads/main\n\
+             2222222222222222222222222222222222222222 0000000000000000000000000000000000000000 refs/heads/old\n",
+        );
+        assert_eq!(updates.len(), 2);
+        assert_eq!(updates[0].branch(), Some("main"));
+        assert!(!updates[0].is_delete());
+        assert!(updates[1].is_delete());
+    }
+}

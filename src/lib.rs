@@ -1,0 +1,26 @@
+//! berth: a git-push deployment server.
+//!
+//! # Layout
+//! - `ssh`: the embedded SSH server (russh): auth, exec parsing, channel ↔ process plumbing.
+//! - `push`: the receive stage: push setup, the pre-receive hook and its socket.
+//! - `git`: bare repos, the git services, reading the pushed tree (git2).
+//! - `pipeline`: one push through build → registry → release → deploy.
+//! - `build`, `registry`, `deploy`: the stages; `engine` connects to Docker.
+//! - `store`: SQLite state; `commands`: the operator commands; `config`, `names`, `output`.
+//!
+//! See ARCHITECTURE.md for the invariants.
+
+pub mod build;
+pub mod commands;
+pub mod config;
+pub mod deploy;
+pub mod engine;
+pub mod git;
+pub mod names;
+pub mod output;
+pub mod pipeline;
+pub mod push;
+pub mod registry;
+pub mod server;
+pub mod ssh;
+pub mod store;

@@ -1,0 +1,145 @@
+//! The `berth` binary: `serve`, `keys add`, the git hook, and operator commands on the host.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use berth::config::Config;
+use berth::server::{self, Berth, Identity};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "berth", version, about = "git push deployment server")]
+struct Cli {
+    #[command(subcommand)]
+    command: Top,
+}
+
+#[derive(Subcommand)]
+enum Top {
+    /// Run the server (SSH on `ssh_listen`).
+    Serve {
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Manage the keys allowed to push and run commands.
+    Keys {
+        #[command(subcommand)]
+        action: KeysAction,
+    },
+    /// Internal: run by git inside a push.
+    #[command(hide = true)]
+    Hook { name: String },
+    /// An operator command, as over SSH: `berth apps:list --config FILE`.
+    #[command(external_subcommand)]
+    Other(Vec<String>),
+}
+
+#[derive(Subcommand)]
+enum KeysAction {
+    /// Register a public key: `berth keys add NAME --role admin --key-file PATH`.
+    Add {
+        name: String,
+        #[arg(long, default_value = "member")]
+        role: String,
+        #[arg(long)]
+        key_file: PathBuf,
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Top::Hook { name } = &cli.command {
+        if name != "pre-receive" {
+            eprintln!("unknown hook {name}");
+            return ExitCode::from(1);
+        }
+        return ExitCode::from(u8::try_from(berth::push::run_pre_receive_hook()).unwrap_or(1));
+    }
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("BERTH_LOG")
+                .unwrap_or_else(|_| "info,russh=warn,sqlx=warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("berth: cannot start the runtime: {error}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(run(cli.command)) {
+        Ok(code) => ExitCode::from(code),
+        Err(message) => {
+            eprintln!("berth: {message}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// `--config` given, else `/etc/berth/berth.toml` when it exists, else defaults and environment.
+fn load_config(path: Option<PathBuf>) -> Result<Config, String> {
+    let default = PathBuf::from("/etc/berth/berth.toml");
+    let path = path.or_else(|| default.exists().then_some(default));
+    Config::load(path.as_deref())
+}
+
+async fn run(command: Top) -> Result<u8, String> {
+    match command {
+        Top::Serve { config } => {
+            let config = load_config(config)?;
+            let listener = tokio::net::TcpListener::bind(config.ssh_listen)
+                .await
+                .map_err(|e| format!("cannot listen on {}: {e}", config.ssh_listen))?;
+            let berth = Berth::open(config).await?;
+            tracing::info!(listen = %berth.config.ssh_listen, data_dir = %berth.config.data_dir.display(), "berth serving");
+            server::run(berth, listener).await?;
+            Ok(0)
+        }
+        Top::Keys {
+            action:
+                KeysAction::Add {
+                    name,
+                    role,
+                    key_file,
+                    config,
+                },
+        } => {
+            let berth = Berth::open(load_config(config)?).await?;
+            let line = std::fs::read_to_string(&key_file)
+                .map_err(|e| format!("cannot read {}: {e}", key_file.display()))?;
+            let outcome = berth::commands::add_key(&berth, &name, &role, &line).await?;
+            println!("{outcome}");
+            Ok(0)
+        }
+        Top::Hook { .. } => Ok(1),
+        Top::Other(mut args) => {
+            let mut config = None;
+            if let Some(index) = args.iter().position(|a| a == "--config") {
+                if index + 1 >= args.len() {
+                    return Err("--config needs a file".into());
+                }
+                config = Some(PathBuf::from(args.remove(index + 1)));
+                args.remove(index);
+            }
+            let berth = Berth::open(load_config(config)?).await?;
+            // On the host, whoever can read the config and DB is the admin.
+            let who = Identity {
+                key_name: "host".into(),
+                role: "admin".into(),
+            };
+            let result = berth::commands::run(&berth, &who, &args).await;
+            use std::io::Write;
+            let _ = std::io::stdout().write_all(&result.stdout);
+            let _ = std::io::stderr().write_all(&result.stderr);
+            Ok(u8::try_from(result.code).unwrap_or(1))
+        }
+    }
+}

@@ -1,0 +1,77 @@
+//! `AppName`: the one place app names are validated.
+//!
+//! **Security boundary:** every app name that reaches a path, a container name,
+//! an image tag or the DB has passed `AppName::parse`. Names are rejected, never
+//! sanitized (piku's `..` bug is what sanitizing gets you).
+
+use std::fmt;
+
+/// A lowercase RFC 1123 label: `[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct AppName(String);
+
+impl AppName {
+    pub fn parse(raw: &str) -> Result<AppName, String> {
+        let shown: String = raw.chars().take(80).collect();
+        let bytes = raw.as_bytes();
+        let valid_char = |b: &u8| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-';
+        if raw.is_empty() {
+            return Err("app name is empty: use lowercase letters, digits and '-'".into());
+        }
+        if raw.len() > 63 {
+            return Err(format!("app name {shown:?} is longer than 63 characters"));
+        }
+        if !bytes.iter().all(valid_char) || bytes[0] == b'-' || bytes[bytes.len() - 1] == b'-' {
+            return Err(format!(
+                "invalid app name {shown:?}: use lowercase letters, digits and '-' (not at either end), at most 63 characters"
+            ));
+        }
+        Ok(AppName(raw.to_string()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for AppName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::AppName;
+
+    #[test]
+    fn accepts_rfc1123_labels() {
+        for good in ["a", "myapp", "my-app-2", "0app", &"a".repeat(63)] {
+            assert!(AppName::parse(good).is_ok(), "{good}");
+        }
+    }
+
+    #[test]
+    fn rejects_everything_else() {
+        for bad in [
+            "",
+            "../x",
+            "..",
+            ".",
+            "a;b",
+            "'a'",
+            "\"a\"",
+            "MyApp",
+            "a/b",
+            "-a",
+            "a-",
+            "a.b",
+            "a b",
+            "a\0b",
+            "é",
+            &"a".repeat(64),
+        ] {
+            assert!(AppName::parse(bad).is_err(), "{bad:?}");
+        }
+    }
+}

@@ -1,0 +1,47 @@
+//! What the pusher sees: Heroku-style `-----> ` steps, indented detail, ` !     ` errors.
+//!
+//! The pipeline writes here and never waits on the client: a pusher who disconnects does not
+//! stop a deploy half-way (the receiver is gone and sends are dropped).
+
+use tokio::sync::mpsc::UnboundedSender;
+
+#[derive(Clone)]
+pub struct Output {
+    sink: UnboundedSender<Vec<u8>>,
+}
+
+impl Output {
+    pub fn new(sink: UnboundedSender<Vec<u8>>) -> Output {
+        Output { sink }
+    }
+
+    /// A step of the pipeline: `-----> Building myapp from Dockerfile`.
+    pub fn step(&self, message: &str) {
+        self.line("-----> ", message);
+    }
+
+    /// Detail under a step, such as a line of build output.
+    pub fn detail(&self, message: &str) {
+        self.line("       ", message);
+    }
+
+    /// What went wrong and what to do about it.
+    pub fn error(&self, message: &str) {
+        tracing::warn!(%message, "push failed");
+        self.line(" !     ", message);
+    }
+
+    fn line(&self, prefix: &str, message: &str) {
+        let mut bytes = Vec::with_capacity(prefix.len() + message.len() + 1);
+        for (index, line) in message.split('\n').enumerate() {
+            bytes.extend_from_slice(if index == 0 {
+                prefix.as_bytes()
+            } else {
+                b"       "
+            });
+            bytes.extend_from_slice(line.as_bytes());
+            bytes.push(b'\n');
+        }
+        let _ = self.sink.send(bytes);
+    }
+}

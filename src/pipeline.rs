@@ -1,0 +1,242 @@
+//! One push, stage by stage: receive → build → registry → release → deploy → report.
+//!
+//! `on_push` is called with the ref updates git is about to make and returns whether to accept
+//! them. It holds the app's deploy lock for the whole deploy.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use crate::build::{self, DockerIgnore};
+use crate::deploy::{self, DeploySpec};
+use crate::engine;
+use crate::git::{self, RefUpdate};
+use crate::output::Output;
+use crate::push::PushSession;
+use crate::registry;
+use crate::server::Berth;
+use crate::store::Release;
+
+/// Decides a push: deploys the deploy branch when it moved, stores everything else.
+pub async fn on_push(
+    berth: &Berth,
+    push: &PushSession,
+    updates: &[RefUpdate],
+    quarantine: Option<&Path>,
+    out: &Output,
+) -> bool {
+    let deploy_branch = match deploy_branch_for(berth, push, updates).await {
+        Ok(branch) => branch,
+        Err(message) => {
+            out.error(&message);
+            return false;
+        }
+    };
+    let mut deploy_update = None;
+    for update in updates {
+        match update.branch() {
+            Some(branch) if branch == deploy_branch => deploy_update = Some(update),
+            Some(branch) if update.is_delete() => out.step(&format!("Deleted branch {branch}")),
+            Some(branch) => out.step(&format!(
+                "Stored branch {branch} (only {deploy_branch} deploys)"
+            )),
+            None => out.step(&format!("Stored {}", update.name)),
+        }
+    }
+    let Some(update) = deploy_update else {
+        return true;
+    };
+    if update.is_delete() {
+        out.step(&format!(
+            "Deleted branch {deploy_branch}: nothing deployed, the running release keeps serving"
+        ));
+        return true;
+    }
+    let lock = berth.app_lock(push.app.as_str());
+    let _guard = match lock.clone().try_lock_owned() {
+        Ok(guard) => guard,
+        Err(_) => {
+            out.step(&format!(
+                "Waiting for the deploy of {} in progress to finish",
+                push.app
+            ));
+            lock.lock_owned().await
+        }
+    };
+    let previous = berth
+        .store
+        .running_release(push.app_id)
+        .await
+        .ok()
+        .flatten();
+    match deploy_commit(berth, push, &deploy_branch, &update.new, quarantine, out).await {
+        Ok(()) => true,
+        Err(message) => {
+            out.error(&message);
+            let _ = berth.store.set_app_state(push.app_id, "failed").await;
+            let _ = berth
+                .store
+                .record_event(Some(push.app_id), "deploy", &push.actor, "failed", &message)
+                .await;
+            match previous {
+                Some(release) => out.error(&format!(
+                    "push rejected: v{} keeps serving; fix the problem and push again",
+                    release.number
+                )),
+                None => {
+                    out.error("push rejected: nothing was deployed; fix the problem and push again")
+                }
+            }
+            false
+        }
+    }
+}
+
+/// The app's deploy branch: its own setting, else the server's; `master` when it is all there is.
+async fn deploy_branch_for(
+    berth: &Berth,
+    push: &PushSession,
+    updates: &[RefUpdate],
+) -> Result<String, String> {
+    let app = berth
+        .store
+        .app(&push.app)
+        .await
+        .map_err(|e| format!("internal error reading app: {e}"))?
+        .ok_or_else(|| format!("app {} vanished during the push", push.app))?;
+    if let Some(branch) = app.deploy_branch {
+        return Ok(branch);
+    }
+    let default = berth.config.deploy_branch.clone();
+    let pushes = |name: &str| {
+        updates
+            .iter()
+            .any(|u| u.branch() == Some(name) && !u.is_delete())
+    };
+    if default == "main" && pushes("master") && !pushes("main") {
+        let repo = push.repo.clone();
+        let main_exists = tokio::task::spawn_blocking(move || git::branch_exists(&repo, "main"))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?;
+        if !main_exists {
+            return Ok("master".to_string());
+        }
+    }
+    Ok(default)
+}
+
+async fn deploy_commit(
+    berth: &Berth,
+    push: &PushSession,
+    branch: &str,
+    commit: &str,
+    quarantine: Option<&Path>,
+    out: &Output,
+) -> Result<(), String> {
+    let store = &berth.store;
+    let config = &berth.config;
+    let app = push.app.as_str();
+    let short = &commit[..commit.len().min(7)];
+    let docker = engine::connect().await?;
+
+    let repo = push.repo.clone();
+    let (quarantine, commit_owned) = (quarantine.map(Path::to_path_buf), commit.to_string());
+    let (dockerfile, context) = tokio::task::spawn_blocking(move || -> Result<_, git2::Error> {
+        let q = quarantine.as_deref();
+        if git::read_root_file(&repo, q, &commit_owned, "Dockerfile")?.is_none() {
+            return Ok((false, Vec::new()));
+        }
+        let ignore =
+            git::read_root_file(&repo, q, &commit_owned, ".dockerignore")?.unwrap_or_default();
+        let ignore = DockerIgnore::parse(&String::from_utf8_lossy(&ignore));
+        Ok((
+            true,
+            git::archive_tree(&repo, q, &commit_owned, &|path| !ignore.excludes(path))?,
+        ))
+    })
+    .await
+    .map_err(|e| format!("internal error: {e}"))?
+    .map_err(|e| format!("cannot read the pushed commit {short}: {}", e.message()))?;
+    if !dockerfile {
+        return Err(format!(
+            "no Dockerfile at the root of {branch} ({short}): add one and push again"
+        ));
+    }
+
+    let image_repo = registry::image_repository(config.registry.as_deref(), app);
+    let release = store
+        .create_release(
+            push.app_id,
+            commit,
+            &image_repo,
+            &push.actor,
+            &format!("push {branch}@{short}"),
+        )
+        .await
+        .map_err(|e| format!("internal error recording the release: {e}"))?;
+    let result = build_and_release(berth, &docker, push, &release, context, out).await;
+    if result.is_err() {
+        let _ = store.set_release_status(release.id, "failed").await;
+    }
+    result
+}
+
+async fn build_and_release(
+    berth: &Berth,
+    docker: &bollard::Docker,
+    push: &PushSession,
+    release: &Release,
+    context: Vec<u8>,
+    out: &Output,
+) -> Result<(), String> {
+    let store = &berth.store;
+    let config = &berth.config;
+    let app = push.app.as_str();
+    let _ = store.set_app_state(push.app_id, "building").await;
+    out.step(&format!("Building {app} from Dockerfile"));
+    let labels = HashMap::from([
+        (deploy::docker::LABEL_APP.to_string(), app.to_string()),
+        (
+            deploy::docker::LABEL_RELEASE.to_string(),
+            release.number.to_string(),
+        ),
+    ]);
+    let built = build::build(docker, context, &release.image, labels, out).await?;
+
+    if let Some(registry_address) = config.registry.as_deref() {
+        out.step(&format!("Pushing image {}", release.image));
+        registry::push(docker, &release.image, registry_address, out).await?;
+    }
+
+    out.step(&format!("Releasing v{}", release.number));
+    let _ = store.set_release_status(release.id, "deploying").await;
+    let _ = store.set_app_state(push.app_id, "deploying").await;
+    out.step("Deploying");
+    let spec = DeploySpec {
+        app: app.to_string(),
+        release: release.number,
+        image: release.image.clone(),
+        port: built.exposed_port.unwrap_or(deploy::DEFAULT_PORT),
+        env: Vec::new(),
+        publish_address: config.publish_address,
+        ready_timeout: config.ready_timeout(),
+    };
+    let deployed = deploy::docker::deploy(docker, &spec, out).await?;
+    store
+        .mark_release_running(release, deployed.host_port)
+        .await
+        .map_err(|e| format!("internal error recording the release: {e}"))?;
+    let _ = store.set_app_state(push.app_id, "running").await;
+    let url = berth.url(deployed.host_port);
+    let _ = store
+        .record_event(
+            Some(push.app_id),
+            "deploy",
+            &push.actor,
+            "succeeded",
+            &format!("v{} at {url}", release.number),
+        )
+        .await;
+    out.step(&format!("{app} is live at {url}"));
+    Ok(())
+}

@@ -1,0 +1,50 @@
+//! The registry stage: push the release image to the configured registry.
+
+use bollard::Docker;
+use bollard::query_parameters::PushImageOptionsBuilder;
+use futures_util::StreamExt;
+
+use crate::engine;
+use crate::output::Output;
+
+/// The repository part of an app's image name: `<registry>/<app>`, or `berth/<app>` when
+/// images stay local (single-host mode).
+pub fn image_repository(registry: Option<&str>, app: &str) -> String {
+    match registry {
+        Some(registry) => format!("{registry}/{app}"),
+        None => format!("berth/{app}"),
+    }
+}
+
+/// Pushes `image` (`repo:tag`) and reports the digest line.
+pub async fn push(
+    docker: &Docker,
+    image: &str,
+    registry: &str,
+    out: &Output,
+) -> Result<(), String> {
+    let (repository, tag) = image
+        .rsplit_once(':')
+        .ok_or_else(|| format!("image {image} has no tag"))?;
+    let options = PushImageOptionsBuilder::default().tag(tag).build();
+    let mut stream = docker.push_image(repository, Some(options), None);
+    while let Some(item) = stream.next().await {
+        let fail = |message: String| {
+            format!(
+                "pushing {image} to the registry at {registry} failed: {message}; check that the registry is running and reachable from the engine"
+            )
+        };
+        match item {
+            Ok(info) => {
+                if let Some(detail) = info.error_detail {
+                    return Err(fail(detail.message.unwrap_or_default().trim().to_string()));
+                }
+                if let Some(status) = info.status.filter(|s| s.contains("digest:")) {
+                    out.detail(&status);
+                }
+            }
+            Err(error) => return Err(fail(engine::describe(&error))),
+        }
+    }
+    Ok(())
+}

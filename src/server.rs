@@ -1,0 +1,84 @@
+//! The running server: shared state and start-up.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use tokio::net::{TcpListener, UnixListener};
+
+use crate::config::Config;
+use crate::push::{self, PushRegistry};
+use crate::ssh;
+use crate::store::Store;
+
+/// Who is connected: the key that signed, and its role.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    pub key_name: String,
+    pub role: String,
+}
+
+impl Identity {
+    pub fn is_admin(&self) -> bool {
+        self.role == "admin"
+    }
+}
+
+/// State shared by every connection and push, passed explicitly as `Arc<Berth>`.
+pub struct Berth {
+    pub config: Config,
+    pub store: Store,
+    /// Pushes waiting for their pre-receive hook.
+    pub pushes: PushRegistry,
+    /// One deploy lock per app: a second push waits for the first.
+    locks: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+impl Berth {
+    pub async fn open(config: Config) -> Result<Arc<Berth>, String> {
+        std::fs::create_dir_all(&config.data_dir)
+            .map_err(|e| format!("cannot create data_dir {}: {e}", config.data_dir.display()))?;
+        let store = Store::open(&config.db_path()).await.map_err(|e| {
+            format!(
+                "cannot open the state DB {}: {e}",
+                config.db_path().display()
+            )
+        })?;
+        Ok(Arc::new(Berth {
+            config,
+            store,
+            pushes: PushRegistry::default(),
+            locks: Default::default(),
+        }))
+    }
+
+    pub fn app_lock(&self, app: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut locks = self
+            .locks
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        locks.entry(app.to_string()).or_default().clone()
+    }
+
+    pub fn url(&self, host_port: u16) -> String {
+        format!("http://{}:{host_port}", self.config.public_host)
+    }
+}
+
+/// Serves until the SSH listener fails. The caller binds the socket (tests bind port 0).
+pub async fn run(berth: Arc<Berth>, listener: TcpListener) -> Result<(), String> {
+    let config = &berth.config;
+    push::install_hooks(&config.hooks_dir()).map_err(|e| format!("cannot write hooks: {e}"))?;
+    let socket_path = config.hook_socket_path();
+    if let Some(dir) = socket_path.parent() {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .map_err(|e| format!("cannot restrict {}: {e}", dir.display()))?;
+    }
+    let _ = std::fs::remove_file(&socket_path);
+    let hooks = UnixListener::bind(&socket_path)
+        .map_err(|e| format!("cannot bind {}: {e}", socket_path.display()))?;
+    tokio::spawn(push::serve_hooks(berth.clone(), hooks));
+    ssh::serve(berth, listener).await
+}

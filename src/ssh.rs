@@ -1,0 +1,522 @@
+//! The embedded SSH server: public-key auth against the key table, exec requests parsed into
+//! git services or operator commands, and the plumbing between a channel and a child process.
+//!
+//! **Architecture Invariant:** this is the only module that knows russh.
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use russh::keys::{HashAlg, PublicKey};
+use russh::server::ChannelOpenHandle;
+use russh::server::{Auth, Msg, PublicKeyOffer, Session, VerifiedPublicKey};
+use russh::{Channel, ChannelId, ChannelMsg, MethodKind, MethodSet};
+use tokio::io::{AsyncWriteExt, BufReader};
+use tokio::net::TcpListener;
+
+use crate::commands;
+use crate::git::GitService;
+use crate::push;
+use crate::server::{Berth, Identity};
+
+/// The SHA256 fingerprint of an OpenSSH public key line (`ssh-ed25519 AAAA… comment`).
+pub fn fingerprint_of(openssh_line: &str) -> Result<String, String> {
+    let key = PublicKey::from_openssh(openssh_line.trim())
+        .map_err(|e| format!("not an OpenSSH public key: {e}"))?;
+    Ok(key.fingerprint(HashAlg::Sha256).to_string())
+}
+
+/// Loads the host key from the data dir, generating it on first start.
+fn host_key(path: &Path) -> Result<russh::keys::PrivateKey, String> {
+    if !path.exists() {
+        let status = std::process::Command::new("ssh-keygen")
+            .args([
+                "-q",
+                "-t",
+                "ed25519",
+                "-N",
+                "",
+                "-C",
+                "berth host key",
+                "-f",
+            ])
+            .arg(path)
+            .stdin(std::process::Stdio::null())
+            .status()
+            .map_err(|e| format!("cannot run ssh-keygen to make the host key: {e}"))?;
+        if !status.success() {
+            return Err(format!("ssh-keygen failed to write {}", path.display()));
+        }
+    }
+    russh::keys::load_secret_key(path, None)
+        .map_err(|e| format!("cannot load host key {}: {e}", path.display()))
+}
+
+pub async fn serve(berth: Arc<Berth>, listener: TcpListener) -> Result<(), String> {
+    let key = host_key(&berth.config.host_key_path())?;
+    let config = russh::server::Config {
+        methods: MethodSet::from(&[MethodKind::PublicKey][..]),
+        keys: vec![key],
+        auth_rejection_time: Duration::from_millis(500),
+        auth_rejection_time_initial: Some(Duration::ZERO),
+        inactivity_timeout: Some(Duration::from_secs(3600)),
+        keepalive_interval: Some(Duration::from_secs(30)),
+        nodelay: true,
+        ..Default::default()
+    };
+    let mut server = Server { berth };
+    use russh::server::Server as _;
+    server
+        .run_on_socket(Arc::new(config), &listener)
+        .await
+        .map_err(|e| format!("ssh server stopped: {e}"))
+}
+
+struct Server {
+    berth: Arc<Berth>,
+}
+
+impl russh::server::Server for Server {
+    type Handler = Connection;
+    fn new_client(&mut self, peer: Option<SocketAddr>) -> Connection {
+        Connection {
+            berth: self.berth.clone(),
+            peer,
+            identity: None,
+            channels: HashMap::new(),
+            env: HashMap::new(),
+        }
+    }
+    fn handle_session_error(&mut self, error: anyhow::Error) {
+        tracing::debug!(%error, "ssh session ended with an error");
+    }
+}
+
+struct Connection {
+    berth: Arc<Berth>,
+    peer: Option<SocketAddr>,
+    /// Set only after a signature was verified (`auth_publickey`), never on an offer.
+    identity: Option<Identity>,
+    /// Opened session channels not yet given to a command.
+    channels: HashMap<ChannelId, Channel<Msg>>,
+    /// Allowed environment variables (only `GIT_PROTOCOL`), per channel, sent before exec.
+    env: HashMap<ChannelId, Vec<(String, String)>>,
+}
+
+impl Connection {
+    async fn known_key(&self, key: &PublicKey) -> Option<Identity> {
+        let fingerprint = key.fingerprint(HashAlg::Sha256).to_string();
+        match self.berth.store.key_by_fingerprint(&fingerprint).await {
+            Ok(Some(record)) => Some(Identity {
+                key_name: record.name,
+                role: record.role,
+            }),
+            Ok(None) => None,
+            Err(error) => {
+                tracing::error!(%error, "key lookup failed");
+                None
+            }
+        }
+    }
+}
+
+impl russh::server::Handler for Connection {
+    type Error = anyhow::Error;
+
+    async fn auth_publickey_offered(
+        &mut self,
+        _user: &str,
+        offer: PublicKeyOffer<'_>,
+    ) -> Result<Auth, Self::Error> {
+        Ok(match self.known_key(offer.public_key).await {
+            Some(_) => Auth::Accept,
+            None => Auth::reject(),
+        })
+    }
+
+    async fn auth_publickey(
+        &mut self,
+        _user: &str,
+        key: VerifiedPublicKey<'_>,
+    ) -> Result<Auth, Self::Error> {
+        match self.known_key(key.public_key).await {
+            Some(identity) => {
+                tracing::info!(peer = ?self.peer, key = %identity.key_name, "authenticated");
+                self.identity = Some(identity);
+                Ok(Auth::Accept)
+            }
+            None => {
+                tracing::info!(peer = ?self.peer, "refused an unknown key");
+                Ok(Auth::reject())
+            }
+        }
+    }
+
+    async fn channel_open_session(
+        &mut self,
+        channel: Channel<Msg>,
+        reply: ChannelOpenHandle,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        self.channels.insert(channel.id(), channel);
+        reply.accept().await;
+        Ok(())
+    }
+
+    async fn env_request(
+        &mut self,
+        channel: ChannelId,
+        name: &str,
+        value: &str,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        if name == "GIT_PROTOCOL" && value.len() < 64 && value.bytes().all(|b| b.is_ascii_graphic())
+        {
+            self.env
+                .entry(channel)
+                .or_default()
+                .push((name.to_string(), value.to_string()));
+            session.channel_success(channel)?;
+        } else {
+            session.channel_failure(channel)?;
+        }
+        Ok(())
+    }
+
+    async fn pty_request(
+        &mut self,
+        channel: ChannelId,
+        _term: &str,
+        _c: u32,
+        _r: u32,
+        _pw: u32,
+        _ph: u32,
+        _modes: &[(russh::Pty, u32)],
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        session.channel_success(channel)?;
+        Ok(())
+    }
+
+    async fn shell_request(
+        &mut self,
+        channel: ChannelId,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        session.channel_success(channel)?;
+        self.start(channel, Request::Shell);
+        Ok(())
+    }
+
+    async fn subsystem_request(
+        &mut self,
+        channel: ChannelId,
+        _name: &str,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        session.channel_failure(channel)?;
+        Ok(())
+    }
+
+    async fn exec_request(
+        &mut self,
+        channel: ChannelId,
+        data: &[u8],
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        // Always accept, then explain on stderr: a refused exec only shows "exec request failed".
+        session.channel_success(channel)?;
+        let request = match std::str::from_utf8(data) {
+            Ok(text) => parse_exec(text),
+            Err(_) => Err("the command is not valid UTF-8".to_string()),
+        };
+        self.start(channel, request.unwrap_or_else(Request::Refused));
+        Ok(())
+    }
+}
+
+/// What an exec request asks for, parsed from the client's string (never passed to a shell).
+#[derive(Debug, PartialEq, Eq)]
+pub enum Request {
+    Git { service: GitService, app: String },
+    Command(Vec<String>),
+    Shell,
+    Refused(String),
+}
+
+/// `git-receive-pack '/myapp.git'` → Git; `apps:info myapp --json` → Command.
+pub fn parse_exec(text: &str) -> Result<Request, String> {
+    let words = split_words(text)?;
+    let Some((first, rest)) = words.split_first() else {
+        return Ok(Request::Shell);
+    };
+    if let Some(service) = GitService::from_command_name(first) {
+        let [path] = rest else {
+            return Err(format!("{first} takes exactly one repository"));
+        };
+        let path = path
+            .strip_prefix("~/")
+            .or_else(|| path.strip_prefix('/'))
+            .unwrap_or(path);
+        let app = path.strip_suffix(".git").unwrap_or(path);
+        return Ok(Request::Git {
+            service,
+            app: app.to_string(),
+        });
+    }
+    Ok(Request::Command(words))
+}
+
+/// Splits like a shell would for plain words and quotes, with no expansion of any kind.
+fn split_words(text: &str) -> Result<Vec<String>, String> {
+    let mut words = Vec::new();
+    let mut current: Option<String> = None;
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\'' | '"' => {
+                let word = current.get_or_insert_with(String::new);
+                loop {
+                    match chars.next() {
+                        Some(q) if q == c => break,
+                        Some(other) => word.push(other),
+                        None => return Err("unbalanced quote in the command".to_string()),
+                    }
+                }
+            }
+            c if c.is_whitespace() => {
+                if let Some(word) = current.take() {
+                    words.push(word);
+                }
+            }
+            c => current.get_or_insert_with(String::new).push(c),
+        }
+    }
+    words.extend(current);
+    Ok(words)
+}
+
+impl Connection {
+    fn start(&mut self, id: ChannelId, request: Request) {
+        let Some(channel) = self.channels.remove(&id) else {
+            return;
+        };
+        let env = self.env.remove(&id).unwrap_or_default();
+        let berth = self.berth.clone();
+        let identity = self.identity.clone();
+        tokio::spawn(async move {
+            let (read, write) = channel.split();
+            // Commands other than git read no input: drain it so the session never stalls.
+            let read = match &request {
+                Request::Git { .. } => Some(read),
+                _ => {
+                    tokio::spawn(drain(read));
+                    None
+                }
+            };
+            let Some(identity) = identity else {
+                return finish(&write, b"not authenticated\n", 1).await;
+            };
+            match request {
+                Request::Git { service, app } => match read {
+                    Some(read) => {
+                        serve_git(&berth, &identity, service, &app, env, read, write).await
+                    }
+                    None => {}
+                },
+                Request::Command(args) => {
+                    let result = commands::run(&berth, &identity, &args).await;
+                    let _ = write.data_bytes(result.stdout).await;
+                    finish(&write, &result.stderr, result.code).await
+                }
+                Request::Shell => {
+                    let text = format!(
+                        "Hi {}! berth has no shell. Try: ssh ... help\n",
+                        identity.key_name
+                    );
+                    finish(&write, text.as_bytes(), 1).await
+                }
+                Request::Refused(reason) => {
+                    finish(&write, format!("ERROR: {reason}\n").as_bytes(), 128).await
+                }
+            }
+        });
+    }
+}
+
+type ReadHalf = russh::ChannelReadHalf;
+type WriteHalf = russh::ChannelWriteHalf<Msg>;
+
+/// Ends a command: stderr text, then exit-status → EOF → close (the order clients expect).
+async fn finish(write: &WriteHalf, stderr: &[u8], code: u32) {
+    if !stderr.is_empty() {
+        let _ = write.extended_data_bytes(1, stderr.to_vec()).await;
+    }
+    let _ = write.exit_status(code).await;
+    let _ = write.eof().await;
+    let _ = write.close().await;
+}
+
+async fn serve_git(
+    berth: &Arc<Berth>,
+    who: &Identity,
+    service: GitService,
+    raw_app: &str,
+    mut env: Vec<(String, String)>,
+    read: ReadHalf,
+    write: WriteHalf,
+) {
+    let (repo, ticket) = match service {
+        GitService::ReceivePack => match push::prepare_receive(berth, who, raw_app).await {
+            Ok(setup) => {
+                env.extend(setup.env);
+                (setup.repo, Some(setup.ticket))
+            }
+            Err(message) => {
+                return finish(&write, format!("ERROR: {message}\n").as_bytes(), 128).await;
+            }
+        },
+        GitService::UploadPack => match commands::readable_repo(berth, who, raw_app).await {
+            Ok(repo) => (repo, None),
+            Err(message) => {
+                return finish(&write, format!("ERROR: {message}\n").as_bytes(), 128).await;
+            }
+        },
+    };
+    let command = service.command(&repo, &berth.config.hooks_dir(), &env);
+    let code = pipe_child(command, read, &write).await;
+    if let Some(ticket) = ticket {
+        if code == 0 && !ticket.hook_ran() {
+            let _ = write
+                .extended_data_bytes(1, &b"-----> No ref changed: nothing to deploy\n"[..])
+                .await;
+        }
+    }
+    finish(&write, b"", code).await;
+}
+
+async fn drain(mut read: ReadHalf) {
+    while read.wait().await.is_some() {}
+}
+
+/// Runs the child with the channel as its stdin, stdout and stderr; returns its exit status.
+async fn pipe_child(
+    mut command: tokio::process::Command,
+    mut read: ReadHalf,
+    write: &WriteHalf,
+) -> u32 {
+    let mut child = match command.spawn() {
+        Ok(child) => child,
+        Err(error) => {
+            tracing::error!(%error, "cannot start git");
+            let _ = write
+                .extended_data_bytes(1, &b"ERROR: the server cannot run git\n"[..])
+                .await;
+            return 128;
+        }
+    };
+    let (Some(mut stdin), Some(stdout), Some(stderr)) =
+        (child.stdin.take(), child.stdout.take(), child.stderr.take())
+    else {
+        return 128;
+    };
+    // Input: channel data to stdin, EOF closes it. Runs beside the session loop, never inside it.
+    let input = tokio::spawn(async move {
+        let mut open = true;
+        while let Some(message) = read.wait().await {
+            match message {
+                ChannelMsg::Data { data } if open => {
+                    if stdin.write_all(&data).await.is_err() {
+                        open = false;
+                    }
+                }
+                ChannelMsg::Eof => break,
+                ChannelMsg::Close => break,
+                _ => {}
+            }
+        }
+        drop(stdin);
+        // Keep reading so a chatty client cannot fill the channel queue.
+        while read.wait().await.is_some() {}
+    });
+    // Output: 64 KiB reads (8 KiB halves clone throughput); never shutdown() these writers.
+    let mut out_writer = write.make_writer();
+    let mut err_writer = write.make_writer_ext(Some(1));
+    let stdout_pump = async move {
+        let mut reader = BufReader::with_capacity(64 * 1024, stdout);
+        let _ = tokio::io::copy_buf(&mut reader, &mut out_writer).await;
+        let _ = out_writer.flush().await;
+    };
+    let stderr_pump = async move {
+        let mut reader = BufReader::new(stderr);
+        let _ = tokio::io::copy_buf(&mut reader, &mut err_writer).await;
+        let _ = err_writer.flush().await;
+    };
+    tokio::join!(stdout_pump, stderr_pump);
+    let status = child.wait().await;
+    drop(input);
+    match status {
+        Ok(status) => exit_code(status),
+        Err(_) => 128,
+    }
+}
+
+fn exit_code(status: std::process::ExitStatus) -> u32 {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(code), _) => u32::try_from(code).unwrap_or(1),
+        (None, Some(signal)) => 128 + u32::try_from(signal).unwrap_or(0),
+        (None, None) => 1,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Request, parse_exec};
+    use crate::git::GitService;
+
+    #[test]
+    fn parses_git_requests_in_every_client_form() {
+        for text in [
+            "git-receive-pack '/myapp.git'",
+            "git-receive-pack 'myapp'",
+            "git-receive-pack '~/myapp.git'",
+            "git-receive-pack myapp.git",
+        ] {
+            assert_eq!(
+                parse_exec(text),
+                Ok(Request::Git {
+                    service: GitService::ReceivePack,
+                    app: "myapp".into()
+                }),
+                "{text}"
+            );
+        }
+        assert_eq!(
+            parse_exec("git-upload-pack '/a/b.git'"),
+            Ok(Request::Git {
+                service: GitService::UploadPack,
+                app: "a/b".into()
+            }),
+            "nested paths reach AppName::parse, which refuses them"
+        );
+        assert!(parse_exec("git-receive-pack 'a' 'b'").is_err());
+        assert!(parse_exec("git-receive-pack 'a").is_err());
+    }
+
+    #[test]
+    fn commands_are_words_without_shell_meaning() {
+        assert_eq!(
+            parse_exec("apps:info 'my app' $HOME;rm"),
+            Ok(Request::Command(vec![
+                "apps:info".into(),
+                "my app".into(),
+                "$HOME;rm".into()
+            ]))
+        );
+        assert_eq!(parse_exec("  "), Ok(Request::Shell));
+    }
+}
