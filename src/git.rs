@@ -113,6 +113,9 @@ impl RefUpdate {
             })
             .collect()
     }
+    pub fn is_create(&self) -> bool {
+        self.old == ZERO
+    }
     pub fn is_delete(&self) -> bool {
         self.new == ZERO
     }
@@ -123,8 +126,18 @@ impl RefUpdate {
 
 /// Whether `refs/heads/<branch>` exists in the repo.
 pub fn branch_exists(repo: &Path, branch: &str) -> Result<bool, git2::Error> {
+    Ok(branch_target(repo, branch)?.is_some())
+}
+
+/// The commit `refs/heads/<branch>` points at, as a hex id; `None` when the branch does not exist.
+pub fn branch_target(repo: &Path, branch: &str) -> Result<Option<String>, git2::Error> {
     let repo = Repository::open_bare(repo)?;
-    Ok(repo.find_reference(&format!("refs/heads/{branch}")).is_ok())
+    let target = repo
+        .find_reference(&format!("refs/heads/{branch}"))
+        .ok()
+        .and_then(|r| r.target())
+        .map(|oid| oid.to_string());
+    Ok(target)
 }
 
 /// Opens the repo, seeing objects still in the push's quarantine directory.

@@ -52,7 +52,7 @@ pub async fn on_push(
         return true;
     }
     let lock = berth.app_lock(push.app.as_str());
-    let _guard = match lock.clone().try_lock_owned() {
+    let guard = match lock.clone().try_lock_owned() {
         Ok(guard) => guard,
         Err(_) => {
             out.step(&format!(
@@ -62,6 +62,26 @@ pub async fn on_push(
             lock.lock_owned().await
         }
     };
+    push.hold_lock(guard);
+    // Another push may have moved the branch while this one waited: git would then refuse the
+    // ref update after the deploy, leaving a release live that no branch points at.
+    let repo = push.repo.clone();
+    let branch = deploy_branch.clone();
+    let current = tokio::task::spawn_blocking(move || git::branch_target(&repo, &branch)).await;
+    let expected = (!update.is_create()).then(|| update.old.clone());
+    match current {
+        Ok(Ok(current)) if current == expected => {}
+        Ok(Ok(_)) => {
+            out.error(&format!(
+                "{deploy_branch} moved while this push waited (another push deployed first): fetch, merge and push again"
+            ));
+            return false;
+        }
+        _ => {
+            out.error("internal error reading the repo: see the berth server log");
+            return false;
+        }
+    }
     let previous = berth
         .store
         .running_release(push.app_id)

@@ -47,6 +47,20 @@ pub struct PushSession {
     pub actor: String,
     pub repo: PathBuf,
     hook_ran: Arc<AtomicBool>,
+    /// The app's deploy lock once the pipeline took it. Shared with the `PushTicket`, so it is
+    /// released only after receive-pack has updated the refs and exited, and the pipeline ended.
+    lock: LockSlot,
+}
+
+type LockSlot = Arc<std::sync::Mutex<Option<tokio::sync::OwnedMutexGuard<()>>>>;
+
+impl PushSession {
+    /// Keeps the app's deploy lock until the push is over (refs updated, client answered).
+    pub fn hold_lock(&self, guard: tokio::sync::OwnedMutexGuard<()>) {
+        if let Ok(mut slot) = self.lock.lock() {
+            *slot = Some(guard);
+        }
+    }
 }
 
 /// Registered pushes; a `PushTicket` removes its entry when dropped.
@@ -59,6 +73,7 @@ pub struct PushTicket {
     berth: Arc<Berth>,
     token: String,
     hook_ran: Arc<AtomicBool>,
+    _lock: LockSlot,
 }
 
 impl PushTicket {
@@ -137,12 +152,14 @@ pub async fn prepare_receive(
     }
     let token = random_token();
     let hook_ran = Arc::new(AtomicBool::new(false));
+    let lock = LockSlot::default();
     let session = PushSession {
         app,
         app_id: record.id,
         actor: who.key_name.clone(),
         repo: repo.clone(),
         hook_ran: hook_ran.clone(),
+        lock: lock.clone(),
     };
     berth
         .pushes
@@ -168,6 +185,7 @@ pub async fn prepare_receive(
             berth: berth.clone(),
             token,
             hook_ran,
+            _lock: lock,
         },
     })
 }

@@ -79,9 +79,15 @@ pub async fn deploy(docker: &Docker, spec: &DeploySpec, out: &Output) -> Result<
             engine::describe(&error)
         ));
     }
+    out.detail(&format!(
+        "started {name}; waiting for it to answer on PORT {}",
+        spec.port
+    ));
     match wait_until_ready(docker, &name, &exposed, spec).await {
         Ok(host_port) => {
-            retire_others(docker, &spec.app, spec.release, out).await;
+            // Old releases stop in the background: the push reports as soon as the new one answers.
+            let (docker, app, release) = (docker.clone(), spec.app.clone(), spec.release);
+            tokio::spawn(async move { retire_older(&docker, &app, release).await });
             Ok(Deployed { host_port })
         }
         Err(reason) => {
@@ -165,8 +171,9 @@ async fn answers(addr: SocketAddr) -> bool {
         .unwrap_or(false)
 }
 
-/// Stops and removes every container of the app that does not belong to `keep_release`.
-async fn retire_others(docker: &Docker, app: &str, keep_release: i64, out: &Output) {
+/// Stops and removes the app's containers of releases older than `keep_release` (never newer
+/// ones: a later deploy may already be starting its own).
+async fn retire_older(docker: &Docker, app: &str, keep_release: i64) {
     let filters = HashMap::from([("label", vec![format!("{LABEL_APP}={app}")])]);
     let options = ListContainersOptionsBuilder::default()
         .all(true)
@@ -175,17 +182,16 @@ async fn retire_others(docker: &Docker, app: &str, keep_release: i64, out: &Outp
     let containers = match docker.list_containers(Some(options)).await {
         Ok(containers) => containers,
         Err(error) => {
-            out.error(&format!(
-                "could not list old containers: {}",
-                engine::describe(&error)
-            ));
+            tracing::warn!(%app, error = %engine::describe(&error), "could not list old containers");
             return;
         }
     };
     for container in containers {
         let labels = container.labels.unwrap_or_default();
-        if labels.get(LABEL_RELEASE).map(String::as_str) == Some(keep_release.to_string().as_str())
-        {
+        let release = labels
+            .get(LABEL_RELEASE)
+            .and_then(|r| r.parse::<i64>().ok());
+        if release.is_none_or(|r| r >= keep_release) {
             continue;
         }
         let Some(id) = container.id else { continue };

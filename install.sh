@@ -1,0 +1,158 @@
+#!/usr/bin/env bash
+# Installs and starts berth on a Debian/Ubuntu host. Safe to run again: what is already right
+# is left alone.
+#
+#   ./install.sh --admin-key ~/.ssh/id_ed25519.pub   # everything, and register the admin key
+#   ./install.sh --deps-only                         # only the Docker engine, registry and git
+#
+# Settings (environment): BERTH_CONFIG_DIR (/etc/berth), BERTH_DATA_DIR (/var/lib/berth),
+# BERTH_REGISTRY_PORT (5055), BERTH_SSH_PORT (2222), BERTH_PUBLIC_HOST (this host's name).
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)
+config_dir=${BERTH_CONFIG_DIR:-/etc/berth}
+data_dir=${BERTH_DATA_DIR:-/var/lib/berth}
+registry_port=${BERTH_REGISTRY_PORT:-5055}
+ssh_port=${BERTH_SSH_PORT:-2222}
+public_host=${BERTH_PUBLIC_HOST:-$(hostname -f 2>/dev/null || hostname)}
+bin=/usr/local/bin/berth
+admin_key=""
+deps_only=0
+
+say() { printf -- '-----> %s\n' "$*"; }
+die() { printf ' !     %s\n' "$*" >&2; exit 1; }
+
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --admin-key) [ $# -ge 2 ] || die "--admin-key needs a public key file"; admin_key=$2; shift 2 ;;
+    --deps-only) deps_only=1; shift ;;
+    -h|--help) sed -n '2,10p' "$0"; exit 0 ;;
+    *) die "unknown option $1 (see --help)" ;;
+  esac
+done
+[ "$(id -u)" -eq 0 ] || die "run as root (it installs packages and a service)"
+if [ -n "$admin_key" ] && [ ! -r "$admin_key" ]; then die "cannot read the admin key $admin_key"; fi
+
+systemd_running() { [ "$(cat /proc/1/comm 2>/dev/null)" = systemd ]; }
+
+# --- OS packages: only what is missing.
+need=()
+command -v dockerd >/dev/null || need+=(docker.io)
+command -v docker-registry >/dev/null || need+=(docker-registry)
+command -v git >/dev/null || need+=(git)
+command -v ssh-keygen >/dev/null || need+=(openssh-client)
+command -v curl >/dev/null || need+=(curl)
+if [ ${#need[@]} -gt 0 ]; then
+  say "Installing ${need[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+
+# --- Docker engine.
+if ! docker info >/dev/null 2>&1; then
+  say "Starting the Docker engine"
+  if systemd_running; then
+    systemctl enable --now docker
+  else
+    mkdir -p "$data_dir"
+    nohup dockerd >>"$data_dir/dockerd.log" 2>&1 &
+  fi
+  for _ in $(seq 1 60); do docker info >/dev/null 2>&1 && break; sleep 0.5; done
+  docker info >/dev/null 2>&1 || die "the Docker engine did not start: see $data_dir/dockerd.log"
+fi
+
+# --- Registry on loopback, no auth (the engine trusts 127.0.0.0/8 over plain HTTP).
+mkdir -p "$config_dir" /var/lib/berth-registry
+registry_config="$config_dir/registry.yml"
+wanted_registry=$(cat <<YML
+version: 0.1
+log:
+  level: warn
+storage:
+  filesystem:
+    rootdirectory: /var/lib/berth-registry
+  delete:
+    enabled: true
+http:
+  addr: 127.0.0.1:$registry_port
+YML
+)
+if [ "$(cat "$registry_config" 2>/dev/null)" != "$wanted_registry" ]; then
+  printf '%s\n' "$wanted_registry" >"$registry_config"
+fi
+if ! curl -fsS "http://127.0.0.1:$registry_port/v2/" >/dev/null 2>&1; then
+  say "Starting the registry on 127.0.0.1:$registry_port"
+  if systemd_running; then
+    install -m 644 "$here/systemd/berth-registry.service" /etc/systemd/system/berth-registry.service
+    systemctl daemon-reload
+    systemctl enable --now berth-registry
+  else
+    mkdir -p "$data_dir"
+    nohup docker-registry serve "$registry_config" >>"$data_dir/registry.log" 2>&1 &
+  fi
+  for _ in $(seq 1 40); do curl -fsS "http://127.0.0.1:$registry_port/v2/" >/dev/null 2>&1 && break; sleep 0.25; done
+  curl -fsS "http://127.0.0.1:$registry_port/v2/" >/dev/null || die "the registry did not start: see $data_dir/registry.log"
+fi
+[ "$deps_only" -eq 1 ] && { say "Docker engine and registry are running"; exit 0; }
+
+# --- Build and install the binary (replaced only when it changed).
+command -v cargo >/dev/null || die "cargo is needed to build berth: install a Rust toolchain (1.85 or newer)"
+say "Building berth (release)"
+(cd "$here" && cargo build --release --locked --quiet)
+changed=0
+if ! cmp -s "$here/target/release/berth" "$bin"; then
+  install -m 755 "$here/target/release/berth" "$bin.new" && mv "$bin.new" "$bin"
+  changed=1
+fi
+
+# --- Default config, written once; the admin edits it afterwards.
+config="$config_dir/berth.toml"
+if [ ! -f "$config" ]; then
+  say "Writing $config"
+  cat >"$config" <<TOML
+# berth server configuration; every key can also be set as BERTH_<KEY> in the environment.
+data_dir = "$data_dir"
+ssh_listen = "0.0.0.0:$ssh_port"
+public_host = "$public_host"
+publish_address = "0.0.0.0"
+registry = "127.0.0.1:$registry_port"
+ready_timeout = 30
+TOML
+fi
+mkdir -p "$data_dir"
+chmod 700 "$data_dir"
+
+if [ -n "$admin_key" ]; then
+  "$bin" keys add admin --role admin --key-file "$admin_key" --config "$config"
+fi
+
+# --- Start (or restart when the binary changed).
+if systemd_running; then
+  if ! cmp -s "$here/systemd/berth.service" /etc/systemd/system/berth.service; then
+    install -m 644 "$here/systemd/berth.service" /etc/systemd/system/berth.service
+    systemctl daemon-reload
+    changed=1
+  fi
+  systemctl enable berth >/dev/null
+  if [ "$changed" -eq 1 ] || ! systemctl is-active --quiet berth; then systemctl restart berth; fi
+else
+  pidfile="$data_dir/berth.pid"
+  running=0
+  if [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then running=1; fi
+  if [ "$running" -eq 1 ] && [ "$changed" -eq 1 ]; then
+    kill "$(cat "$pidfile")"; running=0
+    for _ in $(seq 1 40); do kill -0 "$(cat "$pidfile")" 2>/dev/null || break; sleep 0.25; done
+  fi
+  if [ "$running" -eq 0 ]; then
+    say "Starting berth (no systemd here: background process, log in $data_dir/berth.log)"
+    nohup "$bin" serve --config "$config" >>"$data_dir/berth.log" 2>&1 &
+    echo $! >"$pidfile"
+  fi
+fi
+port=$(sed -n 's/^ssh_listen *= *".*:\([0-9]*\)"/\1/p' "$config")
+host=$(sed -n 's/^public_host *= *"\(.*\)"/\1/p' "$config")
+for _ in $(seq 1 40); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.25; done
+(exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null || die "berth is not listening on port $port: see $data_dir/berth.log"
+say "berth is running. In your app's repository:"
+echo "       git remote add berth ssh://berth@$host:$port/myapp"
+echo "       git push berth main"

@@ -1,0 +1,374 @@
+//! Test harness: a real berth server on a loopback port with a temp data dir, a generated key,
+//! the real `git` and `ssh` clients, the real Docker engine and registry.
+//!
+//! Run through `tests/run.sh`, which starts the engine and registry and makes the base image.
+//! Anything missing fails the test with a message naming that command; nothing is skipped.
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub const BASE_IMAGE: &str = "berth-test/busybox:latest";
+
+fn require(what: &str, ok: bool) {
+    assert!(
+        ok,
+        "{what} is missing: run the tests with tests/run.sh, which installs and starts it"
+    );
+}
+
+/// Checks the real components are there; panics (fails) with the command to run otherwise.
+pub fn require_environment() -> String {
+    let registry = std::env::var("BERTH_TEST_REGISTRY").unwrap_or_default();
+    require(
+        "BERTH_TEST_REGISTRY (the test registry address)",
+        !registry.is_empty(),
+    );
+    let engine = Command::new("docker")
+        .arg("info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+    require("a running Docker engine", engine.is_ok_and(|s| s.success()));
+    let image = Command::new("docker")
+        .args(["image", "inspect", BASE_IMAGE])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+    require(
+        &format!("the base image {BASE_IMAGE}"),
+        image.is_ok_and(|s| s.success()),
+    );
+    require(
+        &format!("the registry at {registry}"),
+        http_get(&format!("http://{registry}/v2/")).is_some(),
+    );
+    registry
+}
+
+pub struct TestServer {
+    pub dir: tempfile::TempDir,
+    pub port: u16,
+    pub key: PathBuf,
+    child: Child,
+    /// Apps this server deployed: their containers are removed when the server is dropped.
+    pub apps: std::sync::Mutex<Vec<String>>,
+}
+
+impl TestServer {
+    pub fn start() -> TestServer {
+        let registry = require_environment();
+        Self::start_with(&format!("registry = \"{registry}\"\nready_timeout = 10\n"))
+    }
+
+    /// Starts a server with extra config lines (e.g. no registry, a short ready_timeout).
+    pub fn start_with(extra_config: &str) -> TestServer {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let port = free_port();
+        let data = dir.path().join("data");
+        let config = dir.path().join("berth.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "data_dir = \"{}\"\nssh_listen = \"127.0.0.1:{port}\"\npublic_host = \"127.0.0.1\"\npublish_address = \"127.0.0.1\"\n{extra_config}",
+                data.display()
+            ),
+        )
+        .expect("write config");
+        let key = dir.path().join("admin_key");
+        keygen(&key);
+        let added = Command::new(env!("CARGO_BIN_EXE_berth"))
+            .args(["keys", "add", "admin", "--role", "admin", "--key-file"])
+            .arg(key.with_extension("pub"))
+            .arg("--config")
+            .arg(&config)
+            .output()
+            .expect("run berth keys add");
+        assert!(
+            added.status.success(),
+            "keys add: {}",
+            String::from_utf8_lossy(&added.stderr)
+        );
+        let log = std::fs::File::create(dir.path().join("server.log")).expect("log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_berth"))
+            .args(["serve", "--config"])
+            .arg(&config)
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("start berth serve");
+        let server = TestServer {
+            dir,
+            port,
+            key,
+            child,
+            apps: Default::default(),
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "berth did not listen: {}",
+                server.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        server
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("berth.toml")
+    }
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
+    }
+    pub fn url(&self, app: &str) -> String {
+        format!("ssh://berth@127.0.0.1:{}/{app}", self.port)
+    }
+    pub fn ssh_command(&self, key: &Path) -> String {
+        format!(
+            "ssh -i {} -o IdentitiesOnly=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR -o BatchMode=yes",
+            key.display()
+        )
+    }
+
+    /// `git push` of `refspec` from `repo` to the app; returns the git process's output.
+    pub fn push(&self, repo: &Path, app: &str, refspec: &str) -> Output {
+        self.push_with(repo, app, refspec, &[])
+    }
+
+    pub fn push_with(&self, repo: &Path, app: &str, refspec: &str, git_config: &[&str]) -> Output {
+        self.apps.lock().expect("apps").push(app.to_string());
+        let mut command = Command::new("git");
+        for setting in git_config {
+            command.args(["-c", setting]);
+        }
+        command
+            .args(["push", &self.url(app), refspec])
+            .current_dir(repo)
+            .env("GIT_SSH_COMMAND", self.ssh_command(&self.key))
+            .output()
+            .expect("run git push")
+    }
+
+    /// `git ARGS` in `repo`, talking to this server with the admin key.
+    pub fn git(&self, repo: &Path, args: &[&str]) -> String {
+        let output = Command::new("git")
+            .args(args)
+            .current_dir(repo)
+            .env("GIT_SSH_COMMAND", self.ssh_command(&self.key))
+            .output()
+            .expect("git");
+        assert!(
+            output.status.success(),
+            "git {args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
+    /// `ssh berth@HOST <args>` with the admin key.
+    pub fn ssh(&self, args: &[&str]) -> Output {
+        self.ssh_as(&self.key, args)
+    }
+
+    pub fn ssh_as(&self, key: &Path, args: &[&str]) -> Output {
+        let mut command = Command::new("sh");
+        command
+            .arg("-c")
+            .arg(format!(
+                "{} -p {} berth@127.0.0.1 \"$@\"",
+                self.ssh_command(key),
+                self.port
+            ))
+            .arg("ssh");
+        command
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run ssh")
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        for app in self.apps.lock().map(|a| a.clone()).unwrap_or_default() {
+            remove_app_containers(&app);
+        }
+    }
+}
+
+pub fn remove_app_containers(app: &str) {
+    let ids = Command::new("docker")
+        .args(["ps", "-aq", "--filter", &format!("label=berth.app={app}")])
+        .output()
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .split_whitespace()
+                .map(String::from)
+                .collect::<Vec<_>>()
+        })
+        .unwrap_or_default();
+    if !ids.is_empty() {
+        let _ = Command::new("docker")
+            .args(["rm", "-f"])
+            .args(&ids)
+            .output();
+    }
+}
+
+/// Names of the app's containers, running or not.
+pub fn app_containers(app: &str) -> Vec<String> {
+    let output = Command::new("docker")
+        .args([
+            "ps",
+            "-a",
+            "--format",
+            "{{.Names}}",
+            "--filter",
+            &format!("label=berth.app={app}"),
+        ])
+        .output()
+        .expect("docker ps");
+    String::from_utf8_lossy(&output.stdout)
+        .split_whitespace()
+        .map(String::from)
+        .collect()
+}
+
+pub fn keygen(path: &Path) {
+    let status = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(path)
+        .status()
+        .expect("ssh-keygen");
+    assert!(status.success());
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+/// A unique app name for this test run (apps of concurrent runs never collide).
+pub fn app_name(base: &str) -> String {
+    format!("{base}-{}", std::process::id())
+}
+
+/// A git repo holding a busybox web app that serves `content` at `/` on PORT.
+pub fn web_app(content: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("temp dir");
+    git(dir.path(), &["init", "-q", "-b", "main"]);
+    write_web_app(dir.path(), content);
+    commit(dir.path(), "initial");
+    dir
+}
+
+pub fn write_web_app(repo: &Path, content: &str) {
+    std::fs::create_dir_all(repo.join("www")).expect("mkdir");
+    std::fs::write(repo.join("www/index.html"), format!("{content}\n")).expect("write");
+    std::fs::write(
+        repo.join("Dockerfile"),
+        format!("FROM {BASE_IMAGE}\nCOPY www /www\nCMD [\"sh\", \"-c\", \"exec httpd -f -p $PORT -h /www\"]\n"),
+    )
+    .expect("write");
+}
+
+pub fn write(repo: &Path, path: &str, text: &str) {
+    std::fs::write(repo.join(path), text).expect("write");
+}
+
+pub fn commit(repo: &Path, message: &str) -> String {
+    git(repo, &["add", "-A"]);
+    git(
+        repo,
+        &[
+            "-c",
+            "user.name=test",
+            "-c",
+            "user.email=test@example.com",
+            "commit",
+            "-q",
+            "--allow-empty",
+            "-m",
+            message,
+        ],
+    );
+    git(repo, &["rev-parse", "HEAD"]).trim().to_string()
+}
+
+pub fn git(repo: &Path, args: &[&str]) -> String {
+    let output = Command::new("git")
+        .args(args)
+        .current_dir(repo)
+        .output()
+        .expect("git");
+    assert!(
+        output.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+pub fn text(output: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+/// The URL from the push's last `-----> APP is live at URL` line.
+pub fn live_url(output: &Output) -> String {
+    let all = text(output);
+    let line = all
+        .lines()
+        .find(|l| l.contains(" is live at "))
+        .unwrap_or_else(|| panic!("no live line in push output:\n{all}"));
+    line.split(" is live at ")
+        .nth(1)
+        .expect("url")
+        .trim()
+        .to_string()
+}
+
+/// A plain HTTP/1.0 GET: `Some(body)` when the server answered 200.
+pub fn http_get(url: &str) -> Option<String> {
+    let rest = url.strip_prefix("http://")?;
+    let (host, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    let mut stream = TcpStream::connect(host).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n").ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let (head, body) = response.split_once("\r\n\r\n")?;
+    head.starts_with("HTTP/1.0 200")
+        .then(|| body.to_string())
+        .or_else(|| head.starts_with("HTTP/1.1 200").then(|| body.to_string()))
+}
+
+/// Asserts `output` contains each of `needles`, in this order.
+pub fn assert_in_order(output: &str, needles: &[&str]) {
+    let mut from = 0;
+    for needle in needles {
+        match output[from..].find(needle) {
+            Some(at) => from += at + needle.len(),
+            None => panic!("expected {needle:?} (in order) in:\n{output}"),
+        }
+    }
+}

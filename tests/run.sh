@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Runs every test of berth: unit tests and the end-to-end tests against a real Docker engine,
+# a real registry, and the real git and ssh clients. Installs and starts what is missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+./install.sh --deps-only
+command -v ssh >/dev/null || { apt-get update -qq; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssh-client >/dev/null; }
+command -v busybox >/dev/null || { apt-get update -qq; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq busybox-static >/dev/null; }
+
+# Containers here cannot pull: fixture apps build FROM a tiny local busybox image.
+if ! docker image inspect berth-test/busybox:latest >/dev/null 2>&1; then
+  echo "-----> Making the local base image berth-test/busybox:latest"
+  root=$(mktemp -d)
+  mkdir -p "$root/bin" "$root/www" "$root/tmp"
+  cp "$(command -v busybox)" "$root/bin/busybox"
+  for tool in sh httpd cat echo sleep ls mkdir rm cp env nc true false printf; do ln -s busybox "$root/bin/$tool"; done
+  tar -C "$root" -c . | docker import -c 'CMD ["/bin/sh"]' - berth-test/busybox:latest >/dev/null
+  rm -rf "$root"
+fi
+
+export BERTH_TEST_REGISTRY=127.0.0.1:${BERTH_REGISTRY_PORT:-5055}
+cargo test --release --locked "$@"
