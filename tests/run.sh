@@ -19,5 +19,6 @@ if ! docker image inspect berth-test/busybox:latest >/dev/null 2>&1; then
   rm -rf "$root"
 fi
 
+[ "${1:-}" = "--no-run" ] && exit 0
 export BERTH_TEST_REGISTRY=127.0.0.1:${BERTH_REGISTRY_PORT:-5055}
 cargo test --release --locked "$@"
