@@ -183,7 +183,14 @@ async fn deploy_commit(
         ));
     }
 
+    // Build first: a failed build makes no release, so release numbers count real releases.
+    let _ = store.set_app_state(push.app_id, "building").await;
+    out.step(&format!("Building {app} from Dockerfile"));
     let image_repo = registry::image_repository(config.registry.as_deref(), app);
+    let build_tag = format!("{image_repo}:build-{}", &commit[..commit.len().min(12)]);
+    let labels = HashMap::from([(deploy::docker::LABEL_APP.to_string(), app.to_string())]);
+    let built = build::build(&docker, context, &build_tag, labels, out).await?;
+
     let release = store
         .create_release(
             push.app_id,
@@ -194,35 +201,26 @@ async fn deploy_commit(
         )
         .await
         .map_err(|e| format!("internal error recording the release: {e}"))?;
-    let result = build_and_release(berth, &docker, push, &release, context, out).await;
+    let result = release_and_deploy(berth, &docker, push, &release, &build_tag, &built, out).await;
     if result.is_err() {
         let _ = store.set_release_status(release.id, "failed").await;
     }
     result
 }
 
-async fn build_and_release(
+async fn release_and_deploy(
     berth: &Berth,
     docker: &bollard::Docker,
     push: &PushSession,
     release: &Release,
-    context: Vec<u8>,
+    build_tag: &str,
+    built: &build::Built,
     out: &Output,
 ) -> Result<(), String> {
     let store = &berth.store;
     let config = &berth.config;
     let app = push.app.as_str();
-    let _ = store.set_app_state(push.app_id, "building").await;
-    out.step(&format!("Building {app} from Dockerfile"));
-    let labels = HashMap::from([
-        (deploy::docker::LABEL_APP.to_string(), app.to_string()),
-        (
-            deploy::docker::LABEL_RELEASE.to_string(),
-            release.number.to_string(),
-        ),
-    ]);
-    let built = build::build(docker, context, &release.image, labels, out).await?;
-
+    registry::retag(docker, build_tag, &release.image).await?;
     if let Some(registry_address) = config.registry.as_deref() {
         out.step(&format!("Pushing image {}", release.image));
         registry::push(docker, &release.image, registry_address, out).await?;

@@ -1,7 +1,9 @@
 //! The registry stage: push the release image to the configured registry.
 
 use bollard::Docker;
-use bollard::query_parameters::PushImageOptionsBuilder;
+use bollard::query_parameters::{
+    PushImageOptionsBuilder, RemoveImageOptionsBuilder, TagImageOptionsBuilder,
+};
 use futures_util::StreamExt;
 
 use crate::engine;
@@ -14,6 +16,24 @@ pub fn image_repository(registry: Option<&str>, app: &str) -> String {
         Some(registry) => format!("{registry}/{app}"),
         None => format!("berth/{app}"),
     }
+}
+
+/// Gives the built image its release name (`repo:vN`) and drops the temporary build tag.
+pub async fn retag(docker: &Docker, build_tag: &str, image: &str) -> Result<(), String> {
+    let (repository, tag) = image
+        .rsplit_once(':')
+        .ok_or_else(|| format!("image {image} has no tag"))?;
+    let options = TagImageOptionsBuilder::default()
+        .repo(repository)
+        .tag(tag)
+        .build();
+    docker
+        .tag_image(build_tag, Some(options))
+        .await
+        .map_err(|e| format!("cannot tag {image}: {}", engine::describe(&e)))?;
+    let untag = RemoveImageOptionsBuilder::default().noprune(true).build();
+    let _ = docker.remove_image(build_tag, Some(untag), None).await;
+    Ok(())
 }
 
 /// Pushes `image` (`repo:tag`) and reports the digest line.

@@ -169,7 +169,7 @@ impl Store {
 
     const RELEASE_COLUMNS: &str = "id, app_id, number, commit_sha, image, status, created_by, description, host_port, created_at";
 
-    /// Allocates the next release number for the app and records it with status `building`.
+    /// Allocates the next release number for the app and records it with status `releasing`.
     pub async fn create_release(
         &self,
         app_id: i64,
@@ -187,7 +187,7 @@ impl Store {
         let image = format!("{image_repo}:v{number}");
         let release: Release = sqlx::query_as(&format!(
             "INSERT INTO releases (app_id, number, commit_sha, image, status, created_by, description)
-             VALUES (?, ?, ?, ?, 'building', ?, ?) RETURNING {}",
+             VALUES (?, ?, ?, ?, 'releasing', ?, ?) RETURNING {}",
             Self::RELEASE_COLUMNS
         ))
         .bind(app_id)

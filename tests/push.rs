@@ -477,7 +477,13 @@ fn build_context_is_the_pushed_tree_without_dockerignored_files() {
     let server = TestServer::start();
     let app = app_name("ignore");
     let repo = web_app("unused");
-    write(repo.path(), "Dockerfile", &format!("FROM {BASE_IMAGE}\nCOPY . /www\nCMD [\"sh\", \"-c\", \"exec httpd -f -p $PORT -h /www\"]\n"));
+    write(
+        repo.path(),
+        "Dockerfile",
+        &format!(
+            "FROM {BASE_IMAGE}\nCOPY . /www\nCMD [\"sh\", \"-c\", \"exec httpd -f -p $PORT -h /www\"]\n"
+        ),
+    );
     write(repo.path(), "index.html", "tree content\n");
     write(repo.path(), "secret.txt", "do not ship\n");
     write(repo.path(), ".dockerignore", "secret.txt\n");
@@ -488,7 +494,14 @@ fn build_context_is_the_pushed_tree_without_dockerignored_files() {
     assert!(push.status.success(), "{}", text(&push));
     let url = live_url(&push);
     assert_eq!(http_get(&url).as_deref(), Some("tree content\n"));
-    assert_eq!(http_get(&format!("{url}/www/index.html")).as_deref(), Some("unused\n"));
-    assert_eq!(http_get(&format!("{url}/secret.txt")), None, "a .dockerignored file was served");
+    assert_eq!(
+        http_get(&format!("{url}/www/index.html")).as_deref(),
+        Some("unused\n")
+    );
+    assert_eq!(
+        http_get(&format!("{url}/secret.txt")),
+        None,
+        "a .dockerignored file was served"
+    );
     assert_eq!(http_get(&format!("{url}/uncommitted.txt")), None);
 }
