@@ -144,6 +144,10 @@ fn broken_dockerfile_and_crashing_app_are_rejected_and_the_old_release_keeps_ser
         "{transcript}"
     );
     assert!(
+        transcript.contains("-----> Releasing v2"),
+        "failed builds must not use up release numbers:\n{transcript}"
+    );
+    assert!(
         transcript.contains("about to crash"),
         "the app's last log lines are shown:\n{transcript}"
     );
