@@ -509,3 +509,48 @@ fn build_context_is_the_pushed_tree_without_dockerignored_files() {
     );
     assert_eq!(http_get(&format!("{url}/uncommitted.txt")), None);
 }
+
+#[test]
+fn dead_registry_and_dead_engine_fail_the_push_with_one_clear_line() {
+    require_environment();
+    let dead_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let server = TestServer::start_with(&format!(
+        "registry = \"127.0.0.1:{dead_port}\"\nready_timeout = 10\n"
+    ));
+    let app = app_name("deadreg");
+    let repo = web_app("never deployed");
+    let push = server.push(repo.path(), &app, "main");
+    let transcript = text(&push);
+    assert!(!push.status.success(), "{transcript}");
+    let errors: Vec<&str> = transcript
+        .lines()
+        .filter(|l| l.contains(" !     "))
+        .collect();
+    assert!(
+        errors[0].contains(&format!("to the registry at 127.0.0.1:{dead_port} failed")),
+        "{transcript}"
+    );
+    assert!(
+        errors[0].contains("check that the registry is running"),
+        "{transcript}"
+    );
+    assert!(app_containers(&app).is_empty());
+
+    let no_engine =
+        TestServer::start_with_env("", &[("DOCKER_HOST", "unix:///nonexistent/docker.sock")]);
+    let push = no_engine.push(repo.path(), &app_name("deadengine"), "main");
+    let transcript = text(&push);
+    assert!(!push.status.success(), "{transcript}");
+    assert!(
+        transcript.contains("the Docker engine is not answering"),
+        "{transcript}"
+    );
+    assert!(
+        transcript.contains("start it (dockerd) and push again"),
+        "{transcript}"
+    );
+}

@@ -66,6 +66,11 @@ impl TestServer {
 
     /// Starts a server with extra config lines (e.g. no registry, a short ready_timeout).
     pub fn start_with(extra_config: &str) -> TestServer {
+        Self::start_with_env(extra_config, &[])
+    }
+
+    /// Starts a server with extra config lines and extra environment variables.
+    pub fn start_with_env(extra_config: &str, env: &[(&str, &str)]) -> TestServer {
         let dir = tempfile::tempdir().expect("temp dir");
         let port = free_port();
         let data = dir.path().join("data");
@@ -96,6 +101,7 @@ impl TestServer {
         let child = Command::new(env!("CARGO_BIN_EXE_berth"))
             .args(["serve", "--config"])
             .arg(&config)
+            .envs(env.iter().copied())
             .stdout(log.try_clone().expect("log"))
             .stderr(log)
             .spawn()
