@@ -21,4 +21,12 @@ fi
 
 [ "${1:-}" = "--no-run" ] && exit 0
 export BERTH_TEST_REGISTRY=127.0.0.1:${BERTH_REGISTRY_PORT:-5055}
-cargo test --release --locked "$@"
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+set +e
+cargo test --release --locked "$@" 2>&1 | tee "$log"
+status=${PIPESTATUS[0]}
+set -e
+# One closing line over every test binary.
+awk '/^test result:/ {p += $4; f += $6} END {printf "tests: %d passed, %d failed\n", p, f}' "$log"
+exit "$status"
