@@ -554,3 +554,39 @@ fn dead_registry_and_dead_engine_fail_the_push_with_one_clear_line() {
         "{transcript}"
     );
 }
+
+#[test]
+fn a_crashed_app_is_restarted_at_the_same_url() {
+    let server = TestServer::start();
+    let app = app_name("restart");
+    let repo = web_app("still here");
+    let push = server.push(repo.path(), &app, "main");
+    assert!(push.status.success(), "{}", text(&push));
+    let url = live_url(&push);
+    let container = format!("berth-{app}-v1-web-1");
+    // Kill every process of the app (the init process then exits): a crash, not a stop.
+    // The exec itself dies with the rest, so its exit status says nothing.
+    let _ = std::process::Command::new("docker")
+        .args(["exec", &container, "sh", "-c", "kill -9 -1"])
+        .output()
+        .expect("docker exec");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let restarts = std::process::Command::new("docker")
+            .args(["inspect", "-f", "{{.RestartCount}}", &container])
+            .output()
+            .expect("inspect");
+        let restarts: u32 = String::from_utf8_lossy(&restarts.stdout)
+            .trim()
+            .parse()
+            .unwrap_or(0);
+        if restarts >= 1 && http_get(&url).as_deref() == Some("still here\n") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the app was not restarted at {url} (restarts: {restarts})"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}

@@ -43,41 +43,31 @@ pub async fn deploy(docker: &Docker, spec: &DeploySpec, out: &Output) -> Result<
         (LABEL_RELEASE.to_string(), spec.release.to_string()),
         (LABEL_PROCESS.to_string(), "web".to_string()),
     ]);
-    let body = ContainerCreateBody {
-        image: Some(spec.image.clone()),
-        env: Some(env),
-        exposed_ports: Some(vec![exposed.clone()]),
-        labels: Some(labels),
-        host_config: Some(HostConfig {
-            port_bindings: Some(HashMap::from([(
-                exposed.clone(),
-                Some(vec![PortBinding {
-                    host_ip: Some(spec.publish_address.to_string()),
-                    host_port: Some(String::new()),
-                }]),
-            )])),
-            restart_policy: Some(RestartPolicy {
-                name: Some(RestartPolicyNameEnum::UNLESS_STOPPED),
-                maximum_retry_count: None,
-            }),
-            // An init process forwards SIGTERM, so apps that ignore it as PID 1 still stop promptly.
-            init: Some(true),
-            ..Default::default()
-        }),
-        ..Default::default()
-    };
-    let options = CreateContainerOptionsBuilder::default().name(&name).build();
-    docker
-        .create_container(Some(options), body)
-        .await
-        .map_err(|e| format!("cannot create container {name}: {}", engine::describe(&e)))?;
-    if let Err(error) = docker.start_container(&name, None).await {
-        let logs = last_logs(docker, &name).await;
-        remove_container(docker, &name).await;
-        return Err(format!(
-            "container {name} did not start: {}{logs}",
-            engine::describe(&error)
-        ));
+    // The host port is chosen here, not by the engine: an engine-chosen port changes every time
+    // the restart policy restarts a crashed container, and the app's URL would break.
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let host_port = free_host_port(spec.publish_address)?;
+        let body = container_body(spec, &exposed, host_port, env.clone(), labels.clone());
+        let options = CreateContainerOptionsBuilder::default().name(&name).build();
+        docker
+            .create_container(Some(options), body)
+            .await
+            .map_err(|e| format!("cannot create container {name}: {}", engine::describe(&e)))?;
+        match docker.start_container(&name, None).await {
+            Ok(()) => break,
+            Err(error) => {
+                let message = engine::describe(&error);
+                let logs = last_logs(docker, &name).await;
+                remove_container(docker, &name).await;
+                let port_taken = message.contains("already allocated")
+                    || message.contains("address already in use");
+                if !(port_taken && attempt < 5) {
+                    return Err(format!("container {name} did not start: {message}{logs}"));
+                }
+            }
+        }
     }
     out.detail(&format!(
         "started {name}; waiting for it to answer on PORT {}",
@@ -96,6 +86,46 @@ pub async fn deploy(docker: &Docker, spec: &DeploySpec, out: &Output) -> Result<
             Err(format!("{reason}{logs}"))
         }
     }
+}
+
+fn container_body(
+    spec: &DeploySpec,
+    exposed: &str,
+    host_port: u16,
+    env: Vec<String>,
+    labels: HashMap<String, String>,
+) -> ContainerCreateBody {
+    ContainerCreateBody {
+        image: Some(spec.image.clone()),
+        env: Some(env),
+        exposed_ports: Some(vec![exposed.to_string()]),
+        labels: Some(labels),
+        host_config: Some(HostConfig {
+            port_bindings: Some(HashMap::from([(
+                exposed.to_string(),
+                Some(vec![PortBinding {
+                    host_ip: Some(spec.publish_address.to_string()),
+                    host_port: Some(host_port.to_string()),
+                }]),
+            )])),
+            restart_policy: Some(RestartPolicy {
+                name: Some(RestartPolicyNameEnum::UNLESS_STOPPED),
+                maximum_retry_count: None,
+            }),
+            // An init process forwards SIGTERM, so apps that ignore it as PID 1 still stop promptly.
+            init: Some(true),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// A port nothing listens on at `address` right now (the kernel's pick from its ephemeral range).
+fn free_host_port(address: IpAddr) -> Result<u16, String> {
+    std::net::TcpListener::bind(SocketAddr::new(address, 0))
+        .and_then(|listener| listener.local_addr())
+        .map(|bound| bound.port())
+        .map_err(|e| format!("cannot find a free port on {address}: {e}"))
 }
 
 async fn wait_until_ready(
