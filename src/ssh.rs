@@ -309,24 +309,17 @@ impl Connection {
         let identity = self.identity.clone();
         tokio::spawn(async move {
             let (read, write) = channel.split();
-            // Commands other than git read no input: drain it so the session never stalls.
-            let read = match &request {
-                Request::Git { .. } => Some(read),
-                _ => {
-                    tokio::spawn(drain(read));
-                    None
-                }
-            };
             let Some(identity) = identity else {
+                tokio::spawn(drain(read));
                 return finish(&write, b"not authenticated\n", 1).await;
             };
+            if let Request::Git { service, app } = request {
+                return serve_git(&berth, &identity, service, &app, env, read, write).await;
+            }
+            // Other requests read no input: drain it so the session never stalls.
+            tokio::spawn(drain(read));
             match request {
-                Request::Git { service, app } => match read {
-                    Some(read) => {
-                        serve_git(&berth, &identity, service, &app, env, read, write).await
-                    }
-                    None => {}
-                },
+                Request::Git { .. } => {} // served above
                 Request::Command(args) => {
                     let result = commands::run(&berth, &identity, &args).await;
                     let _ = write.data_bytes(result.stdout).await;
@@ -388,12 +381,13 @@ async fn serve_git(
     };
     let command = service.command(&repo, &berth.config.hooks_dir(), &env);
     let code = pipe_child(command, read, &write).await;
-    if let Some(ticket) = ticket {
-        if code == 0 && !ticket.hook_ran() {
-            let _ = write
-                .extended_data_bytes(1, &b"-----> No ref changed: nothing to deploy\n"[..])
-                .await;
-        }
+    if let Some(ticket) = ticket
+        && code == 0
+        && !ticket.hook_ran()
+    {
+        let _ = write
+            .extended_data_bytes(1, &b"-----> No ref changed: nothing to deploy\n"[..])
+            .await;
     }
     finish(&write, b"", code).await;
 }
@@ -428,10 +422,8 @@ async fn pipe_child(
         let mut open = true;
         while let Some(message) = read.wait().await {
             match message {
-                ChannelMsg::Data { data } if open => {
-                    if stdin.write_all(&data).await.is_err() {
-                        open = false;
-                    }
+                ChannelMsg::Data { data } if open && stdin.write_all(&data).await.is_err() => {
+                    open = false;
                 }
                 ChannelMsg::Eof => break,
                 ChannelMsg::Close => break,

@@ -23,7 +23,7 @@ fn push_deploys_and_a_second_push_replaces_the_release() {
         &[
             &format!("-----> Building {app} from Dockerfile"),
             "Step 1/",
-            &format!("-----> Pushing image 127.0.0.1:"),
+            "-----> Pushing image 127.0.0.1:",
             &format!("/{app}:v1"),
             "-----> Releasing v1",
             "-----> Deploying",

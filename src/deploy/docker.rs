@@ -162,10 +162,10 @@ async fn wait_until_ready(
                     .into_iter()
                     .find_map(|b| b.host_port?.parse::<u16>().ok())
             });
-        if let Some(host_port) = host_port {
-            if answers(SocketAddr::new(probe_ip, host_port)).await {
-                return Ok(host_port);
-            }
+        if let Some(host_port) = host_port
+            && answers(SocketAddr::new(probe_ip, host_port)).await
+        {
+            return Ok(host_port);
         }
         if Instant::now() >= deadline {
             return Err(format!(
