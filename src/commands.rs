@@ -89,6 +89,17 @@ fn may_see(who: &Identity, app: &App) -> bool {
     who.is_admin() || app.owner == who.key_name
 }
 
+/// Pushing deploys: admins may push to any app, members to apps they own; a push to an app
+/// that does not exist yet creates it, owned by the pusher.
+pub async fn check_may_push(berth: &Berth, who: &Identity, app: &AppName) -> Result<(), String> {
+    match berth.store.app(app).await.map_err(internal)? {
+        Some(existing) if !may_see(who, &existing) => Err(format!(
+            "not allowed: app {app} belongs to another key; ask an admin for access"
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// The app, if it exists and the caller may see it; the same answer otherwise, so names of
 /// other people's apps do not leak.
 async fn visible_app(berth: &Berth, who: &Identity, raw_name: &str) -> Result<App, String> {

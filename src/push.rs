@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 
+use crate::commands;
 use crate::git::{self, RefUpdate};
 use crate::names::AppName;
 use crate::output::Output;
@@ -121,6 +122,7 @@ pub async fn prepare_receive(
     raw_name: &str,
 ) -> Result<ReceiveSetup, String> {
     let app = AppName::parse(raw_name)?;
+    commands::check_may_push(berth, who, &app).await?;
     let (record, created) = berth
         .store
         .ensure_app(&app, &who.key_name)

@@ -590,3 +590,73 @@ fn a_crashed_app_is_restarted_at_the_same_url() {
         std::thread::sleep(Duration::from_millis(200));
     }
 }
+
+#[test]
+fn members_push_and_see_only_their_own_apps() {
+    let server = TestServer::start();
+    let admin_app = app_name("admins");
+    let repo = web_app("admin's app");
+    let push = server.push(repo.path(), &admin_app, "main");
+    assert!(push.status.success(), "{}", text(&push));
+    let url = live_url(&push);
+
+    let member = server.dir.path().join("member");
+    keygen(&member);
+    let added = std::process::Command::new(env!("CARGO_BIN_EXE_berth"))
+        .args(["keys", "add", "bob", "--role", "member", "--key-file"])
+        .arg(member.with_extension("pub"))
+        .arg("--config")
+        .arg(server.config_path())
+        .output()
+        .expect("keys add");
+    assert!(
+        added.status.success(),
+        "{}",
+        String::from_utf8_lossy(&added.stderr)
+    );
+    let as_member = |app: &str, repo: &std::path::Path| {
+        server.apps.lock().expect("apps").push(app.to_string());
+        std::process::Command::new("git")
+            .args(["push", &server.url(app), "main"])
+            .current_dir(repo)
+            .env("GIT_SSH_COMMAND", server.ssh_command(&member))
+            .output()
+            .expect("git push")
+    };
+
+    // Someone else's app: refused before anything happens; it keeps serving.
+    let intruder = web_app("bob was here");
+    let refused = as_member(&admin_app, intruder.path());
+    assert!(!refused.status.success());
+    assert!(
+        text(&refused).contains(&format!(
+            "not allowed: app {admin_app} belongs to another key"
+        )),
+        "{}",
+        text(&refused)
+    );
+    assert_eq!(http_get(&url).as_deref(), Some("admin's app\n"));
+
+    // Their own app: created on first push, owned by them, the only one they see.
+    let own_app = app_name("bobs");
+    let own = as_member(&own_app, intruder.path());
+    assert!(own.status.success(), "{}", text(&own));
+    let list = server.ssh_as(&member, &["apps:list", "--json"]);
+    let list: serde_json::Value = serde_json::from_slice(&list.stdout).expect("json");
+    let names: Vec<&str> = list
+        .as_array()
+        .expect("array")
+        .iter()
+        .filter_map(|a| a["name"].as_str())
+        .collect();
+    assert_eq!(names, vec![own_app.as_str()]);
+    assert_eq!(list[0]["owner"], "bob");
+    let info = server.ssh_as(&member, &["apps:info", &admin_app]);
+    assert!(
+        !info.status.success() && text(&info).contains("not found"),
+        "{}",
+        text(&info)
+    );
+    let all = text(&server.ssh(&["apps:list"]));
+    assert!(all.contains(&admin_app) && all.contains(&own_app), "{all}");
+}
