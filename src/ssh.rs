@@ -211,6 +211,17 @@ impl russh::server::Handler for Connection {
         Ok(())
     }
 
+    async fn channel_close(
+        &mut self,
+        channel: ChannelId,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        // A channel closed before any exec: forget it (its queue would otherwise fill up).
+        self.channels.remove(&channel);
+        self.env.remove(&channel);
+        Ok(())
+    }
+
     async fn subsystem_request(
         &mut self,
         channel: ChannelId,
