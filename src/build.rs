@@ -9,13 +9,6 @@ use futures_util::StreamExt;
 use crate::engine;
 use crate::output::Output;
 
-/// What the build learned about the image.
-#[derive(Debug, Clone)]
-pub struct Built {
-    /// The port the image declares, when it EXPOSEs exactly one.
-    pub exposed_port: Option<u16>,
-}
-
 /// Builds `tag` from a tar build context; never pulls a base image that is present locally.
 pub async fn build(
     docker: &Docker,
@@ -23,7 +16,7 @@ pub async fn build(
     tag: &str,
     labels: HashMap<String, String>,
     out: &Output,
-) -> Result<Built, String> {
+) -> Result<(), String> {
     let options = BuildImageOptionsBuilder::default()
         .dockerfile("Dockerfile")
         .t(tag)
@@ -61,24 +54,7 @@ pub async fn build(
     if !pending.trim().is_empty() {
         out.detail(pending.trim_end());
     }
-    let image = docker
-        .inspect_image(tag)
-        .await
-        .map_err(|e| format!("build produced no image {tag}: {}", engine::describe(&e)))?;
-    let ports: Vec<u16> = image
-        .config
-        .and_then(|c| c.exposed_ports)
-        .unwrap_or_default()
-        .iter()
-        .filter_map(|p| p.split('/').next()?.parse().ok())
-        .collect();
-    Ok(Built {
-        exposed_port: if ports.len() == 1 {
-            Some(ports[0])
-        } else {
-            None
-        },
-    })
+    Ok(())
 }
 
 /// `.dockerignore` rules, applied the way the Docker CLI applies them: the last matching pattern

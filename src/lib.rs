@@ -21,6 +21,7 @@ pub mod output;
 pub mod pipeline;
 pub mod push;
 pub mod registry;
+pub mod release;
 pub mod server;
 pub mod ssh;
 pub mod store;

@@ -7,14 +7,14 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use crate::build::{self, DockerIgnore};
-use crate::deploy::{self, DeploySpec};
+use crate::deploy;
 use crate::engine;
 use crate::git::{self, RefUpdate};
 use crate::output::Output;
 use crate::push::PushSession;
 use crate::registry;
+use crate::release;
 use crate::server::Berth;
-use crate::store::Release;
 
 /// Decides a push: deploys the deploy branch when it moved, stores everything else.
 pub async fn on_push(
@@ -92,7 +92,10 @@ pub async fn on_push(
         Ok(()) => true,
         Err(message) => {
             out.error(&message);
-            let _ = berth.store.set_app_state(push.app_id, "failed").await;
+            let _ = berth
+                .store
+                .set_app_state(push.app_id, "failed", &push.actor)
+                .await;
             let _ = berth
                 .store
                 .record_event(Some(push.app_id), "deploy", &push.actor, "failed", &message)
@@ -184,77 +187,35 @@ async fn deploy_commit(
     }
 
     // Build first: a failed build makes no release, so release numbers count real releases.
-    let _ = store.set_app_state(push.app_id, "building").await;
+    let _ = store
+        .set_app_state(push.app_id, "building", &push.actor)
+        .await;
     out.step(&format!("Building {app} from Dockerfile"));
     let image_repo = registry::image_repository(config.registry.as_deref(), app);
     let build_tag = format!("{image_repo}:build-{}", &commit[..commit.len().min(12)]);
     let labels = HashMap::from([(deploy::docker::LABEL_APP.to_string(), app.to_string())]);
-    let built = build::build(&docker, context, &build_tag, labels, out).await?;
+    build::build(&docker, context, &build_tag, labels, out).await?;
 
-    let release = store
-        .create_release(
-            push.app_id,
-            commit,
-            &image_repo,
-            &push.actor,
-            &format!("push {branch}@{short}"),
-        )
+    let record = store
+        .app(&push.app)
         .await
-        .map_err(|e| format!("internal error recording the release: {e}"))?;
-    let result = release_and_deploy(berth, &docker, push, &release, &build_tag, &built, out).await;
-    if result.is_err() {
-        let _ = store.set_release_status(release.id, "failed").await;
-    }
-    result
-}
-
-async fn release_and_deploy(
-    berth: &Berth,
-    docker: &bollard::Docker,
-    push: &PushSession,
-    release: &Release,
-    build_tag: &str,
-    built: &build::Built,
-    out: &Output,
-) -> Result<(), String> {
-    let store = &berth.store;
-    let config = &berth.config;
-    let app = push.app.as_str();
-    registry::retag(docker, build_tag, &release.image).await?;
-    if let Some(registry_address) = config.registry.as_deref() {
-        out.step(&format!("Pushing image {}", release.image));
-        registry::push(docker, &release.image, registry_address, out).await?;
-    }
-
-    out.step(&format!("Releasing v{}", release.number));
-    let _ = store.set_release_status(release.id, "deploying").await;
-    let _ = store.set_app_state(push.app_id, "deploying").await;
-    out.step("Deploying");
-    let spec = DeploySpec {
-        app: app.to_string(),
-        release: release.number,
-        image: release.image.clone(),
-        port: built.exposed_port.unwrap_or(deploy::DEFAULT_PORT),
-        env: Vec::new(),
-        publish_address: config.publish_address,
-        ready_timeout: config.ready_timeout(),
+        .map_err(|e| format!("internal error reading the app: {e}"))?
+        .ok_or_else(|| format!("app {app} vanished during the push"))?;
+    let config = store
+        .config(push.app_id)
+        .await
+        .map_err(|e| format!("internal error reading config: {e}"))?;
+    let source = release::Source::Build {
+        build_tag: &build_tag,
+        image_repository: &image_repo,
     };
-    let deployed = deploy::docker::deploy(docker, &spec, out).await?;
-    store
-        .mark_release_running(release, deployed.host_port)
+    let plan = release::Plan {
+        commit,
+        config: &config,
+        description: &format!("push {branch}@{short}"),
+        actor: &push.actor,
+    };
+    release::create_and_deploy(berth, &docker, &record, source, plan, out)
         .await
-        .map_err(|e| format!("internal error recording the release: {e}"))?;
-    let _ = store.set_app_state(push.app_id, "running").await;
-    let url = berth.url(deployed.host_port);
-    let _ = store
-        .record_event(
-            Some(push.app_id),
-            "deploy",
-            &push.actor,
-            "succeeded",
-            &format!("v{} at {url}", release.number),
-        )
-        .await;
-    out.step(&format!("{app} is live at {url}"));
-    Ok(())
+        .map(|_| ())
 }

@@ -14,6 +14,14 @@ use crate::names::AppName;
 
 pub type StoreResult<T> = Result<T, sqlx::Error>;
 
+/// Where a new release's image comes from.
+pub enum ReleaseImage<'a> {
+    /// A fresh build: the release is tagged `<repository>:v<N>`.
+    Repository(&'a str),
+    /// An image an earlier release already has.
+    Existing(&'a str),
+}
+
 #[derive(Clone)]
 pub struct Store {
     pool: SqlitePool,
@@ -37,6 +45,12 @@ pub struct App {
     pub owner: String,
     pub deploy_branch: Option<String>,
     pub state: String,
+    /// JSON object of labels (`{"team":"web"}`).
+    pub labels: String,
+    /// JSON object of process type → instances (`{"web":1}`).
+    pub formation: String,
+    /// Set by `ps:stop`: nothing of the app should run.
+    pub stopped: bool,
     pub created_at: String,
     pub updated_at: String,
 }
@@ -54,6 +68,19 @@ pub struct Release {
     pub created_by: String,
     pub description: String,
     pub host_port: Option<i64>,
+    pub created_at: String,
+    /// JSON object of the config vars this release runs with (never shown unmasked by default).
+    #[serde(skip)]
+    pub config: String,
+}
+
+#[derive(Debug, Clone, FromRow, Serialize)]
+pub struct Event {
+    pub id: i64,
+    pub kind: String,
+    pub actor: String,
+    pub outcome: String,
+    pub detail: String,
     pub created_at: String,
 }
 
@@ -112,7 +139,8 @@ impl Store {
 
     // ---- apps
 
-    const APP_COLUMNS: &str = "id, name, owner, deploy_branch, state, created_at, updated_at";
+    const APP_COLUMNS: &str =
+        "id, name, owner, deploy_branch, state, labels, formation, stopped, created_at, updated_at";
 
     pub async fn app(&self, name: &AppName) -> StoreResult<Option<App>> {
         sqlx::query_as(&format!(
@@ -148,13 +176,29 @@ impl Store {
         Ok((app, inserted))
     }
 
-    pub async fn set_app_state(&self, app_id: i64, state: &str) -> StoreResult<()> {
-        sqlx::query("UPDATE apps SET state = ?, updated_at = strftime('%Y-%m-%dT%H:%M:%SZ', 'now') WHERE id = ?")
-            .bind(state)
+    /// Moves the app to `state`; a change of state is recorded as an event by `actor`.
+    pub async fn set_app_state(&self, app_id: i64, state: &str, actor: &str) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await?;
+        let old: Option<(String,)> = sqlx::query_as("SELECT state FROM apps WHERE id = ?")
             .bind(app_id)
-            .execute(&self.pool)
+            .fetch_optional(&mut *tx)
             .await?;
-        Ok(())
+        let Some((old,)) = old else { return Ok(()) };
+        if old != state {
+            sqlx::query("UPDATE apps SET state = ?, updated_at = strftime('%Y-%m-%dT%H:%M:%SZ', 'now') WHERE id = ?")
+                .bind(state)
+                .bind(app_id)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query("INSERT INTO events (app_id, kind, actor, outcome, detail) VALUES (?, 'state', ?, ?, ?)")
+                .bind(app_id)
+                .bind(actor)
+                .bind(state)
+                .bind(format!("{old} -> {state}"))
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await
     }
 
     pub async fn delete_app(&self, app_id: i64) -> StoreResult<()> {
@@ -167,14 +211,17 @@ impl Store {
 
     // ---- releases
 
-    const RELEASE_COLUMNS: &str = "id, app_id, number, commit_sha, image, status, created_by, description, host_port, created_at";
+    const RELEASE_COLUMNS: &str = "id, app_id, number, commit_sha, image, status, created_by, description, host_port, created_at, config";
 
     /// Allocates the next release number for the app and records it with status `releasing`.
+    /// `image` is `Image::Repository` for a new build (tagged `repo:vN`) or `Image::Existing`
+    /// for a release that reuses an image (config change, rollback).
     pub async fn create_release(
         &self,
         app_id: i64,
         commit_sha: &str,
-        image_repo: &str,
+        image: ReleaseImage<'_>,
+        config: &str,
         created_by: &str,
         description: &str,
     ) -> StoreResult<Release> {
@@ -184,10 +231,13 @@ impl Store {
                 .bind(app_id)
                 .fetch_one(&mut *tx)
                 .await?;
-        let image = format!("{image_repo}:v{number}");
+        let image = match image {
+            ReleaseImage::Repository(repository) => format!("{repository}:v{number}"),
+            ReleaseImage::Existing(image) => image.to_string(),
+        };
         let release: Release = sqlx::query_as(&format!(
-            "INSERT INTO releases (app_id, number, commit_sha, image, status, created_by, description)
-             VALUES (?, ?, ?, ?, 'releasing', ?, ?) RETURNING {}",
+            "INSERT INTO releases (app_id, number, commit_sha, image, status, created_by, description, config)
+             VALUES (?, ?, ?, ?, 'releasing', ?, ?, ?) RETURNING {}",
             Self::RELEASE_COLUMNS
         ))
         .bind(app_id)
@@ -196,6 +246,7 @@ impl Store {
         .bind(&image)
         .bind(created_by)
         .bind(description)
+        .bind(config)
         .fetch_one(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -269,5 +320,166 @@ impl Store {
         .execute(&self.pool)
         .await?;
         Ok(())
+    }
+
+    pub async fn events(&self, app_id: i64, limit: i64) -> StoreResult<Vec<Event>> {
+        let mut events: Vec<Event> = sqlx::query_as(
+            "SELECT id, kind, actor, outcome, detail, created_at FROM events WHERE app_id = ? ORDER BY id DESC LIMIT ?",
+        )
+        .bind(app_id)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        events.reverse();
+        Ok(events)
+    }
+
+    // ---- more keys, grants
+
+    pub async fn keys(&self) -> StoreResult<Vec<Key>> {
+        sqlx::query_as(
+            "SELECT name, fingerprint, role, public_key, created_at FROM keys ORDER BY name",
+        )
+        .fetch_all(&self.pool)
+        .await
+    }
+
+    /// Removes the key (and its grants); false when there was none of that name.
+    pub async fn remove_key(&self, name: &str) -> StoreResult<bool> {
+        let done = sqlx::query("DELETE FROM keys WHERE name = ?")
+            .bind(name)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    pub async fn grant(&self, app_id: i64, key_name: &str) -> StoreResult<()> {
+        sqlx::query("INSERT INTO grants (app_id, key_name) VALUES (?, ?) ON CONFLICT DO NOTHING")
+            .bind(app_id)
+            .bind(key_name)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn revoke(&self, app_id: i64, key_name: &str) -> StoreResult<bool> {
+        let done = sqlx::query("DELETE FROM grants WHERE app_id = ? AND key_name = ?")
+            .bind(app_id)
+            .bind(key_name)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    pub async fn grants(&self, app_id: i64) -> StoreResult<Vec<String>> {
+        let rows: Vec<(String,)> =
+            sqlx::query_as("SELECT key_name FROM grants WHERE app_id = ? ORDER BY key_name")
+                .bind(app_id)
+                .fetch_all(&self.pool)
+                .await?;
+        Ok(rows.into_iter().map(|(name,)| name).collect())
+    }
+
+    // ---- more apps
+
+    /// Creates the app; false when one of that name exists already.
+    pub async fn create_app(&self, name: &AppName, owner: &str) -> StoreResult<bool> {
+        Ok(self.ensure_app(name, owner).await?.1)
+    }
+
+    pub async fn rename_app(&self, app_id: i64, new_name: &AppName) -> StoreResult<()> {
+        sqlx::query("UPDATE apps SET name = ?, updated_at = strftime('%Y-%m-%dT%H:%M:%SZ', 'now') WHERE id = ?")
+            .bind(new_name.as_str())
+            .bind(app_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn set_labels(&self, app_id: i64, labels_json: &str) -> StoreResult<()> {
+        sqlx::query("UPDATE apps SET labels = ? WHERE id = ?")
+            .bind(labels_json)
+            .bind(app_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn set_formation(&self, app_id: i64, formation_json: &str) -> StoreResult<()> {
+        sqlx::query("UPDATE apps SET formation = ? WHERE id = ?")
+            .bind(formation_json)
+            .bind(app_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn set_stopped(&self, app_id: i64, stopped: bool) -> StoreResult<()> {
+        sqlx::query("UPDATE apps SET stopped = ? WHERE id = ?")
+            .bind(stopped)
+            .bind(app_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    // ---- config
+
+    pub async fn config(
+        &self,
+        app_id: i64,
+    ) -> StoreResult<std::collections::BTreeMap<String, String>> {
+        let rows: Vec<(String, String)> =
+            sqlx::query_as("SELECT key, value FROM config_vars WHERE app_id = ?")
+                .bind(app_id)
+                .fetch_all(&self.pool)
+                .await?;
+        Ok(rows.into_iter().collect())
+    }
+
+    /// Replaces the app's config vars with `config` in one transaction.
+    pub async fn replace_config(
+        &self,
+        app_id: i64,
+        config: &std::collections::BTreeMap<String, String>,
+    ) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("DELETE FROM config_vars WHERE app_id = ?")
+            .bind(app_id)
+            .execute(&mut *tx)
+            .await?;
+        for (key, value) in config {
+            sqlx::query("INSERT INTO config_vars (app_id, key, value) VALUES (?, ?, ?)")
+                .bind(app_id)
+                .bind(key)
+                .bind(value)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await
+    }
+
+    // ---- more releases
+
+    pub async fn releases(&self, app_id: i64, limit: i64) -> StoreResult<Vec<Release>> {
+        sqlx::query_as(&format!(
+            "SELECT {} FROM releases WHERE app_id = ? ORDER BY number DESC LIMIT ?",
+            Self::RELEASE_COLUMNS
+        ))
+        .bind(app_id)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await
+    }
+
+    pub async fn release(&self, app_id: i64, number: i64) -> StoreResult<Option<Release>> {
+        sqlx::query_as(&format!(
+            "SELECT {} FROM releases WHERE app_id = ? AND number = ?",
+            Self::RELEASE_COLUMNS
+        ))
+        .bind(app_id)
+        .bind(number)
+        .fetch_optional(&self.pool)
+        .await
     }
 }

@@ -1,4 +1,8 @@
 //! The docker target: one container per process instance, through the engine API.
+//!
+//! Containers are named `berth-APP-vN-web-I` and labeled with the app, release, process and
+//! instance index, so the engine itself is the record of what runs (the reconciler compares it
+//! with the DB). berth picks each container's host port, so a restart keeps its address.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -6,57 +10,250 @@ use std::time::{Duration, Instant};
 
 use bollard::Docker;
 use bollard::models::{
-    ContainerCreateBody, HostConfig, PortBinding, RestartPolicy, RestartPolicyNameEnum,
+    ContainerCreateBody, ContainerSummary, HostConfig, PortBinding, RestartPolicy,
+    RestartPolicyNameEnum,
 };
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, ListContainersOptionsBuilder, LogsOptionsBuilder,
-    RemoveContainerOptionsBuilder, StopContainerOptionsBuilder,
+    RemoveContainerOptionsBuilder, RestartContainerOptionsBuilder, StopContainerOptionsBuilder,
 };
 use futures_util::StreamExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use super::{DeploySpec, Deployed};
+use super::{DEFAULT_PORT, DeploySpec, Instance};
 use crate::engine;
 use crate::output::Output;
 
 pub const LABEL_APP: &str = "berth.app";
 pub const LABEL_RELEASE: &str = "berth.release";
 pub const LABEL_PROCESS: &str = "berth.process";
+pub const LABEL_INDEX: &str = "berth.index";
+pub const LABEL_PORT: &str = "berth.port";
 
 /// Container name of one process instance of a release.
 pub fn container_name(app: &str, release: i64, process: &str, index: u32) -> String {
     format!("berth-{app}-v{release}-{process}-{index}")
 }
 
-/// Starts the release's web container, waits until it answers, then retires the app's other
-/// containers. If it never answers, it is removed and the running release is left alone.
-pub async fn deploy(docker: &Docker, spec: &DeploySpec, out: &Output) -> Result<Deployed, String> {
-    let name = container_name(&spec.app, spec.release, "web", 1);
-    // A container of this name can only be left over from an interrupted deploy of this release.
+/// The port the web process listens on: the image's single EXPOSE, else 5000.
+pub async fn web_port(docker: &Docker, image: &str) -> Result<u16, String> {
+    let inspected = docker.inspect_image(image).await.map_err(|e| {
+        format!(
+            "image {image} is not on this engine: {}",
+            engine::describe(&e)
+        )
+    })?;
+    let ports: Vec<u16> = inspected
+        .config
+        .and_then(|c| c.exposed_ports)
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|p| p.split('/').next()?.parse().ok())
+        .collect();
+    Ok(if ports.len() == 1 {
+        ports[0]
+    } else {
+        DEFAULT_PORT
+    })
+}
+
+/// Starts every web instance of the release, waits until all answer, then retires the app's
+/// older releases in the background. If any never answers, the ones started are removed and
+/// the running release is left alone.
+pub async fn deploy(
+    docker: &Docker,
+    spec: &DeploySpec,
+    out: &Output,
+) -> Result<Vec<Instance>, String> {
+    let instances = start_instances(docker, spec, 1..=spec.web, out).await?;
+    // Old releases stop in the background: the push reports as soon as the new one answers.
+    let (docker, app, release) = (docker.clone(), spec.app.clone(), spec.release);
+    tokio::spawn(async move { retire_older(&docker, &app, release).await });
+    Ok(instances)
+}
+
+/// Brings the release's web instances to `spec.web`: starts the missing ones (all must answer,
+/// else they are removed and the formation is as before), then removes the extra ones.
+pub async fn scale(
+    docker: &Docker,
+    spec: &DeploySpec,
+    out: &Output,
+) -> Result<Vec<Instance>, String> {
+    let current = instances_of(docker, &spec.app, Some(spec.release)).await?;
+    let highest = current.iter().map(|c| c.index).max().unwrap_or(0);
+    if highest < spec.web {
+        start_instances(docker, spec, highest + 1..=spec.web, out).await?;
+    }
+    for extra in current.iter().filter(|c| c.index > spec.web) {
+        out.detail(&format!("stopping {}", extra.name));
+        stop_and_remove(docker, &extra.name).await;
+    }
+    let now = instances_of(docker, &spec.app, Some(spec.release)).await?;
+    Ok(now
+        .into_iter()
+        .map(|c| Instance {
+            name: c.name,
+            index: c.index,
+            host_port: c.host_port,
+        })
+        .collect())
+}
+
+/// Restarts the release's containers one at a time; the next only after the previous answers.
+pub async fn restart(docker: &Docker, spec: &DeploySpec, out: &Output) -> Result<(), String> {
+    let mut current = instances_of(docker, &spec.app, Some(spec.release)).await?;
+    current.sort_by_key(|c| c.index);
+    for container in current {
+        out.detail(&format!("restarting {}", container.name));
+        let restarts_before = restart_count(docker, &container.name).await?;
+        let options = RestartContainerOptionsBuilder::default().t(10).build();
+        docker
+            .restart_container(&container.name, Some(options))
+            .await
+            .map_err(|e| {
+                format!(
+                    "cannot restart {}: {}",
+                    container.name,
+                    engine::describe(&e)
+                )
+            })?;
+        let port = container
+            .host_port
+            .ok_or_else(|| format!("{} has no host port", container.name))?;
+        wait_until_ready(docker, &container.name, port, restarts_before, spec).await?;
+    }
+    Ok(())
+}
+
+/// Stops and removes every container of the app. Images, config and data stay.
+pub async fn stop_all(docker: &Docker, app: &str) -> Result<usize, String> {
+    let containers = instances_of(docker, app, None).await?;
+    for container in &containers {
+        stop_and_remove(docker, &container.name).await;
+    }
+    Ok(containers.len())
+}
+
+/// What the engine reports about one container of an app.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ContainerReport {
+    pub name: String,
+    pub process: String,
+    pub index: u32,
+    pub release: i64,
+    pub state: String,
+    pub status: String,
+    pub restarts: i64,
+    pub host_port: Option<u16>,
+    pub started_at: Option<String>,
+}
+
+/// Every container of the app (all releases), or of one release.
+pub async fn instances_of(
+    docker: &Docker,
+    app: &str,
+    release: Option<i64>,
+) -> Result<Vec<ContainerReport>, String> {
+    let mut labels = vec![format!("{LABEL_APP}={app}")];
+    if let Some(release) = release {
+        labels.push(format!("{LABEL_RELEASE}={release}"));
+    }
+    let filters = HashMap::from([("label", labels)]);
+    let options = ListContainersOptionsBuilder::default()
+        .all(true)
+        .filters(&filters)
+        .build();
+    let containers = docker
+        .list_containers(Some(options))
+        .await
+        .map_err(|e| format!("cannot list containers: {}", engine::describe(&e)))?;
+    let mut reports: Vec<ContainerReport> = containers
+        .into_iter()
+        .filter_map(summary_to_report)
+        .collect();
+    reports.sort_by(|a, b| (a.release, &a.process, a.index).cmp(&(b.release, &b.process, b.index)));
+    Ok(reports)
+}
+
+fn summary_to_report(summary: ContainerSummary) -> Option<ContainerReport> {
+    let labels = summary.labels.unwrap_or_default();
+    let name = summary.names?.first()?.trim_start_matches('/').to_string();
+    Some(ContainerReport {
+        name,
+        process: labels.get(LABEL_PROCESS).cloned().unwrap_or_default(),
+        index: labels
+            .get(LABEL_INDEX)
+            .and_then(|i| i.parse().ok())
+            .unwrap_or(1),
+        release: labels.get(LABEL_RELEASE).and_then(|r| r.parse().ok())?,
+        state: summary.state.map(|s| s.to_string()).unwrap_or_default(),
+        status: summary.status.unwrap_or_default(),
+        restarts: 0,
+        host_port: labels.get(LABEL_PORT).and_then(|p| p.parse().ok()),
+        started_at: None,
+    })
+}
+
+/// Adds restart counts and start times (one inspect per container).
+pub async fn with_details(
+    docker: &Docker,
+    mut reports: Vec<ContainerReport>,
+) -> Vec<ContainerReport> {
+    for report in &mut reports {
+        if let Ok(info) = docker.inspect_container(&report.name, None).await {
+            report.restarts = info.restart_count.unwrap_or(0);
+            report.started_at = info.state.and_then(|s| s.started_at);
+        }
+    }
+    reports
+}
+
+async fn start_instances(
+    docker: &Docker,
+    spec: &DeploySpec,
+    indexes: std::ops::RangeInclusive<u32>,
+    out: &Output,
+) -> Result<Vec<Instance>, String> {
+    let mut started: Vec<Instance> = Vec::new();
+    for index in indexes {
+        match start_one(docker, spec, index, out).await {
+            Ok(instance) => started.push(instance),
+            Err(error) => {
+                for instance in &started {
+                    remove_container(docker, &instance.name).await;
+                }
+                return Err(error);
+            }
+        }
+    }
+    Ok(started)
+}
+
+async fn start_one(
+    docker: &Docker,
+    spec: &DeploySpec,
+    index: u32,
+    out: &Output,
+) -> Result<Instance, String> {
+    let name = container_name(&spec.app, spec.release, "web", index);
+    // A container of this name can only be left over from an interrupted run of this release.
     remove_container(docker, &name).await;
     let exposed = format!("{}/tcp", spec.port);
-    let mut env: Vec<String> = spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
-    env.push(format!("PORT={}", spec.port));
-    let labels = HashMap::from([
-        (LABEL_APP.to_string(), spec.app.clone()),
-        (LABEL_RELEASE.to_string(), spec.release.to_string()),
-        (LABEL_PROCESS.to_string(), "web".to_string()),
-    ]);
     // The host port is chosen here, not by the engine: an engine-chosen port changes every time
-    // the restart policy restarts a crashed container, and the app's URL would break.
+    // the restart policy restarts a crashed container, and the app's address would break.
     let mut attempt = 0;
-    loop {
+    let host_port = loop {
         attempt += 1;
         let host_port = free_host_port(spec.publish_address)?;
-        let body = container_body(spec, &exposed, host_port, env.clone(), labels.clone());
+        let body = container_body(spec, &exposed, index, host_port);
         let options = CreateContainerOptionsBuilder::default().name(&name).build();
         docker
             .create_container(Some(options), body)
             .await
             .map_err(|e| format!("cannot create container {name}: {}", engine::describe(&e)))?;
         match docker.start_container(&name, None).await {
-            Ok(()) => break,
+            Ok(()) => break host_port,
             Err(error) => {
                 let message = engine::describe(&error);
                 let logs = last_logs(docker, &name).await;
@@ -68,33 +265,39 @@ pub async fn deploy(docker: &Docker, spec: &DeploySpec, out: &Output) -> Result<
                 }
             }
         }
-    }
+    };
     out.detail(&format!(
         "started {name}; waiting for it to answer on PORT {}",
         spec.port
     ));
-    match wait_until_ready(docker, &name, &exposed, spec).await {
-        Ok(host_port) => {
-            // Old releases stop in the background: the push reports as soon as the new one answers.
-            let (docker, app, release) = (docker.clone(), spec.app.clone(), spec.release);
-            tokio::spawn(async move { retire_older(&docker, &app, release).await });
-            Ok(Deployed { host_port })
-        }
-        Err(reason) => {
-            let logs = last_logs(docker, &name).await;
-            remove_container(docker, &name).await;
-            Err(format!("{reason}{logs}"))
-        }
+    if let Err(reason) = wait_until_ready(docker, &name, host_port, 0, spec).await {
+        let logs = last_logs(docker, &name).await;
+        remove_container(docker, &name).await;
+        return Err(format!("{reason}{logs}"));
     }
+    Ok(Instance {
+        name,
+        index,
+        host_port: Some(host_port),
+    })
 }
 
 fn container_body(
     spec: &DeploySpec,
     exposed: &str,
+    index: u32,
     host_port: u16,
-    env: Vec<String>,
-    labels: HashMap<String, String>,
 ) -> ContainerCreateBody {
+    let mut env: Vec<String> = spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    env.push(format!("PORT={}", spec.port));
+    env.push(format!("DYNO=web.{index}"));
+    let labels = HashMap::from([
+        (LABEL_APP.to_string(), spec.app.clone()),
+        (LABEL_RELEASE.to_string(), spec.release.to_string()),
+        (LABEL_PROCESS.to_string(), "web".to_string()),
+        (LABEL_INDEX.to_string(), index.to_string()),
+        (LABEL_PORT.to_string(), host_port.to_string()),
+    ]);
     ContainerCreateBody {
         image: Some(spec.image.clone()),
         env: Some(env),
@@ -128,12 +331,23 @@ fn free_host_port(address: IpAddr) -> Result<u16, String> {
         .map_err(|e| format!("cannot find a free port on {address}: {e}"))
 }
 
+async fn restart_count(docker: &Docker, name: &str) -> Result<i64, String> {
+    let info = docker
+        .inspect_container(name, None)
+        .await
+        .map_err(|e| format!("lost container {name}: {}", engine::describe(&e)))?;
+    Ok(info.restart_count.unwrap_or(0))
+}
+
+/// Waits until the container answers on `host_port`; fails when it exits or is restarted by the
+/// restart policy (more than `restarts_before` restarts), or after `ready_timeout`.
 async fn wait_until_ready(
     docker: &Docker,
     name: &str,
-    exposed: &str,
+    host_port: u16,
+    restarts_before: i64,
     spec: &DeploySpec,
-) -> Result<u16, String> {
+) -> Result<(), String> {
     let deadline = Instant::now() + spec.ready_timeout;
     let probe_ip = match spec.publish_address {
         ip if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
@@ -145,27 +359,15 @@ async fn wait_until_ready(
             .await
             .map_err(|e| format!("lost container {name}: {}", engine::describe(&e)))?;
         let state = info.state.clone().unwrap_or_default();
-        let restarts = info.restart_count.unwrap_or(0);
-        if restarts > 0 || state.running != Some(true) {
+        if info.restart_count.unwrap_or(0) > restarts_before || state.running != Some(true) {
             let code = state.exit_code.unwrap_or(0);
             return Err(format!(
                 "the app exited at start (exit code {code}) instead of listening on PORT {}",
                 spec.port
             ));
         }
-        let host_port = info
-            .network_settings
-            .and_then(|n| n.ports)
-            .and_then(|ports| ports.get(exposed).cloned().flatten())
-            .and_then(|bindings| {
-                bindings
-                    .into_iter()
-                    .find_map(|b| b.host_port?.parse::<u16>().ok())
-            });
-        if let Some(host_port) = host_port
-            && answers(SocketAddr::new(probe_ip, host_port)).await
-        {
-            return Ok(host_port);
+        if answers(SocketAddr::new(probe_ip, host_port)).await {
+            return Ok(());
         }
         if Instant::now() >= deadline {
             return Err(format!(
@@ -204,31 +406,20 @@ async fn answers(addr: SocketAddr) -> bool {
 /// Stops and removes the app's containers of releases older than `keep_release` (never newer
 /// ones: a later deploy may already be starting its own).
 async fn retire_older(docker: &Docker, app: &str, keep_release: i64) {
-    let filters = HashMap::from([("label", vec![format!("{LABEL_APP}={app}")])]);
-    let options = ListContainersOptionsBuilder::default()
-        .all(true)
-        .filters(&filters)
-        .build();
-    let containers = match docker.list_containers(Some(options)).await {
-        Ok(containers) => containers,
-        Err(error) => {
-            tracing::warn!(%app, error = %engine::describe(&error), "could not list old containers");
-            return;
+    match instances_of(docker, app, None).await {
+        Ok(containers) => {
+            for container in containers.iter().filter(|c| c.release < keep_release) {
+                stop_and_remove(docker, &container.name).await;
+            }
         }
-    };
-    for container in containers {
-        let labels = container.labels.unwrap_or_default();
-        let release = labels
-            .get(LABEL_RELEASE)
-            .and_then(|r| r.parse::<i64>().ok());
-        if release.is_none_or(|r| r >= keep_release) {
-            continue;
-        }
-        let Some(id) = container.id else { continue };
-        let stop = StopContainerOptionsBuilder::default().t(10).build();
-        let _ = docker.stop_container(&id, Some(stop)).await;
-        remove_container(docker, &id).await;
+        Err(error) => tracing::warn!(%app, %error, "could not list old containers"),
     }
+}
+
+async fn stop_and_remove(docker: &Docker, name: &str) {
+    let stop = StopContainerOptionsBuilder::default().t(10).build();
+    let _ = docker.stop_container(name, Some(stop)).await;
+    remove_container(docker, name).await;
 }
 
 async fn remove_container(docker: &Docker, name: &str) {

@@ -1,4 +1,4 @@
-//! Deploy targets: put a built release into service and report where it answers.
+//! Deploy targets: put a release into service and report where it answers.
 //!
 //! Today there is one target, `docker` (containers through the engine API). The systemd,
 //! swarm and kubernetes targets arrive with their own modules and templates.
@@ -18,15 +18,20 @@ pub struct DeploySpec {
     pub image: String,
     /// The port the web process listens on, given to it as `PORT`.
     pub port: u16,
+    /// Config vars, given to every process as environment variables.
     pub env: Vec<(String, String)>,
+    /// How many web instances to run.
+    pub web: u32,
     pub publish_address: IpAddr,
     pub ready_timeout: Duration,
 }
 
-/// Where the new release answers.
-#[derive(Debug, Clone, Copy)]
-pub struct Deployed {
-    pub host_port: u16,
+/// One running instance of a process, and where it answers.
+#[derive(Debug, Clone)]
+pub struct Instance {
+    pub name: String,
+    pub index: u32,
+    pub host_port: Option<u16>,
 }
 
 /// The port the web process gets when the image does not EXPOSE exactly one (Heroku's default).

@@ -1,0 +1,145 @@
+//! The release stage: number a release (image + config + formation), record it, and hand it to
+//! the deploy target. Used by pushes, `config:set`, `releases:rollback` and `ps:start`.
+
+use std::collections::BTreeMap;
+
+use bollard::Docker;
+
+use crate::deploy::{self, DeploySpec};
+use crate::output::Output;
+use crate::registry;
+use crate::server::Berth;
+use crate::store::{App, Release, ReleaseImage};
+
+/// Where the new release's image comes from.
+pub enum Source<'a> {
+    /// A fresh build, tagged `build_tag`: retagged `<repo>:vN` and pushed to the registry.
+    Build {
+        build_tag: &'a str,
+        image_repository: &'a str,
+    },
+    /// The image of an earlier release (config change, rollback).
+    Existing(&'a str),
+}
+
+/// What a release is made of, besides its image.
+pub struct Plan<'a> {
+    pub commit: &'a str,
+    pub config: &'a BTreeMap<String, String>,
+    pub description: &'a str,
+    pub actor: &'a str,
+}
+
+/// Records a new release and deploys it. On failure the release is marked `failed`, the app
+/// `failed`, and whatever ran before keeps running.
+pub async fn create_and_deploy(
+    berth: &Berth,
+    docker: &Docker,
+    app: &App,
+    source: Source<'_>,
+    plan: Plan<'_>,
+    out: &Output,
+) -> Result<Release, String> {
+    let store = &berth.store;
+    let image = match &source {
+        Source::Build {
+            image_repository, ..
+        } => ReleaseImage::Repository(image_repository),
+        Source::Existing(image) => ReleaseImage::Existing(image),
+    };
+    let config_json =
+        serde_json::to_string(plan.config).map_err(|e| format!("internal error: {e}"))?;
+    let release = store
+        .create_release(
+            app.id,
+            plan.commit,
+            image,
+            &config_json,
+            plan.actor,
+            plan.description,
+        )
+        .await
+        .map_err(|e| format!("internal error recording the release: {e}"))?;
+    let result = async {
+        if let Source::Build { build_tag, .. } = source {
+            registry::retag(docker, build_tag, &release.image).await?;
+            if let Some(registry_address) = berth.config.registry.as_deref() {
+                out.step(&format!("Pushing image {}", release.image));
+                registry::push(docker, &release.image, registry_address, out).await?;
+            }
+        }
+        out.step(&format!("Releasing v{}", release.number));
+        deploy_release(berth, docker, app, &release, plan.actor, out).await
+    }
+    .await;
+    match result {
+        Ok(()) => Ok(release),
+        Err(message) => {
+            let _ = store.set_release_status(release.id, "failed").await;
+            Err(message)
+        }
+    }
+}
+
+/// Puts an already recorded release into service with the app's formation and marks it running.
+pub async fn deploy_release(
+    berth: &Berth,
+    docker: &Docker,
+    app: &App,
+    release: &Release,
+    actor: &str,
+    out: &Output,
+) -> Result<(), String> {
+    let store = &berth.store;
+    let _ = store.set_release_status(release.id, "deploying").await;
+    let _ = store.set_app_state(app.id, "deploying", actor).await;
+    out.step("Deploying");
+    let spec = spec_for(berth, docker, app, release).await?;
+    let instances = deploy::docker::deploy(docker, &spec, out).await?;
+    let first_port = instances.iter().find_map(|i| i.host_port).unwrap_or(0);
+    store
+        .mark_release_running(release, first_port)
+        .await
+        .map_err(|e| format!("internal error recording the release: {e}"))?;
+    let _ = store.set_stopped(app.id, false).await;
+    let _ = store.set_app_state(app.id, "running", actor).await;
+    let url = berth.url(first_port);
+    let _ = store
+        .record_event(
+            Some(app.id),
+            "deploy",
+            actor,
+            "succeeded",
+            &format!("v{} at {url}", release.number),
+        )
+        .await;
+    out.step(&format!("{} is live at {url}", app.name));
+    Ok(())
+}
+
+/// The deploy spec of a release: its image and config, the app's formation, the server's settings.
+pub async fn spec_for(
+    berth: &Berth,
+    docker: &Docker,
+    app: &App,
+    release: &Release,
+) -> Result<DeploySpec, String> {
+    let config: BTreeMap<String, String> =
+        serde_json::from_str(&release.config).unwrap_or_default();
+    Ok(DeploySpec {
+        app: app.name.clone(),
+        release: release.number,
+        image: release.image.clone(),
+        port: deploy::docker::web_port(docker, &release.image).await?,
+        env: config.into_iter().collect(),
+        web: formation(app).get("web").copied().unwrap_or(1),
+        publish_address: berth.config.publish_address,
+        ready_timeout: berth.config.ready_timeout(),
+    })
+}
+
+/// The app's formation: process type → instances.
+pub fn formation(app: &App) -> BTreeMap<String, u32> {
+    serde_json::from_str(&app.formation)
+        .unwrap_or_else(|_| BTreeMap::from([("web".to_string(), 1)]))
+}
