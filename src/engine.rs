@@ -11,6 +11,18 @@ pub async fn connect() -> Result<Docker, String> {
         .map_err(|e| not_answering(&e))
 }
 
+/// `connect`, giving up after `limit` (a hung engine must not hang a command).
+pub async fn connect_within(limit: std::time::Duration) -> Result<Docker, String> {
+    tokio::time::timeout(limit, connect())
+        .await
+        .unwrap_or_else(|_| {
+            Err(format!(
+                "the Docker engine did not answer within {} ms",
+                limit.as_millis()
+            ))
+        })
+}
+
 fn not_answering(error: &bollard::errors::Error) -> String {
     format!("the Docker engine is not answering ({error}): start it (dockerd) and push again")
 }

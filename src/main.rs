@@ -116,7 +116,7 @@ async fn run(command: Top) -> Result<u8, String> {
             let berth = Berth::open(load_config(config)?).await?;
             let line = std::fs::read_to_string(&key_file)
                 .map_err(|e| format!("cannot read {}: {e}", key_file.display()))?;
-            let outcome = berth::commands::add_key(&berth, &name, &role, &line).await?;
+            let outcome = berth::commands::add_key(&berth, &name, &role, &line, "host").await?;
             println!("{outcome}");
             Ok(0)
         }
@@ -136,8 +136,27 @@ async fn run(command: Top) -> Result<u8, String> {
                 key_name: "host".into(),
                 role: "admin".into(),
             };
-            let result = berth::commands::run(&berth, &who, &args).await;
-            use std::io::Write;
+            use std::io::{Read, Write};
+            if let Some(stream) = berth::commands::stream(&berth, &who, &args).await {
+                use futures_util::StreamExt;
+                let mut stream = stream?;
+                while let Some(chunk) = stream.next().await {
+                    let mut stdout = std::io::stdout();
+                    if stdout
+                        .write_all(&chunk)
+                        .and_then(|()| stdout.flush())
+                        .is_err()
+                    {
+                        break;
+                    }
+                }
+                return Ok(0);
+            }
+            let mut stdin = Vec::new();
+            if berth::commands::reads_stdin(&args) {
+                let _ = std::io::stdin().take(64 * 1024).read_to_end(&mut stdin);
+            }
+            let result = berth::commands::run(&berth, &who, &args, &stdin).await;
             let _ = std::io::stdout().write_all(&result.stdout);
             let _ = std::io::stderr().write_all(&result.stderr);
             Ok(u8::try_from(result.code).unwrap_or(1))

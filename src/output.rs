@@ -15,6 +15,20 @@ impl Output {
         Output { sink }
     }
 
+    /// An output whose text is handed back, whole, once every clone of it is dropped
+    /// (for commands, which answer when they are done).
+    pub fn collecting() -> (Output, impl std::future::Future<Output = String>) {
+        let (sender, mut receiver) = tokio::sync::mpsc::unbounded_channel::<Vec<u8>>();
+        let collected = async move {
+            let mut bytes = Vec::new();
+            while let Some(chunk) = receiver.recv().await {
+                bytes.extend_from_slice(&chunk);
+            }
+            String::from_utf8_lossy(&bytes).into_owned()
+        };
+        (Output::new(sender), collected)
+    }
+
     /// A step of the pipeline: `-----> Building myapp from Dockerfile`.
     pub fn step(&self, message: &str) {
         self.line("-----> ", message);

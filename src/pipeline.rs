@@ -10,6 +10,7 @@ use crate::build::{self, DockerIgnore};
 use crate::deploy;
 use crate::engine;
 use crate::git::{self, RefUpdate};
+use crate::names::AppName;
 use crate::output::Output;
 use crate::push::PushSession;
 use crate::registry;
@@ -88,7 +89,16 @@ pub async fn on_push(
         .await
         .ok()
         .flatten();
-    match deploy_commit(berth, push, &deploy_branch, &update.new, quarantine, out).await {
+    let short = &update.new[..update.new.len().min(7)];
+    let request = BuildRequest {
+        app: &push.app,
+        repo: &push.repo,
+        commit: &update.new,
+        quarantine,
+        description: &format!("push {deploy_branch}@{short}"),
+        actor: &push.actor,
+    };
+    match build_and_release(berth, &request, out).await {
         Ok(()) => true,
         Err(message) => {
             out.error(&message);
@@ -148,21 +158,39 @@ async fn deploy_branch_for(
     Ok(default)
 }
 
-async fn deploy_commit(
+/// A commit to build and release.
+pub struct BuildRequest<'a> {
+    pub app: &'a AppName,
+    pub repo: &'a Path,
+    pub commit: &'a str,
+    /// Git's quarantine directory while a push is undecided; `None` for committed objects.
+    pub quarantine: Option<&'a Path>,
+    pub description: &'a str,
+    pub actor: &'a str,
+}
+
+/// Builds the commit's Dockerfile, then releases and deploys the image with the app's config.
+/// Used by pushes (inside the hook) and by `ps:rebuild`.
+pub async fn build_and_release(
     berth: &Berth,
-    push: &PushSession,
-    branch: &str,
-    commit: &str,
-    quarantine: Option<&Path>,
+    request: &BuildRequest<'_>,
     out: &Output,
 ) -> Result<(), String> {
     let store = &berth.store;
     let config = &berth.config;
-    let app = push.app.as_str();
+    let app = request.app.as_str();
+    let commit = request.commit;
+    let quarantine = request.quarantine;
     let short = &commit[..commit.len().min(7)];
     let docker = engine::connect().await?;
+    let record = store
+        .app(request.app)
+        .await
+        .map_err(|e| format!("internal error reading the app: {e}"))?
+        .ok_or_else(|| format!("app {app} vanished"))?;
+    let app_id = record.id;
 
-    let repo = push.repo.clone();
+    let repo = request.repo.to_path_buf();
     let (quarantine, commit_owned) = (quarantine.map(Path::to_path_buf), commit.to_string());
     let (dockerfile, context) = tokio::task::spawn_blocking(move || -> Result<_, git2::Error> {
         let q = quarantine.as_deref();
@@ -182,27 +210,20 @@ async fn deploy_commit(
     .map_err(|e| format!("cannot read the pushed commit {short}: {}", e.message()))?;
     if !dockerfile {
         return Err(format!(
-            "no Dockerfile at the root of {branch} ({short}): add one and push again"
+            "no Dockerfile at the root of {short}: add one and push again"
         ));
     }
 
     // Build first: a failed build makes no release, so release numbers count real releases.
-    let _ = store
-        .set_app_state(push.app_id, "building", &push.actor)
-        .await;
+    let _ = store.set_app_state(app_id, "building", request.actor).await;
     out.step(&format!("Building {app} from Dockerfile"));
     let image_repo = registry::image_repository(config.registry.as_deref(), app);
     let build_tag = format!("{image_repo}:build-{}", &commit[..commit.len().min(12)]);
     let labels = HashMap::from([(deploy::docker::LABEL_APP.to_string(), app.to_string())]);
     build::build(&docker, context, &build_tag, labels, out).await?;
 
-    let record = store
-        .app(&push.app)
-        .await
-        .map_err(|e| format!("internal error reading the app: {e}"))?
-        .ok_or_else(|| format!("app {app} vanished during the push"))?;
     let config = store
-        .config(push.app_id)
+        .config(app_id)
         .await
         .map_err(|e| format!("internal error reading config: {e}"))?;
     let source = release::Source::Build {
@@ -212,8 +233,8 @@ async fn deploy_commit(
     let plan = release::Plan {
         commit,
         config: &config,
-        description: &format!("push {branch}@{short}"),
-        actor: &push.actor,
+        description: request.description,
+        actor: request.actor,
     };
     release::create_and_deploy(berth, &docker, &record, source, plan, out)
         .await

@@ -103,6 +103,17 @@ pub async fn deploy_release(
         .map_err(|e| format!("internal error recording the release: {e}"))?;
     let _ = store.set_stopped(app.id, false).await;
     let _ = store.set_app_state(app.id, "running", actor).await;
+    if instances.is_empty() {
+        let detail = format!("v{} with no web instances", release.number);
+        let _ = store
+            .record_event(Some(app.id), "deploy", actor, "succeeded", &detail)
+            .await;
+        out.step(&format!(
+            "{} v{} is released with no web instances (ps:scale {} web=1 runs it)",
+            app.name, release.number, app.name
+        ));
+        return Ok(());
+    }
     let url = berth.url(first_port);
     let _ = store
         .record_event(

@@ -327,16 +327,24 @@ impl Connection {
             if let Request::Git { service, app } = request {
                 return serve_git(&berth, &identity, service, &app, env, read, write).await;
             }
-            // Other requests read no input: drain it so the session never stalls.
-            tokio::spawn(drain(read));
             match request {
                 Request::Git { .. } => {} // served above
                 Request::Command(args) => {
-                    let result = commands::run(&berth, &identity, &args).await;
+                    if let Some(stream) = commands::stream(&berth, &identity, &args).await {
+                        return pump_stream(stream, read, &write).await;
+                    }
+                    let stdin = if commands::reads_stdin(&args) {
+                        read_stdin(read).await
+                    } else {
+                        tokio::spawn(drain(read));
+                        Vec::new()
+                    };
+                    let result = commands::run(&berth, &identity, &args, &stdin).await;
                     let _ = write.data_bytes(result.stdout).await;
                     finish(&write, &result.stderr, result.code).await
                 }
                 Request::Shell => {
+                    tokio::spawn(drain(read));
                     let text = format!(
                         "Hi {}! berth has no shell. Try: ssh ... help\n",
                         identity.key_name
@@ -344,6 +352,7 @@ impl Connection {
                     finish(&write, text.as_bytes(), 1).await
                 }
                 Request::Refused(reason) => {
+                    tokio::spawn(drain(read));
                     finish(&write, format!("ERROR: {reason}\n").as_bytes(), 128).await
                 }
             }
@@ -405,6 +414,59 @@ async fn serve_git(
 
 async fn drain(mut read: ReadHalf) {
     while read.wait().await.is_some() {}
+}
+
+/// The client's input up to EOF (at most 64 KiB: a public key, not a file transfer).
+async fn read_stdin(mut read: ReadHalf) -> Vec<u8> {
+    let mut input = Vec::new();
+    while let Some(message) = read.wait().await {
+        match message {
+            ChannelMsg::Data { data } if input.len() + data.len() <= 64 * 1024 => {
+                input.extend_from_slice(&data)
+            }
+            ChannelMsg::Data { .. } => {}
+            ChannelMsg::Eof | ChannelMsg::Close => break,
+            _ => {}
+        }
+    }
+    tokio::spawn(drain(read));
+    input
+}
+
+/// Sends a command's output stream until it ends or the client goes away (EOF or close from
+/// the client, or a failed write), then ends the command.
+async fn pump_stream(
+    stream: Result<futures_util::stream::BoxStream<'static, Vec<u8>>, String>,
+    mut read: ReadHalf,
+    write: &WriteHalf,
+) {
+    use futures_util::StreamExt;
+    let mut stream = match stream {
+        Ok(stream) => stream,
+        Err(message) => {
+            tokio::spawn(drain(read));
+            return finish(write, format!(" !     {message}\n").as_bytes(), 1).await;
+        }
+    };
+    loop {
+        tokio::select! {
+            chunk = stream.next() => match chunk {
+                Some(bytes) => {
+                    if write.data_bytes(bytes).await.is_err() {
+                        return;
+                    }
+                }
+                None => break,
+            },
+            message = read.wait() => match message {
+                // EOF only means the client has no input (`ssh -n`); close means it left.
+                None | Some(ChannelMsg::Close) => return finish(write, b"", 0).await,
+                Some(_) => {}
+            },
+        }
+    }
+    tokio::spawn(drain(read));
+    finish(write, b"", 0).await
 }
 
 /// Runs the child with the channel as its stdin, stdout and stderr; returns its exit status.

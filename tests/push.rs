@@ -653,7 +653,7 @@ fn members_push_and_see_only_their_own_apps() {
     assert_eq!(list[0]["owner"], "bob");
     let info = server.ssh_as(&member, &["apps:info", &admin_app]);
     assert!(
-        !info.status.success() && text(&info).contains("not found"),
+        !info.status.success() && text(&info).contains("not allowed"),
         "{}",
         text(&info)
     );

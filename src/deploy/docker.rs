@@ -149,6 +149,51 @@ pub struct ContainerReport {
     pub started_at: Option<String>,
 }
 
+/// Every container berth runs, for every app, in one engine call.
+pub async fn all_instances(docker: &Docker) -> Result<Vec<(String, ContainerReport)>, String> {
+    let filters = HashMap::from([("label", vec![LABEL_APP.to_string()])]);
+    let options = ListContainersOptionsBuilder::default()
+        .all(true)
+        .filters(&filters)
+        .build();
+    let containers = docker
+        .list_containers(Some(options))
+        .await
+        .map_err(|e| format!("cannot list containers: {}", engine::describe(&e)))?;
+    Ok(containers
+        .into_iter()
+        .filter_map(|summary| {
+            let app = summary.labels.as_ref()?.get(LABEL_APP)?.clone();
+            Some((app, summary_to_report(summary)?))
+        })
+        .collect())
+}
+
+/// Removes every image labeled as the app's (all releases and build tags).
+pub async fn remove_images(docker: &Docker, app: &str) -> usize {
+    let filters = HashMap::from([("label", vec![format!("{LABEL_APP}={app}")])]);
+    let options = bollard::query_parameters::ListImagesOptionsBuilder::default()
+        .filters(&filters)
+        .build();
+    let Ok(images) = docker.list_images(Some(options)).await else {
+        return 0;
+    };
+    let mut removed = 0;
+    for image in images {
+        let remove = bollard::query_parameters::RemoveImageOptionsBuilder::default()
+            .force(true)
+            .build();
+        if docker
+            .remove_image(&image.id, Some(remove), None)
+            .await
+            .is_ok()
+        {
+            removed += 1;
+        }
+    }
+    removed
+}
+
 /// Every container of the app (all releases), or of one release.
 pub async fn instances_of(
     docker: &Docker,
@@ -425,6 +470,29 @@ async fn stop_and_remove(docker: &Docker, name: &str) {
 async fn remove_container(docker: &Docker, name: &str) {
     let options = RemoveContainerOptionsBuilder::default().force(true).build();
     let _ = docker.remove_container(name, Some(options)).await;
+}
+
+/// A container's output (stdout and stderr), the last `tail` lines, then more if `follow`.
+pub fn log_stream(
+    docker: &Docker,
+    name: &str,
+    tail: i64,
+    follow: bool,
+) -> futures_util::stream::BoxStream<'static, Vec<u8>> {
+    let options = LogsOptionsBuilder::default()
+        .stdout(true)
+        .stderr(true)
+        .follow(follow)
+        .tail(&tail.to_string())
+        .build();
+    let docker = docker.clone();
+    let name = name.to_string();
+    // The engine's stream borrows nothing from us once made; move the client in to keep it alive.
+    futures_util::stream::once(async move { docker.logs(&name, Some(options)) })
+        .flatten()
+        .take_while(|item| std::future::ready(item.is_ok()))
+        .filter_map(|item| std::future::ready(item.ok().map(|chunk| chunk.into_bytes().to_vec())))
+        .boxed()
 }
 
 /// The container's last log lines, formatted to follow an error message.

@@ -1,0 +1,477 @@
+//! `apps:*`: create, list, info, rename, destroy, labels, grant and revoke.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use serde::Serialize;
+
+use super::{Access, Args, app_for, internal, may, to_json};
+use crate::deploy::docker::{self, ContainerReport};
+use crate::engine;
+use crate::git;
+use crate::names::AppName;
+use crate::output::Output;
+use crate::release;
+use crate::server::{Berth, Identity};
+use crate::store::{App, Release};
+
+/// How long `apps:list` waits for the engine before answering from the DB alone.
+const LIVE_LIMIT: Duration = Duration::from_millis(700);
+
+/// The `--json` shape of an app (stable field names, documented in the README).
+#[derive(Serialize)]
+struct AppView {
+    name: String,
+    /// The DB state, or `unknown` when the engine did not answer.
+    state: String,
+    owner: String,
+    labels: BTreeMap<String, String>,
+    /// Process type → wanted instances.
+    formation: BTreeMap<String, u32>,
+    /// Process type → instances the engine reports running (absent when it did not answer).
+    running: Option<BTreeMap<String, u32>>,
+    release: Option<i64>,
+    url: Option<String>,
+    deploy_branch: String,
+    created_at: String,
+    updated_at: String,
+}
+
+fn labels_of(app: &App) -> BTreeMap<String, String> {
+    serde_json::from_str(&app.labels).unwrap_or_default()
+}
+
+fn view(
+    berth: &Berth,
+    app: &App,
+    running_release: Option<&Release>,
+    live: Option<&[ContainerReport]>,
+) -> AppView {
+    let url = running_release
+        .and_then(|r| r.host_port)
+        .and_then(|p| u16::try_from(p).ok())
+        .map(|p| berth.url(p));
+    let running = live.map(|containers| {
+        let mut counts = BTreeMap::new();
+        for container in containers {
+            if container.state == "running"
+                && Some(container.release) == running_release.map(|r| r.number)
+            {
+                *counts.entry(container.process.clone()).or_insert(0) += 1;
+            }
+        }
+        counts
+    });
+    AppView {
+        name: app.name.clone(),
+        state: if live.is_some() {
+            app.state.clone()
+        } else {
+            "unknown".to_string()
+        },
+        owner: app.owner.clone(),
+        labels: labels_of(app),
+        formation: release::formation(app),
+        running,
+        release: running_release.map(|r| r.number),
+        url,
+        deploy_branch: app
+            .deploy_branch
+            .clone()
+            .unwrap_or_else(|| berth.config.deploy_branch.clone()),
+        created_at: app.created_at.clone(),
+        updated_at: app.updated_at.clone(),
+    }
+}
+
+/// What the engine runs, per app, in one call; `None` when it does not answer in time.
+async fn live_containers(berth_limit: Duration) -> Option<HashMap<String, Vec<ContainerReport>>> {
+    let docker = engine::connect_within(berth_limit).await.ok()?;
+    let all = tokio::time::timeout(berth_limit, docker::all_instances(&docker))
+        .await
+        .ok()?
+        .ok()?;
+    let mut by_app: HashMap<String, Vec<ContainerReport>> = HashMap::new();
+    for (app, container) in all {
+        by_app.entry(app).or_default().push(container);
+    }
+    Some(by_app)
+}
+
+/// `-l key=value,key2` : every term must hold (`key` alone: the label is set).
+fn selector_matches(selector: &str, labels: &BTreeMap<String, String>) -> bool {
+    selector
+        .split(',')
+        .filter(|t| !t.is_empty())
+        .all(|term| match term.split_once('=') {
+            Some((key, value)) => labels.get(key.trim()).map(String::as_str) == Some(value.trim()),
+            None => labels.contains_key(term.trim()),
+        })
+}
+
+fn formation_text(view: &AppView) -> String {
+    view.formation
+        .iter()
+        .map(|(process, wanted)| match view.running.as_ref() {
+            Some(running) => format!(
+                "{process}={}/{wanted}",
+                running.get(process).copied().unwrap_or(0)
+            ),
+            None => format!("{process}={wanted}"),
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+pub async fn list(berth: &Berth, who: &Identity, args: &Args) -> Result<String, String> {
+    let live = live_containers(LIVE_LIMIT).await;
+    let empty = Vec::new();
+    let mut views = Vec::new();
+    for app in berth.store.apps().await.map_err(internal)? {
+        if !may(berth, who, &app, Access::Operate).await? {
+            continue;
+        }
+        if let Some(selector) = args.value("-l") {
+            if !selector_matches(selector, &labels_of(&app)) {
+                continue;
+            }
+        }
+        let running = berth
+            .store
+            .running_release(app.id)
+            .await
+            .map_err(internal)?;
+        let containers = live
+            .as_ref()
+            .map(|by_app| by_app.get(&app.name).unwrap_or(&empty).as_slice());
+        views.push(view(berth, &app, running.as_ref(), containers));
+    }
+    if args.json() {
+        return to_json(&views);
+    }
+    let mut text = format!(
+        "{:<24} {:<12} {:<8} {:<10} {:<12} {}\n",
+        "NAME", "STATE", "RELEASE", "SCALE", "OWNER", "URL"
+    );
+    for v in &views {
+        let release = v
+            .release
+            .map(|n| format!("v{n}"))
+            .unwrap_or_else(|| "-".into());
+        text += &format!(
+            "{:<24} {:<12} {:<8} {:<10} {:<12} {}\n",
+            v.name,
+            v.state,
+            release,
+            formation_text(v),
+            v.owner,
+            v.url.as_deref().unwrap_or("-")
+        );
+    }
+    if live.is_none() {
+        text += "(the Docker engine did not answer: states are unknown)\n";
+    }
+    Ok(text)
+}
+
+pub async fn info(berth: &Berth, who: &Identity, args: &Args) -> Result<String, String> {
+    let app = app_for(berth, who, &args.positional[0], Access::Operate).await?;
+    let live = live_containers(LIVE_LIMIT).await;
+    let running = berth
+        .store
+        .running_release(app.id)
+        .await
+        .map_err(internal)?;
+    let latest = berth.store.latest_release(app.id).await.map_err(internal)?;
+    let grants = berth.store.grants(app.id).await.map_err(internal)?;
+    let containers = live
+        .as_ref()
+        .map(|by_app| by_app.get(&app.name).cloned().unwrap_or_default());
+    let v = view(berth, &app, running.as_ref(), containers.as_deref());
+    if args.json() {
+        #[derive(Serialize)]
+        struct Info<'a> {
+            #[serde(flatten)]
+            app: &'a AppView,
+            grants: &'a [String],
+            current_release: Option<&'a Release>,
+            last_release: Option<&'a Release>,
+        }
+        return to_json(&Info {
+            app: &v,
+            grants: &grants,
+            current_release: running.as_ref(),
+            last_release: latest.as_ref(),
+        });
+    }
+    let mut text = format!("=== {}\n", v.name);
+    text += &format!("state:         {}\n", v.state);
+    text += &format!("owner:         {}\n", v.owner);
+    text += &format!(
+        "grants:        {}\n",
+        if grants.is_empty() {
+            "-".to_string()
+        } else {
+            grants.join(", ")
+        }
+    );
+    text += &format!(
+        "labels:        {}\n",
+        v.labels
+            .iter()
+            .map(|(k, val)| format!("{k}={val}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    );
+    text += &format!("deploy branch: {}\n", v.deploy_branch);
+    text += &format!("formation:     {}\n", formation_text(&v));
+    match &running {
+        Some(r) => {
+            let short = &r.commit_sha[..r.commit_sha.len().min(7)];
+            text += &format!(
+                "release:       v{} ({short}, {}, by {} at {})\n",
+                r.number, r.image, r.created_by, r.created_at
+            );
+        }
+        None => text += "release:       none running\n",
+    }
+    if let Some(l) = latest.filter(|l| Some(l.number) != v.release) {
+        text += &format!(
+            "last attempt:  v{} {} ({})\n",
+            l.number, l.status, l.description
+        );
+    }
+    text += &format!("url:           {}\n", v.url.as_deref().unwrap_or("-"));
+    Ok(text)
+}
+
+pub async fn create(berth: &Berth, who: &Identity, args: &Args) -> Result<String, String> {
+    let name = AppName::parse(&args.positional[0])?;
+    let repo = git::repo_path(&berth.config.repos_dir(), &name);
+    if !berth
+        .store
+        .create_app(&name, &who.key_name)
+        .await
+        .map_err(internal)?
+    {
+        return Err(format!("app {name} already exists"));
+    }
+    let branch = berth.config.deploy_branch.clone();
+    let made = tokio::task::spawn_blocking(move || git::ensure_bare_repo(&repo, &branch))
+        .await
+        .map_err(internal)?;
+    if let Err(error) = made {
+        if let Ok(Some(app)) = berth.store.app(&name).await {
+            let _ = berth.store.delete_app(app.id).await;
+        }
+        return Err(internal(error));
+    }
+    if let Ok(Some(app)) = berth.store.app(&name).await {
+        let _ = berth
+            .store
+            .record_event(
+                Some(app.id),
+                "app.created",
+                &who.key_name,
+                "ok",
+                "apps:create",
+            )
+            .await;
+    }
+    Ok(format!(
+        "-----> Created {name}\n       git remote add berth ssh://berth@{}:{}/{name}\n",
+        berth.config.public_host,
+        berth.config.ssh_listen.port()
+    ))
+}
+
+pub async fn rename(
+    berth: &Berth,
+    who: &Identity,
+    args: &Args,
+    out: &Output,
+) -> Result<String, String> {
+    let app = app_for(berth, who, &args.positional[0], Access::Own).await?;
+    let new_name = AppName::parse(&args.positional[1])?;
+    let lock = berth.app_lock(&app.name);
+    let _guard = lock.lock().await;
+    if berth
+        .store
+        .app(&new_name)
+        .await
+        .map_err(internal)?
+        .is_some()
+    {
+        return Err(format!("app {new_name} already exists"));
+    }
+    let old_name = AppName::parse(&app.name)?;
+    let repos = berth.config.repos_dir();
+    let (old_repo, new_repo) = (
+        git::repo_path(&repos, &old_name),
+        git::repo_path(&repos, &new_name),
+    );
+    std::fs::rename(&old_repo, &new_repo).map_err(|e| format!("cannot move the repo: {e}"))?;
+    if let Err(error) = berth.store.rename_app(app.id, &new_name).await {
+        let _ = std::fs::rename(&new_repo, &old_repo);
+        return Err(internal(error));
+    }
+    let renamed = berth
+        .store
+        .app(&new_name)
+        .await
+        .map_err(internal)?
+        .ok_or("renamed app vanished")?;
+    let _ = berth
+        .store
+        .record_event(
+            Some(app.id),
+            "app.renamed",
+            &who.key_name,
+            "ok",
+            &format!("{old_name} -> {new_name}"),
+        )
+        .await;
+    // Containers carry the app's name: run the current release under the new one, then retire
+    // the old-named containers.
+    out.step(&format!("Renamed {old_name} to {new_name}"));
+    if let (Some(current), false) = (
+        berth
+            .store
+            .running_release(app.id)
+            .await
+            .map_err(internal)?,
+        renamed.stopped,
+    ) {
+        let docker = engine::connect().await?;
+        release::deploy_release(berth, &docker, &renamed, &current, &who.key_name, out).await?;
+        docker::stop_all(&docker, old_name.as_str()).await?;
+    }
+    Ok(String::new())
+}
+
+pub async fn destroy(berth: &Berth, who: &Identity, args: &Args) -> Result<String, String> {
+    let app = app_for(berth, who, &args.positional[0], Access::Own).await?;
+    if args.value("--confirm") != Some(app.name.as_str()) {
+        return Err(format!(
+            "this removes {0} for good: run `apps:destroy {0} --confirm {0}`",
+            app.name
+        ));
+    }
+    let lock = berth.app_lock(&app.name);
+    let _guard = lock.lock().await;
+    let _ = berth
+        .store
+        .set_app_state(app.id, "deleting", &who.key_name)
+        .await;
+    let docker = engine::connect().await?;
+    let containers = docker::stop_all(&docker, &app.name).await?;
+    let images = docker::remove_images(&docker, &app.name).await;
+    let name = AppName::parse(&app.name)?;
+    let repo = git::repo_path(&berth.config.repos_dir(), &name);
+    if repo.exists() {
+        std::fs::remove_dir_all(&repo).map_err(|e| format!("cannot remove the repo: {e}"))?;
+    }
+    berth.store.delete_app(app.id).await.map_err(internal)?;
+    let _ = berth
+        .store
+        .record_event(
+            None,
+            "app.destroyed",
+            &who.key_name,
+            "ok",
+            &format!("{name}: {containers} containers, {images} images"),
+        )
+        .await;
+    let kept = if args.has("--keep-data") {
+        " (--keep-data: the app has no volumes yet)"
+    } else {
+        ""
+    };
+    Ok(format!(
+        "-----> Destroyed {name}: {containers} containers, {images} images, repo and releases{kept}\n"
+    ))
+}
+
+pub async fn labels(berth: &Berth, who: &Identity, args: &Args) -> Result<String, String> {
+    let app = app_for(berth, who, &args.positional[0], Access::Operate).await?;
+    let mut labels = labels_of(&app);
+    let changes = &args.positional[1..];
+    for change in changes {
+        let (key, value) = change.split_once('=').ok_or_else(|| {
+            format!("{change:?} is not key=value; usage: apps:labels APP key=value ...")
+        })?;
+        let valid = !key.is_empty()
+            && key.len() <= 63
+            && key
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._/-".contains(&b));
+        if !valid {
+            return Err(format!(
+                "invalid label key {key:?}: letters, digits, '.', '_', '/' and '-'"
+            ));
+        }
+        if value.is_empty() {
+            labels.remove(key);
+        } else {
+            labels.insert(key.to_string(), value.to_string());
+        }
+    }
+    if !changes.is_empty() {
+        let json = serde_json::to_string(&labels).map_err(internal)?;
+        berth
+            .store
+            .set_labels(app.id, &json)
+            .await
+            .map_err(internal)?;
+        let _ = berth
+            .store
+            .record_event(
+                Some(app.id),
+                "labels",
+                &who.key_name,
+                "ok",
+                &changes.join(" "),
+            )
+            .await;
+    }
+    if args.json() {
+        return to_json(&labels);
+    }
+    Ok(labels.iter().map(|(k, v)| format!("{k}={v}\n")).collect())
+}
+
+pub async fn grant(
+    berth: &Berth,
+    who: &Identity,
+    args: &Args,
+    give: bool,
+) -> Result<String, String> {
+    let app = app_for(berth, who, &args.positional[0], Access::Own).await?;
+    let key = &args.positional[1];
+    if berth
+        .store
+        .key_by_name(key)
+        .await
+        .map_err(internal)?
+        .is_none()
+    {
+        return Err(format!("no key named {key}; see keys:list"));
+    }
+    let (kind, text) = if give {
+        berth.store.grant(app.id, key).await.map_err(internal)?;
+        ("grant", format!("{key} may now operate {}\n", app.name))
+    } else {
+        if !berth.store.revoke(app.id, key).await.map_err(internal)? {
+            return Err(format!("{key} had no grant on {}", app.name));
+        }
+        (
+            "revoke",
+            format!("{key} may no longer operate {}\n", app.name),
+        )
+    };
+    let _ = berth
+        .store
+        .record_event(Some(app.id), kind, &who.key_name, "ok", key)
+        .await;
+    Ok(text)
+}

@@ -1,0 +1,616 @@
+//! Operator commands (`ssh berth@HOST apps:list`, or `berth apps:list` on the host): one parser,
+//! one implementation, the same output and rules either way.
+//!
+//! Each command is a `Spec` in `SPECS` (name, usage, one-line summary, flags) and an async
+//! handler. Handlers return the text to print or the one line that says what went wrong.
+//!
+//! **Architecture Invariant:** every command checks who may do it (`access`) before it touches
+//! anything.
+
+mod apps;
+mod config;
+mod keys;
+mod ps;
+mod releases;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use crate::git;
+use crate::names::AppName;
+use crate::output::Output;
+use crate::server::{Berth, Identity};
+use crate::store::App;
+
+pub use keys::add_key;
+
+/// What a command produced: stdout, stderr and the exit status.
+#[derive(Debug, Default)]
+pub struct CommandResult {
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+    pub code: u32,
+}
+
+impl CommandResult {
+    fn ok(stdout: String) -> CommandResult {
+        CommandResult {
+            stdout: stdout.into_bytes(),
+            ..Default::default()
+        }
+    }
+    fn fail(message: &str) -> CommandResult {
+        CommandResult {
+            stderr: format!(" !     {message}\n").into_bytes(),
+            code: 1,
+            ..Default::default()
+        }
+    }
+}
+
+/// A command's shape: what `help` prints and what the parser accepts.
+pub struct Spec {
+    pub name: &'static str,
+    pub usage: &'static str,
+    pub summary: &'static str,
+    /// Flags: (name, takes a value).
+    flags: &'static [(&'static str, bool)],
+    /// Positional arguments: at least, at most (None: any number).
+    positional: (usize, Option<usize>),
+}
+
+const JSON: (&str, bool) = ("--json", false);
+
+pub const SPECS: &[Spec] = &[
+    Spec {
+        name: "apps:create",
+        usage: "apps:create APP",
+        summary: "create an app (a first push does it too)",
+        flags: &[],
+        positional: (1, Some(1)),
+    },
+    Spec {
+        name: "apps:list",
+        usage: "apps:list [-l key=value,...] [--json]",
+        summary: "the apps you can see: state, release, scale, owner, URL",
+        flags: &[("-l", true), JSON],
+        positional: (0, Some(0)),
+    },
+    Spec {
+        name: "apps:info",
+        usage: "apps:info APP [--json]",
+        summary: "one app: state, owner, labels, release, formation, URL",
+        flags: &[JSON],
+        positional: (1, Some(1)),
+    },
+    Spec {
+        name: "apps:rename",
+        usage: "apps:rename OLD NEW",
+        summary: "rename an app (its repo, containers and images follow)",
+        flags: &[],
+        positional: (2, Some(2)),
+    },
+    Spec {
+        name: "apps:destroy",
+        usage: "apps:destroy APP --confirm APP [--keep-data]",
+        summary: "remove an app: containers, images, repo, releases",
+        flags: &[("--confirm", true), ("--keep-data", false)],
+        positional: (1, Some(1)),
+    },
+    Spec {
+        name: "apps:labels",
+        usage: "apps:labels APP [key=value ...] [--json]",
+        summary: "show labels, or merge some in (an empty value deletes the key)",
+        flags: &[JSON],
+        positional: (1, None),
+    },
+    Spec {
+        name: "apps:grant",
+        usage: "apps:grant APP KEY",
+        summary: "let a member key see and operate an app",
+        flags: &[],
+        positional: (2, Some(2)),
+    },
+    Spec {
+        name: "apps:revoke",
+        usage: "apps:revoke APP KEY",
+        summary: "take a grant back",
+        flags: &[],
+        positional: (2, Some(2)),
+    },
+    Spec {
+        name: "ps:scale",
+        usage: "ps:scale APP web=N",
+        summary: "run N instances of a process type",
+        flags: &[],
+        positional: (2, None),
+    },
+    Spec {
+        name: "ps:stop",
+        usage: "ps:stop APP",
+        summary: "stop every process (image, config and data stay)",
+        flags: &[],
+        positional: (1, Some(1)),
+    },
+    Spec {
+        name: "ps:start",
+        usage: "ps:start APP",
+        summary: "start a stopped app again",
+        flags: &[],
+        positional: (1, Some(1)),
+    },
+    Spec {
+        name: "ps:restart",
+        usage: "ps:restart APP",
+        summary: "restart one container at a time, each after the previous answers",
+        flags: &[],
+        positional: (1, Some(1)),
+    },
+    Spec {
+        name: "ps:rebuild",
+        usage: "ps:rebuild APP",
+        summary: "build the deployed commit again and release it",
+        flags: &[],
+        positional: (1, Some(1)),
+    },
+    Spec {
+        name: "ps:report",
+        usage: "ps:report APP [--json]",
+        summary: "each container: process, state, uptime, restarts, host:port",
+        flags: &[JSON],
+        positional: (1, Some(1)),
+    },
+    Spec {
+        name: "config:set",
+        usage: "config:set APP KEY=VALUE ... [--no-restart]",
+        summary: "set config vars (a new release, redeployed)",
+        flags: &[("--no-restart", false)],
+        positional: (2, None),
+    },
+    Spec {
+        name: "config:unset",
+        usage: "config:unset APP KEY ... [--no-restart]",
+        summary: "remove config vars (a new release, redeployed)",
+        flags: &[("--no-restart", false)],
+        positional: (2, None),
+    },
+    Spec {
+        name: "config:get",
+        usage: "config:get APP KEY",
+        summary: "print one config value",
+        flags: &[],
+        positional: (2, Some(2)),
+    },
+    Spec {
+        name: "config:show",
+        usage: "config:show APP [--reveal] [--json]",
+        summary: "the config vars, values masked unless --reveal",
+        flags: &[("--reveal", false), JSON],
+        positional: (1, Some(1)),
+    },
+    Spec {
+        name: "releases",
+        usage: "releases APP [-n N] [--json]",
+        summary: "number, commit, image, who, when, status, description",
+        flags: &[("-n", true), JSON],
+        positional: (1, Some(1)),
+    },
+    Spec {
+        name: "releases:rollback",
+        usage: "releases:rollback APP [vN]",
+        summary: "redeploy an earlier release's image and config as a new release",
+        flags: &[],
+        positional: (1, Some(2)),
+    },
+    Spec {
+        name: "logs",
+        usage: "logs APP [-f] [-n N] [--process web]",
+        summary: "container output; -f follows until you disconnect",
+        flags: &[("-f", false), ("-n", true), ("--process", true)],
+        positional: (1, Some(1)),
+    },
+    Spec {
+        name: "events",
+        usage: "events APP [-n N] [--json]",
+        summary: "what happened to the app, by whom, with what outcome",
+        flags: &[("-n", true), JSON],
+        positional: (1, Some(1)),
+    },
+    Spec {
+        name: "keys:add",
+        usage: "keys:add NAME [--role admin|member]  (public key on stdin)",
+        summary: "allow a key to push and run commands (admins only)",
+        flags: &[("--role", true)],
+        positional: (1, Some(1)),
+    },
+    Spec {
+        name: "keys:list",
+        usage: "keys:list [--json]",
+        summary: "the registered keys (admins only)",
+        flags: &[JSON],
+        positional: (0, Some(0)),
+    },
+    Spec {
+        name: "keys:remove",
+        usage: "keys:remove NAME",
+        summary: "revoke a key (admins only)",
+        flags: &[],
+        positional: (1, Some(1)),
+    },
+    Spec {
+        name: "help",
+        usage: "help [TOPIC]",
+        summary: "this list, or the commands of one topic (apps, ps, config, ...)",
+        flags: &[],
+        positional: (0, Some(1)),
+    },
+];
+
+/// Parsed arguments: positionals in order, flags by name.
+#[derive(Debug, Default)]
+pub struct Args {
+    pub positional: Vec<String>,
+    flags: HashMap<&'static str, Option<String>>,
+}
+
+impl Args {
+    pub fn has(&self, flag: &str) -> bool {
+        self.flags.contains_key(flag)
+    }
+    pub fn value(&self, flag: &str) -> Option<&str> {
+        self.flags.get(flag).and_then(|v| v.as_deref())
+    }
+    pub fn json(&self) -> bool {
+        self.has("--json")
+    }
+    fn count(&self, flag: &str, default: i64) -> Result<i64, String> {
+        match self.value(flag) {
+            None => Ok(default),
+            Some(text) => text
+                .parse::<i64>()
+                .ok()
+                .filter(|n| *n > 0)
+                .ok_or_else(|| format!("{flag} takes a positive number, not {text:?}")),
+        }
+    }
+}
+
+fn parse(spec: &Spec, raw: &[String]) -> Result<Args, String> {
+    let usage = || format!("usage: {}", spec.usage);
+    let mut args = Args::default();
+    let mut words = raw.iter();
+    while let Some(word) = words.next() {
+        if word.starts_with('-') && word.len() > 1 {
+            let (name, inline) = match word.split_once('=') {
+                Some((name, value)) if name.starts_with("--") => (name, Some(value.to_string())),
+                _ => (word.as_str(), None),
+            };
+            let Some((flag, takes_value)) = spec.flags.iter().find(|(f, _)| *f == name) else {
+                return Err(format!(
+                    "unknown option {name} for {}; {}",
+                    spec.name,
+                    usage()
+                ));
+            };
+            let value = match (takes_value, inline) {
+                (true, Some(value)) => Some(value),
+                (true, None) => Some(
+                    words
+                        .next()
+                        .ok_or_else(|| format!("{flag} needs a value; {}", usage()))?
+                        .clone(),
+                ),
+                (false, None) => None,
+                (false, Some(_)) => return Err(format!("{flag} takes no value; {}", usage())),
+            };
+            args.flags.insert(flag, value);
+        } else {
+            args.positional.push(word.clone());
+        }
+    }
+    let (min, max) = spec.positional;
+    if args.positional.len() < min || max.is_some_and(|max| args.positional.len() > max) {
+        return Err(usage());
+    }
+    Ok(args)
+}
+
+/// For commands whose output is a stream (`logs`, which `-f` keeps open): the stream, after
+/// the same parsing and access checks as `run`. `None` for every other command.
+pub async fn stream(
+    berth: &Berth,
+    who: &Identity,
+    raw: &[String],
+) -> Option<Result<futures_util::stream::BoxStream<'static, Vec<u8>>, String>> {
+    let (name, rest) = raw.split_first()?;
+    let spec = SPECS.iter().find(|s| s.name == name && s.name == "logs")?;
+    Some(match parse(spec, rest) {
+        Ok(args) => releases::log_stream(berth, who, &args).await,
+        Err(message) => Err(message),
+    })
+}
+
+/// Whether this command reads its standard input (the SSH layer then collects it first).
+pub fn reads_stdin(args: &[String]) -> bool {
+    args.first().is_some_and(|name| name == "keys:add")
+}
+
+/// Runs one command for `who`. `stdin` is the client's input, for the commands that read it.
+pub async fn run(berth: &Berth, who: &Identity, raw: &[String], stdin: &[u8]) -> CommandResult {
+    let Some((name, rest)) = raw.split_first() else {
+        return CommandResult::ok(help(None));
+    };
+    let Some(spec) = SPECS.iter().find(|s| s.name == name) else {
+        return CommandResult::fail(&unknown_command(name));
+    };
+    let args = match parse(spec, rest) {
+        Ok(args) => args,
+        Err(message) => return CommandResult::fail(&message),
+    };
+    // Progress lines (`-----> ...`) go to stdout ahead of the command's answer.
+    let (out, progress) = Output::collecting();
+    let result = match spec.name {
+        "help" => Ok(help(args.positional.first().map(String::as_str))),
+        "apps:create" => apps::create(berth, who, &args).await,
+        "apps:list" => apps::list(berth, who, &args).await,
+        "apps:info" => apps::info(berth, who, &args).await,
+        "apps:rename" => apps::rename(berth, who, &args, &out).await,
+        "apps:destroy" => apps::destroy(berth, who, &args).await,
+        "apps:labels" => apps::labels(berth, who, &args).await,
+        "apps:grant" => apps::grant(berth, who, &args, true).await,
+        "apps:revoke" => apps::grant(berth, who, &args, false).await,
+        "ps:scale" => ps::scale(berth, who, &args, &out).await,
+        "ps:stop" => ps::stop(berth, who, &args, &out).await,
+        "ps:start" => ps::start(berth, who, &args, &out).await,
+        "ps:restart" => ps::restart(berth, who, &args, &out).await,
+        "ps:rebuild" => ps::rebuild(berth, who, &args, &out).await,
+        "ps:report" => ps::report(berth, who, &args).await,
+        "config:set" => config::set(berth, who, &args, &out).await,
+        "config:unset" => config::unset(berth, who, &args, &out).await,
+        "config:get" => config::get(berth, who, &args).await,
+        "config:show" => config::show(berth, who, &args).await,
+        "releases" => releases::list(berth, who, &args).await,
+        "releases:rollback" => releases::rollback(berth, who, &args, &out).await,
+        "logs" => releases::logs(berth, who, &args).await,
+        "events" => releases::events(berth, who, &args).await,
+        "keys:add" => keys::add(berth, who, &args, stdin).await,
+        "keys:list" => keys::list(berth, who, &args).await,
+        "keys:remove" => keys::remove(berth, who, &args).await,
+        _ => Err(unknown_command(name)),
+    };
+    drop(out);
+    let progress = progress.await;
+    match result {
+        Ok(text) => CommandResult::ok(progress + &text),
+        Err(message) => CommandResult {
+            stdout: progress.into_bytes(),
+            ..CommandResult::fail(&message)
+        },
+    }
+}
+
+fn help(topic: Option<&str>) -> String {
+    let chosen: Vec<&Spec> = SPECS
+        .iter()
+        .filter(|s| topic.is_none_or(|t| s.name == t || s.name.split(':').next() == Some(t)))
+        .collect();
+    if chosen.is_empty() {
+        let topics: Vec<&str> = SPECS
+            .iter()
+            .map(|s| s.name.split(':').next().unwrap_or(s.name))
+            .collect();
+        let mut topics = topics;
+        topics.dedup();
+        return format!(
+            "no topic {:?}; topics: {}\n",
+            topic.unwrap_or(""),
+            topics.join(", ")
+        );
+    }
+    let width = chosen
+        .iter()
+        .map(|s| s.usage.len())
+        .max()
+        .unwrap_or(0)
+        .min(48);
+    let mut text = String::from(
+        "Usage: ssh berth@HOST <command> [args]   (or `berth <command>` on the host)\n\n",
+    );
+    for spec in chosen {
+        text += &format!("  {:<width$}  {}\n", spec.usage, spec.summary);
+    }
+    if topic.is_none() {
+        text += "\nDeploy with: git remote add berth ssh://berth@HOST:2222/APP && git push berth main\n";
+    }
+    text
+}
+
+/// "unknown command" with the closest known names.
+fn unknown_command(name: &str) -> String {
+    let mut scored: Vec<(usize, &str)> = SPECS
+        .iter()
+        .map(|s| (edit_distance(name, s.name), s.name))
+        .collect();
+    scored.sort();
+    let close: Vec<&str> = scored
+        .iter()
+        .filter(|(d, n)| *d <= 3 || n.split(':').next() == name.split(':').next())
+        .take(3)
+        .map(|(_, n)| *n)
+        .collect();
+    if close.is_empty() {
+        format!("unknown command {name:?}; see `help`")
+    } else {
+        format!(
+            "unknown command {name:?}; did you mean {}? (see `help`)",
+            close.join(", ")
+        )
+    }
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut previous = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let current = row[j + 1];
+            row[j + 1] = (previous + usize::from(ca != *cb))
+                .min(row[j] + 1)
+                .min(current + 1);
+            previous = current;
+        }
+    }
+    row[b.len()]
+}
+
+// ---- access: who may do what
+
+/// What an operation needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Access {
+    /// See and operate (scale, config, logs, ...): admin, owner, or granted.
+    Operate,
+    /// Change who has the app (destroy, rename, grant): admin or owner.
+    Own,
+}
+
+fn internal(error: impl std::fmt::Display) -> String {
+    tracing::error!(%error, "command failed");
+    "internal error: see the berth server log".to_string()
+}
+
+async fn may(berth: &Berth, who: &Identity, app: &App, access: Access) -> Result<bool, String> {
+    if who.is_admin() || app.owner == who.key_name {
+        return Ok(true);
+    }
+    if access == Access::Own {
+        return Ok(false);
+    }
+    Ok(berth
+        .store
+        .grants(app.id)
+        .await
+        .map_err(internal)?
+        .contains(&who.key_name))
+}
+
+/// The app named `raw_name` if `who` may do `access` to it; checked before anything is touched.
+async fn app_for(
+    berth: &Berth,
+    who: &Identity,
+    raw_name: &str,
+    access: Access,
+) -> Result<App, String> {
+    let name = AppName::parse(raw_name)?;
+    let app = berth
+        .store
+        .app(&name)
+        .await
+        .map_err(internal)?
+        .ok_or_else(|| format!("app {name} not found"))?;
+    if !may(berth, who, &app, access).await? {
+        return Err(match access {
+            Access::Operate => {
+                format!("not allowed: app {name} belongs to another key; ask an admin for access")
+            }
+            Access::Own => format!(
+                "not allowed: only {}'s owner or an admin may do that to {name}",
+                app.owner
+            ),
+        });
+    }
+    Ok(app)
+}
+
+fn admin_only(who: &Identity) -> Result<(), String> {
+    if who.is_admin() {
+        Ok(())
+    } else {
+        Err("not allowed: only admins manage keys".to_string())
+    }
+}
+
+/// Pushing deploys: admins may push to any app, members to apps they own or were granted; a
+/// push to an app that does not exist yet creates it, owned by the pusher.
+pub async fn check_may_push(berth: &Berth, who: &Identity, app: &AppName) -> Result<(), String> {
+    match berth.store.app(app).await.map_err(internal)? {
+        Some(existing) if !may(berth, who, &existing, Access::Operate).await? => Err(format!(
+            "not allowed: app {app} belongs to another key; ask an admin for access"
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// The bare repo of an app the caller may read (used for `git clone`).
+pub async fn readable_repo(
+    berth: &Berth,
+    who: &Identity,
+    raw_name: &str,
+) -> Result<PathBuf, String> {
+    let app = app_for(berth, who, raw_name, Access::Operate).await?;
+    Ok(git::repo_path(
+        &berth.config.repos_dir(),
+        &AppName::parse(&app.name)?,
+    ))
+}
+
+/// Pretty JSON with a trailing newline.
+fn to_json(value: &impl serde::Serialize) -> Result<String, String> {
+    serde_json::to_string_pretty(value)
+        .map(|s| s + "\n")
+        .map_err(internal)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn words(text: &str) -> Vec<String> {
+        text.split_whitespace().map(String::from).collect()
+    }
+
+    #[test]
+    fn parses_flags_and_checks_arity() {
+        let spec = SPECS.iter().find(|s| s.name == "logs").unwrap();
+        let args = parse(spec, &words("myapp -f -n 20 --process=web")).unwrap();
+        assert_eq!(args.positional, vec!["myapp"]);
+        assert!(args.has("-f"));
+        assert_eq!(args.value("-n"), Some("20"));
+        assert_eq!(args.value("--process"), Some("web"));
+        assert_eq!(
+            parse(spec, &words("")).unwrap_err(),
+            "usage: logs APP [-f] [-n N] [--process web]"
+        );
+        assert!(parse(spec, &words("a b")).is_err());
+        assert!(
+            parse(spec, &words("a --colour"))
+                .unwrap_err()
+                .contains("unknown option --colour")
+        );
+        assert!(
+            parse(spec, &words("a -n"))
+                .unwrap_err()
+                .contains("-n needs a value")
+        );
+    }
+
+    #[test]
+    fn unknown_commands_name_the_closest() {
+        assert!(unknown_command("apps:lst").contains("apps:list"));
+        assert!(unknown_command("ps:scael").contains("ps:scale"));
+        assert!(unknown_command("frobnicate").contains("see `help`"));
+    }
+
+    #[test]
+    fn help_lists_every_command_and_topics() {
+        let all = help(None);
+        for spec in SPECS {
+            assert!(all.contains(spec.usage), "{}", spec.name);
+        }
+        let ps = help(Some("ps"));
+        assert!(ps.contains("ps:scale") && !ps.contains("apps:list"));
+        assert!(help(Some("nope")).contains("topics:"));
+    }
+}

@@ -1,0 +1,266 @@
+//! `ps:*`: scale, stop, start, restart, rebuild, report. Each holds the app's deploy lock, so it
+//! never races a push; a failed change leaves what ran before.
+
+use std::collections::BTreeMap;
+
+use super::{Access, Args, app_for, internal, to_json};
+use crate::deploy::docker;
+use crate::engine;
+use crate::git;
+use crate::names::AppName;
+use crate::output::Output;
+use crate::pipeline::{self, BuildRequest};
+use crate::release;
+use crate::server::{Berth, Identity};
+
+/// The most instances of one process type `ps:scale` accepts.
+const MAX_INSTANCES: u32 = 50;
+
+pub async fn scale(
+    berth: &Berth,
+    who: &Identity,
+    args: &Args,
+    out: &Output,
+) -> Result<String, String> {
+    let app = app_for(berth, who, &args.positional[0], Access::Operate).await?;
+    let mut wanted = release::formation(&app);
+    for term in &args.positional[1..] {
+        let (process, count) = term
+            .split_once('=')
+            .ok_or_else(|| format!("{term:?} is not PROCESS=N; usage: ps:scale APP web=N"))?;
+        if process != "web" {
+            return Err(format!(
+                "unknown process type {process:?}: this app runs web only (Procfile process types come with buildpacks)"
+            ));
+        }
+        let count: u32 = count
+            .parse()
+            .ok()
+            .filter(|n| *n <= MAX_INSTANCES)
+            .ok_or_else(|| {
+                format!("{count:?} is not a number of instances from 0 to {MAX_INSTANCES}")
+            })?;
+        wanted.insert(process.to_string(), count);
+    }
+    let lock = berth.app_lock(&app.name);
+    let _guard = lock.lock().await;
+    let store = &berth.store;
+    let formation_json = serde_json::to_string(&wanted).map_err(internal)?;
+    let current = store.running_release(app.id).await.map_err(internal)?;
+    let (Some(current), false) = (current, app.stopped) else {
+        store
+            .set_formation(app.id, &formation_json)
+            .await
+            .map_err(internal)?;
+        return Ok(format!(
+            "-----> Scaled {} to {}: applies when it runs\n",
+            app.name,
+            describe(&wanted)
+        ));
+    };
+    let _ = store.set_app_state(app.id, "scaling", &who.key_name).await;
+    out.step(&format!("Scaling {} to {}", app.name, describe(&wanted)));
+    let docker = engine::connect().await?;
+    let mut scaled = app.clone();
+    scaled.formation = formation_json.clone();
+    let spec = release::spec_for(berth, &docker, &scaled, &current).await?;
+    match docker::scale(&docker, &spec, out).await {
+        Ok(instances) => {
+            store
+                .set_formation(app.id, &formation_json)
+                .await
+                .map_err(internal)?;
+            let _ = store.set_app_state(app.id, "running", &who.key_name).await;
+            let _ = store
+                .record_event(
+                    Some(app.id),
+                    "scale",
+                    &who.key_name,
+                    "ok",
+                    &describe(&wanted),
+                )
+                .await;
+            Ok(format!(
+                "-----> {} runs {} web instance(s)\n",
+                app.name,
+                instances.len()
+            ))
+        }
+        Err(message) => {
+            let _ = store.set_app_state(app.id, "running", &who.key_name).await;
+            let _ = store
+                .record_event(Some(app.id), "scale", &who.key_name, "failed", &message)
+                .await;
+            Err(format!(
+                "{message}; the formation stays {}",
+                describe(&release::formation(&app))
+            ))
+        }
+    }
+}
+
+fn describe(formation: &BTreeMap<String, u32>) -> String {
+    formation
+        .iter()
+        .map(|(p, n)| format!("{p}={n}"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+pub async fn stop(
+    berth: &Berth,
+    who: &Identity,
+    args: &Args,
+    out: &Output,
+) -> Result<String, String> {
+    let app = app_for(berth, who, &args.positional[0], Access::Operate).await?;
+    let lock = berth.app_lock(&app.name);
+    let _guard = lock.lock().await;
+    let store = &berth.store;
+    let docker = engine::connect().await?;
+    let _ = store.set_app_state(app.id, "stopping", &who.key_name).await;
+    out.step(&format!("Stopping {}", app.name));
+    let stopped = docker::stop_all(&docker, &app.name).await?;
+    store.set_stopped(app.id, true).await.map_err(internal)?;
+    let _ = store.set_app_state(app.id, "stopped", &who.key_name).await;
+    Ok(format!(
+        "-----> Stopped {} ({stopped} containers); image, config and data are kept\n",
+        app.name
+    ))
+}
+
+pub async fn start(
+    berth: &Berth,
+    who: &Identity,
+    args: &Args,
+    out: &Output,
+) -> Result<String, String> {
+    let app = app_for(berth, who, &args.positional[0], Access::Operate).await?;
+    let lock = berth.app_lock(&app.name);
+    let _guard = lock.lock().await;
+    let store = &berth.store;
+    let current = store
+        .running_release(app.id)
+        .await
+        .map_err(internal)?
+        .ok_or_else(|| format!("{} has no release to start: push one first", app.name))?;
+    let docker = engine::connect().await?;
+    let _ = store.set_app_state(app.id, "starting", &who.key_name).await;
+    out.step(&format!("Starting {} v{}", app.name, current.number));
+    if let Err(message) =
+        release::deploy_release(berth, &docker, &app, &current, &who.key_name, out).await
+    {
+        let _ = store.set_app_state(app.id, "failed", &who.key_name).await;
+        return Err(message);
+    }
+    Ok(String::new())
+}
+
+pub async fn restart(
+    berth: &Berth,
+    who: &Identity,
+    args: &Args,
+    out: &Output,
+) -> Result<String, String> {
+    let app = app_for(berth, who, &args.positional[0], Access::Operate).await?;
+    let lock = berth.app_lock(&app.name);
+    let _guard = lock.lock().await;
+    let store = &berth.store;
+    if app.stopped {
+        return Err(format!("{} is stopped: use ps:start", app.name));
+    }
+    let current = store
+        .running_release(app.id)
+        .await
+        .map_err(internal)?
+        .ok_or_else(|| format!("{} has no release running", app.name))?;
+    let docker = engine::connect().await?;
+    let spec = release::spec_for(berth, &docker, &app, &current).await?;
+    let _ = store
+        .set_app_state(app.id, "restarting", &who.key_name)
+        .await;
+    out.step(&format!("Restarting {}, one container at a time", app.name));
+    let result = docker::restart(&docker, &spec, out).await;
+    let outcome = if result.is_ok() { "running" } else { "failed" };
+    let _ = store.set_app_state(app.id, outcome, &who.key_name).await;
+    let _ = store
+        .record_event(
+            Some(app.id),
+            "restart",
+            &who.key_name,
+            if result.is_ok() { "ok" } else { "failed" },
+            "",
+        )
+        .await;
+    result.map(|()| format!("-----> Restarted {}\n", app.name))
+}
+
+pub async fn rebuild(
+    berth: &Berth,
+    who: &Identity,
+    args: &Args,
+    out: &Output,
+) -> Result<String, String> {
+    let app = app_for(berth, who, &args.positional[0], Access::Operate).await?;
+    let lock = berth.app_lock(&app.name);
+    let _guard = lock.lock().await;
+    let current = berth
+        .store
+        .latest_release(app.id)
+        .await
+        .map_err(internal)?
+        .ok_or_else(|| format!("{} has never been pushed: nothing to rebuild", app.name))?;
+    let name = AppName::parse(&app.name)?;
+    let repo = git::repo_path(&berth.config.repos_dir(), &name);
+    let short = &current.commit_sha[..current.commit_sha.len().min(7)];
+    let request = BuildRequest {
+        app: &name,
+        repo: &repo,
+        commit: &current.commit_sha,
+        quarantine: None,
+        description: &format!("ps:rebuild of {short}"),
+        actor: &who.key_name,
+    };
+    if let Err(message) = pipeline::build_and_release(berth, &request, out).await {
+        let _ = berth
+            .store
+            .set_app_state(app.id, "failed", &who.key_name)
+            .await;
+        return Err(message);
+    }
+    Ok(String::new())
+}
+
+pub async fn report(berth: &Berth, who: &Identity, args: &Args) -> Result<String, String> {
+    let app = app_for(berth, who, &args.positional[0], Access::Operate).await?;
+    let docker = engine::connect_within(std::time::Duration::from_secs(2)).await?;
+    let containers = docker::with_details(
+        &docker,
+        docker::instances_of(&docker, &app.name, None).await?,
+    )
+    .await;
+    if args.json() {
+        return to_json(&containers);
+    }
+    let host = &berth.config.public_host;
+    let mut text = format!(
+        "{:<36} {:<8} {:<8} {:<24} {:<9} {}\n",
+        "CONTAINER", "PROCESS", "RELEASE", "STATUS", "RESTARTS", "ADDRESS"
+    );
+    for c in &containers {
+        let address = c
+            .host_port
+            .map(|p| format!("{host}:{p}"))
+            .unwrap_or_else(|| "-".into());
+        text += &format!(
+            "{:<36} {:<8} {:<8} {:<24} {:<9} {}\n",
+            c.name,
+            format!("{}.{}", c.process, c.index),
+            format!("v{}", c.release),
+            c.status,
+            c.restarts,
+            address
+        );
+    }
+    Ok(text)
+}

@@ -1,0 +1,210 @@
+//! `releases`, `releases:rollback`, `logs` and `events`.
+
+use std::collections::BTreeMap;
+
+use futures_util::stream::{self, BoxStream, StreamExt};
+
+use super::{Access, Args, app_for, internal, to_json};
+use crate::deploy::docker;
+use crate::engine;
+use crate::output::Output;
+use crate::release;
+use crate::server::{Berth, Identity};
+
+pub async fn list(berth: &Berth, who: &Identity, args: &Args) -> Result<String, String> {
+    let app = app_for(berth, who, &args.positional[0], Access::Operate).await?;
+    let releases = berth
+        .store
+        .releases(app.id, args.count("-n", 20)?)
+        .await
+        .map_err(internal)?;
+    if args.json() {
+        return to_json(&releases);
+    }
+    let mut text = format!(
+        "{:<6} {:<9} {:<11} {:<12} {:<21} {:<34} {}\n",
+        "REL", "COMMIT", "STATUS", "BY", "WHEN", "IMAGE", "DESCRIPTION"
+    );
+    for r in releases {
+        text += &format!(
+            "{:<6} {:<9} {:<11} {:<12} {:<21} {:<34} {}\n",
+            format!("v{}", r.number),
+            &r.commit_sha[..r.commit_sha.len().min(7)],
+            r.status,
+            r.created_by,
+            r.created_at,
+            r.image,
+            r.description
+        );
+    }
+    Ok(text)
+}
+
+pub async fn rollback(
+    berth: &Berth,
+    who: &Identity,
+    args: &Args,
+    out: &Output,
+) -> Result<String, String> {
+    let app = app_for(berth, who, &args.positional[0], Access::Operate).await?;
+    let lock = berth.app_lock(&app.name);
+    let _guard = lock.lock().await;
+    let store = &berth.store;
+    let current = store
+        .running_release(app.id)
+        .await
+        .map_err(internal)?
+        .ok_or_else(|| format!("{} has no release running to roll back from", app.name))?;
+    let target = match args.positional.get(1) {
+        Some(wanted) => {
+            let number: i64 = wanted.trim_start_matches('v').parse().map_err(|_| {
+                format!(
+                    "{wanted:?} is not a release like v3; see `releases {}`",
+                    app.name
+                )
+            })?;
+            let target = store
+                .release(app.id, number)
+                .await
+                .map_err(internal)?
+                .ok_or_else(|| {
+                    format!(
+                        "{} has no release v{number}; see `releases {}`",
+                        app.name, app.name
+                    )
+                })?;
+            if target.status == "failed" {
+                return Err(format!(
+                    "v{number} never ran (its deploy failed); pick another from `releases {}`",
+                    app.name
+                ));
+            }
+            target
+        }
+        None => store
+            .releases(app.id, 1000)
+            .await
+            .map_err(internal)?
+            .into_iter()
+            .find(|r| r.number < current.number && r.status == "superseded")
+            .ok_or_else(|| format!("{} has no earlier release that ran", app.name))?,
+    };
+    if target.number == current.number {
+        return Err(format!("v{} is already the running release", target.number));
+    }
+    let docker = engine::connect().await?;
+    let _ = store
+        .set_app_state(app.id, "rolling_back", &who.key_name)
+        .await;
+    out.step(&format!(
+        "Rolling {} back to v{} ({})",
+        app.name, target.number, target.image
+    ));
+    let config: BTreeMap<String, String> = serde_json::from_str(&target.config).unwrap_or_default();
+    let description = format!("rollback to v{}", target.number);
+    let plan = release::Plan {
+        commit: &target.commit_sha,
+        config: &config,
+        description: &description,
+        actor: &who.key_name,
+    };
+    match release::create_and_deploy(
+        berth,
+        &docker,
+        &app,
+        release::Source::Existing(&target.image),
+        plan,
+        out,
+    )
+    .await
+    {
+        Ok(_) => {
+            // The app's config follows the release it now runs.
+            store
+                .replace_config(app.id, &config)
+                .await
+                .map_err(internal)?;
+            Ok(String::new())
+        }
+        Err(message) => {
+            let _ = store.set_app_state(app.id, "running", &who.key_name).await;
+            Err(format!("{message}; v{} keeps running", current.number))
+        }
+    }
+}
+
+pub async fn events(berth: &Berth, who: &Identity, args: &Args) -> Result<String, String> {
+    let app = app_for(berth, who, &args.positional[0], Access::Operate).await?;
+    let events = berth
+        .store
+        .events(app.id, args.count("-n", 20)?)
+        .await
+        .map_err(internal)?;
+    if args.json() {
+        return to_json(&events);
+    }
+    Ok(events
+        .iter()
+        .map(|e| {
+            format!(
+                "{}  {:<14} {:<12} {:<10} {}\n",
+                e.created_at, e.kind, e.actor, e.outcome, e.detail
+            )
+        })
+        .collect())
+}
+
+/// `logs`: the output of the app's current containers, each line prefixed `web.1 | `.
+/// Without `-f` the stream ends with the last line; with `-f` it follows until dropped.
+pub async fn log_stream(
+    berth: &Berth,
+    who: &Identity,
+    args: &Args,
+) -> Result<BoxStream<'static, Vec<u8>>, String> {
+    let app = app_for(berth, who, &args.positional[0], Access::Operate).await?;
+    let lines = args.count("-n", 100)?;
+    let process = args.value("--process");
+    let current = berth
+        .store
+        .running_release(app.id)
+        .await
+        .map_err(internal)?;
+    let docker = engine::connect().await?;
+    let containers = docker::instances_of(&docker, &app.name, current.map(|r| r.number)).await?;
+    let chosen: Vec<_> = containers
+        .into_iter()
+        .filter(|c| process.is_none_or(|p| c.process == p))
+        .collect();
+    if chosen.is_empty() {
+        return Err(format!(
+            "{} has no containers{}",
+            app.name,
+            process
+                .map(|p| format!(" of process {p}"))
+                .unwrap_or_default()
+        ));
+    }
+    let follow = args.has("-f");
+    let streams = chosen.into_iter().map(move |container| {
+        let prefix = format!("{}.{} | ", container.process, container.index);
+        docker::log_stream(&docker, &container.name, lines, follow)
+            .map(move |chunk| {
+                let mut bytes = Vec::with_capacity(chunk.len() + 16);
+                for line in chunk.split_inclusive(|b| *b == b'\n') {
+                    bytes.extend_from_slice(prefix.as_bytes());
+                    bytes.extend_from_slice(line);
+                }
+                if !bytes.ends_with(b"\n") {
+                    bytes.push(b'\n');
+                }
+                bytes
+            })
+            .boxed()
+    });
+    Ok(stream::select_all(streams).boxed())
+}
+
+pub async fn logs(berth: &Berth, who: &Identity, args: &Args) -> Result<String, String> {
+    let chunks: Vec<Vec<u8>> = log_stream(berth, who, args).await?.collect().await;
+    Ok(String::from_utf8_lossy(&chunks.concat()).into_owned())
+}
