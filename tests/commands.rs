@@ -1,0 +1,494 @@
+//! End to end over the real `ssh` client: the operator commands of issue 3.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::Value;
+
+fn ok(output: &std::process::Output) -> String {
+    assert!(output.status.success(), "command failed:\n{}", text(output));
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn json(output: &std::process::Output) -> Value {
+    serde_json::from_str(&ok(output))
+        .unwrap_or_else(|e| panic!("bad JSON ({e}):\n{}", text(output)))
+}
+
+/// A web app whose page is the value of GREETING (config reaches it as the environment), and
+/// which writes a tick line to its output every half second.
+fn env_app() -> tempfile::TempDir {
+    let repo = web_app("unused");
+    write(
+        repo.path(),
+        "Dockerfile",
+        &format!(
+            "FROM {BASE_IMAGE}\nCMD [\"sh\", \"-c\", \"mkdir -p /page && echo \\\"greeting=$GREETING\\\" > /page/index.html && echo started web && (while true; do echo tick; sleep 0.5; done &) && exec httpd -f -p $PORT -h /page\"]\n"
+        ),
+    );
+    commit(repo.path(), "env app");
+    repo
+}
+
+fn running_containers(app: &str) -> Vec<String> {
+    let output = std::process::Command::new("docker")
+        .args([
+            "ps",
+            "--format",
+            "{{.Names}}",
+            "--filter",
+            &format!("label=berth.app={app}"),
+        ])
+        .output()
+        .expect("docker ps");
+    let mut names: Vec<String> = String::from_utf8_lossy(&output.stdout)
+        .split_whitespace()
+        .map(String::from)
+        .collect();
+    names.sort();
+    names
+}
+
+fn app_url(server: &TestServer, app: &str) -> String {
+    json(&server.ssh(&["apps:info", app, "--json"]))["url"]
+        .as_str()
+        .expect("url")
+        .to_string()
+}
+
+fn wait_for<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn scale_stop_start_and_restart() {
+    let server = TestServer::start();
+    let app = app_name("ps");
+    let repo = web_app("scaled");
+    assert!(server.push(repo.path(), &app, "main").status.success());
+
+    let scaled = ok(&server.ssh(&["ps:scale", &app, "web=3"]));
+    assert!(scaled.contains("runs 3 web instance(s)"), "{scaled}");
+    assert_eq!(running_containers(&app).len(), 3);
+    let report = json(&server.ssh(&["ps:report", &app, "--json"]));
+    let ports: Vec<u64> = report
+        .as_array()
+        .expect("array")
+        .iter()
+        .filter_map(|c| c["host_port"].as_u64())
+        .collect();
+    assert_eq!(ports.len(), 3, "{report}");
+    for port in &ports {
+        assert_eq!(
+            http_get(&format!("http://127.0.0.1:{port}/")).as_deref(),
+            Some("scaled\n"),
+            "instance on {port}"
+        );
+    }
+    let info = json(&server.ssh(&["apps:info", &app, "--json"]));
+    assert_eq!(info["formation"]["web"], 3);
+    assert_eq!(info["running"]["web"], 3);
+    ok(&server.ssh(&["ps:scale", &app, "web=1"]));
+    wait_for("scale down to one container", || {
+        (running_containers(&app).len() == 1).then_some(())
+    });
+
+    // A bad scale changes nothing.
+    let bad = server.ssh(&["ps:scale", &app, "worker=2"]);
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(
+        text(&bad).contains("unknown process type \"worker\""),
+        "{}",
+        text(&bad)
+    );
+    assert_eq!(running_containers(&app).len(), 1);
+
+    // Stop: nothing runs; start: it answers again.
+    let url = app_url(&server, &app);
+    ok(&server.ssh(&["ps:stop", &app]));
+    assert!(running_containers(&app).is_empty());
+    assert_eq!(http_get(&url), None);
+    assert_eq!(
+        json(&server.ssh(&["apps:info", &app, "--json"]))["state"],
+        "stopped"
+    );
+    let started = ok(&server.ssh(&["ps:start", &app]));
+    assert!(started.contains("is live at"), "{started}");
+    let url = app_url(&server, &app);
+    assert_eq!(http_get(&url).as_deref(), Some("scaled\n"));
+
+    // Restart: the same containers come back at the same address, one at a time.
+    let before = running_containers(&app);
+    let restarted = ok(&server.ssh(&["ps:restart", &app]));
+    assert!(restarted.contains("Restarted"), "{restarted}");
+    assert_eq!(running_containers(&app), before);
+    assert_eq!(http_get(&url).as_deref(), Some("scaled\n"));
+    let events = ok(&server.ssh(&["events", &app, "-n", "50"]));
+    for needle in [
+        "running -> scaling",
+        "running -> stopping",
+        "stopped -> starting",
+        "running -> restarting",
+        "restart",
+    ] {
+        assert!(
+            events.contains(needle),
+            "missing event {needle:?}:\n{events}"
+        );
+    }
+}
+
+#[test]
+fn config_reaches_the_app_and_rollback_brings_back_the_previous_release() {
+    let server = TestServer::start();
+    let app = app_name("cfg");
+    let repo = env_app();
+    assert!(server.push(repo.path(), &app, "main").status.success());
+    assert_eq!(
+        http_get(&app_url(&server, &app)).as_deref(),
+        Some("greeting=\n")
+    );
+
+    let set = ok(&server.ssh(&[
+        "config:set",
+        &app,
+        "GREETING='hello world'",
+        "SECRET=s3cr3t-value",
+    ]));
+    assert!(set.contains("-----> Releasing v2"), "{set}");
+    assert_eq!(
+        http_get(&app_url(&server, &app)).as_deref(),
+        Some("greeting=hello world\n")
+    );
+    assert_eq!(
+        ok(&server.ssh(&["config:get", &app, "GREETING"])),
+        "hello world\n"
+    );
+    let shown = ok(&server.ssh(&["config:show", &app]));
+    assert!(
+        shown.contains("SECRET") && !shown.contains("s3cr3t-value"),
+        "values are masked:\n{shown}"
+    );
+    assert!(ok(&server.ssh(&["config:show", &app, "--reveal"])).contains("s3cr3t-value"));
+    let events = ok(&server.ssh(&["events", &app, "-n", "100"]));
+    assert!(
+        !events.contains("s3cr3t-value") && !events.contains("hello world"),
+        "a value leaked into events:\n{events}"
+    );
+    assert!(
+        !server.log().contains("s3cr3t-value"),
+        "a value leaked into the server log"
+    );
+
+    // --no-restart stores without a release.
+    ok(&server.ssh(&["config:set", &app, "GREETING=later", "--no-restart"]));
+    assert_eq!(
+        http_get(&app_url(&server, &app)).as_deref(),
+        Some("greeting=hello world\n")
+    );
+    ok(&server.ssh(&["config:unset", &app, "GREETING"]));
+    assert_eq!(
+        http_get(&app_url(&server, &app)).as_deref(),
+        Some("greeting=\n")
+    );
+
+    // Rollback (default: the release before the current) redeploys v2's image and config.
+    let rolled = ok(&server.ssh(&["releases:rollback", &app]));
+    assert!(
+        rolled.contains("Rolling") && rolled.contains("back to v2"),
+        "{rolled}"
+    );
+    assert_eq!(
+        http_get(&app_url(&server, &app)).as_deref(),
+        Some("greeting=hello world\n")
+    );
+    let releases = json(&server.ssh(&["releases", &app, "--json"]));
+    assert_eq!(releases[0]["number"], 4);
+    assert_eq!(releases[0]["description"], "rollback to v2");
+    assert_eq!(releases[0]["status"], "running");
+    let missing = server.ssh(&["releases:rollback", &app, "v99"]);
+    assert!(
+        !missing.status.success() && text(&missing).contains("no release v99"),
+        "{}",
+        text(&missing)
+    );
+    assert_eq!(
+        http_get(&app_url(&server, &app)).as_deref(),
+        Some("greeting=hello world\n")
+    );
+}
+
+#[test]
+fn logs_show_and_follow_the_app_output() {
+    let server = TestServer::start();
+    let app = app_name("logs");
+    let repo = env_app();
+    assert!(server.push(repo.path(), &app, "main").status.success());
+    let logs = ok(&server.ssh(&["logs", &app, "-n", "50"]));
+    assert!(logs.contains("web.1 | started web"), "{logs}");
+
+    // -f streams new lines until the client goes away.
+    let mut follow = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "{} -p {} berth@127.0.0.1 logs {app} -f -n 1",
+            server.ssh_command(&server.key),
+            server.port
+        ))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("ssh logs -f");
+    let mut stdout = follow.stdout.take().expect("stdout");
+    let reader = std::thread::spawn(move || {
+        use std::io::Read;
+        let mut seen = String::new();
+        let mut buffer = [0u8; 256];
+        while let Ok(n) = stdout.read(&mut buffer) {
+            if n == 0 {
+                break;
+            }
+            seen.push_str(&String::from_utf8_lossy(&buffer[..n]));
+            if seen.matches("tick").count() >= 4 {
+                break;
+            }
+        }
+        seen
+    });
+    std::thread::sleep(Duration::from_secs(4));
+    let _ = follow.kill();
+    let _ = follow.wait();
+    let seen = reader.join().expect("reader");
+    assert!(
+        seen.matches("web.1 | tick").count() >= 4,
+        "-f did not stream new lines:\n{seen}"
+    );
+}
+
+#[test]
+fn destroy_removes_everything_and_labels_merge_and_select() {
+    let server = TestServer::start();
+    let app = app_name("gone");
+    let other = app_name("kept");
+    let repo = web_app("to be destroyed");
+    assert!(server.push(repo.path(), &app, "main").status.success());
+    ok(&server.ssh(&["apps:create", &other]));
+
+    ok(&server.ssh(&["apps:labels", &app, "team=web", "env=prod"]));
+    let labels = json(&server.ssh(&["apps:labels", &app, "env=", "tier=1", "--json"]));
+    assert_eq!(labels, serde_json::json!({"team": "web", "tier": "1"}));
+    ok(&server.ssh(&["apps:labels", &other, "team=data"]));
+    let selected = json(&server.ssh(&["apps:list", "-l", "team=web", "--json"]));
+    let names: Vec<&str> = selected
+        .as_array()
+        .expect("array")
+        .iter()
+        .filter_map(|a| a["name"].as_str())
+        .collect();
+    assert_eq!(names, vec![app.as_str()]);
+
+    let refused = server.ssh(&["apps:destroy", &app]);
+    assert!(
+        !refused.status.success() && text(&refused).contains("--confirm"),
+        "{}",
+        text(&refused)
+    );
+    assert_eq!(running_containers(&app).len(), 1);
+    let destroyed = ok(&server.ssh(&["apps:destroy", &app, "--confirm", &app]));
+    assert!(destroyed.contains("Destroyed"), "{destroyed}");
+    assert!(app_containers(&app).is_empty());
+    assert!(
+        !server
+            .data_dir()
+            .join("repos")
+            .join(format!("{app}.git"))
+            .exists()
+    );
+    let images = std::process::Command::new("docker")
+        .args([
+            "images",
+            "-q",
+            "--filter",
+            &format!("label=berth.app={app}"),
+        ])
+        .output()
+        .expect("docker images");
+    assert!(
+        String::from_utf8_lossy(&images.stdout).trim().is_empty(),
+        "images left behind"
+    );
+    let list = json(&server.ssh(&["apps:list", "--json"]));
+    let names: Vec<&str> = list
+        .as_array()
+        .expect("array")
+        .iter()
+        .filter_map(|a| a["name"].as_str())
+        .collect();
+    assert_eq!(names, vec![other.as_str()]);
+    assert!(!server.ssh(&["apps:info", &app]).status.success());
+}
+
+#[test]
+fn members_cannot_touch_other_apps_or_manage_keys() {
+    let server = TestServer::start();
+    let alice_key = server.dir.path().join("alice");
+    let bob_key = server.dir.path().join("bob");
+    keygen(&alice_key);
+    keygen(&bob_key);
+    for (name, key) in [("alice", &alice_key), ("bob", &bob_key)] {
+        let public = std::fs::read(key.with_extension("pub")).expect("pub");
+        let mut add = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "{} -p {} berth@127.0.0.1 keys:add {name} --role member",
+                server.ssh_command(&server.key),
+                server.port
+            ))
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("ssh keys:add");
+        use std::io::Write;
+        add.stdin
+            .take()
+            .expect("stdin")
+            .write_all(&public)
+            .expect("write key");
+        let added = add.wait_with_output().expect("wait");
+        assert!(added.status.success(), "{}", text(&added));
+    }
+    let keys = json(&server.ssh(&["keys:list", "--json"]));
+    assert_eq!(keys.as_array().expect("array").len(), 3);
+
+    let alices = app_name("alices");
+    ok(&server.ssh_as(&alice_key, &["apps:create", &alices]));
+    // Bob can neither see, change, push to, nor destroy Alice's app, nor manage keys.
+    for args in [
+        vec!["apps:info", alices.as_str()],
+        vec!["config:set", alices.as_str(), "A=1"],
+        vec!["ps:scale", alices.as_str(), "web=2"],
+        vec![
+            "apps:destroy",
+            alices.as_str(),
+            "--confirm",
+            alices.as_str(),
+        ],
+        vec!["keys:list"],
+        vec!["keys:remove", "alice"],
+    ] {
+        let denied = server.ssh_as(&bob_key, &args);
+        assert_eq!(denied.status.code(), Some(1), "{args:?}: {}", text(&denied));
+        assert!(
+            text(&denied).contains("not allowed"),
+            "{args:?}: {}",
+            text(&denied)
+        );
+    }
+    let listed = json(&server.ssh_as(&bob_key, &["apps:list", "--json"]));
+    assert_eq!(listed, serde_json::json!([]));
+    let repo = web_app("bob's content");
+    let push = std::process::Command::new("git")
+        .args(["push", &server.url(&alices), "main"])
+        .current_dir(repo.path())
+        .env("GIT_SSH_COMMAND", server.ssh_command(&bob_key))
+        .output()
+        .expect("push");
+    assert!(
+        !push.status.success() && text(&push).contains("not allowed"),
+        "{}",
+        text(&push)
+    );
+    assert!(
+        server
+            .ssh_as(&alice_key, &["config:show", &alices])
+            .status
+            .success(),
+        "nothing changed for alice"
+    );
+
+    // A grant lets Bob operate it (but not destroy it); a revoke takes it back.
+    ok(&server.ssh_as(&alice_key, &["apps:grant", &alices, "bob"]));
+    ok(&server.ssh_as(&bob_key, &["config:set", &alices, "A=1"]));
+    let destroy = server.ssh_as(&bob_key, &["apps:destroy", &alices, "--confirm", &alices]);
+    assert!(text(&destroy).contains("not allowed"), "{}", text(&destroy));
+    ok(&server.ssh_as(&alice_key, &["apps:revoke", &alices, "bob"]));
+    assert!(text(&server.ssh_as(&bob_key, &["config:show", &alices])).contains("not allowed"));
+}
+
+#[test]
+fn bad_input_gets_one_line_and_a_nonzero_status() {
+    let server = TestServer::start();
+    let unknown = server.ssh(&["apps:lst"]);
+    assert_eq!(unknown.status.code(), Some(1));
+    assert!(
+        text(&unknown).contains("did you mean apps:list"),
+        "{}",
+        text(&unknown)
+    );
+    let usage = server.ssh(&["apps:info"]);
+    assert_eq!(usage.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&usage.stderr).trim(),
+        "!     usage: apps:info APP [--json]"
+    );
+    let extra = server.ssh(&["apps:info", "a", "b"]);
+    assert!(
+        text(&extra).contains("usage: apps:info APP"),
+        "{}",
+        text(&extra)
+    );
+    let flag = server.ssh(&["apps:list", "--colour"]);
+    assert!(
+        text(&flag).contains("unknown option --colour"),
+        "{}",
+        text(&flag)
+    );
+    let help = ok(&server.ssh(&["help", "ps"]));
+    assert!(
+        help.contains("ps:scale") && help.contains("ps:restart") && !help.contains("config:set"),
+        "{help}"
+    );
+    let all = ok(&server.ssh(&["help"]));
+    for command in [
+        "apps:destroy",
+        "config:show",
+        "releases:rollback",
+        "logs",
+        "events",
+        "keys:add",
+        "apps:grant",
+    ] {
+        assert!(all.contains(command), "help lacks {command}");
+    }
+}
+
+#[test]
+fn apps_list_answers_with_unknown_when_the_engine_does_not() {
+    require_environment();
+    let server =
+        TestServer::start_with_env("", &[("DOCKER_HOST", "unix:///nonexistent/docker.sock")]);
+    for n in 0..3 {
+        ok(&server.ssh(&["apps:create", &app_name(&format!("offline{n}"))]));
+    }
+    let started = Instant::now();
+    let list = json(&server.ssh(&["apps:list", "--json"]));
+    let elapsed = started.elapsed();
+    let apps = list.as_array().expect("array");
+    assert_eq!(apps.len(), 3);
+    assert!(apps.iter().all(|a| a["state"] == "unknown"), "{list}");
+    assert!(
+        elapsed < Duration::from_secs(3),
+        "apps:list took {elapsed:?} with the engine down"
+    );
+    assert!(ok(&server.ssh(&["apps:list"])).contains("did not answer"));
+}
