@@ -20,6 +20,7 @@ pub mod names;
 pub mod output;
 pub mod pipeline;
 pub mod push;
+pub mod reconcile;
 pub mod registry;
 pub mod release;
 pub mod server;

@@ -15,6 +15,12 @@ impl Output {
         Output { sink }
     }
 
+    /// An output nobody reads (background work; what matters is logged and recorded as events).
+    pub fn discard() -> Output {
+        let (sender, _) = tokio::sync::mpsc::unbounded_channel();
+        Output::new(sender)
+    }
+
     /// An output whose text is handed back, whole, once every clone of it is dropped
     /// (for commands, which answer when they are done).
     pub fn collecting() -> (Output, impl std::future::Future<Output = String>) {

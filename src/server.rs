@@ -7,6 +7,7 @@ use tokio::net::{TcpListener, UnixListener};
 
 use crate::config::Config;
 use crate::push::{self, PushRegistry};
+use crate::reconcile;
 use crate::ssh;
 use crate::store::Store;
 
@@ -80,5 +81,6 @@ pub async fn run(berth: Arc<Berth>, listener: TcpListener) -> Result<(), String>
     let hooks = UnixListener::bind(&socket_path)
         .map_err(|e| format!("cannot bind {}: {e}", socket_path.display()))?;
     tokio::spawn(push::serve_hooks(berth.clone(), hooks));
+    tokio::spawn(reconcile::run(berth.clone()));
     ssh::serve(berth, listener).await
 }

@@ -492,3 +492,38 @@ fn apps_list_answers_with_unknown_when_the_engine_does_not() {
     );
     assert!(ok(&server.ssh(&["apps:list"])).contains("did not answer"));
 }
+
+#[test]
+fn the_reconciler_brings_back_a_container_killed_from_outside() {
+    let server = TestServer::start();
+    let app = app_name("reconcile");
+    let repo = web_app("come back");
+    assert!(server.push(repo.path(), &app, "main").status.success());
+    let url = app_url(&server, &app);
+    let container = format!("berth-{app}-v1-web-1");
+    // `docker kill` is a manual stop to the engine: its restart policy leaves the container down.
+    let killed = std::process::Command::new("docker")
+        .args(["kill", &container])
+        .output()
+        .expect("docker kill");
+    assert!(killed.status.success(), "{}", text(&killed));
+    assert_eq!(http_get(&url), None);
+    wait_for("the reconciler to restart the container", || {
+        (http_get(&url).as_deref() == Some("come back\n")).then_some(())
+    });
+    let events = ok(&server.ssh(&["events", &app, "--json"]));
+    assert!(events.contains("restarted web.1 (was exited)"), "{events}");
+    assert!(events.contains("\"actor\": \"reconciler\""), "{events}");
+
+    // Removed from outside: made anew under the same name.
+    let removed = std::process::Command::new("docker")
+        .args(["rm", "-f", &container])
+        .output()
+        .expect("docker rm");
+    assert!(removed.status.success());
+    wait_for("the reconciler to recreate the container", || {
+        let info = json(&server.ssh(&["apps:info", &app, "--json"]));
+        (info["running"]["web"] == 1).then_some(())
+    });
+    assert!(ok(&server.ssh(&["events", &app])).contains("recreated web.1 (was missing)"));
+}

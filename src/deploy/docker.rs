@@ -275,6 +275,32 @@ async fn start_instances(
     Ok(started)
 }
 
+/// Brings one instance of the release back: starts its stopped container (same address) or, when
+/// it is gone, makes it anew. Returns what was done.
+pub async fn revive(
+    docker: &Docker,
+    spec: &DeploySpec,
+    index: u32,
+    existing: Option<&ContainerReport>,
+) -> Result<&'static str, String> {
+    if let Some(container) = existing {
+        if let Some(host_port) = container.host_port {
+            let restarts = restart_count(docker, &container.name).await?;
+            if docker.start_container(&container.name, None).await.is_ok()
+                && wait_until_ready(docker, &container.name, host_port, restarts, spec)
+                    .await
+                    .is_ok()
+            {
+                return Ok("restarted");
+            }
+        }
+        remove_container(docker, &container.name).await;
+    }
+    start_one(docker, spec, index, &Output::discard())
+        .await
+        .map(|_| "recreated")
+}
+
 async fn start_one(
     docker: &Docker,
     spec: &DeploySpec,

@@ -1,0 +1,174 @@
+//! The reconciler: at startup and every few seconds, compare what the DB says should run with
+//! what the engine reports, bring back what died, and record each finding as an event.
+//!
+//! It never races an operation: an app whose deploy lock is held is skipped this round.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::deploy::docker::{self, ContainerReport};
+use crate::engine;
+use crate::release;
+use crate::server::Berth;
+use crate::store::App;
+
+/// How often the reconciler looks.
+pub const INTERVAL: Duration = Duration::from_secs(5);
+/// Restarts by the engine's restart policy after which a release counts as crash-looping.
+const CRASH_LOOP_RESTARTS: i64 = 5;
+const ACTOR: &str = "reconciler";
+
+pub async fn run(berth: Arc<Berth>) {
+    loop {
+        reconcile_once(&berth).await;
+        tokio::time::sleep(INTERVAL).await;
+    }
+}
+
+/// States the reconciler may move an app out of; every other state belongs to an operation.
+fn settled(state: &str) -> bool {
+    matches!(state, "running" | "unknown" | "lost" | "failed" | "created")
+}
+
+pub async fn reconcile_once(berth: &Berth) {
+    let apps = match berth.store.apps().await {
+        Ok(apps) => apps,
+        Err(error) => return tracing::error!(%error, "reconciler cannot read apps"),
+    };
+    let live = match engine::connect_within(Duration::from_secs(2)).await {
+        Ok(docker) => docker::all_instances(&docker)
+            .await
+            .map(|all| (docker, all)),
+        Err(message) => Err(message),
+    };
+    let (docker, all) = match live {
+        Ok(live) => live,
+        Err(message) => {
+            for app in apps.iter().filter(|a| a.state == "running") {
+                let _ = berth.store.set_app_state(app.id, "unknown", ACTOR).await;
+                let _ = berth
+                    .store
+                    .record_event(Some(app.id), "reconcile", ACTOR, "unknown", &message)
+                    .await;
+            }
+            return;
+        }
+    };
+    let mut by_app: HashMap<String, Vec<ContainerReport>> = HashMap::new();
+    for (app, container) in all {
+        by_app.entry(app).or_default().push(container);
+    }
+    for app in apps {
+        if app.stopped || !settled(&app.state) {
+            continue;
+        }
+        let lock = berth.app_lock(&app.name);
+        let Ok(_guard) = lock.try_lock() else {
+            continue;
+        };
+        let containers = by_app.remove(&app.name).unwrap_or_default();
+        if let Err(error) = reconcile_app(berth, &docker, &app, &containers).await {
+            tracing::warn!(app = %app.name, %error, "reconcile failed");
+        }
+    }
+}
+
+async fn reconcile_app(
+    berth: &Berth,
+    docker: &bollard::Docker,
+    app: &App,
+    containers: &[ContainerReport],
+) -> Result<(), String> {
+    let store = &berth.store;
+    let Some(current) = store
+        .running_release(app.id)
+        .await
+        .map_err(|e| e.to_string())?
+    else {
+        return Ok(());
+    };
+    let spec = match release::spec_for(berth, docker, app, &current).await {
+        Ok(spec) => spec,
+        Err(message) => {
+            // The release's image is gone: nothing can be recreated.
+            if app.state != "lost" {
+                store
+                    .set_app_state(app.id, "lost", ACTOR)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                store
+                    .record_event(Some(app.id), "reconcile", ACTOR, "lost", &message)
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
+            return Ok(());
+        }
+    };
+    let mine: Vec<&ContainerReport> = containers
+        .iter()
+        .filter(|c| c.release == current.number && c.process == "web")
+        .collect();
+    let mut healthy = true;
+    for index in 1..=spec.web {
+        let existing = mine.iter().find(|c| c.index == index).copied();
+        match existing {
+            Some(container) if container.state == "running" => continue,
+            Some(container) if container.state == "restarting" => {
+                // The engine's restart policy is on it; count the restarts to spot a crash loop.
+                let restarts = docker::with_details(docker, vec![container.clone()])
+                    .await
+                    .first()
+                    .map_or(0, |r| r.restarts);
+                if restarts >= CRASH_LOOP_RESTARTS && app.state != "failed" {
+                    store
+                        .set_app_state(app.id, "failed", ACTOR)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    let detail = format!("web.{index} keeps crashing (restarted {restarts} times)");
+                    store
+                        .record_event(Some(app.id), "reconcile", ACTOR, "failed", &detail)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                }
+                healthy = false;
+                continue;
+            }
+            _ => {}
+        }
+        let was = existing
+            .map(|c| c.state.clone())
+            .unwrap_or_else(|| "missing".to_string());
+        match docker::revive(docker, &spec, index, existing).await {
+            Ok(done) => {
+                let detail = format!("{done} web.{index} (was {was})");
+                tracing::info!(app = %app.name, %detail, "reconciled");
+                store
+                    .record_event(Some(app.id), "reconcile", ACTOR, "ok", &detail)
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
+            Err(message) => {
+                healthy = false;
+                if app.state != "lost" {
+                    store
+                        .set_app_state(app.id, "lost", ACTOR)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                }
+                let detail = format!("web.{index} (was {was}) cannot be brought back: {message}");
+                store
+                    .record_event(Some(app.id), "reconcile", ACTOR, "lost", &detail)
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
+        }
+    }
+    if healthy && matches!(app.state.as_str(), "unknown" | "lost") {
+        store
+            .set_app_state(app.id, "running", ACTOR)
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
