@@ -88,6 +88,7 @@ impl russh::server::Server for Server {
             identity: None,
             channels: HashMap::new(),
             env: HashMap::new(),
+            ptys: Default::default(),
         }
     }
     fn handle_session_error(&mut self, error: anyhow::Error) {
@@ -104,6 +105,8 @@ struct Connection {
     channels: HashMap<ChannelId, Channel<Msg>>,
     /// Allowed environment variables (only `GIT_PROTOCOL`), per channel, sent before exec.
     env: HashMap<ChannelId, Vec<(String, String)>>,
+    /// Channels whose client asked for a terminal (`ssh -t`): `run` gets a TTY.
+    ptys: std::collections::HashSet<ChannelId>,
 }
 
 impl Connection {
@@ -197,6 +200,7 @@ impl russh::server::Handler for Connection {
         _modes: &[(russh::Pty, u32)],
         session: &mut Session,
     ) -> Result<(), Self::Error> {
+        self.ptys.insert(channel);
         session.channel_success(channel)?;
         Ok(())
     }
@@ -219,6 +223,7 @@ impl russh::server::Handler for Connection {
         // A channel closed before any exec: forget it (its queue would otherwise fill up).
         self.channels.remove(&channel);
         self.env.remove(&channel);
+        self.ptys.remove(&channel);
         Ok(())
     }
 
@@ -316,6 +321,7 @@ impl Connection {
             return;
         };
         let env = self.env.remove(&id).unwrap_or_default();
+        let tty = self.ptys.remove(&id);
         let berth = self.berth.clone();
         let identity = self.identity.clone();
         tokio::spawn(async move {
@@ -330,6 +336,9 @@ impl Connection {
             match request {
                 Request::Git { .. } => {} // served above
                 Request::Command(args) => {
+                    if let Some(one_off) = commands::one_off(&berth, &identity, &args, tty).await {
+                        return pump_one_off(one_off, read, &write).await;
+                    }
                     if let Some(stream) = commands::stream(&berth, &identity, &args).await {
                         return pump_stream(stream, read, &write).await;
                     }
@@ -414,6 +423,64 @@ async fn serve_git(
 
 async fn drain(mut read: ReadHalf) {
     while read.wait().await.is_some() {}
+}
+
+/// Attaches the channel to a one-off container: input to its stdin (EOF closes it), its stdout
+/// and stderr back, its exit code as the command's. A client that leaves kills it.
+async fn pump_one_off(
+    one_off: Result<crate::deploy::docker::OneOff, String>,
+    mut read: ReadHalf,
+    write: &WriteHalf,
+) {
+    use crate::deploy::docker::Chunk;
+    use futures_util::StreamExt;
+    let one_off = match one_off {
+        Ok(one_off) => one_off,
+        Err(message) => {
+            tokio::spawn(drain(read));
+            return finish(write, format!(" !     {message}\n").as_bytes(), 1).await;
+        }
+    };
+    let crate::deploy::docker::OneOff {
+        mut output,
+        mut input,
+        exit,
+        abort,
+    } = one_off;
+    let (gone_sender, mut gone) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        let mut open = true;
+        while let Some(message) = read.wait().await {
+            match message {
+                ChannelMsg::Data { data } if open => open = input.write_all(&data).await.is_ok(),
+                ChannelMsg::Eof => {
+                    // Closing the container's stdin ends programs that read to the end.
+                    let _ = input.shutdown().await;
+                    open = false;
+                }
+                ChannelMsg::Close => break,
+                _ => {}
+            }
+        }
+        let _ = gone_sender.send(());
+    });
+    loop {
+        tokio::select! {
+            chunk = output.next() => {
+                let sent = match chunk {
+                    Some(Chunk::Out(bytes)) => write.data_bytes(bytes).await.is_ok(),
+                    Some(Chunk::Err(bytes)) => write.extended_data_bytes(1, bytes).await.is_ok(),
+                    None => break,
+                };
+                if !sent {
+                    return abort().await;
+                }
+            }
+            _ = &mut gone => return abort().await,
+        }
+    }
+    let code = exit.await;
+    finish(write, b"", u32::try_from(code).unwrap_or(1)).await
 }
 
 /// The client's input up to EOF (at most 64 KiB: a public key, not a file transfer).

@@ -527,3 +527,90 @@ fn the_reconciler_brings_back_a_container_killed_from_outside() {
     });
     assert!(ok(&server.ssh(&["events", &app])).contains("recreated web.1 (was missing)"));
 }
+
+#[test]
+fn run_attaches_a_one_off_container_and_returns_its_exit_code() {
+    let server = TestServer::start();
+    let app = app_name("run");
+    let repo = env_app();
+    assert!(server.push(repo.path(), &app, "main").status.success());
+    ok(&server.ssh(&["config:set", &app, "GREETING=from-config"]));
+
+    // Exit code, stdout and stderr come back separately; config is in the environment.
+    let output = server.ssh(&[
+        "run",
+        &app,
+        "sh",
+        "-c",
+        "'echo out $GREETING; echo err >&2; exit 7'",
+    ]);
+    assert_eq!(output.status.code(), Some(7), "{}", text(&output));
+    assert_eq!(String::from_utf8_lossy(&output.stdout), "out from-config\n");
+    assert_eq!(String::from_utf8_lossy(&output.stderr), "err\n");
+
+    // Standard input reaches the command, and its end ends it.
+    let mut cat = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "{} -p {} berth@127.0.0.1 run {app} cat",
+            server.ssh_command(&server.key),
+            server.port
+        ))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("ssh run cat");
+    {
+        use std::io::Write;
+        let mut stdin = cat.stdin.take().expect("stdin");
+        stdin.write_all(b"typed by the user\n").expect("write");
+    }
+    let catted = cat.wait_with_output().expect("wait");
+    assert!(catted.status.success(), "{}", text(&catted));
+    assert_eq!(
+        String::from_utf8_lossy(&catted.stdout),
+        "typed by the user\n"
+    );
+
+    // A TTY when the client asks for one.
+    let tty = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "{} -tt -p {} berth@127.0.0.1 run {app} sh -c \"'test -t 1 && echo is-a-tty || echo no-tty'\"",
+            server.ssh_command(&server.key),
+            server.port
+        ))
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("ssh -tt run tty");
+    assert!(
+        String::from_utf8_lossy(&tty.stdout).contains("is-a-tty"),
+        "{}",
+        text(&tty)
+    );
+
+    let no_tty = server.ssh(&["run", &app, "sh", "-c", "'test -t 1 && echo is-a-tty || echo no-tty'"]);
+    assert_eq!(String::from_utf8_lossy(&no_tty.stdout), "no-tty\n");
+
+    // No one-off container is left behind, and the run is an event (program name only).
+    let leftovers = std::process::Command::new("docker")
+        .args([
+            "ps",
+            "-aq",
+            "--filter",
+            &format!("label=berth.app={app}"),
+            "--filter",
+            "label=berth.process=run",
+        ])
+        .output()
+        .expect("docker ps");
+    assert!(
+        String::from_utf8_lossy(&leftovers.stdout).trim().is_empty(),
+        "one-off containers left behind"
+    );
+    let events = ok(&server.ssh(&["events", &app]));
+    assert!(
+        events.contains("run") && events.contains("v2: sh"),
+        "{events}"
+    );
+}

@@ -217,6 +217,13 @@ pub const SPECS: &[Spec] = &[
         positional: (1, Some(1)),
     },
     Spec {
+        name: "run",
+        usage: "run APP COMMAND [ARGS...]",
+        summary: "a one-off container of the app's image and config, attached; its exit code is yours",
+        flags: &[],
+        positional: (2, None),
+    },
+    Spec {
         name: "keys:add",
         usage: "keys:add NAME [--role admin|member]  (public key on stdin)",
         summary: "allow a key to push and run commands (admins only)",
@@ -330,6 +337,21 @@ pub async fn stream(
     })
 }
 
+/// `run APP COMMAND...`: the one-off container, attached by the caller. `None` for every other
+/// command. Everything after APP is the command's argument vector, passed as is (no shell).
+pub async fn one_off(
+    berth: &Berth,
+    who: &Identity,
+    raw: &[String],
+    tty: bool,
+) -> Option<Result<crate::deploy::docker::OneOff, String>> {
+    let (name, rest) = raw.split_first()?;
+    if name != "run" {
+        return None;
+    }
+    Some(releases::run(berth, who, rest, tty).await)
+}
+
 /// Whether this command reads its standard input (the SSH layer then collects it first).
 pub fn reads_stdin(args: &[String]) -> bool {
     args.first().is_some_and(|name| name == "keys:add")
@@ -374,6 +396,9 @@ pub async fn run(berth: &Berth, who: &Identity, raw: &[String], stdin: &[u8]) ->
         "logs" => releases::logs(berth, who, &args).await,
         "events" => releases::events(berth, who, &args).await,
         "keys:add" => keys::add(berth, who, &args, stdin).await,
+        "run" => Err(
+            "run attaches to your terminal: use `ssh -t berth@HOST run APP COMMAND`".to_string(),
+        ),
         "keys:list" => keys::list(berth, who, &args).await,
         "keys:remove" => keys::remove(berth, who, &args).await,
         _ => Err(unknown_command(name)),

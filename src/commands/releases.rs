@@ -208,3 +208,47 @@ pub async fn logs(berth: &Berth, who: &Identity, args: &Args) -> Result<String, 
     let chunks: Vec<Vec<u8>> = log_stream(berth, who, args).await?.collect().await;
     Ok(String::from_utf8_lossy(&chunks.concat()).into_owned())
 }
+
+/// Starts `run APP COMMAND...` for the caller to attach to.
+pub async fn run(
+    berth: &Berth,
+    who: &Identity,
+    rest: &[String],
+    tty: bool,
+) -> Result<docker::OneOff, String> {
+    let [app_name, command @ ..] = rest else {
+        return Err("usage: run APP COMMAND [ARGS...]".to_string());
+    };
+    if command.is_empty() {
+        return Err("usage: run APP COMMAND [ARGS...]".to_string());
+    }
+    let app = app_for(berth, who, app_name, Access::Operate).await?;
+    let current = berth
+        .store
+        .running_release(app.id)
+        .await
+        .map_err(internal)?
+        .ok_or_else(|| format!("{} has no release yet: push one first", app.name))?;
+    let config: BTreeMap<String, String> =
+        serde_json::from_str(&current.config).unwrap_or_default();
+    let env = config
+        .into_iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    let docker = engine::connect().await?;
+    // Only the program's name is recorded: arguments may carry secrets.
+    let detail = format!("v{}: {}", current.number, command[0]);
+    let _ = berth
+        .store
+        .record_event(Some(app.id), "run", &who.key_name, "started", &detail)
+        .await;
+    docker::run_one_off(
+        &docker,
+        &app.name,
+        &current.image,
+        env,
+        command.to_vec(),
+        tty,
+    )
+    .await
+}

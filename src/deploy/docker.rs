@@ -17,7 +17,7 @@ use bollard::query_parameters::{
     CreateContainerOptionsBuilder, ListContainersOptionsBuilder, LogsOptionsBuilder,
     RemoveContainerOptionsBuilder, RestartContainerOptionsBuilder, StopContainerOptionsBuilder,
 };
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -539,4 +539,121 @@ async fn last_logs(docker: &Docker, name: &str) -> String {
     } else {
         format!("\nlast log lines:\n{text}")
     }
+}
+
+/// Output of a one-off container, by stream.
+pub enum Chunk {
+    Out(Vec<u8>),
+    Err(Vec<u8>),
+}
+
+/// A one-off container attached to the caller: its output, its stdin, and its end.
+pub struct OneOff {
+    pub output: futures_util::stream::BoxStream<'static, Chunk>,
+    pub input: std::pin::Pin<Box<dyn tokio::io::AsyncWrite + Send>>,
+    /// Waits for the container to exit, removes it, and gives its exit code.
+    pub exit: futures_util::future::BoxFuture<'static, i64>,
+    /// Kills and removes the container (the caller went away).
+    pub abort: Box<dyn FnOnce() -> futures_util::future::BoxFuture<'static, ()> + Send>,
+}
+
+/// Starts `command` (an argument vector, no shell) in a new container of `image` with `env`,
+/// attached to stdin/stdout/stderr, with a TTY when `tty`.
+pub async fn run_one_off(
+    docker: &Docker,
+    app: &str,
+    image: &str,
+    env: Vec<String>,
+    command: Vec<String>,
+    tty: bool,
+) -> Result<OneOff, String> {
+    use bollard::query_parameters::AttachContainerOptionsBuilder;
+    let suffix: u32 = rand::random::<u32>() % 1_000_000;
+    let name = format!("berth-{app}-run-{suffix}");
+    let labels = HashMap::from([
+        (LABEL_APP.to_string(), app.to_string()),
+        (LABEL_PROCESS.to_string(), "run".to_string()),
+    ]);
+    let body = ContainerCreateBody {
+        image: Some(image.to_string()),
+        env: Some(env),
+        cmd: Some(command),
+        tty: Some(tty),
+        open_stdin: Some(true),
+        stdin_once: Some(true),
+        attach_stdin: Some(true),
+        attach_stdout: Some(true),
+        attach_stderr: Some(true),
+        labels: Some(labels),
+        host_config: Some(HostConfig {
+            init: Some(true),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let options = CreateContainerOptionsBuilder::default().name(&name).build();
+    docker
+        .create_container(Some(options), body)
+        .await
+        .map_err(|e| {
+            format!(
+                "cannot create the one-off container: {}",
+                engine::describe(&e)
+            )
+        })?;
+    let attach = AttachContainerOptionsBuilder::default()
+        .stdin(true)
+        .stdout(true)
+        .stderr(true)
+        .stream(true)
+        .build();
+    let attached = match docker.attach_container(&name, Some(attach)).await {
+        Ok(attached) => attached,
+        Err(error) => {
+            remove_container(docker, &name).await;
+            return Err(format!(
+                "cannot attach to the one-off container: {}",
+                engine::describe(&error)
+            ));
+        }
+    };
+    if let Err(error) = docker.start_container(&name, None).await {
+        remove_container(docker, &name).await;
+        return Err(format!(
+            "the one-off container did not start: {}",
+            engine::describe(&error)
+        ));
+    }
+    let output = attached
+        .output
+        .take_while(|item| std::future::ready(item.is_ok()))
+        .filter_map(|item| {
+            std::future::ready(item.ok().map(|log| match log {
+                bollard::container::LogOutput::StdErr { message } => Chunk::Err(message.to_vec()),
+                other => Chunk::Out(other.into_bytes().to_vec()),
+            }))
+        })
+        .boxed();
+    let (waiter, waited_name) = (docker.clone(), name.clone());
+    let exit = async move {
+        let mut wait = waiter.wait_container(&waited_name, None);
+        let code = match wait.next().await {
+            Some(Ok(response)) => response.status_code,
+            Some(Err(bollard::errors::Error::DockerContainerWaitError { code, .. })) => code,
+            _ => 1,
+        };
+        remove_container(&waiter, &waited_name).await;
+        code
+    }
+    .boxed();
+    let (killer, killed_name) = (docker.clone(), name);
+    let abort =
+        Box::new(move || async move { remove_container(&killer, &killed_name).await }.boxed())
+            as Box<dyn FnOnce() -> _ + Send>;
+    Ok(OneOff {
+        output,
+        input: attached.input,
+        exit,
+        abort,
+    })
 }
