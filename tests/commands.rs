@@ -589,7 +589,13 @@ fn run_attaches_a_one_off_container_and_returns_its_exit_code() {
         text(&tty)
     );
 
-    let no_tty = server.ssh(&["run", &app, "sh", "-c", "'test -t 1 && echo is-a-tty || echo no-tty'"]);
+    let no_tty = server.ssh(&[
+        "run",
+        &app,
+        "sh",
+        "-c",
+        "'test -t 1 && echo is-a-tty || echo no-tty'",
+    ]);
     assert_eq!(String::from_utf8_lossy(&no_tty.stdout), "no-tty\n");
 
     // No one-off container is left behind, and the run is an event (program name only).

@@ -131,10 +131,10 @@ pub async fn list(berth: &Berth, who: &Identity, args: &Args) -> Result<String, 
         if !may(berth, who, &app, Access::Operate).await? {
             continue;
         }
-        if let Some(selector) = args.value("-l") {
-            if !selector_matches(selector, &labels_of(&app)) {
-                continue;
-            }
+        if let Some(selector) = args.value("-l")
+            && !selector_matches(selector, &labels_of(&app))
+        {
+            continue;
         }
         let running = berth
             .store
