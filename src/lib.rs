@@ -23,6 +23,7 @@ pub mod push;
 pub mod reconcile;
 pub mod registry;
 pub mod release;
+pub mod route;
 pub mod server;
 pub mod ssh;
 pub mod store;

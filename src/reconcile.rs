@@ -110,6 +110,7 @@ async fn reconcile_app(
         .filter(|c| c.release == current.number && c.process == "web")
         .collect();
     let mut healthy = true;
+    let mut revived = false;
     for index in 1..=spec.web {
         let existing = mine.iter().find(|c| c.index == index).copied();
         match existing {
@@ -141,6 +142,7 @@ async fn reconcile_app(
             .unwrap_or_else(|| "missing".to_string());
         match docker::revive(docker, &spec, index, existing).await {
             Ok(done) => {
+                revived = true;
                 let detail = format!("{done} web.{index} (was {was})");
                 tracing::info!(app = %app.name, %detail, "reconciled");
                 store
@@ -164,6 +166,20 @@ async fn reconcile_app(
             }
         }
     }
+    // Serve exactly the running instances of the current release (after a berth restart this
+    // is what brings the app's port back).
+    let serving = if revived {
+        docker::instances_of(docker, &app.name, Some(current.number)).await?
+    } else {
+        mine.into_iter().cloned().collect()
+    };
+    let ports: Vec<u16> = serving
+        .iter()
+        .filter(|c| c.process == "web" && c.state == "running" && c.index <= spec.web)
+        .filter_map(|c| c.host_port)
+        .collect();
+    let port = release::app_port(berth, app).await?;
+    berth.routes.point(&app.name, port, &ports)?;
     if healthy && matches!(app.state.as_str(), "unknown" | "lost") {
         store
             .set_app_state(app.id, "running", ACTOR)

@@ -95,7 +95,9 @@ pub async fn deploy_release(
     let _ = store.set_app_state(app.id, "deploying", actor).await;
     out.step("Deploying");
     let spec = spec_for(berth, docker, app, release).await?;
-    let instances = deploy::docker::deploy(docker, &spec, out).await?;
+    let port = app_port(berth, app).await?;
+    let publish = |ports: &[u16]| berth.routes.point(&app.name, port, ports);
+    let instances = deploy::docker::deploy(docker, &spec, out, &publish).await?;
     let first_port = instances.iter().find_map(|i| i.host_port).unwrap_or(0);
     store
         .mark_release_running(release, first_port)
@@ -114,7 +116,7 @@ pub async fn deploy_release(
         ));
         return Ok(());
     }
-    let url = berth.url(first_port);
+    let url = berth.url(port);
     let _ = store
         .record_event(
             Some(app.id),
@@ -147,6 +149,20 @@ pub async fn spec_for(
         publish_address: berth.config.publish_address,
         ready_timeout: berth.config.ready_timeout(),
     })
+}
+
+/// The app's stable public port, given on its first deploy.
+pub async fn app_port(berth: &Berth, app: &App) -> Result<u16, String> {
+    if let Some(port) = app.port.and_then(|p| u16::try_from(p).ok()) {
+        return Ok(port);
+    }
+    let port = berth.routes.free_port()?;
+    berth
+        .store
+        .set_port(app.id, port)
+        .await
+        .map_err(|e| format!("internal error recording the app's port: {e}"))?;
+    Ok(port)
 }
 
 /// The app's formation: process type → instances.

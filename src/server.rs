@@ -8,6 +8,7 @@ use tokio::net::{TcpListener, UnixListener};
 use crate::config::Config;
 use crate::push::{self, PushRegistry};
 use crate::reconcile;
+use crate::route::Routes;
 use crate::ssh;
 use crate::store::Store;
 
@@ -30,6 +31,8 @@ pub struct Berth {
     pub store: Store,
     /// Pushes waiting for their pre-receive hook.
     pub pushes: PushRegistry,
+    /// The app proxy: each app's stable port.
+    pub routes: Routes,
     /// One deploy lock per app: a second push waits for the first.
     locks: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
@@ -44,9 +47,11 @@ impl Berth {
                 config.db_path().display()
             )
         })?;
+        let routes = Routes::new(config.publish_address);
         Ok(Arc::new(Berth {
             config,
             store,
+            routes,
             pushes: PushRegistry::default(),
             locks: Default::default(),
         }))

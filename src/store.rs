@@ -51,6 +51,8 @@ pub struct App {
     pub formation: String,
     /// Set by `ps:stop`: nothing of the app should run.
     pub stopped: bool,
+    /// The stable public port of the app (berth's proxy), once it has one.
+    pub port: Option<i64>,
     pub created_at: String,
     pub updated_at: String,
 }
@@ -139,8 +141,7 @@ impl Store {
 
     // ---- apps
 
-    const APP_COLUMNS: &str =
-        "id, name, owner, deploy_branch, state, labels, formation, stopped, created_at, updated_at";
+    const APP_COLUMNS: &str = "id, name, owner, deploy_branch, state, labels, formation, stopped, port, created_at, updated_at";
 
     pub async fn app(&self, name: &AppName) -> StoreResult<Option<App>> {
         sqlx::query_as(&format!(
@@ -408,6 +409,15 @@ impl Store {
     pub async fn set_formation(&self, app_id: i64, formation_json: &str) -> StoreResult<()> {
         sqlx::query("UPDATE apps SET formation = ? WHERE id = ?")
             .bind(formation_json)
+            .bind(app_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn set_port(&self, app_id: i64, port: u16) -> StoreResult<()> {
+        sqlx::query("UPDATE apps SET port = ? WHERE id = ?")
+            .bind(i64::from(port))
             .bind(app_id)
             .execute(&self.pool)
             .await?;

@@ -620,3 +620,74 @@ fn run_attaches_a_one_off_container_and_returns_its_exit_code() {
         "{events}"
     );
 }
+
+/// Polls `url` until told to stop; returns (answers with `expected`, anything else).
+fn poll_while(url: &str, expected: &[&str], work: impl FnOnce()) -> (usize, Vec<String>) {
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        let poller = scope.spawn(|| {
+            let (mut good, mut bad) = (0, Vec::new());
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                match http_get(url) {
+                    Some(body) if expected.contains(&body.as_str()) => good += 1,
+                    other => bad.push(format!("{other:?}")),
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            (good, bad)
+        });
+        std::thread::sleep(Duration::from_millis(300));
+        work();
+        std::thread::sleep(Duration::from_millis(300));
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        poller.join().expect("poller")
+    })
+}
+
+#[test]
+fn restarts_and_redeploys_fail_no_request_from_a_client_polling_all_along() {
+    let server = TestServer::start();
+    let app = app_name("nodrop");
+    let repo = web_app("steady");
+    assert!(server.push(repo.path(), &app, "main").status.success());
+    let url = app_url(&server, &app);
+
+    // One instance: the restart starts a fresh one before the old one leaves.
+    let (good, bad) = poll_while(&url, &["steady\n"], || {
+        ok(&server.ssh(&["ps:restart", &app]));
+    });
+    assert!(
+        bad.is_empty(),
+        "{} failed requests during ps:restart: {bad:?}",
+        bad.len()
+    );
+    assert!(good > 20, "only {good} requests made");
+
+    // Scaled to two, restarted, and a new release pushed: still nothing fails.
+    ok(&server.ssh(&["ps:scale", &app, "web=2"]));
+    let (good, bad) = poll_while(&url, &["steady\n", "next\n"], || {
+        ok(&server.ssh(&["ps:restart", &app]));
+        write_web_app(repo.path(), "next");
+        commit(repo.path(), "next");
+        assert!(server.push(repo.path(), &app, "main").status.success());
+    });
+    assert!(bad.is_empty(), "{} failed requests: {bad:?}", bad.len());
+    assert!(good > 20, "only {good} requests made");
+    assert_eq!(http_get(&url).as_deref(), Some("next\n"));
+    assert_eq!(app_url(&server, &app), url, "the address changed");
+}
+
+#[test]
+fn apps_answer_at_their_address_again_after_berth_restarts() {
+    let mut server = TestServer::start();
+    let app = app_name("survive");
+    let repo = web_app("still serving");
+    assert!(server.push(repo.path(), &app, "main").status.success());
+    let url = app_url(&server, &app);
+    server.restart();
+    // The reconciler's first pass, at start-up, puts the app's address back.
+    wait_for("the app's address after a berth restart", || {
+        (http_get(&url).as_deref() == Some("still serving\n")).then_some(())
+    });
+    assert_eq!(app_url(&server, &app), url);
+}

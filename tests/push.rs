@@ -39,6 +39,12 @@ fn push_deploys_and_a_second_push_replaces_the_release() {
         .expect("registry answers for the app");
     assert!(tags.contains("\"v1\""), "{tags}");
 
+    // The v1 container's own address, to check it is gone later.
+    let report = server.ssh(&["ps:report", &app, "--json"]);
+    let report: serde_json::Value =
+        serde_json::from_slice(&report.stdout).expect("ps:report --json");
+    let v1_port = report[0]["host_port"].as_u64().expect("v1 host port");
+
     write_web_app(repo.path(), "hello from v2");
     commit(repo.path(), "v2");
     let second = server.push(repo.path(), &app, "main");
@@ -53,6 +59,10 @@ fn push_deploys_and_a_second_push_replaces_the_release() {
         text(&second)
     );
     let url2 = live_url(&second);
+    assert_eq!(
+        url2, url1,
+        "the app's address stays the same across releases"
+    );
     assert_eq!(http_get(&url2).as_deref(), Some("hello from v2\n"));
 
     // The old container goes away once the new one answers.
@@ -68,7 +78,12 @@ fn push_deploys_and_a_second_push_replaces_the_release() {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
-    assert_eq!(http_get(&url1), None, "v1 still answers at {url1}");
+    let v1_url = format!("http://127.0.0.1:{v1_port}/");
+    assert_eq!(
+        http_get(&v1_url),
+        None,
+        "the v1 container still answers at {v1_url}"
+    );
 
     // apps:info and apps:list agree with what runs, in text and JSON.
     let info = server.ssh(&["apps:info", &app, "--json"]);

@@ -47,8 +47,9 @@ fn view(
     running_release: Option<&Release>,
     live: Option<&[ContainerReport]>,
 ) -> AppView {
-    let url = running_release
-        .and_then(|r| r.host_port)
+    let url = app
+        .port
+        .filter(|_| running_release.is_some() && !app.stopped)
         .and_then(|p| u16::try_from(p).ok())
         .map(|p| berth.url(p));
     let running = live.map(|containers| {
@@ -343,6 +344,8 @@ pub async fn rename(
         renamed.stopped,
     ) {
         let docker = engine::connect().await?;
+        // The app keeps its port: the old name's route lets go of it first.
+        berth.routes.remove(old_name.as_str());
         release::deploy_release(berth, &docker, &renamed, &current, &who.key_name, out).await?;
         docker::stop_all(&docker, old_name.as_str()).await?;
     }
@@ -364,6 +367,7 @@ pub async fn destroy(berth: &Berth, who: &Identity, args: &Args) -> Result<Strin
         .set_app_state(app.id, "deleting", &who.key_name)
         .await;
     let docker = engine::connect().await?;
+    berth.routes.remove(&app.name);
     let containers = docker::stop_all(&docker, &app.name).await?;
     let images = docker::remove_images(&docker, &app.name).await;
     let name = AppName::parse(&app.name)?;

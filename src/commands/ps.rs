@@ -64,7 +64,9 @@ pub async fn scale(
     let mut scaled = app.clone();
     scaled.formation = formation_json.clone();
     let spec = release::spec_for(berth, &docker, &scaled, &current).await?;
-    match docker::scale(&docker, &spec, out).await {
+    let port = release::app_port(berth, &app).await?;
+    let publish = |ports: &[u16]| berth.routes.point(&app.name, port, ports);
+    match docker::scale(&docker, &spec, out, &publish).await {
         Ok(instances) => {
             store
                 .set_formation(app.id, &formation_json)
@@ -120,6 +122,7 @@ pub async fn stop(
     let docker = engine::connect().await?;
     let _ = store.set_app_state(app.id, "stopping", &who.key_name).await;
     out.step(&format!("Stopping {}", app.name));
+    berth.routes.remove(&app.name);
     let stopped = docker::stop_all(&docker, &app.name).await?;
     store.set_stopped(app.id, true).await.map_err(internal)?;
     let _ = store.set_app_state(app.id, "stopped", &who.key_name).await;
@@ -180,7 +183,9 @@ pub async fn restart(
         .set_app_state(app.id, "restarting", &who.key_name)
         .await;
     out.step(&format!("Restarting {}, one container at a time", app.name));
-    let result = docker::restart(&docker, &spec, out).await;
+    let port = release::app_port(berth, &app).await?;
+    let publish = |ports: &[u16]| berth.routes.point(&app.name, port, ports);
+    let result = docker::restart(&docker, &spec, out, &publish).await;
     let outcome = if result.is_ok() { "running" } else { "failed" };
     let _ = store.set_app_state(app.id, outcome, &who.key_name).await;
     let _ = store

@@ -15,7 +15,7 @@ use bollard::models::{
 };
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, ListContainersOptionsBuilder, LogsOptionsBuilder,
-    RemoveContainerOptionsBuilder, RestartContainerOptionsBuilder, StopContainerOptionsBuilder,
+    RemoveContainerOptionsBuilder, StopContainerOptionsBuilder,
 };
 use futures_util::{FutureExt, StreamExt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -24,6 +24,7 @@ use tokio::net::TcpStream;
 use super::{DEFAULT_PORT, DeploySpec, Instance};
 use crate::engine;
 use crate::output::Output;
+use crate::route::DRAIN;
 
 pub const LABEL_APP: &str = "berth.app";
 pub const LABEL_RELEASE: &str = "berth.release";
@@ -58,58 +59,97 @@ pub async fn web_port(docker: &Docker, image: &str) -> Result<u16, String> {
     })
 }
 
-/// Starts every web instance of the release, waits until all answer, then retires the app's
-/// older releases in the background. If any never answers, the ones started are removed and
-/// the running release is left alone.
+/// Points the app's public port at these host ports (the serving set), replacing the last set.
+pub type Publish<'a> = &'a (dyn Fn(&[u16]) -> Result<(), String> + Sync);
+
+/// Starts every web instance of the release and waits until all answer; then makes them the
+/// serving set and retires the app's older releases after the drain time. If any never answers,
+/// the ones started are removed and the running release is left alone.
 pub async fn deploy(
     docker: &Docker,
     spec: &DeploySpec,
     out: &Output,
+    publish: Publish<'_>,
 ) -> Result<Vec<Instance>, String> {
     let instances = start_instances(docker, spec, 1..=spec.web, out).await?;
+    if let Err(message) = publish(&ports_of(&instances)) {
+        for instance in &instances {
+            remove_container(docker, &instance.name).await;
+        }
+        return Err(message);
+    }
     // Old releases stop in the background: the push reports as soon as the new one answers.
     let (docker, app, release) = (docker.clone(), spec.app.clone(), spec.release);
-    tokio::spawn(async move { retire_older(&docker, &app, release).await });
+    tokio::spawn(async move {
+        tokio::time::sleep(DRAIN).await;
+        retire_older(&docker, &app, release).await
+    });
     Ok(instances)
 }
 
+fn ports_of(instances: &[Instance]) -> Vec<u16> {
+    instances.iter().filter_map(|i| i.host_port).collect()
+}
+
 /// Brings the release's web instances to `spec.web`: starts the missing ones (all must answer,
-/// else they are removed and the formation is as before), then removes the extra ones.
+/// else they are removed and the formation is as before), serves exactly instances 1..=web,
+/// then removes the extra ones after the drain time.
 pub async fn scale(
     docker: &Docker,
     spec: &DeploySpec,
     out: &Output,
+    publish: Publish<'_>,
 ) -> Result<Vec<Instance>, String> {
     let current = instances_of(docker, &spec.app, Some(spec.release)).await?;
-    let highest = current.iter().map(|c| c.index).max().unwrap_or(0);
-    if highest < spec.web {
-        start_instances(docker, spec, highest + 1..=spec.web, out).await?;
-    }
-    for extra in current.iter().filter(|c| c.index > spec.web) {
-        out.detail(&format!("stopping {}", extra.name));
-        stop_and_remove(docker, &extra.name).await;
-    }
-    let now = instances_of(docker, &spec.app, Some(spec.release)).await?;
-    Ok(now
-        .into_iter()
+    let mut serving: Vec<Instance> = current
+        .iter()
+        .filter(|c| c.index <= spec.web && c.state == "running")
         .map(|c| Instance {
-            name: c.name,
+            name: c.name.clone(),
             index: c.index,
             host_port: c.host_port,
         })
-        .collect())
+        .collect();
+    let highest = current.iter().map(|c| c.index).max().unwrap_or(0);
+    if highest < spec.web {
+        serving.extend(start_instances(docker, spec, highest + 1..=spec.web, out).await?);
+    }
+    publish(&ports_of(&serving))?;
+    let extras: Vec<&ContainerReport> = current.iter().filter(|c| c.index > spec.web).collect();
+    if !extras.is_empty() {
+        tokio::time::sleep(DRAIN).await;
+    }
+    for extra in extras {
+        out.detail(&format!("stopping {}", extra.name));
+        stop_and_remove(docker, &extra.name).await;
+    }
+    serving.sort_by_key(|i| i.index);
+    Ok(serving)
 }
 
-/// Restarts the release's containers one at a time; the next only after the previous answers.
-pub async fn restart(docker: &Docker, spec: &DeploySpec, out: &Output) -> Result<(), String> {
+/// Replaces the release's containers one at a time: a fresh container for the instance, which
+/// must answer, takes the old one's place in the serving set, and the old one stops after the
+/// drain time; only then the next. A replacement that fails leaves the old one serving.
+pub async fn restart(
+    docker: &Docker,
+    spec: &DeploySpec,
+    out: &Output,
+    publish: Publish<'_>,
+) -> Result<(), String> {
     let mut current = instances_of(docker, &spec.app, Some(spec.release)).await?;
     current.sort_by_key(|c| c.index);
+    let mut serving: Vec<(u32, u16)> = current
+        .iter()
+        .filter_map(|c| Some((c.index, c.host_port?)))
+        .collect();
     for container in current {
         out.detail(&format!("restarting {}", container.name));
-        let restarts_before = restart_count(docker, &container.name).await?;
-        let options = RestartContainerOptionsBuilder::default().t(10).build();
+        let retiring = format!("{}-retiring", container.name);
+        let rename = bollard::query_parameters::RenameContainerOptionsBuilder::default()
+            .name(&retiring)
+            .build();
         docker
-            .restart_container(&container.name, Some(options))
+            .rename_container(&container.name, rename)
             .await
             .map_err(|e| {
                 format!(
@@ -118,10 +158,21 @@ pub async fn restart(docker: &Docker, spec: &DeploySpec, out: &Output) -> Result
                     engine::describe(&e)
                 )
             })?;
-        let port = container
-            .host_port
-            .ok_or_else(|| format!("{} has no host port", container.name))?;
-        wait_until_ready(docker, &container.name, port, restarts_before, spec).await?;
+        let fresh = match start_one(docker, spec, container.index, out).await {
+            Ok(fresh) => fresh,
+            Err(message) => {
+                let back = bollard::query_parameters::RenameContainerOptionsBuilder::default()
+                    .name(&container.name)
+                    .build();
+                let _ = docker.rename_container(&retiring, back).await;
+                return Err(message);
+            }
+        };
+        serving.retain(|(index, _)| *index != container.index);
+        serving.extend(fresh.host_port.map(|p| (container.index, p)));
+        publish(&serving.iter().map(|(_, p)| *p).collect::<Vec<_>>())?;
+        tokio::time::sleep(DRAIN).await;
+        stop_and_remove(docker, &retiring).await;
     }
     Ok(())
 }

@@ -125,6 +125,32 @@ impl TestServer {
         server
     }
 
+    /// Stops the server process and starts it again on the same data dir and port.
+    pub fn restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let log = std::fs::OpenOptions::new()
+            .append(true)
+            .open(self.dir.path().join("server.log"))
+            .expect("log file");
+        self.child = Command::new(env!("CARGO_BIN_EXE_berth"))
+            .args(["serve", "--config"])
+            .arg(self.config_path())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("restart berth serve");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "berth did not listen again: {}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     pub fn config_path(&self) -> PathBuf {
         self.dir.path().join("berth.toml")
     }
