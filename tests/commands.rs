@@ -691,3 +691,34 @@ fn apps_answer_at_their_address_again_after_berth_restarts() {
     });
     assert_eq!(app_url(&server, &app), url);
 }
+
+#[test]
+fn the_host_cli_runs_the_same_commands_with_the_same_output() {
+    let server = TestServer::start();
+    let app = app_name("hostcli");
+    ok(&server.ssh(&["apps:create", &app]));
+    ok(&server.ssh(&["apps:labels", &app, "via=ssh"]));
+    let host = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_berth"))
+            .args(args)
+            .arg("--config")
+            .arg(server.config_path())
+            .output()
+            .expect("berth on the host")
+    };
+    for args in [
+        vec!["apps:info", app.as_str(), "--json"],
+        vec!["help"],
+        vec!["apps:labels", app.as_str()],
+    ] {
+        let over_ssh = ok(&server.ssh(&args));
+        let on_host = ok(&host(&args));
+        assert_eq!(on_host, over_ssh, "{args:?}");
+    }
+    // The same errors too, and the host may change things (it counts as admin).
+    let wrong = host(&["apps:lst"]);
+    assert_eq!(wrong.status.code(), Some(1));
+    assert!(text(&wrong).contains("did you mean apps:list"));
+    ok(&host(&["apps:labels", &app, "via=", "from=host"]));
+    assert_eq!(ok(&server.ssh(&["apps:labels", &app])), "from=host\n");
+}
