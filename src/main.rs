@@ -8,7 +8,12 @@ use berth::server::{self, Berth, Identity};
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "berth", version, about = "git push deployment server", disable_help_subcommand = true)]
+#[command(
+    name = "berth",
+    version,
+    about = "git push deployment server",
+    disable_help_subcommand = true
+)]
 struct Cli {
     #[command(subcommand)]
     command: Top,

@@ -722,3 +722,52 @@ fn the_host_cli_runs_the_same_commands_with_the_same_output() {
     ok(&host(&["apps:labels", &app, "via=", "from=host"]));
     assert_eq!(ok(&server.ssh(&["apps:labels", &app])), "from=host\n");
 }
+
+#[test]
+fn rename_keeps_the_app_serving_and_rebuild_builds_the_same_commit_again() {
+    let server = TestServer::start();
+    let (old, new) = (app_name("before"), app_name("after"));
+    server.apps.lock().expect("apps").push(new.clone());
+    let repo = web_app("renamed app");
+    assert!(server.push(repo.path(), &old, "main").status.success());
+    let url = app_url(&server, &old);
+
+    let taken = app_name("taken");
+    ok(&server.ssh(&["apps:create", &taken]));
+    let refused = server.ssh(&["apps:rename", &old, &taken]);
+    assert!(
+        !refused.status.success() && text(&refused).contains("already exists"),
+        "{}",
+        text(&refused)
+    );
+
+    ok(&server.ssh(&["apps:rename", &old, &new]));
+    assert_eq!(
+        app_url(&server, &new),
+        url,
+        "the address survives the rename"
+    );
+    assert_eq!(http_get(&url).as_deref(), Some("renamed app\n"));
+    assert!(server.ssh(&["apps:info", &old]).status.code() == Some(1));
+    wait_for("the old-named containers to go", || {
+        app_containers(&old).is_empty().then_some(())
+    });
+    assert_eq!(running_containers(&new).len(), 1);
+    // The repo moved with it: pushing and cloning use the new name.
+    let head = git(repo.path(), &["rev-parse", "HEAD"]);
+    let remote = server.git(
+        repo.path(),
+        &["ls-remote", &server.url(&new), "refs/heads/main"],
+    );
+    assert!(remote.starts_with(head.trim()), "{remote}");
+
+    // Rebuild: the deployed commit, built again, as a new release.
+    let rebuilt = ok(&server.ssh(&["ps:rebuild", &new]));
+    assert!(
+        rebuilt.contains("Building") && rebuilt.contains("Releasing v2"),
+        "{rebuilt}"
+    );
+    let releases = json(&server.ssh(&["releases", &new, "--json"]));
+    assert_eq!(releases[0]["commit_sha"], releases[1]["commit_sha"]);
+    assert_eq!(http_get(&url).as_deref(), Some("renamed app\n"));
+}
