@@ -65,6 +65,11 @@ impl Berth {
         locks.entry(app.to_string()).or_default().clone()
     }
 
+    /// Takes the app's deploy lock, waiting for whoever holds it.
+    pub async fn lock_app(&self, app: &str) -> tokio::sync::OwnedMutexGuard<()> {
+        self.app_lock(app).lock_owned().await
+    }
+
     pub fn url(&self, host_port: u16) -> String {
         format!("http://{}:{host_port}", self.config.public_host)
     }

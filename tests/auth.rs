@@ -71,18 +71,7 @@ fn offering_the_admin_key_and_signing_with_another_is_refused() {
     let attacker_public: PublicKey = attacker.public_key().clone();
     let port = server.port;
     // The attacker is a registered member: a real key of this server, just not the admin's.
-    let added = std::process::Command::new(env!("CARGO_BIN_EXE_berth"))
-        .args(["keys", "add", "mallory", "--role", "member", "--key-file"])
-        .arg(attacker_path.with_extension("pub"))
-        .arg("--config")
-        .arg(server.config_path())
-        .output()
-        .expect("keys add");
-    assert!(
-        added.status.success(),
-        "{}",
-        String::from_utf8_lossy(&added.stderr)
-    );
+    server.add_key("mallory", "member", &attacker_path);
 
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     runtime.block_on(async move {

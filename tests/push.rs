@@ -412,7 +412,7 @@ fn two_apps_pushed_at_once_both_go_live_and_one_app_waits_for_itself() {
     // Two pushes to one app: the second waits for the first and says so.
     let app = app_name("waits");
     let slow = web_app("slow");
-    // The unique echo keeps the build cache from skipping the sleep.
+    // The unique echo keeps the build cache from reusing the slow step.
     write(
         slow.path(),
         "Dockerfile",
@@ -617,18 +617,7 @@ fn members_push_and_see_only_their_own_apps() {
 
     let member = server.dir.path().join("member");
     keygen(&member);
-    let added = std::process::Command::new(env!("CARGO_BIN_EXE_berth"))
-        .args(["keys", "add", "bob", "--role", "member", "--key-file"])
-        .arg(member.with_extension("pub"))
-        .arg("--config")
-        .arg(server.config_path())
-        .output()
-        .expect("keys add");
-    assert!(
-        added.status.success(),
-        "{}",
-        String::from_utf8_lossy(&added.stderr)
-    );
+    server.add_key("bob", "member", &member);
     let as_member = |app: &str, repo: &std::path::Path| {
         server.apps.lock().expect("apps").push(app.to_string());
         std::process::Command::new("git")

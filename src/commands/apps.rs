@@ -294,8 +294,7 @@ pub async fn rename(
 ) -> Result<String, String> {
     let app = app_for(berth, who, &args.positional[0], Access::Own).await?;
     let new_name = AppName::parse(&args.positional[1])?;
-    let lock = berth.app_lock(&app.name);
-    let _guard = lock.lock().await;
+    let _guard = berth.lock_app(&app.name).await;
     if berth
         .store
         .app(&new_name)
@@ -360,8 +359,7 @@ pub async fn destroy(berth: &Berth, who: &Identity, args: &Args) -> Result<Strin
             app.name
         ));
     }
-    let lock = berth.app_lock(&app.name);
-    let _guard = lock.lock().await;
+    let _guard = berth.lock_app(&app.name).await;
     let _ = berth
         .store
         .set_app_state(app.id, "deleting", &who.key_name)

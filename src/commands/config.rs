@@ -84,8 +84,7 @@ async fn change(
     out: &Output,
     edit: impl FnOnce(&mut BTreeMap<String, String>),
 ) -> Result<String, String> {
-    let lock = berth.app_lock(&app.name);
-    let _guard = lock.lock().await;
+    let _guard = berth.lock_app(&app.name).await;
     let store = &berth.store;
     let old = store.config(app.id).await.map_err(internal)?;
     let mut new = old.clone();

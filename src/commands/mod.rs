@@ -549,6 +549,20 @@ async fn app_for(
     Ok(app)
 }
 
+/// The release the app runs, or `missing` as the error.
+async fn current_release(
+    berth: &Berth,
+    app: &App,
+    missing: &str,
+) -> Result<crate::store::Release, String> {
+    berth
+        .store
+        .running_release(app.id)
+        .await
+        .map_err(internal)?
+        .ok_or_else(|| format!("{} {missing}", app.name))
+}
+
 fn admin_only(who: &Identity) -> Result<(), String> {
     if who.is_admin() {
         Ok(())

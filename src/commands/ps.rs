@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use super::{Access, Args, app_for, internal, to_json};
+use super::{Access, Args, app_for, current_release, internal, to_json};
 use crate::deploy::docker;
 use crate::engine;
 use crate::git;
@@ -42,8 +42,7 @@ pub async fn scale(
             })?;
         wanted.insert(process.to_string(), count);
     }
-    let lock = berth.app_lock(&app.name);
-    let _guard = lock.lock().await;
+    let _guard = berth.lock_app(&app.name).await;
     let store = &berth.store;
     let formation_json = serde_json::to_string(&wanted).map_err(internal)?;
     let current = store.running_release(app.id).await.map_err(internal)?;
@@ -116,8 +115,7 @@ pub async fn stop(
     out: &Output,
 ) -> Result<String, String> {
     let app = app_for(berth, who, &args.positional[0], Access::Operate).await?;
-    let lock = berth.app_lock(&app.name);
-    let _guard = lock.lock().await;
+    let _guard = berth.lock_app(&app.name).await;
     let store = &berth.store;
     let docker = engine::connect().await?;
     let _ = store.set_app_state(app.id, "stopping", &who.key_name).await;
@@ -139,14 +137,9 @@ pub async fn start(
     out: &Output,
 ) -> Result<String, String> {
     let app = app_for(berth, who, &args.positional[0], Access::Operate).await?;
-    let lock = berth.app_lock(&app.name);
-    let _guard = lock.lock().await;
+    let _guard = berth.lock_app(&app.name).await;
     let store = &berth.store;
-    let current = store
-        .running_release(app.id)
-        .await
-        .map_err(internal)?
-        .ok_or_else(|| format!("{} has no release to start: push one first", app.name))?;
+    let current = current_release(berth, &app, "has no release to start: push one first").await?;
     let docker = engine::connect().await?;
     let _ = store.set_app_state(app.id, "starting", &who.key_name).await;
     out.step(&format!("Starting {} v{}", app.name, current.number));
@@ -166,17 +159,12 @@ pub async fn restart(
     out: &Output,
 ) -> Result<String, String> {
     let app = app_for(berth, who, &args.positional[0], Access::Operate).await?;
-    let lock = berth.app_lock(&app.name);
-    let _guard = lock.lock().await;
+    let _guard = berth.lock_app(&app.name).await;
     let store = &berth.store;
     if app.stopped {
         return Err(format!("{} is stopped: use ps:start", app.name));
     }
-    let current = store
-        .running_release(app.id)
-        .await
-        .map_err(internal)?
-        .ok_or_else(|| format!("{} has no release running", app.name))?;
+    let current = current_release(berth, &app, "has no release running").await?;
     let docker = engine::connect().await?;
     let spec = release::spec_for(berth, &docker, &app, &current).await?;
     let _ = store
@@ -207,8 +195,7 @@ pub async fn rebuild(
     out: &Output,
 ) -> Result<String, String> {
     let app = app_for(berth, who, &args.positional[0], Access::Operate).await?;
-    let lock = berth.app_lock(&app.name);
-    let _guard = lock.lock().await;
+    let _guard = berth.lock_app(&app.name).await;
     let current = berth
         .store
         .latest_release(app.id)

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use futures_util::stream::{self, BoxStream, StreamExt};
 
-use super::{Access, Args, app_for, internal, to_json};
+use super::{Access, Args, app_for, current_release, internal, to_json};
 use crate::deploy::docker;
 use crate::engine;
 use crate::output::Output;
@@ -47,14 +47,9 @@ pub async fn rollback(
     out: &Output,
 ) -> Result<String, String> {
     let app = app_for(berth, who, &args.positional[0], Access::Operate).await?;
-    let lock = berth.app_lock(&app.name);
-    let _guard = lock.lock().await;
+    let _guard = berth.lock_app(&app.name).await;
     let store = &berth.store;
-    let current = store
-        .running_release(app.id)
-        .await
-        .map_err(internal)?
-        .ok_or_else(|| format!("{} has no release running to roll back from", app.name))?;
+    let current = current_release(berth, &app, "has no release running to roll back from").await?;
     let target = match args.positional.get(1) {
         Some(wanted) => {
             let number: i64 = wanted.trim_start_matches('v').parse().map_err(|_| {
@@ -223,12 +218,7 @@ pub async fn run(
         return Err("usage: run APP COMMAND [ARGS...]".to_string());
     }
     let app = app_for(berth, who, app_name, Access::Operate).await?;
-    let current = berth
-        .store
-        .running_release(app.id)
-        .await
-        .map_err(internal)?
-        .ok_or_else(|| format!("{} has no release yet: push one first", app.name))?;
+    let current = current_release(berth, &app, "has no release yet: push one first").await?;
     let config: BTreeMap<String, String> =
         serde_json::from_str(&current.config).unwrap_or_default();
     let env = config

@@ -200,17 +200,25 @@ pub struct ContainerReport {
     pub started_at: Option<String>,
 }
 
-/// Every container berth runs, for every app, in one engine call.
-pub async fn all_instances(docker: &Docker) -> Result<Vec<(String, ContainerReport)>, String> {
-    let filters = HashMap::from([("label", vec![LABEL_APP.to_string()])]);
+/// Every container (running or not) carrying all of these label filters.
+async fn list_labeled(
+    docker: &Docker,
+    labels: Vec<String>,
+) -> Result<Vec<ContainerSummary>, String> {
+    let filters = HashMap::from([("label", labels)]);
     let options = ListContainersOptionsBuilder::default()
         .all(true)
         .filters(&filters)
         .build();
-    let containers = docker
+    docker
         .list_containers(Some(options))
         .await
-        .map_err(|e| format!("cannot list containers: {}", engine::describe(&e)))?;
+        .map_err(|e| format!("cannot list containers: {}", engine::describe(&e)))
+}
+
+/// Every container berth runs, for every app, in one engine call.
+pub async fn all_instances(docker: &Docker) -> Result<Vec<(String, ContainerReport)>, String> {
+    let containers = list_labeled(docker, vec![LABEL_APP.to_string()]).await?;
     Ok(containers
         .into_iter()
         .filter_map(|summary| {
@@ -255,15 +263,7 @@ pub async fn instances_of(
     if let Some(release) = release {
         labels.push(format!("{LABEL_RELEASE}={release}"));
     }
-    let filters = HashMap::from([("label", labels)]);
-    let options = ListContainersOptionsBuilder::default()
-        .all(true)
-        .filters(&filters)
-        .build();
-    let containers = docker
-        .list_containers(Some(options))
-        .await
-        .map_err(|e| format!("cannot list containers: {}", engine::describe(&e)))?;
+    let containers = list_labeled(docker, labels).await?;
     let mut reports: Vec<ContainerReport> = containers
         .into_iter()
         .filter_map(summary_to_report)

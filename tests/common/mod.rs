@@ -85,27 +85,8 @@ impl TestServer {
         .expect("write config");
         let key = dir.path().join("admin_key");
         keygen(&key);
-        let added = Command::new(env!("CARGO_BIN_EXE_berth"))
-            .args(["keys", "add", "admin", "--role", "admin", "--key-file"])
-            .arg(key.with_extension("pub"))
-            .arg("--config")
-            .arg(&config)
-            .output()
-            .expect("run berth keys add");
-        assert!(
-            added.status.success(),
-            "keys add: {}",
-            String::from_utf8_lossy(&added.stderr)
-        );
-        let log = std::fs::File::create(dir.path().join("server.log")).expect("log file");
-        let child = Command::new(env!("CARGO_BIN_EXE_berth"))
-            .args(["serve", "--config"])
-            .arg(&config)
-            .envs(env.iter().copied())
-            .stdout(log.try_clone().expect("log"))
-            .stderr(log)
-            .spawn()
-            .expect("start berth serve");
+        register_key(&config, "admin", "admin", &key);
+        let child = spawn_server(&config, &dir.path().join("server.log"), env);
         let server = TestServer {
             dir,
             port,
@@ -113,38 +94,33 @@ impl TestServer {
             child,
             apps: Default::default(),
         };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "berth did not listen: {}",
-                server.log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        server.wait_listening();
         server
+    }
+
+    /// Registers the key at `key` (its `.pub` beside it) from the host's shell.
+    pub fn add_key(&self, name: &str, role: &str, key: &Path) {
+        register_key(&self.config_path(), name, role, key);
     }
 
     /// Stops the server process and starts it again on the same data dir and port.
     pub fn restart(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        let log = std::fs::OpenOptions::new()
-            .append(true)
-            .open(self.dir.path().join("server.log"))
-            .expect("log file");
-        self.child = Command::new(env!("CARGO_BIN_EXE_berth"))
-            .args(["serve", "--config"])
-            .arg(self.config_path())
-            .stdout(log.try_clone().expect("log"))
-            .stderr(log)
-            .spawn()
-            .expect("restart berth serve");
+        self.child = spawn_server(
+            &self.config_path(),
+            &self.dir.path().join("server.log"),
+            &[],
+        );
+        self.wait_listening();
+    }
+
+    fn wait_listening(&self) {
         let deadline = Instant::now() + Duration::from_secs(20);
         while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
             assert!(
                 Instant::now() < deadline,
-                "berth did not listen again: {}",
+                "berth did not listen: {}",
                 self.log()
             );
             std::thread::sleep(Duration::from_millis(50));
@@ -236,6 +212,38 @@ impl Drop for TestServer {
             remove_app_containers(&app);
         }
     }
+}
+
+fn register_key(config: &Path, name: &str, role: &str, key: &Path) {
+    let added = Command::new(env!("CARGO_BIN_EXE_berth"))
+        .args(["keys", "add", name, "--role", role, "--key-file"])
+        .arg(key.with_extension("pub"))
+        .arg("--config")
+        .arg(config)
+        .output()
+        .expect("run berth keys add");
+    assert!(
+        added.status.success(),
+        "keys add: {}",
+        String::from_utf8_lossy(&added.stderr)
+    );
+}
+
+/// `berth serve`, its output appended to `log`.
+fn spawn_server(config: &Path, log: &Path, env: &[(&str, &str)]) -> Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .expect("log file");
+    Command::new(env!("CARGO_BIN_EXE_berth"))
+        .args(["serve", "--config"])
+        .arg(config)
+        .envs(env.iter().copied())
+        .stdout(log.try_clone().expect("log"))
+        .stderr(log)
+        .spawn()
+        .expect("start berth serve")
 }
 
 pub fn remove_app_containers(app: &str) {
