@@ -32,41 +32,11 @@ fn env_app() -> tempfile::TempDir {
     repo
 }
 
-fn running_containers(app: &str) -> Vec<String> {
-    let output = std::process::Command::new("docker")
-        .args([
-            "ps",
-            "--format",
-            "{{.Names}}",
-            "--filter",
-            &format!("label=berth.app={app}"),
-        ])
-        .output()
-        .expect("docker ps");
-    let mut names: Vec<String> = String::from_utf8_lossy(&output.stdout)
-        .split_whitespace()
-        .map(String::from)
-        .collect();
-    names.sort();
-    names
-}
-
 fn app_url(server: &TestServer, app: &str) -> String {
     json(&server.ssh(&["apps:info", app, "--json"]))["url"]
         .as_str()
         .expect("url")
         .to_string()
-}
-
-fn wait_for<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Some(value) = check() {
-            return value;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
 }
 
 #[test]

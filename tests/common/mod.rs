@@ -267,10 +267,22 @@ pub fn remove_app_containers(app: &str) {
 
 /// Names of the app's containers, running or not.
 pub fn app_containers(app: &str) -> Vec<String> {
-    let output = Command::new("docker")
+    container_names(app, true)
+}
+
+/// Names of the app's running containers, sorted.
+pub fn running_containers(app: &str) -> Vec<String> {
+    container_names(app, false)
+}
+
+fn container_names(app: &str, all: bool) -> Vec<String> {
+    let mut command = Command::new("docker");
+    command.arg("ps");
+    if all {
+        command.arg("-a");
+    }
+    let output = command
         .args([
-            "ps",
-            "-a",
             "--format",
             "{{.Names}}",
             "--filter",
@@ -278,10 +290,24 @@ pub fn app_containers(app: &str) -> Vec<String> {
         ])
         .output()
         .expect("docker ps");
-    String::from_utf8_lossy(&output.stdout)
+    let mut names: Vec<String> = String::from_utf8_lossy(&output.stdout)
         .split_whitespace()
         .map(String::from)
-        .collect()
+        .collect();
+    names.sort();
+    names
+}
+
+/// Polls `check` every 200 ms until it gives a value; fails after 20 s naming `what`.
+pub fn wait_for<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
 
 pub fn keygen(path: &Path) {
