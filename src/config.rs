@@ -23,6 +23,10 @@ pub struct Config {
     pub ready_timeout: u64,
     /// The branch that deploys when an app has no branch of its own.
     pub deploy_branch: String,
+    /// The target of apps that have none of their own: docker, systemd, swarm or kubernetes.
+    pub default_target: String,
+    /// A directory whose `<target>/` subdirectories override the built-in templates.
+    pub template_dir: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -35,6 +39,8 @@ impl Default for Config {
             registry: None,
             ready_timeout: 30,
             deploy_branch: "main".into(),
+            default_target: "docker".into(),
+            template_dir: None,
         }
     }
 }
@@ -47,6 +53,8 @@ const KEYS: &[&str] = &[
     "registry",
     "ready_timeout",
     "deploy_branch",
+    "default_target",
+    "template_dir",
 ];
 
 impl Config {
@@ -84,8 +92,10 @@ impl Config {
             };
             table.insert(key, value);
         }
-        if table.get("registry").and_then(|v| v.as_str()) == Some("") {
-            table.remove("registry");
+        for optional in ["registry", "template_dir"] {
+            if table.get(optional).and_then(|v| v.as_str()) == Some("") {
+                table.remove(optional);
+            }
         }
         let config: Config = table
             .try_into()
@@ -104,6 +114,8 @@ impl Config {
                 return Err(format!("registry {registry:?} must be host:port"));
             }
         }
+        crate::deploy::render::Target::parse(&self.default_target)
+            .map_err(|e| format!("default_target: {e}"))?;
         if self.ready_timeout == 0 {
             return Err("ready_timeout must be at least 1 second".into());
         }

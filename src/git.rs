@@ -170,6 +170,34 @@ pub fn read_root_file(
     Ok(Some(repository.find_blob(entry.id())?.content().to_vec()))
 }
 
+/// Every blob directly under `dir` (a slash-separated path) in the commit: (file name, bytes).
+pub fn read_dir_files(
+    repo: &Path,
+    commit: &str,
+    dir: &str,
+) -> Result<Vec<(String, Vec<u8>)>, git2::Error> {
+    let repository = Repository::open_bare(repo)?;
+    let tree = repository.find_commit(Oid::from_str(commit)?)?.tree()?;
+    let Ok(entry) = tree.get_path(Path::new(dir)) else {
+        return Ok(Vec::new());
+    };
+    let Some(subtree) = entry.to_object(&repository)?.as_tree().cloned() else {
+        return Ok(Vec::new());
+    };
+    let mut files = Vec::new();
+    for item in subtree.iter() {
+        if item.kind() == Some(ObjectType::Blob) {
+            if let Some(name) = item.name() {
+                files.push((
+                    name.to_string(),
+                    repository.find_blob(item.id())?.content().to_vec(),
+                ));
+            }
+        }
+    }
+    Ok(files)
+}
+
 /// The commit's tree as a tar archive (no work tree), keeping the files `include(path)` accepts.
 pub fn archive_tree(
     repo: &Path,

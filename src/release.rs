@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use bollard::Docker;
 
+use crate::deploy::render::{self, Resources, Target};
 use crate::deploy::{self, DeploySpec};
 use crate::output::Output;
 use crate::registry;
@@ -91,6 +92,7 @@ pub async fn deploy_release(
     out: &Output,
 ) -> Result<(), String> {
     let store = &berth.store;
+    applicable(target(berth, app)?)?;
     let _ = store.set_release_status(release.id, "deploying").await;
     let _ = store.set_app_state(app.id, "deploying", actor).await;
     out.step("Deploying");
@@ -146,6 +148,7 @@ pub async fn spec_for(
         port: deploy::docker::web_port(docker, &release.image).await?,
         env: config.into_iter().collect(),
         web: formation(app).get("web").copied().unwrap_or(1),
+        resources: resources(app).remove("web").unwrap_or_default(),
         publish_address: berth.config.publish_address,
         ready_timeout: berth.config.ready_timeout(),
     })
@@ -163,6 +166,141 @@ pub async fn app_port(berth: &Berth, app: &App) -> Result<u16, String> {
         .await
         .map_err(|e| format!("internal error recording the app's port: {e}"))?;
     Ok(port)
+}
+
+/// Whether this host can apply the target; the reason when it cannot (checked before anything
+/// is written or started).
+pub fn applicable(target: Target) -> Result<(), String> {
+    let rendered = format!("deploy:render APP --target {target} shows what it would apply");
+    match target {
+        Target::Docker => Ok(()),
+        Target::Systemd => {
+            let pid1 = std::fs::read_to_string("/proc/1/comm").unwrap_or_default();
+            if pid1.trim() == "systemd" {
+                Err(format!(
+                    "applying systemd units is not built yet; {rendered}"
+                ))
+            } else {
+                Err(format!(
+                    "the systemd target needs systemd as PID 1 on this host, and it is {:?}; {rendered}",
+                    pid1.trim()
+                ))
+            }
+        }
+        Target::Swarm => Err(format!(
+            "applying to a Docker Swarm is not built yet; {rendered}"
+        )),
+        Target::Kubernetes => Err(format!(
+            "applying to Kubernetes (kubectl with a kubeconfig) is not built yet; {rendered}"
+        )),
+    }
+}
+
+/// The app's resources: process type → CPU and memory.
+pub fn resources(app: &App) -> BTreeMap<String, Resources> {
+    serde_json::from_str(&app.resources).unwrap_or_default()
+}
+
+/// The app's target: its own, else the server's default.
+pub fn target(berth: &Berth, app: &App) -> Result<Target, String> {
+    Target::parse(
+        app.target
+            .as_deref()
+            .unwrap_or(&berth.config.default_target),
+    )
+}
+
+/// What the templates of every target see for this release of the app.
+pub async fn render_context(
+    berth: &Berth,
+    app: &App,
+    release: &Release,
+) -> Result<render::Context, String> {
+    let config: BTreeMap<String, String> =
+        serde_json::from_str(&release.config).unwrap_or_default();
+    // The web port comes from the image when the engine answers; else the default.
+    let port = match crate::engine::connect_within(std::time::Duration::from_secs(1)).await {
+        Ok(docker) => deploy::docker::web_port(&docker, &release.image)
+            .await
+            .unwrap_or(deploy::DEFAULT_PORT),
+        Err(_) => deploy::DEFAULT_PORT,
+    };
+    let resources = resources(app);
+    let processes = formation(app)
+        .iter()
+        .map(|(name, replicas)| {
+            let port = (name == "web").then_some(port);
+            render::Process::new(
+                name,
+                Vec::new(),
+                *replicas,
+                port,
+                &resources.get(name).cloned().unwrap_or_default(),
+            )
+        })
+        .collect();
+    Ok(render::Context {
+        app: app.name.clone(),
+        release: release.number,
+        image: release.image.clone(),
+        registry: berth.config.registry.is_some(),
+        env: config,
+        labels: serde_json::from_str(&app.labels).unwrap_or_default(),
+        processes,
+        domains: vec![format!("{}.{}", app.name, berth.config.public_host)],
+        volumes: Vec::new(),
+        publish_address: berth.config.publish_address.to_string(),
+        app_port: app.port.and_then(|p| u16::try_from(p).ok()).unwrap_or(0),
+    })
+}
+
+/// Template overrides for the target: the app's repo (`.berth/templates/<target>/` at the
+/// release's commit) first, then the server's `template_dir`.
+pub async fn template_overrides(
+    berth: &Berth,
+    app: &App,
+    release: &Release,
+    target: Target,
+) -> Result<render::Overrides, String> {
+    let mut overrides = render::Overrides::default();
+    let name = crate::names::AppName::parse(&app.name)?;
+    let repo = crate::git::repo_path(&berth.config.repos_dir(), &name);
+    let (commit, dir) = (
+        release.commit_sha.clone(),
+        format!(".berth/templates/{target}"),
+    );
+    let from_repo =
+        tokio::task::spawn_blocking(move || crate::git::read_dir_files(&repo, &commit, &dir))
+            .await
+            .map_err(|e| e.to_string())?
+            .unwrap_or_default();
+    let text_files = |files: Vec<(String, Vec<u8>)>| -> BTreeMap<String, String> {
+        files
+            .into_iter()
+            .filter_map(|(n, bytes)| Some((n, String::from_utf8(bytes).ok()?)))
+            .collect()
+    };
+    overrides
+        .sources
+        .push(("app repo".to_string(), text_files(from_repo)));
+    if let Some(dir) = &berth.config.template_dir {
+        let dir = dir.join(target.name());
+        let mut files = Vec::new();
+        if let Ok(entries) = std::fs::read_dir(&dir) {
+            for entry in entries.flatten() {
+                if let (Some(name), Ok(bytes)) = (
+                    entry.file_name().to_str().map(String::from),
+                    std::fs::read(entry.path()),
+                ) {
+                    files.push((name, bytes));
+                }
+            }
+        }
+        overrides
+            .sources
+            .push((format!("{}", dir.display()), text_files(files)));
+    }
+    Ok(overrides)
 }
 
 /// The app's formation: process type → instances.

@@ -53,6 +53,10 @@ pub struct App {
     pub stopped: bool,
     /// The stable public port of the app (berth's proxy), once it has one.
     pub port: Option<i64>,
+    /// `apps:set APP target=…`; none means the server's `default_target`.
+    pub target: Option<String>,
+    /// JSON object of process type → `{cpu, memory}` (`resources:set`).
+    pub resources: String,
     pub created_at: String,
     pub updated_at: String,
 }
@@ -141,7 +145,7 @@ impl Store {
 
     // ---- apps
 
-    const APP_COLUMNS: &str = "id, name, owner, deploy_branch, state, labels, formation, stopped, port, created_at, updated_at";
+    const APP_COLUMNS: &str = "id, name, owner, deploy_branch, state, labels, formation, stopped, port, target, resources, created_at, updated_at";
 
     pub async fn app(&self, name: &AppName) -> StoreResult<Option<App>> {
         sqlx::query_as(&format!(
@@ -418,6 +422,24 @@ impl Store {
     pub async fn set_port(&self, app_id: i64, port: u16) -> StoreResult<()> {
         sqlx::query("UPDATE apps SET port = ? WHERE id = ?")
             .bind(i64::from(port))
+            .bind(app_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn set_target(&self, app_id: i64, target: &str) -> StoreResult<()> {
+        sqlx::query("UPDATE apps SET target = ? WHERE id = ?")
+            .bind(target)
+            .bind(app_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn set_resources(&self, app_id: i64, resources_json: &str) -> StoreResult<()> {
+        sqlx::query("UPDATE apps SET resources = ? WHERE id = ?")
+            .bind(resources_json)
             .bind(app_id)
             .execute(&self.pool)
             .await?;

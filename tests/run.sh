@@ -8,6 +8,9 @@ cd "$(dirname "$0")/.."
 command -v ssh >/dev/null || { apt-get update -qq; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssh-client >/dev/null; }
 command -v busybox >/dev/null || { apt-get update -qq; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq busybox-static >/dev/null; }
 
+# Rendered Kubernetes manifests are checked against the official schemas, offline.
+python3 -c 'import kubernetes_validate' 2>/dev/null || python3 -m pip install -q kubernetes-validate
+
 # Containers here cannot pull: fixture apps build FROM a tiny local busybox image.
 if ! docker image inspect berth-test/busybox:latest >/dev/null 2>&1; then
   echo "-----> Making the local base image berth-test/busybox:latest"

@@ -33,6 +33,8 @@ struct AppView {
     release: Option<i64>,
     url: Option<String>,
     deploy_branch: String,
+    /// Where it runs: docker, systemd, swarm or kubernetes.
+    target: String,
     created_at: String,
     updated_at: String,
 }
@@ -76,6 +78,10 @@ fn view(
         running,
         release: running_release.map(|r| r.number),
         url,
+        target: app
+            .target
+            .clone()
+            .unwrap_or_else(|| berth.config.default_target.clone()),
         deploy_branch: app
             .deploy_branch
             .clone()

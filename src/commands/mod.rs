@@ -12,6 +12,7 @@ mod config;
 mod keys;
 mod ps;
 mod releases;
+mod targets;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -217,6 +218,34 @@ pub const SPECS: &[Spec] = &[
         positional: (1, Some(1)),
     },
     Spec {
+        name: "apps:set",
+        usage: "apps:set APP target=docker|systemd|swarm|kubernetes",
+        summary: "choose where the app runs (refused when this host cannot apply it)",
+        flags: &[],
+        positional: (2, None),
+    },
+    Spec {
+        name: "resources:set",
+        usage: "resources:set APP PROCESS [--cpu N] [--memory SIZE]",
+        summary: "CPU and memory limits of a process type, for every target",
+        flags: &[("--cpu", true), ("--memory", true)],
+        positional: (2, Some(2)),
+    },
+    Spec {
+        name: "deploy:render",
+        usage: "deploy:render APP [--target T] [--release vN] [--json]",
+        summary: "print the units a target would apply for a release (dry run)",
+        flags: &[("--target", true), ("--release", true), JSON],
+        positional: (1, Some(1)),
+    },
+    Spec {
+        name: "deploy:plan",
+        usage: "deploy:plan APP [--json]",
+        summary: "replicas x CPU and memory per process type",
+        flags: &[JSON],
+        positional: (1, Some(1)),
+    },
+    Spec {
         name: "run",
         usage: "run APP COMMAND [ARGS...]",
         summary: "a one-off container of the app's image and config, attached; its exit code is yours",
@@ -396,6 +425,10 @@ pub async fn run(berth: &Berth, who: &Identity, raw: &[String], stdin: &[u8]) ->
         "logs" => releases::logs(berth, who, &args).await,
         "events" => releases::events(berth, who, &args).await,
         "keys:add" => keys::add(berth, who, &args, stdin).await,
+        "apps:set" => targets::set(berth, who, &args).await,
+        "resources:set" => targets::resources(berth, who, &args).await,
+        "deploy:render" => targets::render_units(berth, who, &args).await,
+        "deploy:plan" => targets::plan(berth, who, &args).await,
         "run" => Err(
             "run attaches to your terminal: use `ssh -t berth@HOST run APP COMMAND`".to_string(),
         ),

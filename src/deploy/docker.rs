@@ -439,6 +439,18 @@ fn container_body(
             }),
             // An init process forwards SIGTERM, so apps that ignore it as PID 1 still stop promptly.
             init: Some(true),
+            nano_cpus: spec
+                .resources
+                .cpu
+                .as_deref()
+                .and_then(|c| c.parse::<f64>().ok())
+                .map(|c| (c * 1e9) as i64),
+            memory: spec
+                .resources
+                .memory
+                .as_deref()
+                .and_then(super::render::memory_bytes)
+                .and_then(|m| i64::try_from(m).ok()),
             ..Default::default()
         }),
         ..Default::default()

@@ -6,6 +6,7 @@
 //! **Architecture Invariant:** the running release is replaced only after the new one answers.
 
 pub mod docker;
+pub mod render;
 
 use std::net::IpAddr;
 use std::time::Duration;
@@ -22,6 +23,8 @@ pub struct DeploySpec {
     pub env: Vec<(String, String)>,
     /// How many web instances to run.
     pub web: u32,
+    /// CPU and memory limits of each web instance (`resources:set`).
+    pub resources: render::Resources,
     pub publish_address: IpAddr,
     pub ready_timeout: Duration,
 }

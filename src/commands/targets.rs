@@ -1,0 +1,168 @@
+//! `apps:set`, `resources:set`, `deploy:render` and `deploy:plan`: where and with what an app
+//! runs, and the dry run of it.
+
+use super::{Access, Args, app_for, current_release, internal, to_json};
+use crate::deploy::render::{self, Resources, Target};
+use crate::release;
+use crate::server::{Berth, Identity};
+
+pub async fn set(berth: &Berth, who: &Identity, args: &Args) -> Result<String, String> {
+    let app = app_for(berth, who, &args.positional[0], Access::Operate).await?;
+    let _guard = berth.lock_app(&app.name).await;
+    let mut done = Vec::new();
+    for pair in &args.positional[1..] {
+        let (key, value) = pair.split_once('=').ok_or_else(|| {
+            format!("{pair:?} is not key=value; usage: apps:set APP target=docker")
+        })?;
+        match key {
+            "target" => {
+                let target = Target::parse(value)?;
+                release::applicable(target).map_err(|reason| {
+                    format!("target {target} cannot be used here: {reason}; nothing changed")
+                })?;
+                berth
+                    .store
+                    .set_target(app.id, target.name())
+                    .await
+                    .map_err(internal)?;
+                done.push(format!("target={target}"));
+            }
+            other => return Err(format!("unknown setting {other:?}: apps:set knows target")),
+        }
+    }
+    let _ = berth
+        .store
+        .record_event(
+            Some(app.id),
+            "apps:set",
+            &who.key_name,
+            "ok",
+            &done.join(" "),
+        )
+        .await;
+    Ok(format!("-----> {}: {}\n", app.name, done.join(" ")))
+}
+
+pub async fn resources(berth: &Berth, who: &Identity, args: &Args) -> Result<String, String> {
+    let app = app_for(berth, who, &args.positional[0], Access::Operate).await?;
+    let process = &args.positional[1];
+    if !release::formation(&app).contains_key(process) {
+        return Err(format!(
+            "unknown process type {process:?}: {} runs {}",
+            app.name,
+            release::formation(&app)
+                .keys()
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+    let wanted = Resources {
+        cpu: args.value("--cpu").map(String::from),
+        memory: args.value("--memory").map(String::from),
+    };
+    if wanted.cpu.is_none() && wanted.memory.is_none() {
+        return Err("usage: resources:set APP PROCESS [--cpu N] [--memory SIZE]".to_string());
+    }
+    wanted.validate()?;
+    let _guard = berth.lock_app(&app.name).await;
+    let mut all = release::resources(&app);
+    let entry = all.entry(process.clone()).or_default();
+    if wanted.cpu.is_some() {
+        entry.cpu = wanted.cpu.clone();
+    }
+    if wanted.memory.is_some() {
+        entry.memory = wanted.memory.clone();
+    }
+    let entry = entry.clone();
+    let json = serde_json::to_string(&all).map_err(internal)?;
+    berth
+        .store
+        .set_resources(app.id, &json)
+        .await
+        .map_err(internal)?;
+    let _ = berth
+        .store
+        .record_event(
+            Some(app.id),
+            "resources",
+            &who.key_name,
+            "ok",
+            &format!("{process}: {json}"),
+        )
+        .await;
+    Ok(format!(
+        "-----> {} {process}: cpu={} memory={} (applies at the next release or restart)\n",
+        app.name,
+        entry.cpu.as_deref().unwrap_or("-"),
+        entry.memory.as_deref().unwrap_or("-")
+    ))
+}
+
+pub async fn render_units(berth: &Berth, who: &Identity, args: &Args) -> Result<String, String> {
+    let app = app_for(berth, who, &args.positional[0], Access::Operate).await?;
+    let target = match args.value("--target") {
+        Some(name) => Target::parse(name)?,
+        None => release::target(berth, &app)?,
+    };
+    let release = match args.value("--release") {
+        Some(wanted) => {
+            let number: i64 = wanted
+                .trim_start_matches('v')
+                .parse()
+                .map_err(|_| format!("{wanted:?} is not a release like v3"))?;
+            berth
+                .store
+                .release(app.id, number)
+                .await
+                .map_err(internal)?
+                .ok_or_else(|| format!("{} has no release v{number}", app.name))?
+        }
+        None => current_release(berth, &app, "has no release yet: push one first").await?,
+    };
+    let context = release::render_context(berth, &app, &release).await?;
+    let overrides = release::template_overrides(berth, &app, &release, target).await?;
+    let units = render::render(target, &context, &overrides)?;
+    if args.json() {
+        return to_json(&units);
+    }
+    Ok(units
+        .iter()
+        .map(|u| {
+            format!(
+                "# ---- {} ({target}, v{})\n{}\n",
+                u.name,
+                release.number,
+                u.text.trim_end()
+            )
+        })
+        .collect())
+}
+
+pub async fn plan(berth: &Berth, who: &Identity, args: &Args) -> Result<String, String> {
+    let app = app_for(berth, who, &args.positional[0], Access::Operate).await?;
+    let release = current_release(berth, &app, "has no release yet: push one first").await?;
+    let context = release::render_context(berth, &app, &release).await?;
+    let lines = render::plan(&context);
+    if args.json() {
+        return to_json(&lines);
+    }
+    let mut text = format!(
+        "{:<10} {:>8} {:>10} {:>12} {:>10} {:>12}\n",
+        "PROCESS", "REPLICAS", "CPU EACH", "MEMORY EACH", "CPU TOTAL", "MEMORY TOTAL"
+    );
+    let mib = |bytes: Option<u64>| bytes.map_or("-".to_string(), |b| format!("{}Mi", b >> 20));
+    let cpu = |c: Option<f64>| c.map_or("-".to_string(), |c| format!("{c}"));
+    for line in lines {
+        text += &format!(
+            "{:<10} {:>8} {:>10} {:>12} {:>10} {:>12}\n",
+            line.process,
+            line.replicas,
+            cpu(line.cpu_each),
+            mib(line.memory_each_bytes),
+            cpu(line.cpu_total),
+            mib(line.memory_total_bytes)
+        );
+    }
+    Ok(text)
+}

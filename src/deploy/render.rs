@@ -1,0 +1,530 @@
+//! Rendering a release into the units of a target, from tera templates. Pure: context and
+//! templates in, text out; nothing here touches the host.
+//!
+//! Templates: `templates/<target>/` (built in), overridden by `<template_dir>/<target>/` from
+//! the server config, overridden by `.berth/templates/<target>/` committed in the app's repo:
+//! the nearest wins, file by file. `templates/README.md` lists every variable.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::Serialize;
+
+/// Where a release runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    Docker,
+    Systemd,
+    Swarm,
+    Kubernetes,
+}
+
+impl Target {
+    pub const ALL: [Target; 4] = [
+        Target::Docker,
+        Target::Systemd,
+        Target::Swarm,
+        Target::Kubernetes,
+    ];
+
+    pub fn parse(name: &str) -> Result<Target, String> {
+        Target::ALL
+            .into_iter()
+            .find(|t| t.name() == name)
+            .ok_or_else(|| {
+                format!("unknown target {name:?}: use docker, systemd, swarm or kubernetes")
+            })
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Target::Docker => "docker",
+            Target::Systemd => "systemd",
+            Target::Swarm => "swarm",
+            Target::Kubernetes => "kubernetes",
+        }
+    }
+
+    /// The built-in templates of the target: (file name, text).
+    fn builtin(self) -> &'static [(&'static str, &'static str)] {
+        match self {
+            Target::Docker => &[],
+            Target::Systemd => &[(
+                "process.service.tera",
+                include_str!("../../templates/systemd/process.service.tera"),
+            )],
+            Target::Swarm => &[(
+                "stack.yml.tera",
+                include_str!("../../templates/swarm/stack.yml.tera"),
+            )],
+            Target::Kubernetes => &[
+                (
+                    "namespace.yaml.tera",
+                    include_str!("../../templates/kubernetes/namespace.yaml.tera"),
+                ),
+                (
+                    "deployment.yaml.tera",
+                    include_str!("../../templates/kubernetes/deployment.yaml.tera"),
+                ),
+                (
+                    "service.yaml.tera",
+                    include_str!("../../templates/kubernetes/service.yaml.tera"),
+                ),
+                (
+                    "ingress.yaml.tera",
+                    include_str!("../../templates/kubernetes/ingress.yaml.tera"),
+                ),
+            ],
+        }
+    }
+}
+
+impl fmt::Display for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// CPU and memory of one process type (`resources:set`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, serde::Deserialize)]
+pub struct Resources {
+    /// CPUs, as a decimal (`0.5`).
+    pub cpu: Option<String>,
+    /// Memory in Docker's notation (`256m`, `1g`).
+    pub memory: Option<String>,
+}
+
+impl Resources {
+    /// Checks `--cpu` and `--memory` values.
+    pub fn validate(&self) -> Result<(), String> {
+        if let Some(cpu) = &self.cpu {
+            let ok = cpu.parse::<f64>().is_ok_and(|c| c > 0.0 && c <= 256.0)
+                && !cpu.contains(['e', 'E']);
+            if !ok {
+                return Err(format!(
+                    "--cpu {cpu:?} must be a number of CPUs like 0.5 or 2"
+                ));
+            }
+        }
+        if let Some(memory) = &self.memory {
+            if memory_bytes(memory).is_none() {
+                return Err(format!(
+                    "--memory {memory:?} must be a size like 256m or 1g (at least 6m)"
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `256m` → bytes; units b, k, m, g (Docker's notation).
+pub fn memory_bytes(text: &str) -> Option<u64> {
+    let text = text.trim().to_ascii_lowercase();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number.parse().ok()?;
+    let factor = match unit {
+        "" | "b" => 1,
+        "k" => 1 << 10,
+        "m" => 1 << 20,
+        "g" => 1 << 30,
+        _ => return None,
+    };
+    number.checked_mul(factor).filter(|b| *b >= 6 << 20)
+}
+
+/// `256m` → `256Mi` (Kubernetes quantities).
+fn memory_k8s(text: &str) -> String {
+    let text = text.trim().to_ascii_lowercase();
+    match text.chars().last() {
+        Some('k') => format!("{}Ki", &text[..text.len() - 1]),
+        Some('m') => format!("{}Mi", &text[..text.len() - 1]),
+        Some('g') => format!("{}Gi", &text[..text.len() - 1]),
+        Some('b') => text[..text.len() - 1].to_string(),
+        _ => text,
+    }
+}
+
+/// One process type of a release.
+#[derive(Debug, Clone, Serialize)]
+pub struct Process {
+    pub name: String,
+    /// The command; empty means the image's own CMD.
+    pub command: Vec<String>,
+    pub replicas: u32,
+    /// The port it listens on (`PORT`); only the web process has one.
+    pub port: Option<u16>,
+    pub cpu: Option<String>,
+    pub memory: Option<String>,
+    pub memory_k8s: Option<String>,
+}
+
+impl Process {
+    pub fn new(
+        name: &str,
+        command: Vec<String>,
+        replicas: u32,
+        port: Option<u16>,
+        resources: &Resources,
+    ) -> Process {
+        Process {
+            name: name.to_string(),
+            command,
+            replicas,
+            port,
+            cpu: resources.cpu.clone(),
+            memory: resources.memory.clone(),
+            memory_k8s: resources.memory.as_deref().map(memory_k8s),
+        }
+    }
+}
+
+/// Everything a template may use (see templates/README.md).
+#[derive(Debug, Clone, Serialize)]
+pub struct Context {
+    pub app: String,
+    pub release: i64,
+    pub image: String,
+    /// Whether images come from a registry (then units pull them).
+    pub registry: bool,
+    pub env: BTreeMap<String, String>,
+    pub labels: BTreeMap<String, String>,
+    pub processes: Vec<Process>,
+    pub domains: Vec<String>,
+    pub volumes: Vec<String>,
+    pub publish_address: String,
+    /// The app's stable public port.
+    pub app_port: u16,
+}
+
+/// One rendered file: its name and text.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Unit {
+    pub name: String,
+    pub text: String,
+}
+
+/// Template texts that replace built-in ones, by file name (nearest source first).
+#[derive(Debug, Default)]
+pub struct Overrides {
+    pub sources: Vec<(String, BTreeMap<String, String>)>,
+}
+
+impl Overrides {
+    fn find(&self, file: &str) -> Option<(&str, &str)> {
+        self.sources.iter().find_map(|(origin, files)| {
+            files.get(file).map(|text| (origin.as_str(), text.as_str()))
+        })
+    }
+}
+
+/// Renders the release's units for `target`. A template that fails names itself and the line.
+pub fn render(
+    target: Target,
+    context: &Context,
+    overrides: &Overrides,
+) -> Result<Vec<Unit>, String> {
+    let mut tera = tera::Tera::default();
+    for (file, builtin) in target.builtin() {
+        let (origin, text) = overrides.find(file).unwrap_or(("built-in", builtin));
+        let name = format!("{origin}:{}/{file}", target.name());
+        tera.add_raw_template(&name, text)
+            .map_err(|e| template_error(&name, &e))?;
+    }
+    let name_of = |file: &str| {
+        let origin = overrides
+            .find(file)
+            .map_or("built-in", |(origin, _)| origin);
+        format!("{origin}:{}/{file}", target.name())
+    };
+    let base = tera::Context::from_serialize(context).map_err(|e| e.to_string())?;
+    let render_one = |file: &str, extra: &[(&str, tera::Value)]| -> Result<String, String> {
+        let name = name_of(file);
+        let mut ctx = base.clone();
+        for (key, value) in extra {
+            ctx.insert(*key, value);
+        }
+        tera.render(&name, &ctx)
+            .map_err(|e| template_error(&name, &e))
+    };
+    let json = |process: &Process| tera::to_value(process).unwrap_or(tera::Value::Null);
+    let mut units = Vec::new();
+    match target {
+        Target::Docker => {
+            for process in &context.processes {
+                let mut text = String::from(
+                    "# docker target: containers made through the engine API, no unit files\n",
+                );
+                for index in 1..=process.replicas {
+                    text += &format!(
+                        "berth-{}-v{}-{}-{index}  image={}  port={}  cpu={}  memory={}\n",
+                        context.app,
+                        context.release,
+                        process.name,
+                        context.image,
+                        process.port.map_or("-".to_string(), |p| p.to_string()),
+                        process.cpu.as_deref().unwrap_or("-"),
+                        process.memory.as_deref().unwrap_or("-")
+                    );
+                }
+                units.push(Unit {
+                    name: format!("{}.txt", process.name),
+                    text,
+                });
+            }
+        }
+        Target::Systemd => {
+            for process in &context.processes {
+                for instance in 1..=process.replicas {
+                    let unit = format!("berth-{}-{}-{instance}.service", context.app, process.name);
+                    let text = render_one(
+                        "process.service.tera",
+                        &[
+                            ("process", json(process)),
+                            ("instance", tera::Value::from(instance)),
+                            ("unit", tera::Value::from(unit.clone())),
+                            (
+                                "container",
+                                tera::Value::from(format!(
+                                    "berth-{}-{}-{instance}",
+                                    context.app, process.name
+                                )),
+                            ),
+                            (
+                                "env_file",
+                                tera::Value::from(format!("/etc/berth/env/{}.env", context.app)),
+                            ),
+                            (
+                                "host_port_base",
+                                tera::Value::from(u32::from(context.app_port).saturating_sub(1)),
+                            ),
+                        ],
+                    )?;
+                    units.push(Unit { name: unit, text });
+                }
+            }
+        }
+        Target::Swarm => units.push(Unit {
+            name: "stack.yml".into(),
+            text: render_one("stack.yml.tera", &[])?,
+        }),
+        Target::Kubernetes => {
+            units.push(Unit {
+                name: "namespace.yaml".into(),
+                text: render_one("namespace.yaml.tera", &[])?,
+            });
+            for process in &context.processes {
+                let extra = [("process", json(process))];
+                units.push(Unit {
+                    name: format!("deployment-{}.yaml", process.name),
+                    text: render_one("deployment.yaml.tera", &extra)?,
+                });
+                if process.port.is_some() {
+                    units.push(Unit {
+                        name: format!("service-{}.yaml", process.name),
+                        text: render_one("service.yaml.tera", &extra)?,
+                    });
+                }
+            }
+            if !context.domains.is_empty() && context.processes.iter().any(|p| p.name == "web") {
+                units.push(Unit {
+                    name: "ingress.yaml".into(),
+                    text: render_one("ingress.yaml.tera", &[])?,
+                });
+            }
+        }
+    }
+    Ok(units)
+}
+
+/// "template built-in:systemd/process.service.tera failed: … (line N)": tera's own chain.
+fn template_error(name: &str, error: &tera::Error) -> String {
+    let mut text = format!("template {name} failed: {error}");
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        text += &format!(": {cause}");
+        source = cause.source();
+    }
+    text.replace('\n', " ")
+}
+
+/// Totals per process type: replicas × (cpu, memory).
+#[derive(Debug, Clone, Serialize)]
+pub struct PlanLine {
+    pub process: String,
+    pub replicas: u32,
+    pub cpu_each: Option<f64>,
+    pub memory_each_bytes: Option<u64>,
+    pub cpu_total: Option<f64>,
+    pub memory_total_bytes: Option<u64>,
+}
+
+pub fn plan(context: &Context) -> Vec<PlanLine> {
+    context
+        .processes
+        .iter()
+        .map(|p| {
+            let cpu = p.cpu.as_deref().and_then(|c| c.parse::<f64>().ok());
+            let memory = p.memory.as_deref().and_then(memory_bytes);
+            PlanLine {
+                process: p.name.clone(),
+                replicas: p.replicas,
+                cpu_each: cpu,
+                memory_each_bytes: memory,
+                cpu_total: cpu.map(|c| c * f64::from(p.replicas)),
+                memory_total_bytes: memory.map(|m| m * u64::from(p.replicas)),
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub fn sample() -> Context {
+        let resources = Resources {
+            cpu: Some("0.5".into()),
+            memory: Some("256m".into()),
+        };
+        Context {
+            app: "shop".into(),
+            release: 7,
+            image: "127.0.0.1:5055/shop:v7".into(),
+            registry: true,
+            env: BTreeMap::from([("GREETING".into(), "say \"hi\"".into())]),
+            labels: BTreeMap::new(),
+            processes: vec![
+                Process::new("web", vec![], 2, Some(5000), &resources),
+                Process::new(
+                    "worker",
+                    vec!["sh".into(), "-c".into(), "work".into()],
+                    1,
+                    None,
+                    &Resources::default(),
+                ),
+            ],
+            domains: vec!["shop.example.org".into()],
+            volumes: vec![],
+            publish_address: "0.0.0.0".into(),
+            app_port: 40001,
+        }
+    }
+
+    #[test]
+    fn renders_every_target() {
+        let context = sample();
+        let systemd = render(Target::Systemd, &context, &Overrides::default()).unwrap();
+        let names: Vec<&str> = systemd.iter().map(|u| u.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "berth-shop-web-1.service",
+                "berth-shop-web-2.service",
+                "berth-shop-worker-1.service"
+            ]
+        );
+        assert!(
+            systemd[1].text.contains("--publish 0.0.0.0:40002:5000"),
+            "{}",
+            systemd[1].text
+        );
+        assert!(systemd[0].text.contains("--cpus 0.5 --memory 256m"));
+        assert!(
+            !systemd[0].text.contains("GREETING"),
+            "config must stay out of unit files"
+        );
+        let swarm = render(Target::Swarm, &context, &Overrides::default()).unwrap();
+        assert!(
+            swarm[0].text.contains("failure_action: rollback")
+                && swarm[0].text.contains("published: 40001")
+        );
+        let kube = render(Target::Kubernetes, &context, &Overrides::default()).unwrap();
+        let names: Vec<&str> = kube.iter().map(|u| u.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "namespace.yaml",
+                "deployment-web.yaml",
+                "service-web.yaml",
+                "deployment-worker.yaml",
+                "ingress.yaml"
+            ]
+        );
+        assert!(kube[1].text.contains("memory: \"256Mi\""));
+    }
+
+    #[test]
+    fn overrides_win_and_errors_name_the_template() {
+        let mut overrides = Overrides::default();
+        overrides.sources.push((
+            "app repo".into(),
+            BTreeMap::from([("stack.yml.tera".into(), "custom {{ app }}".into())]),
+        ));
+        let swarm = render(Target::Swarm, &sample(), &overrides).unwrap();
+        assert_eq!(swarm[0].text, "custom shop");
+        overrides.sources[0]
+            .1
+            .insert("stack.yml.tera".into(), "line one\n{{ app | nope }}".into());
+        let error = render(Target::Swarm, &sample(), &overrides).unwrap_err();
+        assert!(
+            error.contains("app repo:swarm/stack.yml.tera") && error.contains("nope"),
+            "{error}"
+        );
+        overrides.sources[0]
+            .1
+            .insert("stack.yml.tera".into(), "line one\n{% if %}".into());
+        let error = render(Target::Swarm, &sample(), &overrides).unwrap_err();
+        assert!(
+            error.contains("app repo:swarm/stack.yml.tera") && error.contains("2:"),
+            "the line is named: {error}"
+        );
+    }
+
+    #[test]
+    fn resources_are_checked() {
+        assert!(
+            Resources {
+                cpu: Some("0.5".into()),
+                memory: Some("256m".into())
+            }
+            .validate()
+            .is_ok()
+        );
+        assert!(
+            Resources {
+                cpu: Some("-1".into()),
+                memory: None
+            }
+            .validate()
+            .is_err()
+        );
+        assert!(
+            Resources {
+                cpu: Some("1e3".into()),
+                memory: None
+            }
+            .validate()
+            .is_err()
+        );
+        assert!(
+            Resources {
+                cpu: None,
+                memory: Some("12x".into())
+            }
+            .validate()
+            .is_err()
+        );
+        assert!(
+            Resources {
+                cpu: None,
+                memory: Some("1k".into())
+            }
+            .validate()
+            .is_err()
+        );
+        assert_eq!(memory_bytes("1g"), Some(1 << 30));
+    }
+}

@@ -1,0 +1,272 @@
+//! Targets, resources and the dry run: rendered units checked by the real tools
+//! (`systemd-analyze verify`, the Kubernetes schemas, `docker stack config`).
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use common::*;
+use serde_json::Value;
+
+fn ok(output: &std::process::Output) -> String {
+    assert!(output.status.success(), "command failed:\n{}", text(output));
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// `deploy:render --json` written out as files in `dir`; returns their paths.
+fn render_to(server: &TestServer, app: &str, target: &str, dir: &Path) -> Vec<std::path::PathBuf> {
+    let rendered: Value = serde_json::from_str(&ok(&server.ssh(&[
+        "deploy:render",
+        app,
+        "--target",
+        target,
+        "--json",
+    ])))
+    .expect("json");
+    rendered
+        .as_array()
+        .expect("units")
+        .iter()
+        .map(|unit| {
+            let path = dir.join(unit["name"].as_str().expect("name"));
+            std::fs::write(&path, unit["text"].as_str().expect("text")).expect("write unit");
+            path
+        })
+        .collect()
+}
+
+#[test]
+fn rendered_units_pass_the_real_validators_and_resources_reach_every_target() {
+    let server = TestServer::start();
+    let app = app_name("targets");
+    let repo = web_app("rendered");
+    assert!(server.push(repo.path(), &app, "main").status.success());
+    ok(&server.ssh(&["ps:scale", &app, "web=2"]));
+    ok(&server.ssh(&[
+        "resources:set",
+        &app,
+        "web",
+        "--cpu",
+        "0.5",
+        "--memory",
+        "64m",
+    ]));
+    ok(&server.ssh(&["config:set", &app, "GREETING=hi"]));
+
+    // docker: the limits reach the containers of the new release (v2, from config:set).
+    wait_for("the v1 containers to retire", || {
+        running_containers(&app)
+            .iter()
+            .all(|n| n.contains("-v2-"))
+            .then_some(())
+    });
+    let containers = running_containers(&app);
+    assert_eq!(containers.len(), 2);
+    for name in containers {
+        let inspect = Command::new("docker")
+            .args([
+                "inspect",
+                "-f",
+                "{{.HostConfig.NanoCpus}} {{.HostConfig.Memory}}",
+                &name,
+            ])
+            .output()
+            .expect("inspect");
+        assert_eq!(
+            String::from_utf8_lossy(&inspect.stdout).trim(),
+            "500000000 67108864",
+            "{name}"
+        );
+    }
+
+    let dir = tempfile::tempdir().expect("dir");
+    // systemd: one unit per instance, each verified by systemd itself.
+    let units = render_to(&server, &app, "systemd", dir.path());
+    assert_eq!(units.len(), 2);
+    for unit in &units {
+        let verify = Command::new("systemd-analyze")
+            .args(["verify", "--man=no"])
+            .arg(unit)
+            .output()
+            .expect("systemd-analyze");
+        let complaints = String::from_utf8_lossy(&verify.stderr).to_string();
+        assert!(
+            verify.status.success()
+                && !complaints.contains(&unit.file_name().unwrap().to_string_lossy().to_string()),
+            "{}: {complaints}",
+            unit.display()
+        );
+        let text = std::fs::read_to_string(unit).expect("read");
+        assert!(text.contains("--cpus 0.5 --memory 64m"), "{text}");
+        assert!(
+            !text.contains("GREETING=hi"),
+            "config values must not be in unit files"
+        );
+    }
+
+    // kubernetes: every manifest valid against the official schemas (strict).
+    let manifests = render_to(&server, &app, "kubernetes", dir.path());
+    let names: Vec<String> = manifests
+        .iter()
+        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "namespace.yaml",
+            "deployment-web.yaml",
+            "service-web.yaml",
+            "ingress.yaml"
+        ]
+    );
+    for manifest in &manifests {
+        let check = Command::new("python3")
+            .args(["-m", "kubernetes_validate", "--strict"])
+            .arg(manifest)
+            .output()
+            .expect("kubernetes-validate");
+        assert!(
+            check.status.success(),
+            "{}: {}",
+            manifest.display(),
+            text(&check)
+        );
+    }
+    let deployment = std::fs::read_to_string(dir.path().join("deployment-web.yaml")).expect("read");
+    assert!(
+        deployment.contains("replicas: 2")
+            && deployment.contains("memory: \"64Mi\"")
+            && deployment.contains("cpu: \"0.5\""),
+        "{deployment}"
+    );
+
+    // swarm: the stack file as Docker's own compose loader reads it.
+    let stack = render_to(&server, &app, "swarm", dir.path());
+    let config = Command::new("docker")
+        .args(["stack", "config", "-c"])
+        .arg(&stack[0])
+        .output()
+        .expect("docker stack config");
+    let normalized = ok(&config);
+    for needle in [
+        "replicas: 2",
+        "failure_action: rollback",
+        "mode: host",
+        "cpus: \"0.5\"",
+        "memory: \"67108864\"",
+        "GREETING: hi",
+    ] {
+        assert!(
+            normalized.contains(needle),
+            "missing {needle:?} in:\n{normalized}"
+        );
+    }
+
+    // The plan: replicas x resources.
+    let plan: Value =
+        serde_json::from_str(&ok(&server.ssh(&["deploy:plan", &app, "--json"]))).expect("json");
+    assert_eq!(plan[0]["process"], "web");
+    assert_eq!(plan[0]["cpu_total"], 1.0);
+    assert_eq!(plan[0]["memory_total_bytes"], 2 * 64 * 1024 * 1024);
+}
+
+#[test]
+fn templates_from_the_repo_win_and_bad_ones_name_themselves() {
+    let server = TestServer::start();
+    let app = app_name("tmpl");
+    let repo = web_app("templated");
+    std::fs::create_dir_all(repo.path().join(".berth/templates/swarm")).expect("mkdir");
+    write(
+        repo.path(),
+        ".berth/templates/swarm/stack.yml.tera",
+        "# custom stack for {{ app }} v{{ release }}\n",
+    );
+    commit(repo.path(), "custom template");
+    assert!(server.push(repo.path(), &app, "main").status.success());
+    let rendered = ok(&server.ssh(&["deploy:render", &app, "--target", "swarm"]));
+    assert!(
+        rendered.contains(&format!("# custom stack for {app} v1")),
+        "{rendered}"
+    );
+    // Other targets keep the built-in templates.
+    assert!(
+        ok(&server.ssh(&["deploy:render", &app, "--target", "kubernetes"]))
+            .contains("kind: Deployment")
+    );
+
+    write(
+        repo.path(),
+        ".berth/templates/swarm/stack.yml.tera",
+        "fine\n{% if %}\n",
+    );
+    commit(repo.path(), "broken template");
+    assert!(
+        server.push(repo.path(), &app, "main").status.success(),
+        "the docker target does not use swarm templates"
+    );
+    let broken = server.ssh(&["deploy:render", &app, "--target", "swarm"]);
+    assert_eq!(broken.status.code(), Some(1));
+    let message = text(&broken);
+    assert!(
+        message.contains("app repo:swarm/stack.yml.tera") && message.contains("2:"),
+        "{message}"
+    );
+    // Rendering an earlier release uses that release's templates.
+    assert!(
+        ok(&server.ssh(&[
+            "deploy:render",
+            &app,
+            "--target",
+            "swarm",
+            "--release",
+            "v1"
+        ]))
+        .contains("custom stack")
+    );
+}
+
+#[test]
+fn targets_this_host_cannot_apply_and_bad_resources_are_refused_without_change() {
+    let server = TestServer::start();
+    let app = app_name("refuse");
+    let repo = web_app("still docker");
+    let push = server.push(repo.path(), &app, "main");
+    assert!(push.status.success());
+    let url = live_url(&push);
+    for (target, reason) in [
+        ("systemd", "systemd as PID 1"),
+        ("swarm", "Docker Swarm"),
+        ("kubernetes", "Kubernetes"),
+        ("nomad", "unknown target"),
+    ] {
+        let refused = server.ssh(&["apps:set", &app, &format!("target={target}")]);
+        assert_eq!(refused.status.code(), Some(1), "{target}");
+        assert!(
+            text(&refused).contains(reason),
+            "{target}: {}",
+            text(&refused)
+        );
+    }
+    let info: Value =
+        serde_json::from_str(&ok(&server.ssh(&["apps:info", &app, "--json"]))).expect("json");
+    assert_eq!(info["target"], "docker");
+    for args in [["--cpu", "lots"], ["--memory", "12x"], ["--cpu", "-1"]] {
+        let refused = server.ssh(&["resources:set", &app, "web", args[0], args[1]]);
+        assert_eq!(refused.status.code(), Some(1), "{args:?}");
+    }
+    let unknown = server.ssh(&["resources:set", &app, "worker", "--cpu", "1"]);
+    assert!(
+        text(&unknown).contains("unknown process type"),
+        "{}",
+        text(&unknown)
+    );
+    assert_eq!(http_get(&url).as_deref(), Some("still docker\n"));
+    assert_eq!(
+        ok(&server.ssh(&["deploy:plan", &app]))
+            .lines()
+            .nth(1)
+            .map(|l| l.contains("web") && l.contains('-')),
+        Some(true)
+    );
+}
