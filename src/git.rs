@@ -186,13 +186,13 @@ pub fn read_dir_files(
     };
     let mut files = Vec::new();
     for item in subtree.iter() {
-        if item.kind() == Some(ObjectType::Blob) {
-            if let Some(name) = item.name() {
-                files.push((
-                    name.to_string(),
-                    repository.find_blob(item.id())?.content().to_vec(),
-                ));
-            }
+        if item.kind() == Some(ObjectType::Blob)
+            && let Some(name) = item.name()
+        {
+            files.push((
+                name.to_string(),
+                repository.find_blob(item.id())?.content().to_vec(),
+            ));
         }
     }
     Ok(files)

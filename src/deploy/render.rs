@@ -106,12 +106,12 @@ impl Resources {
                 ));
             }
         }
-        if let Some(memory) = &self.memory {
-            if memory_bytes(memory).is_none() {
-                return Err(format!(
-                    "--memory {memory:?} must be a size like 256m or 1g (at least 6m)"
-                ));
-            }
+        if let Some(memory) = &self.memory
+            && memory_bytes(memory).is_none()
+        {
+            return Err(format!(
+                "--memory {memory:?} must be a size like 256m or 1g (at least 6m)"
+            ));
         }
         Ok(())
     }
