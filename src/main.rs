@@ -34,6 +34,12 @@ enum Top {
     /// Internal: run by git inside a push.
     #[command(hide = true)]
     Hook { name: String },
+    /// Internal: time rendering every target in-process (bench/render.sh).
+    #[command(hide = true)]
+    BenchRender {
+        #[arg(long, default_value_t = 200)]
+        iterations: usize,
+    },
     /// An operator command, as over SSH: `berth apps:list --config FILE`.
     #[command(external_subcommand)]
     Other(Vec<String>),
@@ -61,6 +67,10 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
         return ExitCode::from(u8::try_from(berth::push::run_pre_receive_hook()).unwrap_or(1));
+    }
+    if let Top::BenchRender { iterations } = &cli.command {
+        berth::deploy::render::bench(*iterations);
+        return ExitCode::SUCCESS;
     }
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -125,7 +135,7 @@ async fn run(command: Top) -> Result<u8, String> {
             println!("{outcome}");
             Ok(0)
         }
-        Top::Hook { .. } => Ok(1),
+        Top::Hook { .. } | Top::BenchRender { .. } => Ok(1),
         Top::Other(mut args) => {
             let mut config = None;
             if let Some(index) = args.iter().position(|a| a == "--config") {

@@ -380,6 +380,69 @@ pub fn plan(context: &Context) -> Vec<PlanLine> {
         .collect()
 }
 
+/// Prints the median time to render each target for an app with three process types
+/// (`berth bench-render`, used by bench/render.sh).
+pub fn bench(iterations: usize) {
+    let resources = Resources {
+        cpu: Some("0.5".into()),
+        memory: Some("256m".into()),
+    };
+    let context = Context {
+        app: "bench".into(),
+        release: 42,
+        image: "127.0.0.1:5055/bench:v42".into(),
+        registry: true,
+        env: (0..20)
+            .map(|i| (format!("KEY_{i}"), format!("value {i}")))
+            .collect(),
+        labels: BTreeMap::from([("team".into(), "web".into())]),
+        processes: vec![
+            Process::new("web", vec![], 3, Some(5000), &resources),
+            Process::new(
+                "worker",
+                vec!["./worker".into(), "--queue".into(), "default".into()],
+                2,
+                None,
+                &resources,
+            ),
+            Process::new(
+                "clock",
+                vec!["./clock".into()],
+                1,
+                None,
+                &Resources::default(),
+            ),
+        ],
+        domains: vec!["bench.example.org".into()],
+        volumes: vec![],
+        publish_address: "0.0.0.0".into(),
+        app_port: 40000,
+    };
+    println!(
+        "render: median of {iterations} renders, an app with 3 process types (web x3, worker x2, clock x1)"
+    );
+    for target in Target::ALL {
+        let mut times: Vec<f64> = (0..iterations)
+            .map(|_| {
+                let start = std::time::Instant::now();
+                let units = render(target, &context, &Overrides::default());
+                let elapsed = start.elapsed().as_secs_f64() * 1000.0;
+                assert!(
+                    units.is_ok_and(|u| !u.is_empty()),
+                    "{target} rendered nothing"
+                );
+                elapsed
+            })
+            .collect();
+        times.sort_by(f64::total_cmp);
+        println!(
+            "  {:<11} {:>8.3} ms   (target < 5 ms)",
+            target.name(),
+            times[times.len() / 2]
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
