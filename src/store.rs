@@ -428,6 +428,15 @@ impl Store {
         Ok(())
     }
 
+    pub async fn set_deploy_branch(&self, app_id: i64, branch: &str) -> StoreResult<()> {
+        sqlx::query("UPDATE apps SET deploy_branch = ? WHERE id = ?")
+            .bind(branch)
+            .bind(app_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     pub async fn set_target(&self, app_id: i64, target: &str) -> StoreResult<()> {
         sqlx::query("UPDATE apps SET target = ? WHERE id = ?")
             .bind(target)

@@ -270,3 +270,33 @@ fn targets_this_host_cannot_apply_and_bad_resources_are_refused_without_change()
         Some(true)
     );
 }
+
+#[test]
+fn the_deploy_branch_is_set_per_app() {
+    let server = TestServer::start();
+    let app = app_name("branch");
+    let repo = web_app("from main");
+    assert!(server.push(repo.path(), &app, "main").status.success());
+    ok(&server.ssh(&["apps:set", &app, "deploy_branch=production"]));
+    let info: Value =
+        serde_json::from_str(&ok(&server.ssh(&["apps:info", &app, "--json"]))).expect("json");
+    assert_eq!(info["deploy_branch"], "production");
+    let url = info["url"].as_str().expect("url").to_string();
+    // main no longer deploys; production does.
+    write_web_app(repo.path(), "from production");
+    commit(repo.path(), "release");
+    let main = server.push(repo.path(), &app, "main");
+    assert!(
+        text(&main).contains("Stored branch main (only production deploys)"),
+        "{}",
+        text(&main)
+    );
+    assert_eq!(http_get(&url).as_deref(), Some("from main\n"));
+    let production = server.push(repo.path(), &app, "main:production");
+    assert!(production.status.success(), "{}", text(&production));
+    assert_eq!(http_get(&url).as_deref(), Some("from production\n"));
+    for bad in ["../x", "-x", "a..b", "a b"] {
+        let refused = server.ssh(&["apps:set", &app, &format!("deploy_branch={bad}")]);
+        assert_eq!(refused.status.code(), Some(1), "{bad}");
+    }
+}

@@ -219,8 +219,8 @@ pub const SPECS: &[Spec] = &[
     },
     Spec {
         name: "apps:set",
-        usage: "apps:set APP target=docker|systemd|swarm|kubernetes",
-        summary: "choose where the app runs (refused when this host cannot apply it)",
+        usage: "apps:set APP target=docker|systemd|swarm|kubernetes | deploy_branch=NAME",
+        summary: "where the app runs (refused when this host cannot apply it), or which branch deploys",
         flags: &[],
         positional: (2, None),
     },

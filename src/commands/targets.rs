@@ -27,7 +27,32 @@ pub async fn set(berth: &Berth, who: &Identity, args: &Args) -> Result<String, S
                     .map_err(internal)?;
                 done.push(format!("target={target}"));
             }
-            other => return Err(format!("unknown setting {other:?}: apps:set knows target")),
+            "deploy_branch" => {
+                let valid = !value.is_empty()
+                    && value.len() <= 200
+                    && value
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"._/-".contains(&b))
+                    && !value.starts_with(['-', '/', '.'])
+                    && !value.ends_with(['/', '.'])
+                    && !value.contains("..")
+                    && !value.contains("//")
+                    && !value.ends_with(".lock");
+                if !valid {
+                    return Err(format!("invalid branch name {value:?}"));
+                }
+                berth
+                    .store
+                    .set_deploy_branch(app.id, value)
+                    .await
+                    .map_err(internal)?;
+                done.push(format!("deploy_branch={value}"));
+            }
+            other => {
+                return Err(format!(
+                    "unknown setting {other:?}: apps:set knows target and deploy_branch"
+                ));
+            }
         }
     }
     let _ = berth
