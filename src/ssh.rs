@@ -396,7 +396,7 @@ impl Connection {
                 Request::Git { .. } => {} // served above
                 Request::Command(args) => {
                     if let Some(one_off) = commands::one_off(&berth, &identity, &args, tty).await {
-                        return pump_one_off(one_off, read, &write).await;
+                        return pump_one_off(one_off, tty, read, &write).await;
                     }
                     if let Some(stream) = commands::stream(&berth, &identity, &args).await {
                         return pump_stream(stream, read, &write).await;
@@ -488,6 +488,7 @@ async fn drain(mut read: ReadHalf) {
 /// and stderr back, its exit code as the command's. A client that leaves kills it.
 async fn pump_one_off(
     one_off: Result<crate::deploy::docker::OneOff, String>,
+    tty: bool,
     mut read: ReadHalf,
     write: &WriteHalf,
 ) {
@@ -512,8 +513,10 @@ async fn pump_one_off(
         while let Some(message) = read.wait().await {
             match message {
                 ChannelMsg::Data { data } if open => open = input.write_all(&data).await.is_ok(),
-                ChannelMsg::Eof => {
-                    // Closing the container's stdin ends programs that read to the end.
+                // Closing the container's stdin ends programs that read to the end. Not with a
+                // TTY: there the engine ends the whole stream when stdin closes, dropping output
+                // not yet read, and a terminal's end of input arrives as ^D data anyway.
+                ChannelMsg::Eof if !tty => {
                     let _ = input.shutdown().await;
                     open = false;
                 }
