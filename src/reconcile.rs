@@ -88,30 +88,42 @@ async fn reconcile_app(
     else {
         return Ok(());
     };
-    let spec = match release::spec_for(berth, docker, app, &current).await {
-        Ok(spec) => spec,
-        Err(message) => {
-            // The release's image is gone: nothing can be recreated.
-            if app.state != "lost" {
-                store
-                    .set_app_state(app.id, "lost", ACTOR)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                store
-                    .record_event(Some(app.id), "reconcile", ACTOR, "lost", &message)
-                    .await
-                    .map_err(|e| e.to_string())?;
-            }
-            return Ok(());
-        }
-    };
+    let wanted = release::formation(app).get("web").copied().unwrap_or(1);
     let mine: Vec<&ContainerReport> = containers
         .iter()
         .filter(|c| c.release == current.number && c.process == "web")
         .collect();
+    // The deploy spec (an image inspect) is needed only when something must be brought back:
+    // a pass over healthy apps is one engine call in all.
+    let needs_revival = (1..=wanted).any(|index| {
+        mine.iter()
+            .find(|c| c.index == index)
+            .is_none_or(|c| c.state != "running" && c.state != "restarting")
+    });
+    let spec = if needs_revival {
+        match release::spec_for(berth, docker, app, &current).await {
+            Ok(spec) => Some(spec),
+            Err(message) => {
+                // The release's image is gone: nothing can be recreated.
+                if app.state != "lost" {
+                    store
+                        .set_app_state(app.id, "lost", ACTOR)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    store
+                        .record_event(Some(app.id), "reconcile", ACTOR, "lost", &message)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                }
+                return Ok(());
+            }
+        }
+    } else {
+        None
+    };
     let mut healthy = true;
     let mut revived = false;
-    for index in 1..=spec.web {
+    for index in 1..=wanted {
         let existing = mine.iter().find(|c| c.index == index).copied();
         match existing {
             Some(container) if container.state == "running" => continue,
@@ -140,7 +152,8 @@ async fn reconcile_app(
         let was = existing
             .map(|c| c.state.clone())
             .unwrap_or_else(|| "missing".to_string());
-        match docker::revive(docker, &spec, index, existing).await {
+        let Some(spec) = spec.as_ref() else { continue }; // set whenever a revival is needed
+        match docker::revive(docker, spec, index, existing).await {
             Ok(done) => {
                 revived = true;
                 let detail = format!("{done} web.{index} (was {was})");
@@ -175,7 +188,7 @@ async fn reconcile_app(
     };
     let ports: Vec<u16> = serving
         .iter()
-        .filter(|c| c.process == "web" && c.state == "running" && c.index <= spec.web)
+        .filter(|c| c.process == "web" && c.state == "running" && c.index <= wanted)
         .filter_map(|c| c.host_port)
         .collect();
     let port = release::app_port(berth, app).await?;
