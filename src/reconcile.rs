@@ -3,7 +3,6 @@
 //!
 //! It never races an operation: an app whose deploy lock is held is skipped this round.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -42,7 +41,7 @@ pub async fn reconcile_once(berth: &Berth) {
             .map(|all| (docker, all)),
         Err(message) => Err(message),
     };
-    let (docker, all) = match live {
+    let (docker, mut by_app) = match live {
         Ok(live) => live,
         Err(message) => {
             for app in apps.iter().filter(|a| a.state == "running") {
@@ -55,10 +54,6 @@ pub async fn reconcile_once(berth: &Berth) {
             return;
         }
     };
-    let mut by_app: HashMap<String, Vec<ContainerReport>> = HashMap::new();
-    for (app, container) in all {
-        by_app.entry(app).or_default().push(container);
-    }
     for app in apps {
         if app.stopped || !settled(&app.state) {
             continue;

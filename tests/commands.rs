@@ -367,12 +367,7 @@ fn members_cannot_touch_other_apps_or_manage_keys() {
     let listed = json(&server.ssh_as(&bob_key, &["apps:list", "--json"]));
     assert_eq!(listed, serde_json::json!([]));
     let repo = web_app("bob's content");
-    let push = std::process::Command::new("git")
-        .args(["push", &server.url(&alices), "main"])
-        .current_dir(repo.path())
-        .env("GIT_SSH_COMMAND", server.ssh_command(&bob_key))
-        .output()
-        .expect("push");
+    let push = server.push_as(&bob_key, repo.path(), &alices, "main");
     assert!(
         !push.status.success() && text(&push).contains("not allowed"),
         "{}",

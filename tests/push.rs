@@ -234,12 +234,7 @@ fn unknown_keys_are_refused() {
     );
 
     let repo = web_app("x");
-    let push = std::process::Command::new("git")
-        .args(["push", &server.url("intruder"), "main"])
-        .current_dir(repo.path())
-        .env("GIT_SSH_COMMAND", server.ssh_command(&stranger))
-        .output()
-        .expect("git push");
+    let push = server.push_as(&stranger, repo.path(), "intruder", "main");
     assert!(!push.status.success());
     let apps = server.ssh(&["apps:list", "--json"]);
     assert_eq!(String::from_utf8_lossy(&apps.stdout).trim(), "[]");
@@ -617,15 +612,7 @@ fn members_push_and_see_only_their_own_apps() {
     let member = server.dir.path().join("member");
     keygen(&member);
     server.add_key("bob", "member", &member);
-    let as_member = |app: &str, repo: &std::path::Path| {
-        server.apps.lock().expect("apps").push(app.to_string());
-        std::process::Command::new("git")
-            .args(["push", &server.url(app), "main"])
-            .current_dir(repo)
-            .env("GIT_SSH_COMMAND", server.ssh_command(&member))
-            .output()
-            .expect("git push")
-    };
+    let as_member = |app: &str, repo: &std::path::Path| server.push_as(&member, repo, app, "main");
 
     // Someone else's app: refused before anything happens; it keeps serving.
     let intruder = web_app("bob was here");

@@ -94,15 +94,10 @@ fn view(
 /// What the engine runs, per app, in one call; `None` when it does not answer in time.
 async fn live_containers(berth_limit: Duration) -> Option<HashMap<String, Vec<ContainerReport>>> {
     let docker = engine::connect_within(berth_limit).await.ok()?;
-    let all = tokio::time::timeout(berth_limit, docker::all_instances(&docker))
+    tokio::time::timeout(berth_limit, docker::all_instances(&docker))
         .await
         .ok()?
-        .ok()?;
-    let mut by_app: HashMap<String, Vec<ContainerReport>> = HashMap::new();
-    for (app, container) in all {
-        by_app.entry(app).or_default().push(container);
-    }
-    Some(by_app)
+        .ok()
 }
 
 /// `-l key=value,key2` : every term must hold (`key` alone: the label is set).

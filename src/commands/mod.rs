@@ -359,7 +359,10 @@ pub async fn stream(
     raw: &[String],
 ) -> Option<Result<futures_util::stream::BoxStream<'static, Vec<u8>>, String>> {
     let (name, rest) = raw.split_first()?;
-    let spec = SPECS.iter().find(|s| s.name == name && s.name == "logs")?;
+    if name != "logs" {
+        return None;
+    }
+    let spec = SPECS.iter().find(|s| s.name == "logs")?;
     Some(match parse(spec, rest) {
         Ok(args) => releases::log_stream(berth, who, &args).await,
         Err(message) => Err(message),
@@ -453,11 +456,10 @@ fn help(topic: Option<&str>) -> String {
         .filter(|s| topic.is_none_or(|t| s.name == t || s.name.split(':').next() == Some(t)))
         .collect();
     if chosen.is_empty() {
-        let topics: Vec<&str> = SPECS
+        let mut topics: Vec<&str> = SPECS
             .iter()
             .map(|s| s.name.split(':').next().unwrap_or(s.name))
             .collect();
-        let mut topics = topics;
         topics.dedup();
         return format!(
             "no topic {:?}; topics: {}\n",
@@ -594,6 +596,31 @@ async fn current_release(
         .await
         .map_err(internal)?
         .ok_or_else(|| format!("{} {missing}", app.name))
+}
+
+/// The app's release named `v3` (or `3`).
+async fn numbered_release(
+    berth: &Berth,
+    app: &App,
+    wanted: &str,
+) -> Result<crate::store::Release, String> {
+    let number: i64 = wanted.trim_start_matches('v').parse().map_err(|_| {
+        format!(
+            "{wanted:?} is not a release like v3; see `releases {}`",
+            app.name
+        )
+    })?;
+    berth
+        .store
+        .release(app.id, number)
+        .await
+        .map_err(internal)?
+        .ok_or_else(|| {
+            format!(
+                "{} has no release v{number}; see `releases {}`",
+                app.name, app.name
+            )
+        })
 }
 
 fn admin_only(who: &Identity) -> Result<(), String> {

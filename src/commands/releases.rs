@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use futures_util::stream::{self, BoxStream, StreamExt};
 
-use super::{Access, Args, app_for, current_release, internal, to_json};
+use super::{Access, Args, app_for, current_release, internal, numbered_release, to_json};
 use crate::deploy::docker;
 use crate::engine;
 use crate::output::Output;
@@ -52,26 +52,11 @@ pub async fn rollback(
     let current = current_release(berth, &app, "has no release running to roll back from").await?;
     let target = match args.positional.get(1) {
         Some(wanted) => {
-            let number: i64 = wanted.trim_start_matches('v').parse().map_err(|_| {
-                format!(
-                    "{wanted:?} is not a release like v3; see `releases {}`",
-                    app.name
-                )
-            })?;
-            let target = store
-                .release(app.id, number)
-                .await
-                .map_err(internal)?
-                .ok_or_else(|| {
-                    format!(
-                        "{} has no release v{number}; see `releases {}`",
-                        app.name, app.name
-                    )
-                })?;
+            let target = numbered_release(berth, &app, wanted).await?;
             if target.status == "failed" {
                 return Err(format!(
-                    "v{number} never ran (its deploy failed); pick another from `releases {}`",
-                    app.name
+                    "v{} never ran (its deploy failed); pick another from `releases {}`",
+                    target.number, app.name
                 ));
             }
             target

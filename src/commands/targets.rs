@@ -1,7 +1,7 @@
 //! `apps:set`, `resources:set`, `deploy:render` and `deploy:plan`: where and with what an app
 //! runs, and the dry run of it.
 
-use super::{Access, Args, app_for, current_release, internal, to_json};
+use super::{Access, Args, app_for, current_release, internal, numbered_release, to_json};
 use crate::deploy::render::{self, Resources, Target};
 use crate::release;
 use crate::server::{Berth, Identity};
@@ -131,18 +131,7 @@ pub async fn render_units(berth: &Berth, who: &Identity, args: &Args) -> Result<
         None => release::target(berth, &app)?,
     };
     let release = match args.value("--release") {
-        Some(wanted) => {
-            let number: i64 = wanted
-                .trim_start_matches('v')
-                .parse()
-                .map_err(|_| format!("{wanted:?} is not a release like v3"))?;
-            berth
-                .store
-                .release(app.id, number)
-                .await
-                .map_err(internal)?
-                .ok_or_else(|| format!("{} has no release v{number}", app.name))?
-        }
+        Some(wanted) => numbered_release(berth, &app, wanted).await?,
         None => current_release(berth, &app, "has no release yet: push one first").await?,
     };
     let context = release::render_context(berth, &app, &release).await?;

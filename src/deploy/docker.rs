@@ -216,16 +216,25 @@ async fn list_labeled(
         .map_err(|e| format!("cannot list containers: {}", engine::describe(&e)))
 }
 
-/// Every container berth runs, for every app, in one engine call.
-pub async fn all_instances(docker: &Docker) -> Result<Vec<(String, ContainerReport)>, String> {
-    let containers = list_labeled(docker, vec![LABEL_APP.to_string()]).await?;
-    Ok(containers
-        .into_iter()
-        .filter_map(|summary| {
-            let app = summary.labels.as_ref()?.get(LABEL_APP)?.clone();
-            Some((app, summary_to_report(summary)?))
-        })
-        .collect())
+/// Every container berth runs, by app, in one engine call.
+pub async fn all_instances(
+    docker: &Docker,
+) -> Result<HashMap<String, Vec<ContainerReport>>, String> {
+    let mut by_app: HashMap<String, Vec<ContainerReport>> = HashMap::new();
+    for summary in list_labeled(docker, vec![LABEL_APP.to_string()]).await? {
+        let Some(app) = summary
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(LABEL_APP))
+            .cloned()
+        else {
+            continue;
+        };
+        if let Some(report) = summary_to_report(summary) {
+            by_app.entry(app).or_default().push(report);
+        }
+    }
+    Ok(by_app)
 }
 
 /// Removes every image labeled as the app's (all releases and build tags).

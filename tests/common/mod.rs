@@ -152,33 +152,32 @@ impl TestServer {
     }
 
     pub fn push_with(&self, repo: &Path, app: &str, refspec: &str, git_config: &[&str]) -> Output {
+        let mut args: Vec<&str> = git_config
+            .iter()
+            .flat_map(|setting| ["-c", *setting])
+            .collect();
+        let url = self.url(app);
+        args.extend(["push", url.as_str(), refspec]);
         self.apps.lock().expect("apps").push(app.to_string());
-        let mut command = Command::new("git");
-        for setting in git_config {
-            command.args(["-c", setting]);
-        }
-        command
-            .args(["push", &self.url(app), refspec])
-            .current_dir(repo)
-            .env("GIT_SSH_COMMAND", self.ssh_command(&self.key))
-            .output()
-            .expect("run git push")
+        run_git(repo, &args, Some(&self.ssh_command(&self.key)))
+    }
+
+    /// `git push` of `refspec` to the app, authenticating with another key.
+    pub fn push_as(&self, key: &Path, repo: &Path, app: &str, refspec: &str) -> Output {
+        self.apps.lock().expect("apps").push(app.to_string());
+        run_git(
+            repo,
+            &["push", &self.url(app), refspec],
+            Some(&self.ssh_command(key)),
+        )
     }
 
     /// `git ARGS` in `repo`, talking to this server with the admin key.
     pub fn git(&self, repo: &Path, args: &[&str]) -> String {
-        let output = Command::new("git")
-            .args(args)
-            .current_dir(repo)
-            .env("GIT_SSH_COMMAND", self.ssh_command(&self.key))
-            .output()
-            .expect("git");
-        assert!(
-            output.status.success(),
-            "git {args:?}: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        String::from_utf8_lossy(&output.stdout).into_owned()
+        succeeded(
+            args,
+            run_git(repo, args, Some(&self.ssh_command(&self.key))),
+        )
     }
 
     /// `ssh berth@HOST <args>` with the admin key.
@@ -375,11 +374,20 @@ pub fn commit(repo: &Path, message: &str) -> String {
 }
 
 pub fn git(repo: &Path, args: &[&str]) -> String {
-    let output = Command::new("git")
-        .args(args)
-        .current_dir(repo)
-        .output()
-        .expect("git");
+    succeeded(args, run_git(repo, args, None))
+}
+
+fn run_git(repo: &Path, args: &[&str], ssh_command: Option<&str>) -> Output {
+    let mut command = Command::new("git");
+    command.args(args).current_dir(repo);
+    if let Some(ssh_command) = ssh_command {
+        command.env("GIT_SSH_COMMAND", ssh_command);
+    }
+    command.output().expect("run git")
+}
+
+/// The stdout of a git command that must succeed.
+fn succeeded(args: &[&str], output: Output) -> String {
     assert!(
         output.status.success(),
         "git {args:?}: {}",
