@@ -140,6 +140,10 @@ impl Config {
     pub fn host_key_path(&self) -> PathBuf {
         self.data_dir.join("ssh_host_ed25519_key")
     }
+    /// Files the deploy targets apply (swarm stack files), root-only.
+    pub fn deploy_dir(&self) -> PathBuf {
+        self.data_dir.join("deploy")
+    }
     pub fn hooks_dir(&self) -> PathBuf {
         self.data_dir.join("hooks")
     }

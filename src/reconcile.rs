@@ -7,10 +7,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::deploy::docker::{self, ContainerReport};
+use crate::deploy::render::Target;
 use crate::engine;
 use crate::release;
 use crate::server::Berth;
 use crate::store::App;
+use crate::store::Release;
 
 /// How often the reconciler looks.
 pub const INTERVAL: Duration = Duration::from_secs(5);
@@ -83,10 +85,14 @@ async fn reconcile_app(
     else {
         return Ok(());
     };
+    if release::target(berth, app)? == Target::Swarm {
+        return reconcile_swarm(berth, app, &current, containers).await;
+    }
     let wanted = release::formation(app).get("web").copied().unwrap_or(1);
     let mine: Vec<&ContainerReport> = containers
         .iter()
         .filter(|c| c.release == current.number && c.process == "web")
+        .filter(|c| c.swarm_service.is_none())
         .collect();
     // The deploy spec (an image inspect) is needed only when something must be brought back:
     // a pass over healthy apps is one engine call in all.
@@ -189,6 +195,50 @@ async fn reconcile_app(
     let port = release::app_port(berth, app).await?;
     berth.routes.point(&app.name, port, &ports)?;
     if healthy && matches!(app.state.as_str(), "unknown" | "lost") {
+        store
+            .set_app_state(app.id, "running", ACTOR)
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+/// A swarm app: the swarm restarts its tasks itself (on new host ports), so the reconciler only
+/// points the app's port at the running web tasks of the current release and records when
+/// there are none.
+async fn reconcile_swarm(
+    berth: &Berth,
+    app: &App,
+    current: &Release,
+    containers: &[ContainerReport],
+) -> Result<(), String> {
+    let store = &berth.store;
+    let service = format!("{}_web", crate::deploy::swarm::stack_name(&app.name));
+    let mut ports: Vec<u16> = containers
+        .iter()
+        .filter(|c| c.swarm_service.as_deref() == Some(service.as_str()))
+        .filter(|c| c.state == "running" && c.release == current.number)
+        .filter_map(|c| c.host_port)
+        .collect();
+    ports.sort_unstable();
+    let wanted = release::formation(app).get("web").copied().unwrap_or(1);
+    if ports.is_empty() && wanted > 0 {
+        if app.state == "running" {
+            store
+                .set_app_state(app.id, "lost", ACTOR)
+                .await
+                .map_err(|e| e.to_string())?;
+            let detail = format!("no web task of v{} runs on the swarm", current.number);
+            store
+                .record_event(Some(app.id), "reconcile", ACTOR, "lost", &detail)
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        return Ok(());
+    }
+    let port = release::app_port(berth, app).await?;
+    berth.routes.point(&app.name, port, &ports)?;
+    if matches!(app.state.as_str(), "unknown" | "lost") {
         store
             .set_app_state(app.id, "running", ACTOR)
             .await

@@ -92,14 +92,28 @@ pub async fn deploy_release(
     out: &Output,
 ) -> Result<(), String> {
     let store = &berth.store;
-    applicable(target(berth, app)?)?;
+    let target = target(berth, app)?;
+    let backend = self::backend(berth, app).await?;
     let _ = store.set_release_status(release.id, "deploying").await;
     let _ = store.set_app_state(app.id, "deploying", actor).await;
-    out.step("Deploying");
+    out.step(&format!("Deploying to {target}"));
     let spec = spec_for(berth, docker, app, release).await?;
     let port = app_port(berth, app).await?;
     let publish = |ports: &[u16]| berth.routes.point(&app.name, port, ports);
-    let instances = deploy::docker::deploy(docker, &spec, out, &publish).await?;
+    let instances = backend.deploy(docker, &spec, out, &publish).await?;
+    // An app moved to another target stops on the one it left (nothing to do when it did not).
+    for other in deploy::applied_targets()
+        .into_iter()
+        .filter(|t| *t != target)
+    {
+        if let Some(old) = deploy::backend(other) {
+            match old.stop(docker, &app.name).await {
+                Ok(0) => {}
+                Ok(stopped) => out.detail(&format!("stopped {stopped} instance(s) on {other}")),
+                Err(message) => out.detail(&format!("could not stop it on {other}: {message}")),
+            }
+        }
+    }
     let first_port = instances.iter().find_map(|i| i.host_port).unwrap_or(0);
     store
         .mark_release_running(release, first_port)
@@ -141,7 +155,19 @@ pub async fn spec_for(
 ) -> Result<DeploySpec, String> {
     let config: BTreeMap<String, String> =
         serde_json::from_str(&release.config).unwrap_or_default();
+    // Targets that apply files get the release's units, rendered with the app's overrides; a
+    // template that fails stops the deploy here, before anything is applied.
+    let target = target(berth, app)?;
+    let units = if target == Target::Docker {
+        Vec::new()
+    } else {
+        let context = render_context(berth, app, release).await?;
+        let overrides = template_overrides(berth, app, release, target).await?;
+        render::render(target, &context, &overrides)?
+    };
     Ok(DeploySpec {
+        units,
+        work_dir: berth.config.deploy_dir(),
         app: app.name.clone(),
         release: release.number,
         image: release.image.clone(),
@@ -170,7 +196,7 @@ pub async fn app_port(berth: &Berth, app: &App) -> Result<u16, String> {
 
 /// Whether this host can apply the target; the reason when it cannot (checked before anything
 /// is written or started).
-pub fn applicable(target: Target) -> Result<(), String> {
+pub async fn applicable(target: Target) -> Result<(), String> {
     let rendered = format!("deploy:render APP --target {target} shows what it would apply");
     match target {
         Target::Docker => Ok(()),
@@ -187,13 +213,44 @@ pub fn applicable(target: Target) -> Result<(), String> {
                 ))
             }
         }
-        Target::Swarm => Err(format!(
-            "applying to a Docker Swarm is not built yet; {rendered}"
-        )),
+        Target::Swarm => {
+            let docker = crate::engine::connect_within(std::time::Duration::from_secs(2)).await?;
+            deploy::swarm::check(&docker).await
+        }
         Target::Kubernetes => Err(format!(
             "applying to Kubernetes (kubectl with a kubeconfig) is not built yet; {rendered}"
         )),
     }
+}
+
+/// The backend of the app's target, once the target is known to apply here.
+pub async fn backend(berth: &Berth, app: &App) -> Result<&'static dyn deploy::Backend, String> {
+    let target = target(berth, app)?;
+    applicable(target).await?;
+    deploy::backend(target).ok_or_else(|| format!("cannot apply {target} here"))
+}
+
+/// Stops the app on every target berth applies (whichever it runs on); gives the instances
+/// stopped. With `forget`, the targets also drop the files they keep for it (`apps:destroy`).
+pub async fn stop_everywhere(
+    berth: &Berth,
+    docker: &Docker,
+    app: &str,
+    forget: bool,
+) -> Result<usize, String> {
+    let mut stopped = 0;
+    for target in deploy::applied_targets() {
+        if let Some(backend) = deploy::backend(target) {
+            stopped += if forget {
+                backend
+                    .destroy(docker, app, &berth.config.deploy_dir())
+                    .await?
+            } else {
+                backend.stop(docker, app).await?
+            };
+        }
+    }
+    Ok(stopped)
 }
 
 /// The app's resources: process type → CPU and memory.

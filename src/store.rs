@@ -437,7 +437,7 @@ impl Store {
         Ok(())
     }
 
-    pub async fn set_target(&self, app_id: i64, target: &str) -> StoreResult<()> {
+    pub async fn set_target(&self, app_id: i64, target: Option<&str>) -> StoreResult<()> {
         sqlx::query("UPDATE apps SET target = ? WHERE id = ?")
             .bind(target)
             .bind(app_id)

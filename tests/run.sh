@@ -22,6 +22,12 @@ if ! docker image inspect berth-test/busybox:latest >/dev/null 2>&1; then
   rm -rf "$root"
 fi
 
+# The swarm target is tested on a real single-node swarm.
+if [ "$(docker info --format '{{.Swarm.LocalNodeState}}')" != active ]; then
+  echo "-----> Making this engine a single-node swarm"
+  docker swarm init --advertise-addr 127.0.0.1 >/dev/null
+fi
+
 [ "${1:-}" = "--no-run" ] && exit 0
 export BERTH_TEST_REGISTRY=127.0.0.1:${BERTH_REGISTRY_PORT:-5055}
 log=$(mktemp)

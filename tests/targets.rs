@@ -236,7 +236,6 @@ fn targets_this_host_cannot_apply_and_bad_resources_are_refused_without_change()
     let url = live_url(&push);
     for (target, reason) in [
         ("systemd", "systemd as PID 1"),
-        ("swarm", "Docker Swarm"),
         ("kubernetes", "Kubernetes"),
         ("nomad", "unknown target"),
     ] {
@@ -299,4 +298,160 @@ fn the_deploy_branch_is_set_per_app() {
         let refused = server.ssh(&["apps:set", &app, &format!("deploy_branch={bad}")]);
         assert_eq!(refused.status.code(), Some(1), "{bad}");
     }
+}
+
+/// The swarm web service's image, or None when the service is gone.
+fn service_image(app: &str) -> Option<String> {
+    let inspected = Command::new("docker")
+        .args([
+            "service",
+            "inspect",
+            "--format",
+            "{{.Spec.TaskTemplate.ContainerSpec.Image}} {{.Spec.Mode.Replicated.Replicas}}",
+            &format!("berth-{app}_web"),
+        ])
+        .output()
+        .expect("docker service inspect");
+    inspected.status.success().then(|| {
+        String::from_utf8_lossy(&inspected.stdout)
+            .trim()
+            .to_string()
+    })
+}
+
+fn require_swarm() {
+    let state = Command::new("docker")
+        .args(["info", "--format", "{{.Swarm.LocalNodeState}}"])
+        .output()
+        .expect("docker info");
+    assert_eq!(
+        String::from_utf8_lossy(&state.stdout).trim(),
+        "active",
+        "the engine is not a swarm: run the tests with tests/run.sh (it runs `docker swarm init`)"
+    );
+}
+
+#[test]
+fn swarm_target_deploys_scales_updates_and_rolls_back_a_crashing_release() {
+    require_swarm();
+    let server = TestServer::start();
+    let app = app_name("swarm");
+    ok(&server.ssh(&["apps:create", &app]));
+    ok(&server.ssh(&["apps:set", &app, "target=swarm"]));
+    let repo = web_app("swarm one");
+    let first = server.push(repo.path(), &app, "main");
+    let transcript = text(&first);
+    assert!(first.status.success(), "{transcript}");
+    assert_in_order(
+        &transcript,
+        &[
+            "Deploying to swarm",
+            "docker stack deploy berth-",
+            "1/1 web tasks of v1 answer",
+            "is live at",
+        ],
+    );
+    let url = live_url(&first);
+    assert_eq!(http_get(&url).as_deref().map(str::trim), Some("swarm one"));
+    let image = service_image(&app).expect("the web service exists");
+    assert!(image.ends_with(":v1 1"), "{image}");
+    // The stack file holds config vars: root-only.
+    let stack_file = server.data_dir().join("deploy").join(format!("{app}.yml"));
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(&stack_file)
+            .expect("stack file")
+            .permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o600);
+
+    // Scale: two tasks, each on its own engine-picked host port, both answering.
+    ok(&server.ssh(&["ps:scale", &app, "web=2"]));
+    assert!(service_image(&app).expect("service").ends_with(" 2"));
+    let report: Value =
+        serde_json::from_str(&ok(&server.ssh(&["ps:report", &app, "--json"]))).expect("json");
+    let ports: Vec<u64> = report
+        .as_array()
+        .expect("containers")
+        .iter()
+        .filter(|c| c["state"] == "running" && c["swarm_service"] == format!("berth-{app}_web"))
+        .map(|c| c["host_port"].as_u64().expect("host port"))
+        .collect();
+    assert_eq!(ports.len(), 2, "{report}");
+    assert_ne!(ports[0], ports[1]);
+    for port in &ports {
+        let body = http_get(&format!("http://127.0.0.1:{port}/"));
+        assert_eq!(
+            body.as_deref().map(str::trim),
+            Some("swarm one"),
+            "task on {port}"
+        );
+    }
+
+    // A rolling update to a new release: the app's URL serves it afterwards.
+    write_web_app(repo.path(), "swarm two");
+    commit(repo.path(), "two");
+    let second = server.push(repo.path(), &app, "main");
+    assert!(second.status.success(), "{}", text(&second));
+    assert!(
+        text(&second).contains("2/2 web tasks of v2 answer"),
+        "{}",
+        text(&second)
+    );
+    assert_eq!(http_get(&url).as_deref().map(str::trim), Some("swarm two"));
+    assert!(service_image(&app).expect("service").ends_with(":v2 2"));
+    let head = server.git(repo.path(), &["rev-parse", "HEAD"]);
+
+    // A release that crashes: the swarm rolls back, the push fails, v2 keeps serving.
+    write(
+        repo.path(),
+        "Dockerfile",
+        &format!("FROM {BASE_IMAGE}\nCMD [\"sh\", \"-c\", \"echo swarm crash; exit 3\"]\n"),
+    );
+    commit(repo.path(), "crashes");
+    let crash = server.push(repo.path(), &app, "main");
+    let transcript = text(&crash);
+    assert!(!crash.status.success(), "{transcript}");
+    assert!(
+        transcript.contains("rolled") && transcript.contains("back"),
+        "{transcript}"
+    );
+    assert!(service_image(&app).expect("service").ends_with(":v2 2"));
+    assert_eq!(http_get(&url).as_deref().map(str::trim), Some("swarm two"));
+    let remote = server.git(repo.path(), &["ls-remote", &server.url(&app), "main"]);
+    assert!(remote.starts_with(head.trim()), "{remote} vs {head}");
+    let releases: Value =
+        serde_json::from_str(&ok(&server.ssh(&["releases", &app, "--json"]))).expect("json");
+    assert_eq!(releases[0]["status"], "failed", "{releases}");
+
+    // Back to the docker target: the app moves now, at the same URL, and the stack is gone.
+    ok(&server.ssh(&["apps:set", &app, "target=docker"]));
+    assert_eq!(service_image(&app), None);
+    assert_eq!(http_get(&url).as_deref().map(str::trim), Some("swarm two"));
+    ok(&server.ssh(&["apps:destroy", &app, "--confirm", &app]));
+}
+
+#[test]
+fn a_first_swarm_deploy_that_crashes_leaves_no_stack() {
+    require_swarm();
+    let server = TestServer::start();
+    let app = app_name("swarmcrash");
+    ok(&server.ssh(&["apps:create", &app]));
+    ok(&server.ssh(&["apps:set", &app, "target=swarm"]));
+    let repo = web_app("never");
+    write(
+        repo.path(),
+        "Dockerfile",
+        &format!("FROM {BASE_IMAGE}\nCMD [\"sh\", \"-c\", \"echo first crash; exit 4\"]\n"),
+    );
+    commit(repo.path(), "crashes");
+    let push = server.push(repo.path(), &app, "main");
+    let transcript = text(&push);
+    assert!(!push.status.success(), "{transcript}");
+    assert!(
+        transcript.contains("exit code 4") && transcript.contains("first crash"),
+        "{transcript}"
+    );
+    assert_eq!(service_image(&app), None, "the stack must be removed");
+    let stack_file = server.data_dir().join("deploy").join(format!("{app}.yml"));
+    assert!(!stack_file.exists());
 }

@@ -347,7 +347,7 @@ pub async fn rename(
         // The app keeps its port: the old name's route lets go of it first.
         berth.routes.remove(old_name.as_str());
         release::deploy_release(berth, &docker, &renamed, &current, &who.key_name, out).await?;
-        docker::stop_all(&docker, old_name.as_str()).await?;
+        release::stop_everywhere(berth, &docker, old_name.as_str(), true).await?;
     }
     Ok(String::new())
 }
@@ -367,7 +367,7 @@ pub async fn destroy(berth: &Berth, who: &Identity, args: &Args) -> Result<Strin
         .await;
     let docker = engine::connect().await?;
     berth.routes.remove(&app.name);
-    let containers = docker::stop_all(&docker, &app.name).await?;
+    let containers = release::stop_everywhere(berth, &docker, &app.name, true).await?;
     let images = docker::remove_images(&docker, &app.name).await;
     let name = AppName::parse(&app.name)?;
     let repo = git::repo_path(&berth.config.repos_dir(), &name);

@@ -220,7 +220,7 @@ pub const SPECS: &[Spec] = &[
     Spec {
         name: "apps:set",
         usage: "apps:set APP target=docker|systemd|swarm|kubernetes | deploy_branch=NAME",
-        summary: "where the app runs (refused when this host cannot apply it), or which branch deploys",
+        summary: "where the app runs (a running app moves there now; refused when this host cannot apply it), or which branch deploys",
         flags: &[],
         positional: (2, None),
     },
@@ -428,7 +428,7 @@ pub async fn run(berth: &Berth, who: &Identity, raw: &[String], stdin: &[u8]) ->
         "logs" => releases::logs(berth, who, &args).await,
         "events" => releases::events(berth, who, &args).await,
         "keys:add" => keys::add(berth, who, &args, stdin).await,
-        "apps:set" => targets::set(berth, who, &args).await,
+        "apps:set" => targets::set(berth, who, &args, &out).await,
         "resources:set" => targets::resources(berth, who, &args).await,
         "deploy:render" => targets::render_units(berth, who, &args).await,
         "deploy:plan" => targets::plan(berth, who, &args).await,

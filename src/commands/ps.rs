@@ -65,7 +65,8 @@ pub async fn scale(
     let spec = release::spec_for(berth, &docker, &scaled, &current).await?;
     let port = release::app_port(berth, &app).await?;
     let publish = |ports: &[u16]| berth.routes.point(&app.name, port, ports);
-    match docker::scale(&docker, &spec, out, &publish).await {
+    let backend = release::backend(berth, &app).await?;
+    match backend.scale(&docker, &spec, out, &publish).await {
         Ok(instances) => {
             store
                 .set_formation(app.id, &formation_json)
@@ -121,11 +122,11 @@ pub async fn stop(
     let _ = store.set_app_state(app.id, "stopping", &who.key_name).await;
     out.step(&format!("Stopping {}", app.name));
     berth.routes.remove(&app.name);
-    let stopped = docker::stop_all(&docker, &app.name).await?;
+    let stopped = release::stop_everywhere(berth, &docker, &app.name, false).await?;
     store.set_stopped(app.id, true).await.map_err(internal)?;
     let _ = store.set_app_state(app.id, "stopped", &who.key_name).await;
     Ok(format!(
-        "-----> Stopped {} ({stopped} containers); image, config and data are kept\n",
+        "-----> Stopped {} ({stopped} instances); image, config and data are kept\n",
         app.name
     ))
 }
@@ -173,7 +174,8 @@ pub async fn restart(
     out.step(&format!("Restarting {}, one container at a time", app.name));
     let port = release::app_port(berth, &app).await?;
     let publish = |ports: &[u16]| berth.routes.point(&app.name, port, ports);
-    let result = docker::restart(&docker, &spec, out, &publish).await;
+    let backend = release::backend(berth, &app).await?;
+    let result = backend.restart(&docker, &spec, out, &publish).await;
     let outcome = if result.is_ok() { "running" } else { "failed" };
     let _ = store.set_app_state(app.id, outcome, &who.key_name).await;
     let _ = store

@@ -3,13 +3,20 @@
 
 use super::{Access, Args, app_for, current_release, internal, numbered_release, to_json};
 use crate::deploy::render::{self, Resources, Target};
+use crate::output::Output;
 use crate::release;
 use crate::server::{Berth, Identity};
 
-pub async fn set(berth: &Berth, who: &Identity, args: &Args) -> Result<String, String> {
+pub async fn set(
+    berth: &Berth,
+    who: &Identity,
+    args: &Args,
+    out: &Output,
+) -> Result<String, String> {
     let app = app_for(berth, who, &args.positional[0], Access::Operate).await?;
     let _guard = berth.lock_app(&app.name).await;
     let mut done = Vec::new();
+    let mut moved_to = None;
     for pair in &args.positional[1..] {
         let (key, value) = pair.split_once('=').ok_or_else(|| {
             format!("{pair:?} is not key=value; usage: apps:set APP target=docker")
@@ -17,15 +24,18 @@ pub async fn set(berth: &Berth, who: &Identity, args: &Args) -> Result<String, S
         match key {
             "target" => {
                 let target = Target::parse(value)?;
-                release::applicable(target).map_err(|reason| {
+                release::applicable(target).await.map_err(|reason| {
                     format!("target {target} cannot be used here: {reason}; nothing changed")
                 })?;
                 berth
                     .store
-                    .set_target(app.id, target.name())
+                    .set_target(app.id, Some(target.name()))
                     .await
                     .map_err(internal)?;
                 done.push(format!("target={target}"));
+                if release::target(berth, &app)? != target {
+                    moved_to = Some(target);
+                }
             }
             "deploy_branch" => {
                 let valid = !value.is_empty()
@@ -65,7 +75,62 @@ pub async fn set(berth: &Berth, who: &Identity, args: &Args) -> Result<String, S
             &done.join(" "),
         )
         .await;
-    Ok(format!("-----> {}: {}\n", app.name, done.join(" ")))
+    out.step(&format!("{}: {}", app.name, done.join(" ")));
+    if let Some(target) = moved_to {
+        move_app(berth, who, &app, target, out).await?;
+    }
+    Ok(String::new())
+}
+
+/// A running app whose target changed is deployed there now (its current release), then
+/// stopped where it ran. When that fails, the target setting goes back and the app keeps
+/// running where it was.
+async fn move_app(
+    berth: &Berth,
+    who: &Identity,
+    app: &crate::store::App,
+    target: Target,
+    out: &Output,
+) -> Result<(), String> {
+    let Some(current) = berth
+        .store
+        .running_release(app.id)
+        .await
+        .map_err(internal)?
+        .filter(|_| !app.stopped)
+    else {
+        return Ok(());
+    };
+    let moved = berth
+        .store
+        .app(&crate::names::AppName::parse(&app.name)?)
+        .await
+        .map_err(internal)?
+        .ok_or_else(|| format!("{} is gone", app.name))?;
+    out.step(&format!(
+        "Moving {} v{} to {target}",
+        app.name, current.number
+    ));
+    let docker = crate::engine::connect().await?;
+    if let Err(message) =
+        release::deploy_release(berth, &docker, &moved, &current, &who.key_name, out).await
+    {
+        berth
+            .store
+            .set_target(app.id, app.target.as_deref())
+            .await
+            .map_err(internal)?;
+        let _ = berth
+            .store
+            .set_app_state(app.id, "running", &who.key_name)
+            .await;
+        return Err(format!(
+            "{message}; {} stays on {}",
+            app.name,
+            release::target(berth, app)?
+        ));
+    }
+    Ok(())
 }
 
 pub async fn resources(berth: &Berth, who: &Identity, args: &Args) -> Result<String, String> {

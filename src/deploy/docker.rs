@@ -17,11 +17,12 @@ use bollard::query_parameters::{
     CreateContainerOptionsBuilder, ListContainersOptionsBuilder, LogsOptionsBuilder,
     RemoveContainerOptionsBuilder, StopContainerOptionsBuilder,
 };
+use futures_util::future::BoxFuture;
 use futures_util::{FutureExt, StreamExt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use super::{DEFAULT_PORT, DeploySpec, Instance};
+use super::{Backend, DEFAULT_PORT, DeploySpec, Instance, Publish};
 use crate::engine;
 use crate::output::Output;
 use crate::route::DRAIN;
@@ -31,6 +32,61 @@ pub const LABEL_RELEASE: &str = "berth.release";
 pub const LABEL_PROCESS: &str = "berth.process";
 pub const LABEL_INDEX: &str = "berth.index";
 pub const LABEL_PORT: &str = "berth.port";
+/// Set by the engine on the containers of swarm tasks (the swarm target's instances).
+const LABEL_SWARM_SERVICE: &str = "com.docker.swarm.service.name";
+const LABEL_SWARM_TASK: &str = "com.docker.swarm.task.name";
+
+/// The docker target.
+pub struct Containers;
+
+impl Backend for Containers {
+    fn deploy<'a>(
+        &'a self,
+        docker: &'a Docker,
+        spec: &'a DeploySpec,
+        out: &'a Output,
+        publish: Publish<'a>,
+    ) -> BoxFuture<'a, Result<Vec<Instance>, String>> {
+        deploy(docker, spec, out, publish).boxed()
+    }
+
+    fn scale<'a>(
+        &'a self,
+        docker: &'a Docker,
+        spec: &'a DeploySpec,
+        out: &'a Output,
+        publish: Publish<'a>,
+    ) -> BoxFuture<'a, Result<Vec<Instance>, String>> {
+        scale(docker, spec, out, publish).boxed()
+    }
+
+    fn restart<'a>(
+        &'a self,
+        docker: &'a Docker,
+        spec: &'a DeploySpec,
+        out: &'a Output,
+        publish: Publish<'a>,
+    ) -> BoxFuture<'a, Result<(), String>> {
+        restart(docker, spec, out, publish).boxed()
+    }
+
+    fn stop<'a>(
+        &'a self,
+        docker: &'a Docker,
+        app: &'a str,
+    ) -> BoxFuture<'a, Result<usize, String>> {
+        stop_all(docker, app).boxed()
+    }
+
+    fn destroy<'a>(
+        &'a self,
+        docker: &'a Docker,
+        app: &'a str,
+        _work_dir: &'a std::path::Path,
+    ) -> BoxFuture<'a, Result<usize, String>> {
+        stop_all(docker, app).boxed()
+    }
+}
 
 /// Container name of one process instance of a release.
 pub fn container_name(app: &str, release: i64, process: &str, index: u32) -> String {
@@ -58,9 +114,6 @@ pub async fn web_port(docker: &Docker, image: &str) -> Result<u16, String> {
         DEFAULT_PORT
     })
 }
-
-/// Points the app's public port at these host ports (the serving set), replacing the last set.
-pub type Publish<'a> = &'a (dyn Fn(&[u16]) -> Result<(), String> + Sync);
 
 /// Starts every web instance of the release and waits until all answer; then makes them the
 /// serving set and retires the app's older releases after the drain time. If any never answers,
@@ -100,7 +153,7 @@ pub async fn scale(
     out: &Output,
     publish: Publish<'_>,
 ) -> Result<Vec<Instance>, String> {
-    let current = instances_of(docker, &spec.app, Some(spec.release)).await?;
+    let current = own_instances(docker, &spec.app, Some(spec.release)).await?;
     let mut serving: Vec<Instance> = current
         .iter()
         .filter(|c| c.index <= spec.web && c.state == "running")
@@ -136,7 +189,7 @@ pub async fn restart(
     out: &Output,
     publish: Publish<'_>,
 ) -> Result<(), String> {
-    let mut current = instances_of(docker, &spec.app, Some(spec.release)).await?;
+    let mut current = own_instances(docker, &spec.app, Some(spec.release)).await?;
     current.sort_by_key(|c| c.index);
     let mut serving: Vec<(u32, u16)> = current
         .iter()
@@ -177,9 +230,10 @@ pub async fn restart(
     Ok(())
 }
 
-/// Stops and removes every container of the app. Images, config and data stay.
+/// Stops and removes every container the docker target runs for the app. Images, config and
+/// data stay.
 pub async fn stop_all(docker: &Docker, app: &str) -> Result<usize, String> {
-    let containers = instances_of(docker, app, None).await?;
+    let containers = own_instances(docker, app, None).await?;
     for container in &containers {
         stop_and_remove(docker, &container.name).await;
     }
@@ -198,10 +252,13 @@ pub struct ContainerReport {
     pub restarts: i64,
     pub host_port: Option<u16>,
     pub started_at: Option<String>,
+    /// The swarm service whose task this container is (swarm target); none for the docker target.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub swarm_service: Option<String>,
 }
 
 /// Every container (running or not) carrying all of these label filters.
-async fn list_labeled(
+pub(super) async fn list_labeled(
     docker: &Docker,
     labels: Vec<String>,
 ) -> Result<Vec<ContainerSummary>, String> {
@@ -281,22 +338,48 @@ pub async fn instances_of(
     Ok(reports)
 }
 
-fn summary_to_report(summary: ContainerSummary) -> Option<ContainerReport> {
+/// The containers of the docker target alone (not the swarm's tasks, which the swarm manages).
+async fn own_instances(
+    docker: &Docker,
+    app: &str,
+    release: Option<i64>,
+) -> Result<Vec<ContainerReport>, String> {
+    let mut containers = instances_of(docker, app, release).await?;
+    containers.retain(|c| c.swarm_service.is_none());
+    Ok(containers)
+}
+
+pub(super) fn summary_to_report(summary: ContainerSummary) -> Option<ContainerReport> {
     let labels = summary.labels.unwrap_or_default();
     let name = summary.names?.first()?.trim_start_matches('/').to_string();
+    // A swarm task's slot is the second part of its name (`berth-APP_web.2.<task id>`), and
+    // the engine chose its host port: read the IPv4 binding.
+    let slot = labels
+        .get(LABEL_SWARM_TASK)
+        .and_then(|task| task.split('.').nth(1)?.parse().ok());
+    let engine_port = summary.ports.unwrap_or_default().iter().find_map(|p| {
+        (p.ip.as_deref() == Some("0.0.0.0"))
+            .then_some(p.public_port)
+            .flatten()
+    });
     Some(ContainerReport {
         name,
         process: labels.get(LABEL_PROCESS).cloned().unwrap_or_default(),
         index: labels
             .get(LABEL_INDEX)
             .and_then(|i| i.parse().ok())
+            .or(slot)
             .unwrap_or(1),
         release: labels.get(LABEL_RELEASE).and_then(|r| r.parse().ok())?,
         state: summary.state.map(|s| s.to_string()).unwrap_or_default(),
         status: summary.status.unwrap_or_default(),
         restarts: 0,
-        host_port: labels.get(LABEL_PORT).and_then(|p| p.parse().ok()),
+        host_port: labels
+            .get(LABEL_PORT)
+            .and_then(|p| p.parse().ok())
+            .or(engine_port),
         started_at: None,
+        swarm_service: labels.get(LABEL_SWARM_SERVICE).cloned(),
     })
 }
 
@@ -525,7 +608,7 @@ async fn wait_until_ready(
 
 /// Whether something answers at `addr`: an HTTP response, or any bytes from a TCP service, or a
 /// connection held open. A connection closed without a byte is docker-proxy with nothing behind it.
-async fn answers(addr: SocketAddr) -> bool {
+pub(super) async fn answers(addr: SocketAddr) -> bool {
     let attempt = async {
         let mut stream = TcpStream::connect(addr).await.ok()?;
         stream
@@ -549,7 +632,7 @@ async fn answers(addr: SocketAddr) -> bool {
 /// Stops and removes the app's containers of releases older than `keep_release` (never newer
 /// ones: a later deploy may already be starting its own).
 async fn retire_older(docker: &Docker, app: &str, keep_release: i64) {
-    match instances_of(docker, app, None).await {
+    match own_instances(docker, app, None).await {
         Ok(containers) => {
             for container in containers.iter().filter(|c| c.release < keep_release) {
                 stop_and_remove(docker, &container.name).await;
@@ -594,7 +677,7 @@ pub fn log_stream(
 }
 
 /// The container's last log lines, formatted to follow an error message.
-async fn last_logs(docker: &Docker, name: &str) -> String {
+pub(super) async fn last_logs(docker: &Docker, name: &str) -> String {
     let options = LogsOptionsBuilder::default()
         .stdout(true)
         .stderr(true)

@@ -1,15 +1,27 @@
 //! Deploy targets: put a release into service and report where it answers.
 //!
-//! Today there is one target, `docker` (containers through the engine API). The systemd,
-//! swarm and kubernetes targets arrive with their own modules and templates.
+//! Each target is one module implementing [`Backend`]: `docker` (containers through the engine
+//! API) and `swarm` (a stack file rendered from `templates/swarm/`, applied with
+//! `docker stack deploy`). `systemd` and `kubernetes` are rendered (`deploy:render`) but not
+//! applied on these hosts: `release::applicable` refuses them before anything is written.
+//! A new target is one module here, its templates, and one arm in [`backend`].
 //!
 //! **Architecture Invariant:** the running release is replaced only after the new one answers.
 
 pub mod docker;
 pub mod render;
+pub mod swarm;
 
 use std::net::IpAddr;
+use std::path::PathBuf;
 use std::time::Duration;
+
+use bollard::Docker;
+use futures_util::future::BoxFuture;
+
+use crate::output::Output;
+pub use docker::ContainerReport;
+use render::Target;
 
 /// Everything a target needs to run one release of an app's web process.
 #[derive(Debug, Clone)]
@@ -27,6 +39,10 @@ pub struct DeploySpec {
     pub resources: render::Resources,
     pub publish_address: IpAddr,
     pub ready_timeout: Duration,
+    /// The release's rendered units for targets that apply files (empty for docker).
+    pub units: Vec<render::Unit>,
+    /// Where a target keeps the files it applies (`<data_dir>/deploy`, root-only).
+    pub work_dir: PathBuf,
 }
 
 /// One running instance of a process, and where it answers.
@@ -39,3 +55,66 @@ pub struct Instance {
 
 /// The port the web process gets when the image does not EXPOSE exactly one (Heroku's default).
 pub const DEFAULT_PORT: u16 = 5000;
+
+/// Points the app's public port at these host ports (the serving set), replacing the last set.
+pub type Publish<'a> = &'a (dyn Fn(&[u16]) -> Result<(), String> + Sync);
+
+/// What every target does. `ps:start` is `deploy` of the current release; status and logs are
+/// read from the containers on this engine, which both applied targets label the same way
+/// (`docker::instances_of`, `docker::log_stream`).
+pub trait Backend: Sync {
+    /// Starts the release with `spec.web` web instances, waits until they answer, makes them
+    /// the serving set and retires what ran before. On failure what ran before keeps serving.
+    fn deploy<'a>(
+        &'a self,
+        docker: &'a Docker,
+        spec: &'a DeploySpec,
+        out: &'a Output,
+        publish: Publish<'a>,
+    ) -> BoxFuture<'a, Result<Vec<Instance>, String>>;
+
+    /// Brings the running release to `spec.web` instances.
+    fn scale<'a>(
+        &'a self,
+        docker: &'a Docker,
+        spec: &'a DeploySpec,
+        out: &'a Output,
+        publish: Publish<'a>,
+    ) -> BoxFuture<'a, Result<Vec<Instance>, String>>;
+
+    /// Replaces every instance of the running release, one at a time, serving throughout.
+    fn restart<'a>(
+        &'a self,
+        docker: &'a Docker,
+        spec: &'a DeploySpec,
+        out: &'a Output,
+        publish: Publish<'a>,
+    ) -> BoxFuture<'a, Result<(), String>>;
+
+    /// Stops everything the app runs on this target (images, config and data stay); gives the
+    /// number of instances stopped. Stopping an app that runs nothing here is not an error.
+    fn stop<'a>(&'a self, docker: &'a Docker, app: &'a str)
+    -> BoxFuture<'a, Result<usize, String>>;
+
+    /// `stop`, and forgets the files the target keeps for the app.
+    fn destroy<'a>(
+        &'a self,
+        docker: &'a Docker,
+        app: &'a str,
+        work_dir: &'a std::path::Path,
+    ) -> BoxFuture<'a, Result<usize, String>>;
+}
+
+/// The backend that applies `target` on this host, if berth can apply it at all.
+pub fn backend(target: Target) -> Option<&'static dyn Backend> {
+    match target {
+        Target::Docker => Some(&docker::Containers),
+        Target::Swarm => Some(&swarm::Stack),
+        Target::Systemd | Target::Kubernetes => None,
+    }
+}
+
+/// Every target berth can apply, for retiring an app from the ones it no longer uses.
+pub fn applied_targets() -> [Target; 2] {
+    [Target::Docker, Target::Swarm]
+}

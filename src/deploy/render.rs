@@ -502,7 +502,8 @@ mod tests {
         let swarm = render(Target::Swarm, &context, &Overrides::default()).unwrap();
         assert!(
             swarm[0].text.contains("failure_action: rollback")
-                && swarm[0].text.contains("published: 40001")
+                && swarm[0].text.contains("order: start-first")
+                && swarm[0].text.contains("mode: host")
         );
         let kube = render(Target::Kubernetes, &context, &Overrides::default()).unwrap();
         let names: Vec<&str> = kube.iter().map(|u| u.name.as_str()).collect();

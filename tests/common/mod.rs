@@ -246,6 +246,20 @@ fn spawn_server(config: &Path, log: &Path, env: &[(&str, &str)]) -> Child {
 }
 
 pub fn remove_app_containers(app: &str) {
+    // A swarm app's tasks would come back: its stack goes first.
+    let stack = format!("berth-{app}");
+    let listed = Command::new("docker")
+        .args(["stack", "ls", "--format", "{{.Name}}"])
+        .output();
+    if listed.is_ok_and(|o| {
+        String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .any(|l| l == stack)
+    }) {
+        let _ = Command::new("docker")
+            .args(["stack", "rm", &stack])
+            .output();
+    }
     let ids = Command::new("docker")
         .args(["ps", "-aq", "--filter", &format!("label=berth.app={app}")])
         .output()

@@ -1,0 +1,540 @@
+//! The swarm target: the release's stack file (rendered from `templates/swarm/stack.yml.tera`)
+//! applied with `docker stack deploy` to the single-node or larger swarm this engine manages.
+//!
+//! Stack `berth-APP`, one service per process type (`berth-APP_web`). The web service publishes
+//! its port in host mode on a port the engine picks per task (a fixed host port allows one task
+//! per node and no start-first update), and berth points the app's stable port at the tasks'
+//! ports, as for the docker target. The swarm runs the rolling update itself (`update_config`:
+//! start-first, `failure_action: rollback`); berth watches it converge and routes to the tasks
+//! that answer.
+//!
+//! Files: `<work_dir>/APP.yml` is the stack file of the release that serves (mode 0600: it holds
+//! the config vars). A new one is written beside it and renamed over it only once the swarm has
+//! converged on it; when a deploy fails, the old file is applied again (or the stack removed if
+//! the service was new), so the swarm is left as it was.
+
+use std::collections::{HashMap, HashSet};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use bollard::Docker;
+use bollard::models::{ServiceUpdateStatusStateEnum as UpdateState, TaskState};
+use bollard::query_parameters::ListTasksOptionsBuilder;
+use futures_util::FutureExt;
+use futures_util::future::BoxFuture;
+
+use super::docker::{self, ContainerReport};
+use super::{Backend, DeploySpec, Instance, Publish};
+use crate::engine;
+use crate::output::Output;
+
+/// The swarm target.
+pub struct Stack;
+
+/// How long a swarm update may take beyond the app's own `ready_timeout` (the stack's
+/// `update_config.monitor` and `delay` per batch, task scheduling).
+const UPDATE_SLACK: Duration = Duration::from_secs(20);
+
+pub fn stack_name(app: &str) -> String {
+    format!("berth-{app}")
+}
+
+fn service_name(app: &str, process: &str) -> String {
+    format!("berth-{app}_{process}")
+}
+
+impl Backend for Stack {
+    fn deploy<'a>(
+        &'a self,
+        docker: &'a Docker,
+        spec: &'a DeploySpec,
+        out: &'a Output,
+        publish: Publish<'a>,
+    ) -> BoxFuture<'a, Result<Vec<Instance>, String>> {
+        apply(docker, spec, out, publish).boxed()
+    }
+
+    fn scale<'a>(
+        &'a self,
+        docker: &'a Docker,
+        spec: &'a DeploySpec,
+        out: &'a Output,
+        publish: Publish<'a>,
+    ) -> BoxFuture<'a, Result<Vec<Instance>, String>> {
+        // The stack file carries the replicas: scaling is applying it again.
+        apply(docker, spec, out, publish).boxed()
+    }
+
+    fn restart<'a>(
+        &'a self,
+        docker: &'a Docker,
+        spec: &'a DeploySpec,
+        out: &'a Output,
+        publish: Publish<'a>,
+    ) -> BoxFuture<'a, Result<(), String>> {
+        async move {
+            let service = service_name(&spec.app, "web");
+            let before: HashSet<String> = tasks(docker, &service)
+                .await?
+                .into_iter()
+                .filter_map(|t| t.id)
+                .collect();
+            out.detail(&format!("docker service update --force {service}"));
+            cli(&["service", "update", "--force", "--detach", &service]).await?;
+            converge(docker, spec, out, publish, &before, false)
+                .await
+                .map(|_| ())
+        }
+        .boxed()
+    }
+
+    fn stop<'a>(
+        &'a self,
+        docker: &'a Docker,
+        app: &'a str,
+    ) -> BoxFuture<'a, Result<usize, String>> {
+        remove_stack(docker, app).boxed()
+    }
+
+    fn destroy<'a>(
+        &'a self,
+        docker: &'a Docker,
+        app: &'a str,
+        work_dir: &'a Path,
+    ) -> BoxFuture<'a, Result<usize, String>> {
+        async move {
+            let stopped = remove_stack(docker, app).await?;
+            let _ = std::fs::remove_file(stack_file(work_dir, app));
+            Ok(stopped)
+        }
+        .boxed()
+    }
+}
+
+/// Whether this engine can take stacks: it must be a swarm manager, and the docker CLI (which
+/// applies stack files) must be on PATH.
+pub async fn check(docker: &Docker) -> Result<(), String> {
+    let info = docker
+        .info()
+        .await
+        .map_err(|e| format!("cannot ask the engine: {}", engine::describe(&e)))?;
+    let swarm = info.swarm.unwrap_or_default();
+    let state = swarm
+        .local_node_state
+        .map(|s| s.to_string())
+        .unwrap_or_default();
+    if state != "active" {
+        return Err(format!(
+            "this engine is not part of a swarm (node state {state:?}): run `docker swarm init` on it first"
+        ));
+    }
+    if swarm.control_available != Some(true) {
+        return Err("this engine is a swarm worker: berth must run beside a manager".to_string());
+    }
+    if find_on_path("docker").is_none() {
+        return Err("the docker CLI (which applies stack files) is not on PATH".to_string());
+    }
+    Ok(())
+}
+
+fn find_on_path(program: &str) -> Option<PathBuf> {
+    std::env::split_paths(&std::env::var_os("PATH")?)
+        .map(|dir| dir.join(program))
+        .find(|path| path.is_file())
+}
+
+fn stack_file(work_dir: &Path, app: &str) -> PathBuf {
+    work_dir.join(format!("{app}.yml"))
+}
+
+/// Applies the release's stack file and waits for the swarm to converge on it.
+async fn apply(
+    docker: &Docker,
+    spec: &DeploySpec,
+    out: &Output,
+    publish: Publish<'_>,
+) -> Result<Vec<Instance>, String> {
+    check(docker).await?;
+    let stack = spec
+        .units
+        .iter()
+        .find(|u| u.name == "stack.yml")
+        .ok_or("internal error: the swarm stack file was not rendered")?;
+    let serving = stack_file(&spec.work_dir, &spec.app);
+    let next = spec.work_dir.join(format!("{}.yml.next", spec.app));
+    write_private(&spec.work_dir, &next, &stack.text)?;
+    let name = stack_name(&spec.app);
+    // Whether the web service is new: then a failed task fails the deploy at once (there is
+    // nothing for the swarm to roll back to) and a failed deploy removes the stack.
+    let first = docker
+        .inspect_service(&service_name(&spec.app, "web"), None)
+        .await
+        .is_err();
+    out.detail(&format!(
+        "docker stack deploy {name} (web={}, image {})",
+        spec.web, spec.image
+    ));
+    if let Err(message) = stack_deploy(&next, &name).await {
+        let _ = std::fs::remove_file(&next);
+        return Err(format!("the swarm refused the stack file: {message}"));
+    }
+    match converge(docker, spec, out, publish, &HashSet::new(), first).await {
+        Ok(instances) => {
+            std::fs::rename(&next, &serving)
+                .map_err(|e| format!("cannot keep {}: {e}", serving.display()))?;
+            Ok(instances)
+        }
+        Err(message) => {
+            let _ = std::fs::remove_file(&next);
+            // Leave the swarm as it was: the serving release's stack, or no stack at all.
+            let restored = if !first && serving.exists() {
+                stack_deploy(&serving, &name).await
+            } else {
+                remove_stack(docker, &spec.app).await.map(|_| ())
+            };
+            match restored {
+                Ok(()) => Err(message),
+                Err(also) => Err(format!(
+                    "{message} (and restoring the stack failed: {also})"
+                )),
+            }
+        }
+    }
+}
+
+fn write_private(dir: &Path, path: &Path, text: &str) -> Result<(), String> {
+    use std::io::Write;
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    file.write_all(text.as_bytes())
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))
+}
+
+async fn stack_deploy(file: &Path, stack: &str) -> Result<(), String> {
+    let file = file.to_string_lossy();
+    cli(&[
+        "stack",
+        "deploy",
+        "--prune",
+        "--resolve-image",
+        "never",
+        "-c",
+        &file,
+        stack,
+    ])
+    .await
+}
+
+/// Runs the docker CLI with an argument vector (never a shell); its error output on failure.
+async fn cli(args: &[&str]) -> Result<(), String> {
+    let output = tokio::process::Command::new("docker")
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await
+        .map_err(|e| format!("cannot run the docker CLI: {e}"))?;
+    if output.status.success() {
+        return Ok(());
+    }
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let message = stderr
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.contains("--detach"))
+        .collect::<Vec<_>>()
+        .join("; ");
+    Err(if message.is_empty() {
+        format!("docker {} failed ({})", args[..2].join(" "), output.status)
+    } else {
+        message
+    })
+}
+
+async fn tasks(docker: &Docker, service: &str) -> Result<Vec<bollard::models::Task>, String> {
+    let filters = HashMap::from([("service", vec![service])]);
+    let options = ListTasksOptionsBuilder::default().filters(&filters).build();
+    docker.list_tasks(Some(options)).await.map_err(|e| {
+        format!(
+            "cannot list the tasks of {service}: {}",
+            engine::describe(&e)
+        )
+    })
+}
+
+/// Waits until the web service runs `spec.web` tasks of the release, none of the tasks in
+/// `replaced`, every one answering, with no update in progress. Meanwhile the app's port follows
+/// the tasks that answer, so it serves throughout a rolling update. Fails when the swarm rolls
+/// the service back, when a task of a `first` deploy fails, or after the time allowed.
+async fn converge(
+    docker: &Docker,
+    spec: &DeploySpec,
+    out: &Output,
+    publish: Publish<'_>,
+    replaced: &HashSet<String>,
+    first: bool,
+) -> Result<Vec<Instance>, String> {
+    let service = service_name(&spec.app, "web");
+    let deadline = Instant::now() + spec.ready_timeout + UPDATE_SLACK;
+    let mut answering: HashSet<u16> = HashSet::new();
+    let mut published: Option<Vec<u16>> = None;
+    let mut last_note = String::new();
+    loop {
+        let inspected = docker.inspect_service(&service, None).await.map_err(|e| {
+            format!(
+                "the swarm has no service {service}: {}",
+                engine::describe(&e)
+            )
+        })?;
+        let image = inspected
+            .spec
+            .as_ref()
+            .and_then(|s| s.task_template.as_ref())
+            .and_then(|t| t.container_spec.as_ref())
+            .and_then(|c| c.image.clone())
+            .unwrap_or_default();
+        let update = inspected.update_status.clone().unwrap_or_default();
+        let update_message = update.message.clone().unwrap_or_default();
+        let all_tasks = tasks(docker, &service).await?;
+        let release_failures = failed_tasks_of(&all_tasks, &spec.image);
+        if image.split('@').next() != Some(spec.image.as_str()) {
+            let why = match release_failures.first() {
+                Some(task) => task_failure(docker, task, spec).await,
+                None => update_message.clone(),
+            };
+            return Err(format!(
+                "the swarm rolled {service} back to the release that was serving: {why}"
+            ));
+        }
+        if matches!(
+            update.state,
+            Some(UpdateState::PAUSED | UpdateState::ROLLBACK_PAUSED)
+        ) {
+            return Err(format!(
+                "the swarm paused the update of {service}: {update_message}"
+            ));
+        }
+        let updating = matches!(
+            update.state,
+            Some(UpdateState::UPDATING | UpdateState::ROLLBACK_STARTED)
+        );
+        // A first deploy has nothing to roll back to: its first failed task fails it.
+        if first && let Some(task) = release_failures.first() {
+            return Err(task_failure(docker, task, spec).await);
+        }
+        let wanted_tasks: HashSet<String> = all_tasks
+            .iter()
+            .filter(|t| t.desired_state == Some(TaskState::RUNNING))
+            .filter_map(|t| t.id.clone())
+            .collect();
+        let running: Vec<ContainerReport> = service_containers(docker, &service)
+            .await?
+            .into_iter()
+            .filter(|c| c.state == "running")
+            .filter(|c| task_id(&c.name).is_some_and(|id| wanted_tasks.contains(id)))
+            .collect();
+        for container in &running {
+            if let Some(port) = container.host_port
+                && !answering.contains(&port)
+                && docker::answers(SocketAddr::new(probe_ip(spec), port)).await
+            {
+                answering.insert(port);
+            }
+        }
+        let serving: Vec<&ContainerReport> = running
+            .iter()
+            .filter(|c| c.host_port.is_some_and(|p| answering.contains(&p)))
+            .collect();
+        let mut ports: Vec<u16> = serving.iter().filter_map(|c| c.host_port).collect();
+        ports.sort_unstable();
+        if !ports.is_empty() && published.as_ref() != Some(&ports) {
+            publish(&ports)?;
+            published = Some(ports);
+        }
+        let new: Vec<&&ContainerReport> = serving
+            .iter()
+            .filter(|c| c.release == spec.release)
+            .filter(|c| task_id(&c.name).is_none_or(|id| !replaced.contains(id)))
+            .collect();
+        let note = format!(
+            "{}/{} web tasks of v{} answer",
+            new.len(),
+            spec.web,
+            spec.release
+        );
+        if note != last_note {
+            out.detail(&note);
+            last_note = note;
+        }
+        if !updating && new.len() == spec.web as usize && serving.len() == new.len() {
+            if spec.web == 0 {
+                publish(&[])?;
+            }
+            let mut instances: Vec<Instance> = new
+                .iter()
+                .map(|c| Instance {
+                    name: c.name.clone(),
+                    index: c.index,
+                    host_port: c.host_port,
+                })
+                .collect();
+            instances.sort_by_key(|i| i.index);
+            return Ok(instances);
+        }
+        if Instant::now() >= deadline {
+            let logs = match running.iter().find(|c| c.release == spec.release) {
+                Some(c) => docker::last_logs(docker, &c.name).await,
+                None => String::new(),
+            };
+            return Err(format!(
+                "the swarm did not converge on v{} within {} s: {} (the app must answer on PORT {}){logs}",
+                spec.release,
+                (spec.ready_timeout + UPDATE_SLACK).as_secs(),
+                last_note,
+                spec.port
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn probe_ip(spec: &DeploySpec) -> IpAddr {
+    // Host-mode ports bind every interface (the engine has no host-IP option for them).
+    match spec.publish_address {
+        ip if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        ip => ip,
+    }
+}
+
+/// The task id in a task container's name (`berth-APP_web.2.<task id>`).
+fn task_id(container: &str) -> Option<&str> {
+    container.rsplit('.').next()
+}
+
+fn failed_tasks_of<'t>(
+    tasks: &'t [bollard::models::Task],
+    image: &str,
+) -> Vec<&'t bollard::models::Task> {
+    tasks
+        .iter()
+        .filter(|t| {
+            let state = t.status.as_ref().and_then(|s| s.state);
+            matches!(
+                state,
+                Some(TaskState::FAILED | TaskState::REJECTED | TaskState::COMPLETE)
+            ) && t
+                .spec
+                .as_ref()
+                .and_then(|s| s.container_spec.as_ref())
+                .and_then(|c| c.image.as_deref())
+                .is_some_and(|i| i.split('@').next() == Some(image))
+        })
+        .collect()
+}
+
+/// One line on why a task ended, with its container's last log lines.
+async fn task_failure(docker: &Docker, task: &bollard::models::Task, spec: &DeploySpec) -> String {
+    let status = task.status.clone().unwrap_or_default();
+    let code = status.container_status.as_ref().and_then(|c| c.exit_code);
+    let reason = status.err.or(status.message).unwrap_or_default();
+    let logs = match status.container_status.and_then(|c| c.container_id) {
+        Some(id) => docker::last_logs(docker, &id).await,
+        None => String::new(),
+    };
+    match code {
+        Some(code) => format!(
+            "the app exited at start (exit code {code}) instead of listening on PORT {}{logs}",
+            spec.port
+        ),
+        None => format!("a task of v{} failed: {reason}{logs}", spec.release),
+    }
+}
+
+/// The containers of a service's tasks on this engine, as reports.
+async fn service_containers(
+    docker: &Docker,
+    service: &str,
+) -> Result<Vec<ContainerReport>, String> {
+    let containers = docker::list_labeled(
+        docker,
+        vec![format!("com.docker.swarm.service.name={service}")],
+    )
+    .await?;
+    Ok(containers
+        .into_iter()
+        .filter_map(docker::summary_to_report)
+        .collect())
+}
+
+/// Removes the app's stack and waits until its containers and network are gone (a stack
+/// deployed again at once would race the removal). Gives the number of tasks that ran.
+async fn remove_stack(docker: &Docker, app: &str) -> Result<usize, String> {
+    let stack = stack_name(app);
+    let label = format!("com.docker.stack.namespace={stack}");
+    let containers = docker::list_labeled(docker, vec![label.clone()]).await?;
+    let running = containers
+        .iter()
+        .filter(|c| c.state.as_ref().is_some_and(|s| s.to_string() == "running"))
+        .count();
+    let services = {
+        let filters = HashMap::from([("label", vec![label.as_str()])]);
+        let options = bollard::query_parameters::ListServicesOptionsBuilder::default()
+            .filters(&filters)
+            .build();
+        docker
+            .list_services(Some(options))
+            .await
+            .unwrap_or_default()
+    };
+    if services.is_empty() && containers.is_empty() {
+        return Ok(0);
+    }
+    cli(&["stack", "rm", &stack]).await?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let network = format!("{stack}_default");
+    while Instant::now() < deadline {
+        let left = docker::list_labeled(docker, vec![label.clone()])
+            .await?
+            .len();
+        let network_left = docker
+            .inspect_network(
+                &network,
+                None::<bollard::query_parameters::InspectNetworkOptions>,
+            )
+            .await
+            .is_ok();
+        if left == 0 && !network_left {
+            return Ok(running);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Err(format!(
+        "the swarm did not remove stack {stack} within 60 s"
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn task_ids_come_from_container_names() {
+        assert_eq!(
+            task_id("berth-a_web.2.rjzzoloii3j0925d"),
+            Some("rjzzoloii3j0925d")
+        );
+        assert_eq!(stack_name("shop"), "berth-shop");
+        assert_eq!(service_name("shop", "web"), "berth-shop_web");
+    }
+}
