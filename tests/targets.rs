@@ -455,3 +455,35 @@ fn a_first_swarm_deploy_that_crashes_leaves_no_stack() {
     let stack_file = server.data_dir().join("deploy").join(format!("{app}.yml"));
     assert!(!stack_file.exists());
 }
+
+#[test]
+fn the_swarm_target_is_refused_without_the_docker_cli_and_the_app_stays() {
+    require_swarm();
+    // A PATH with git and ssh-keygen (what berth itself runs) but no docker CLI.
+    let bin = tempfile::tempdir().expect("temp dir");
+    for tool in ["git", "ssh-keygen"] {
+        let found = Command::new("sh")
+            .args(["-c", &format!("command -v {tool}")])
+            .output()
+            .expect("command -v");
+        let path = String::from_utf8_lossy(&found.stdout).trim().to_string();
+        std::os::unix::fs::symlink(&path, bin.path().join(tool)).expect("symlink");
+    }
+    let path = bin.path().to_string_lossy().into_owned();
+    let server = TestServer::start_with_env("", &[("PATH", &path)]);
+    let app = app_name("nocli");
+    let push = server.push(web_app("still here").path(), &app, "main");
+    assert!(push.status.success(), "{}", text(&push));
+    let url = live_url(&push);
+    let refused = server.ssh(&["apps:set", &app, "target=swarm"]);
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(
+        text(&refused).contains("docker CLI") && text(&refused).contains("nothing changed"),
+        "{}",
+        text(&refused)
+    );
+    let info: Value =
+        serde_json::from_str(&ok(&server.ssh(&["apps:info", &app, "--json"]))).expect("json");
+    assert_eq!(info["target"], "docker");
+    assert_eq!(http_get(&url).as_deref().map(str::trim), Some("still here"));
+}

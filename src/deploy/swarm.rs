@@ -390,6 +390,14 @@ async fn converge(
                 })
                 .collect();
             instances.sort_by_key(|i| i.index);
+            for instance in &instances {
+                if let Some(port) = instance.host_port {
+                    out.detail(&format!(
+                        "web.{} answers on host port {port}",
+                        instance.index
+                    ));
+                }
+            }
             return Ok(instances);
         }
         if Instant::now() >= deadline {
