@@ -27,6 +27,9 @@ pub struct Config {
     pub default_target: String,
     /// A directory whose `<target>/` subdirectories override the built-in templates.
     pub template_dir: Option<PathBuf>,
+    /// Images of the buildpacks (`python = "python:3.12-slim"`, `go_runtime = ...`), over their
+    /// defaults.
+    pub buildpack_images: std::collections::BTreeMap<String, String>,
 }
 
 impl Default for Config {
@@ -41,6 +44,7 @@ impl Default for Config {
             deploy_branch: "main".into(),
             default_target: "docker".into(),
             template_dir: None,
+            buildpack_images: Default::default(),
         }
     }
 }
@@ -116,6 +120,20 @@ impl Config {
         }
         crate::deploy::render::Target::parse(&self.default_target)
             .map_err(|e| format!("default_target: {e}"))?;
+        let keys = crate::buildpack::image_keys();
+        for (key, image) in &self.buildpack_images {
+            if !keys.contains(key) {
+                return Err(format!(
+                    "buildpack_images: unknown key {key:?} (known: {})",
+                    keys.join(", ")
+                ));
+            }
+            if image.is_empty() || image.contains(char::is_whitespace) {
+                return Err(format!(
+                    "buildpack_images.{key}: {image:?} is not an image name"
+                ));
+            }
+        }
         if self.ready_timeout == 0 {
             return Err("ready_timeout must be at least 1 second".into());
         }

@@ -170,6 +170,26 @@ pub fn read_root_file(
     Ok(Some(repository.find_blob(entry.id())?.content().to_vec()))
 }
 
+/// The names at the root of a commit's tree: (files, directories), each sorted.
+pub fn root_names(
+    repo: &Path,
+    quarantine: Option<&Path>,
+    commit: &str,
+) -> Result<(Vec<String>, Vec<String>), git2::Error> {
+    let repository = open_with_quarantine(repo, quarantine)?;
+    let tree = repository.find_commit(Oid::from_str(commit)?)?.tree()?;
+    let (mut files, mut dirs) = (Vec::new(), Vec::new());
+    for entry in tree.iter() {
+        let Some(name) = entry.name() else { continue };
+        match entry.kind() {
+            Some(ObjectType::Blob) => files.push(name.to_string()),
+            Some(ObjectType::Tree) => dirs.push(name.to_string()),
+            _ => {}
+        }
+    }
+    Ok((files, dirs))
+}
+
 /// Every blob directly under `dir` (a slash-separated path) in the commit: (file name, bytes).
 pub fn read_dir_files(
     repo: &Path,
@@ -204,6 +224,7 @@ pub fn archive_tree(
     quarantine: Option<&Path>,
     commit: &str,
     include: &dyn Fn(&str) -> bool,
+    extra: &[(&str, &[u8])],
 ) -> Result<Vec<u8>, git2::Error> {
     let repository = open_with_quarantine(repo, quarantine)?;
     let commit = repository.find_commit(Oid::from_str(commit)?)?;
@@ -261,6 +282,15 @@ pub fn archive_tree(
     })?;
     if let Some(error) = failure {
         return Err(error);
+    }
+    for (path, bytes) in extra {
+        let mut header = tar::Header::new_gnu();
+        header.set_mtime(mtime);
+        header.set_mode(0o644);
+        header.set_size(bytes.len() as u64);
+        builder
+            .append_data(&mut header, path, *bytes)
+            .map_err(|e| git2::Error::from_str(&format!("tar {path}: {e}")))?;
     }
     builder
         .into_inner()

@@ -11,6 +11,7 @@
 //! See ARCHITECTURE.md for the invariants.
 
 pub mod build;
+pub mod buildpack;
 pub mod commands;
 pub mod config;
 pub mod deploy;
@@ -19,6 +20,7 @@ pub mod git;
 pub mod names;
 pub mod output;
 pub mod pipeline;
+pub mod procfile;
 pub mod push;
 pub mod reconcile;
 pub mod registry;

@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use crate::build::{self, DockerIgnore};
+use crate::buildpack;
 use crate::deploy;
 use crate::engine;
 use crate::git::{self, RefUpdate};
@@ -180,8 +181,6 @@ pub async fn build_and_release(
     let config = &berth.config;
     let app = request.app.as_str();
     let commit = request.commit;
-    let quarantine = request.quarantine;
-    let short = &commit[..commit.len().min(7)];
     let docker = engine::connect().await?;
     let record = store
         .app(request.app)
@@ -190,53 +189,155 @@ pub async fn build_and_release(
         .ok_or_else(|| format!("app {app} vanished"))?;
     let app_id = record.id;
 
-    let repo = request.repo.to_path_buf();
-    let (quarantine, commit_owned) = (quarantine.map(Path::to_path_buf), commit.to_string());
-    let (dockerfile, context) = tokio::task::spawn_blocking(move || -> Result<_, git2::Error> {
-        let q = quarantine.as_deref();
-        if git::read_root_file(&repo, q, &commit_owned, "Dockerfile")?.is_none() {
-            return Ok((false, Vec::new()));
-        }
-        let ignore =
-            git::read_root_file(&repo, q, &commit_owned, ".dockerignore")?.unwrap_or_default();
-        let ignore = DockerIgnore::parse(&String::from_utf8_lossy(&ignore));
-        Ok((
-            true,
-            git::archive_tree(&repo, q, &commit_owned, &|path| !ignore.excludes(path))?,
-        ))
+    let config_vars = store
+        .config(app_id)
+        .await
+        .map_err(|e| format!("internal error reading config: {e}"))?;
+    let source_commit = SourceCommit {
+        repo: request.repo.to_path_buf(),
+        quarantine: request.quarantine.map(Path::to_path_buf),
+        commit: commit.to_string(),
+    };
+    let (images, forced) = (
+        config.buildpack_images.clone(),
+        config_vars.get("BUILDPACK").cloned(),
+    );
+    let (plan, context) = tokio::task::spawn_blocking(move || {
+        let plan = plan_build(&source_commit, forced.as_deref(), &images)?;
+        let context =
+            source_commit.context(plan.generated.as_ref().map(|g| g.dockerfile.as_str()))?;
+        Ok::<_, String>((plan, context))
     })
     .await
-    .map_err(|e| format!("internal error: {e}"))?
-    .map_err(|e| format!("cannot read the pushed commit {short}: {}", e.message()))?;
-    if !dockerfile {
-        return Err(format!(
-            "no Dockerfile at the root of {short}: add one and push again"
+    .map_err(|e| format!("internal error: {e}"))??;
+    if let Some(generated) = &plan.generated {
+        out.step(&format!(
+            "Detected {} ({})",
+            generated.buildpack, generated.reason
         ));
     }
+    let processes = plan.processes;
 
     // Build first: a failed build makes no release, so release numbers count real releases.
     let _ = store.set_app_state(app_id, "building", request.actor).await;
-    out.step(&format!("Building {app} from Dockerfile"));
+    match &plan.generated {
+        None => out.step(&format!("Building {app} from Dockerfile")),
+        Some(generated) => out.step(&format!(
+            "Building {app} with the {} buildpack",
+            generated.buildpack
+        )),
+    }
     let image_repo = registry::image_repository(config.registry.as_deref(), app);
     let build_tag = format!("{image_repo}:build-{}", &commit[..commit.len().min(12)]);
     let labels = HashMap::from([(deploy::docker::LABEL_APP.to_string(), app.to_string())]);
     build::build(&docker, context, &build_tag, labels, out).await?;
 
-    let config = store
-        .config(app_id)
-        .await
-        .map_err(|e| format!("internal error reading config: {e}"))?;
+    let processes = serde_json::to_string(&processes).map_err(|e| e.to_string())?;
     let source = release::Source::Build {
         build_tag: &build_tag,
         image_repository: &image_repo,
     };
     let plan = release::Plan {
         commit,
-        config: &config,
+        config: &config_vars,
+        processes: &processes,
         description: request.description,
         actor: request.actor,
     };
     release::create_and_deploy(berth, &docker, &record, source, plan, out)
         .await
         .map(|_| ())
+}
+
+/// A commit to read: the bare repo, git's quarantine dir while a push is undecided, the commit.
+pub struct SourceCommit {
+    pub repo: std::path::PathBuf,
+    pub quarantine: Option<std::path::PathBuf>,
+    pub commit: String,
+}
+
+impl SourceCommit {
+    fn unreadable(&self, error: git2::Error) -> String {
+        let short = &self.commit[..self.commit.len().min(7)];
+        format!("cannot read the commit {short}: {}", error.message())
+    }
+
+    fn read(&self, name: &str) -> Result<Option<String>, String> {
+        git::read_root_file(&self.repo, self.quarantine.as_deref(), &self.commit, name)
+            .map(|b| b.map(|b| String::from_utf8_lossy(&b).into_owned()))
+            .map_err(|e| self.unreadable(e))
+    }
+
+    /// The build context: the tree minus `.dockerignore`d files, plus a generated Dockerfile.
+    fn context(&self, dockerfile: Option<&str>) -> Result<Vec<u8>, String> {
+        let ignore = DockerIgnore::parse(&self.read(".dockerignore")?.unwrap_or_default());
+        let extra: Vec<(&str, &[u8])> = dockerfile
+            .map(|text| vec![("Dockerfile", text.as_bytes())])
+            .unwrap_or_default();
+        git::archive_tree(
+            &self.repo,
+            self.quarantine.as_deref(),
+            &self.commit,
+            &|path| !ignore.excludes(path),
+            &extra,
+        )
+        .map_err(|e| self.unreadable(e))
+    }
+}
+
+/// How a commit is built: its own Dockerfile, or a buildpack's.
+pub struct BuildPlan {
+    /// None: the repo's Dockerfile.
+    pub generated: Option<Generated>,
+    /// The Procfile's process types.
+    pub processes: std::collections::BTreeMap<String, String>,
+}
+
+/// A buildpack's Dockerfile for the commit, and why that buildpack.
+pub struct Generated {
+    pub buildpack: &'static str,
+    pub reason: String,
+    pub dockerfile: String,
+}
+
+/// Decides how to build a commit: a Dockerfile in the repo always wins; else the buildpack forced
+/// by `forced` (the BUILDPACK config var) or a `.buildpacks` file, else the first detected.
+/// Blocking (git); also behind `buildpacks:detect`.
+pub fn plan_build(
+    source: &SourceCommit,
+    forced: Option<&str>,
+    images: &std::collections::BTreeMap<String, String>,
+) -> Result<BuildPlan, String> {
+    let (files, dirs) = git::root_names(&source.repo, source.quarantine.as_deref(), &source.commit)
+        .map_err(|e| source.unreadable(e))?;
+    let processes = match source.read("Procfile")? {
+        Some(text) => crate::procfile::parse(&text)?,
+        None => Default::default(),
+    };
+    if files.iter().any(|f| f == "Dockerfile") {
+        return Ok(BuildPlan {
+            generated: None,
+            processes,
+        });
+    }
+    let root = buildpack::Root { files, dirs };
+    let from_file = match &forced {
+        Some(_) => None,
+        None => source.read(".buildpacks")?,
+    };
+    let forced = match (forced, from_file.as_deref()) {
+        (Some(name), _) => Some((name, "the BUILDPACK config var")),
+        (None, Some(text)) => Some((text.lines().next().unwrap_or(""), ".buildpacks")),
+        (None, None) => None,
+    };
+    let detection = buildpack::detect(&root, forced)?;
+    let dockerfile = detection.buildpack.dockerfile(&root, images)?;
+    Ok(BuildPlan {
+        generated: Some(Generated {
+            buildpack: detection.buildpack.name,
+            reason: detection.reason,
+            dockerfile,
+        }),
+        processes,
+    })
 }

@@ -27,6 +27,8 @@ pub enum Source<'a> {
 pub struct Plan<'a> {
     pub commit: &'a str,
     pub config: &'a BTreeMap<String, String>,
+    /// The release's process types as JSON (Procfile name -> command), from its commit.
+    pub processes: &'a str,
     pub description: &'a str,
     pub actor: &'a str,
 }
@@ -56,6 +58,7 @@ pub async fn create_and_deploy(
             plan.commit,
             image,
             &config_json,
+            plan.processes,
             plan.actor,
             plan.description,
         )
@@ -166,6 +169,10 @@ pub async fn spec_for(
         render::render(target, &context, &overrides)?
     };
     Ok(DeploySpec {
+        web_command: processes(release)
+            .get("web")
+            .map(|c| crate::procfile::command_vector(c))
+            .unwrap_or_default(),
         units,
         work_dir: berth.config.deploy_dir(),
         app: app.name.clone(),
@@ -283,13 +290,17 @@ pub async fn render_context(
         Err(_) => deploy::DEFAULT_PORT,
     };
     let resources = resources(app);
+    let commands = processes(release);
     let processes = formation(app)
         .iter()
         .map(|(name, replicas)| {
             let port = (name == "web").then_some(port);
             render::Process::new(
                 name,
-                Vec::new(),
+                commands
+                    .get(name)
+                    .map(|c| crate::procfile::command_vector(c))
+                    .unwrap_or_default(),
                 *replicas,
                 port,
                 &resources.get(name).cloned().unwrap_or_default(),
@@ -358,6 +369,11 @@ pub async fn template_overrides(
             .push((format!("{}", dir.display()), text_files(files)));
     }
     Ok(overrides)
+}
+
+/// The release's Procfile process types: name → command.
+pub fn processes(release: &Release) -> BTreeMap<String, String> {
+    serde_json::from_str(&release.processes).unwrap_or_default()
 }
 
 /// The app's formation: process type → instances.

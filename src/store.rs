@@ -78,6 +78,9 @@ pub struct Release {
     /// JSON object of the config vars this release runs with (never shown unmasked by default).
     #[serde(skip)]
     pub config: String,
+    /// JSON object of the release's process types (Procfile name -> command).
+    #[serde(skip)]
+    pub processes: String,
 }
 
 #[derive(Debug, Clone, FromRow, Serialize)]
@@ -216,7 +219,7 @@ impl Store {
 
     // ---- releases
 
-    const RELEASE_COLUMNS: &str = "id, app_id, number, commit_sha, image, status, created_by, description, host_port, created_at, config";
+    const RELEASE_COLUMNS: &str = "id, app_id, number, commit_sha, image, status, created_by, description, host_port, created_at, config, processes";
 
     /// Allocates the next release number for the app and records it with status `releasing`.
     /// `image` is `Image::Repository` for a new build (tagged `repo:vN`) or `Image::Existing`
@@ -227,6 +230,7 @@ impl Store {
         commit_sha: &str,
         image: ReleaseImage<'_>,
         config: &str,
+        processes: &str,
         created_by: &str,
         description: &str,
     ) -> StoreResult<Release> {
@@ -241,8 +245,8 @@ impl Store {
             ReleaseImage::Existing(image) => image.to_string(),
         };
         let release: Release = sqlx::query_as(&format!(
-            "INSERT INTO releases (app_id, number, commit_sha, image, status, created_by, description, config)
-             VALUES (?, ?, ?, ?, 'releasing', ?, ?, ?) RETURNING {}",
+            "INSERT INTO releases (app_id, number, commit_sha, image, status, created_by, description, config, processes)
+             VALUES (?, ?, ?, ?, 'releasing', ?, ?, ?, ?) RETURNING {}",
             Self::RELEASE_COLUMNS
         ))
         .bind(app_id)
@@ -252,6 +256,7 @@ impl Store {
         .bind(created_by)
         .bind(description)
         .bind(config)
+        .bind(processes)
         .fetch_one(&mut *tx)
         .await?;
         tx.commit().await?;

@@ -6,21 +6,13 @@ cd "$(dirname "$0")/.."
 
 ./install.sh --deps-only
 command -v ssh >/dev/null || { apt-get update -qq; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssh-client >/dev/null; }
-command -v busybox >/dev/null || { apt-get update -qq; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq busybox-static >/dev/null; }
 
 # Rendered Kubernetes manifests are checked against the official schemas, offline.
 python3 -c 'import kubernetes_validate' 2>/dev/null || python3 -m pip install -q kubernetes-validate
 
-# Containers here cannot pull: fixture apps build FROM a tiny local busybox image.
-if ! docker image inspect berth-test/busybox:latest >/dev/null 2>&1; then
-  echo "-----> Making the local base image berth-test/busybox:latest"
-  root=$(mktemp -d)
-  mkdir -p "$root/bin" "$root/www" "$root/tmp"
-  cp "$(command -v busybox)" "$root/bin/busybox"
-  for tool in sh httpd cat echo sleep ls mkdir rm cp env nc true false printf; do ln -s busybox "$root/bin/$tool"; done
-  tar -C "$root" -c . | docker import -c 'CMD ["/bin/sh"]' - berth-test/busybox:latest >/dev/null
-  rm -rf "$root"
-fi
+# Containers here cannot pull: fixture apps build FROM local base images (busybox, and a Debian
+# with python, node, go, ruby and rust for the buildpack fixtures; made once, then reused).
+bash tests/base_images.sh
 
 # The swarm target is tested on a real single-node swarm.
 if [ "$(docker info --format '{{.Swarm.LocalNodeState}}')" != active ]; then

@@ -106,6 +106,7 @@ async fn change(
     let plan = release::Plan {
         commit: &current.commit_sha,
         config: &new,
+        processes: &current.processes,
         description,
         actor: &who.key_name,
     };

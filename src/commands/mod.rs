@@ -8,6 +8,7 @@
 //! anything.
 
 mod apps;
+mod buildpacks;
 mod config;
 mod keys;
 mod ps;
@@ -215,6 +216,20 @@ pub const SPECS: &[Spec] = &[
         usage: "events APP [-n N] [--json]",
         summary: "what happened to the app, by whom, with what outcome",
         flags: &[("-n", true), JSON],
+        positional: (1, Some(1)),
+    },
+    Spec {
+        name: "buildpacks:list",
+        usage: "buildpacks:list [--json]",
+        summary: "the buildpacks, what detects each, and their images",
+        flags: &[JSON],
+        positional: (0, Some(0)),
+    },
+    Spec {
+        name: "buildpacks:detect",
+        usage: "buildpacks:detect APP [--json]",
+        summary: "how the app's current commit would be built (Dockerfile or which buildpack), and why",
+        flags: &[JSON],
         positional: (1, Some(1)),
     },
     Spec {
@@ -429,6 +444,8 @@ pub async fn run(berth: &Berth, who: &Identity, raw: &[String], stdin: &[u8]) ->
         "events" => releases::events(berth, who, &args).await,
         "keys:add" => keys::add(berth, who, &args, stdin).await,
         "apps:set" => targets::set(berth, who, &args, &out).await,
+        "buildpacks:list" => buildpacks::list(berth, &args).await,
+        "buildpacks:detect" => buildpacks::detect(berth, who, &args).await,
         "resources:set" => targets::resources(berth, who, &args).await,
         "deploy:render" => targets::render_units(berth, who, &args).await,
         "deploy:plan" => targets::plan(berth, who, &args).await,

@@ -85,6 +85,7 @@ pub async fn rollback(
     let plan = release::Plan {
         commit: &target.commit_sha,
         config: &config,
+        processes: &target.processes,
         description: &description,
         actor: &who.key_name,
     };

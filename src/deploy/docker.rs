@@ -515,6 +515,7 @@ fn container_body(
     ContainerCreateBody {
         image: Some(spec.image.clone()),
         env: Some(env),
+        cmd: (!spec.web_command.is_empty()).then(|| spec.web_command.clone()),
         exposed_ports: Some(vec![exposed.to_string()]),
         labels: Some(labels),
         host_config: Some(HostConfig {

@@ -35,6 +35,8 @@ pub struct DeploySpec {
     pub env: Vec<(String, String)>,
     /// How many web instances to run.
     pub web: u32,
+    /// The web command (Procfile `web:` run with `sh -c`); empty: the image's CMD.
+    pub web_command: Vec<String>,
     /// CPU and memory limits of each web instance (`resources:set`).
     pub resources: render::Resources,
     pub publish_address: IpAddr,

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Makes the local base images the buildpack fixtures build on (containers here cannot pull):
+#   berth-test/busybox:latest  a static busybox (sh, httpd, ...), 2 MB
+#   berth-test/langs:bookworm  Debian bookworm minbase with python3 (+venv), nodejs + npm,
+#                              golang-go, ruby + bundler, rustc + cargo (debootstrap, then apt
+#                              inside the chroot; several minutes, once: skipped when present)
+# Idempotent. Run by tests/run.sh and bench/buildpacks.sh.
+set -euo pipefail
+
+if ! docker image inspect berth-test/busybox:latest >/dev/null 2>&1; then
+  command -v busybox >/dev/null || { apt-get update -qq; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq busybox-static >/dev/null; }
+  echo "-----> Making the local base image berth-test/busybox:latest"
+  root=$(mktemp -d)
+  mkdir -p "$root/bin" "$root/www" "$root/tmp"
+  cp "$(command -v busybox)" "$root/bin/busybox"
+  for tool in sh httpd cat echo sleep ls mkdir rm cp env nc true false printf touch wget; do ln -s busybox "$root/bin/$tool"; done
+  tar -C "$root" -c . | docker import -c 'CMD ["/bin/sh"]' - berth-test/busybox:latest >/dev/null
+  rm -rf "$root"
+fi
+
+if ! docker image inspect berth-test/langs:bookworm >/dev/null 2>&1; then
+  echo "-----> Making the local base image berth-test/langs:bookworm (debootstrap; a few minutes, once)"
+  command -v debootstrap >/dev/null || { apt-get update -qq; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap >/dev/null; }
+  rootfs=$(mktemp -d /var/tmp/berth-langs.XXXXXX)
+  trap 'umount "$rootfs/proc" 2>/dev/null || true; rm -rf "$rootfs"' EXIT
+  debootstrap --variant=minbase --include=python3,python3-venv bookworm "$rootfs" http://deb.debian.org/debian >/dev/null
+  mount -t proc proc "$rootfs/proc"
+  chroot "$rootfs" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+    nodejs npm golang-go ruby ruby-bundler rustc cargo >/dev/null
+  chroot "$rootfs" apt-get clean
+  umount "$rootfs/proc"
+  rm -rf "$rootfs"/var/lib/apt/lists/*
+  tar -C "$rootfs" -c . | docker import -c 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' - berth-test/langs:bookworm >/dev/null
+fi
