@@ -216,7 +216,7 @@ pub async fn build_and_release(
             generated.buildpack, generated.reason
         ));
     }
-    let processes = plan.processes;
+    let manifest = plan.manifest;
 
     // Build first: a failed build makes no release, so release numbers count real releases.
     let _ = store.set_app_state(app_id, "building", request.actor).await;
@@ -232,7 +232,26 @@ pub async fn build_and_release(
     let labels = HashMap::from([(deploy::docker::LABEL_APP.to_string(), app.to_string())]);
     build::build(&docker, context, &build_tag, labels, out).await?;
 
-    let processes = serde_json::to_string(&processes).map_err(|e| e.to_string())?;
+    // app.json's formation is the initial scale: it applies to an app's first release only.
+    if !manifest.formation.is_empty()
+        && store
+            .latest_release(app_id)
+            .await
+            .map_err(|e| format!("internal error reading releases: {e}"))?
+            .is_none()
+    {
+        let formation = serde_json::to_string(&manifest.formation).map_err(|e| e.to_string())?;
+        store
+            .set_formation(app_id, &formation)
+            .await
+            .map_err(|e| format!("internal error recording the formation: {e}"))?;
+    }
+    let record = store
+        .app(request.app)
+        .await
+        .map_err(|e| format!("internal error reading the app: {e}"))?
+        .ok_or_else(|| format!("app {app} vanished"))?;
+    let manifest_json = serde_json::to_string(&manifest).map_err(|e| e.to_string())?;
     let source = release::Source::Build {
         build_tag: &build_tag,
         image_repository: &image_repo,
@@ -240,7 +259,7 @@ pub async fn build_and_release(
     let plan = release::Plan {
         commit,
         config: &config_vars,
-        processes: &processes,
+        manifest: &manifest_json,
         description: request.description,
         actor: request.actor,
     };
@@ -289,8 +308,8 @@ impl SourceCommit {
 pub struct BuildPlan {
     /// None: the repo's Dockerfile.
     pub generated: Option<Generated>,
-    /// The Procfile's process types.
-    pub processes: std::collections::BTreeMap<String, String>,
+    /// The Procfile and app.json of the commit.
+    pub manifest: crate::manifest::Manifest,
 }
 
 /// A buildpack's Dockerfile for the commit, and why that buildpack.
@@ -310,14 +329,14 @@ pub fn plan_build(
 ) -> Result<BuildPlan, String> {
     let (files, dirs) = git::root_names(&source.repo, source.quarantine.as_deref(), &source.commit)
         .map_err(|e| source.unreadable(e))?;
-    let processes = match source.read("Procfile")? {
-        Some(text) => crate::procfile::parse(&text)?,
-        None => Default::default(),
-    };
+    let manifest = crate::manifest::Manifest::from_files(
+        source.read("Procfile")?.as_deref(),
+        source.read("app.json")?.as_deref(),
+    )?;
     if files.iter().any(|f| f == "Dockerfile") {
         return Ok(BuildPlan {
             generated: None,
-            processes,
+            manifest,
         });
     }
     let root = buildpack::Root { files, dirs };
@@ -338,6 +357,6 @@ pub fn plan_build(
             reason: detection.reason,
             dockerfile,
         }),
-        processes,
+        manifest,
     })
 }

@@ -7,10 +7,11 @@ use bollard::Docker;
 
 use crate::deploy::render::{self, Resources, Target};
 use crate::deploy::{self, DeploySpec};
+use crate::manifest::Manifest;
 use crate::output::Output;
 use crate::registry;
 use crate::server::Berth;
-use crate::store::{App, Release, ReleaseImage};
+use crate::store::{App, NewRelease, Release, ReleaseImage};
 
 /// Where the new release's image comes from.
 pub enum Source<'a> {
@@ -27,8 +28,8 @@ pub enum Source<'a> {
 pub struct Plan<'a> {
     pub commit: &'a str,
     pub config: &'a BTreeMap<String, String>,
-    /// The release's process types as JSON (Procfile name -> command), from its commit.
-    pub processes: &'a str,
+    /// The release's manifest as JSON (Procfile, app.json), from its commit.
+    pub manifest: &'a str,
     pub description: &'a str,
     pub actor: &'a str,
 }
@@ -53,15 +54,15 @@ pub async fn create_and_deploy(
     let config_json =
         serde_json::to_string(plan.config).map_err(|e| format!("internal error: {e}"))?;
     let release = store
-        .create_release(
-            app.id,
-            plan.commit,
+        .create_release(NewRelease {
+            app_id: app.id,
+            commit_sha: plan.commit,
             image,
-            &config_json,
-            plan.processes,
-            plan.actor,
-            plan.description,
-        )
+            config: &config_json,
+            manifest: plan.manifest,
+            created_by: plan.actor,
+            description: plan.description,
+        })
         .await
         .map_err(|e| format!("internal error recording the release: {e}"))?;
     let result = async {
@@ -72,8 +73,45 @@ pub async fn create_and_deploy(
                 registry::push(docker, &release.image, registry_address, out).await?;
             }
         }
+        let manifest = Manifest::from_json(plan.manifest);
+        let env: Vec<String> = plan
+            .config
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        // Heroku's release phase, then app.json's predeploy: in the new image with the new
+        // config, before anything changes; either failing stops the deploy.
+        for (what, command) in [
+            (
+                "release command (Procfile)",
+                manifest.processes.get("release"),
+            ),
+            ("predeploy script (app.json)", manifest.predeploy.as_ref()),
+        ] {
+            if let Some(command) = command {
+                run_phase(docker, app, &release, &env, what, command, out).await?;
+            }
+        }
         out.step(&format!("Releasing v{}", release.number));
-        deploy_release(berth, docker, app, &release, plan.actor, out).await
+        deploy_release(berth, docker, app, &release, plan.actor, out).await?;
+        if let Some(command) = &manifest.postdeploy
+            && let Err(message) = run_phase(
+                docker,
+                app,
+                &release,
+                &env,
+                "postdeploy script (app.json)",
+                command,
+                out,
+            )
+            .await
+        {
+            out.error(&format!(
+                "{message}; v{} is live all the same",
+                release.number
+            ));
+        }
+        Ok(())
     }
     .await;
     match result {
@@ -82,6 +120,36 @@ pub async fn create_and_deploy(
             let _ = store.set_release_status(release.id, "failed").await;
             Err(message)
         }
+    }
+}
+
+/// Runs one phase command of a release in a one-off container; fails unless it exits 0.
+async fn run_phase(
+    docker: &Docker,
+    app: &App,
+    release: &Release,
+    env: &[String],
+    what: &str,
+    command: &str,
+    out: &Output,
+) -> Result<(), String> {
+    out.step(&format!("Running the {what}: {command}"));
+    let code = deploy::docker::run_to_end(
+        docker,
+        &app.name,
+        &release.image,
+        env.to_vec(),
+        crate::manifest::command_vector(command),
+        out,
+    )
+    .await?;
+    if code == 0 {
+        Ok(())
+    } else {
+        Err(format!(
+            "the {what} failed (exit code {code}): v{} was not deployed",
+            release.number
+        ))
     }
 }
 
@@ -168,11 +236,25 @@ pub async fn spec_for(
         let overrides = template_overrides(berth, app, release, target).await?;
         render::render(target, &context, &overrides)?
     };
+    let manifest = manifest(release);
+    let formation = formation(app);
+    let all_resources = resources(app);
     Ok(DeploySpec {
-        web_command: processes(release)
+        web_command: manifest
+            .processes
             .get("web")
-            .map(|c| crate::procfile::command_vector(c))
+            .map(|c| crate::manifest::command_vector(c))
             .unwrap_or_default(),
+        others: manifest
+            .scalable()
+            .map(|(name, command)| deploy::ProcessSpec {
+                name: name.clone(),
+                command: crate::manifest::command_vector(command),
+                count: formation.get(name).copied().unwrap_or(0),
+                resources: all_resources.get(name).cloned().unwrap_or_default(),
+            })
+            .collect(),
+        health: manifest.healthcheck.clone(),
         units,
         work_dir: berth.config.deploy_dir(),
         app: app.name.clone(),
@@ -180,8 +262,8 @@ pub async fn spec_for(
         image: release.image.clone(),
         port: deploy::docker::web_port(docker, &release.image).await?,
         env: config.into_iter().collect(),
-        web: formation(app).get("web").copied().unwrap_or(1),
-        resources: resources(app).remove("web").unwrap_or_default(),
+        web: formation.get("web").copied().unwrap_or(1),
+        resources: all_resources.get("web").cloned().unwrap_or_default(),
         publish_address: berth.config.publish_address,
         ready_timeout: berth.config.ready_timeout(),
     })
@@ -290,16 +372,20 @@ pub async fn render_context(
         Err(_) => deploy::DEFAULT_PORT,
     };
     let resources = resources(app);
-    let commands = processes(release);
+    let commands = manifest(release).processes;
     let processes = formation(app)
         .iter()
+        // Besides web, only the process types the release's Procfile defines (never `release`).
+        .filter(|(name, _)| {
+            name.as_str() == "web" || (name.as_str() != "release" && commands.contains_key(*name))
+        })
         .map(|(name, replicas)| {
             let port = (name == "web").then_some(port);
             render::Process::new(
                 name,
                 commands
                     .get(name)
-                    .map(|c| crate::procfile::command_vector(c))
+                    .map(|c| crate::manifest::command_vector(c))
                     .unwrap_or_default(),
                 *replicas,
                 port,
@@ -371,9 +457,9 @@ pub async fn template_overrides(
     Ok(overrides)
 }
 
-/// The release's Procfile process types: name → command.
-pub fn processes(release: &Release) -> BTreeMap<String, String> {
-    serde_json::from_str(&release.processes).unwrap_or_default()
+/// What the release runs (its Procfile and app.json).
+pub fn manifest(release: &Release) -> Manifest {
+    Manifest::from_json(&release.manifest)
 }
 
 /// The app's formation: process type → instances.

@@ -61,6 +61,19 @@ pub struct App {
     pub updated_at: String,
 }
 
+/// What a new release is made of (`create_release`).
+pub struct NewRelease<'a> {
+    pub app_id: i64,
+    pub commit_sha: &'a str,
+    pub image: ReleaseImage<'a>,
+    /// JSON object of config vars.
+    pub config: &'a str,
+    /// JSON of the release's manifest (`manifest::Manifest`).
+    pub manifest: &'a str,
+    pub created_by: &'a str,
+    pub description: &'a str,
+}
+
 #[derive(Debug, Clone, FromRow, Serialize)]
 pub struct Release {
     #[serde(skip)]
@@ -78,9 +91,9 @@ pub struct Release {
     /// JSON object of the config vars this release runs with (never shown unmasked by default).
     #[serde(skip)]
     pub config: String,
-    /// JSON object of the release's process types (Procfile name -> command).
+    /// JSON of the release's manifest (`manifest::Manifest`: Procfile, app.json).
     #[serde(skip)]
-    pub processes: String,
+    pub manifest: String,
 }
 
 #[derive(Debug, Clone, FromRow, Serialize)]
@@ -219,21 +232,21 @@ impl Store {
 
     // ---- releases
 
-    const RELEASE_COLUMNS: &str = "id, app_id, number, commit_sha, image, status, created_by, description, host_port, created_at, config, processes";
+    const RELEASE_COLUMNS: &str = "id, app_id, number, commit_sha, image, status, created_by, description, host_port, created_at, config, manifest";
 
     /// Allocates the next release number for the app and records it with status `releasing`.
     /// `image` is `Image::Repository` for a new build (tagged `repo:vN`) or `Image::Existing`
     /// for a release that reuses an image (config change, rollback).
-    pub async fn create_release(
-        &self,
-        app_id: i64,
-        commit_sha: &str,
-        image: ReleaseImage<'_>,
-        config: &str,
-        processes: &str,
-        created_by: &str,
-        description: &str,
-    ) -> StoreResult<Release> {
+    pub async fn create_release(&self, new: NewRelease<'_>) -> StoreResult<Release> {
+        let NewRelease {
+            app_id,
+            commit_sha,
+            image,
+            config,
+            manifest,
+            created_by,
+            description,
+        } = new;
         let mut tx = self.pool.begin().await?;
         let (number,): (i64,) =
             sqlx::query_as("SELECT COALESCE(MAX(number), 0) + 1 FROM releases WHERE app_id = ?")
@@ -245,7 +258,7 @@ impl Store {
             ReleaseImage::Existing(image) => image.to_string(),
         };
         let release: Release = sqlx::query_as(&format!(
-            "INSERT INTO releases (app_id, number, commit_sha, image, status, created_by, description, config, processes)
+            "INSERT INTO releases (app_id, number, commit_sha, image, status, created_by, description, config, manifest)
              VALUES (?, ?, ?, ?, 'releasing', ?, ?, ?, ?) RETURNING {}",
             Self::RELEASE_COLUMNS
         ))
@@ -256,7 +269,7 @@ impl Store {
         .bind(created_by)
         .bind(description)
         .bind(config)
-        .bind(processes)
+        .bind(manifest)
         .fetch_one(&mut *tx)
         .await?;
         tx.commit().await?;

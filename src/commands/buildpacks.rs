@@ -68,6 +68,7 @@ struct Detected {
     build: String,
     reason: String,
     processes: std::collections::BTreeMap<String, String>,
+    healthcheck: Option<crate::manifest::Healthcheck>,
 }
 
 pub async fn detect(berth: &Berth, who: &Identity, args: &Args) -> Result<String, String> {
@@ -108,7 +109,8 @@ pub async fn detect(berth: &Berth, who: &Identity, args: &Args) -> Result<String
             commit,
             build,
             reason,
-            processes: plan.processes,
+            processes: plan.manifest.processes,
+            healthcheck: plan.manifest.healthcheck,
         })
     })
     .await

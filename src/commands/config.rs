@@ -106,7 +106,7 @@ async fn change(
     let plan = release::Plan {
         commit: &current.commit_sha,
         config: &new,
-        processes: &current.processes,
+        manifest: &current.manifest,
         description,
         actor: &who.key_name,
     };

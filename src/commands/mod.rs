@@ -122,7 +122,7 @@ pub const SPECS: &[Spec] = &[
     },
     Spec {
         name: "ps:scale",
-        usage: "ps:scale APP web=N",
+        usage: "ps:scale APP web=N [worker=N ...]",
         summary: "run N instances of a process type",
         flags: &[],
         positional: (2, None),

@@ -24,13 +24,26 @@ pub async fn scale(
 ) -> Result<String, String> {
     let app = app_for(berth, who, &args.positional[0], Access::Operate).await?;
     let mut wanted = release::formation(&app);
+    // The process types the app's latest release defines (its Procfile), besides web.
+    let types: Vec<String> = match berth.store.latest_release(app.id).await.map_err(internal)? {
+        Some(latest) => std::iter::once("web".to_string())
+            .chain(
+                release::manifest(&latest)
+                    .scalable()
+                    .map(|(name, _)| name.clone()),
+            )
+            .collect(),
+        None => vec!["web".to_string()],
+    };
     for term in &args.positional[1..] {
-        let (process, count) = term
-            .split_once('=')
-            .ok_or_else(|| format!("{term:?} is not PROCESS=N; usage: ps:scale APP web=N"))?;
-        if process != "web" {
+        let (process, count) = term.split_once('=').ok_or_else(|| {
+            format!("{term:?} is not PROCESS=N; usage: ps:scale APP web=N worker=N")
+        })?;
+        if !types.iter().any(|t| t == process) {
             return Err(format!(
-                "unknown process type {process:?}: this app runs web only (Procfile process types come with buildpacks)"
+                "unknown process type {process:?}: {} runs {} (process types come from the Procfile)",
+                app.name,
+                types.join(", ")
             ));
         }
         let count: u32 = count
@@ -83,9 +96,10 @@ pub async fn scale(
                 )
                 .await;
             Ok(format!(
-                "-----> {} runs {} web instance(s)\n",
+                "-----> {} runs {} web instance(s); formation {}\n",
                 app.name,
-                instances.len()
+                instances.len(),
+                describe(&wanted)
             ))
         }
         Err(message) => {

@@ -85,7 +85,7 @@ pub async fn rollback(
     let plan = release::Plan {
         commit: &target.commit_sha,
         config: &config,
-        processes: &target.processes,
+        manifest: &target.manifest,
         description: &description,
         actor: &who.key_name,
     };

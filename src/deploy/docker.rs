@@ -125,9 +125,22 @@ pub async fn deploy(
     publish: Publish<'_>,
 ) -> Result<Vec<Instance>, String> {
     let instances = start_instances(docker, spec, 1..=spec.web, out).await?;
-    if let Err(message) = publish(&ports_of(&instances)) {
-        for instance in &instances {
-            remove_container(docker, &instance.name).await;
+    let mut others = Vec::new();
+    let mut failure = None;
+    for process in &spec.others {
+        for index in 1..=process.count {
+            match start_other(docker, spec, process, index, out).await {
+                Ok(name) => others.push(name),
+                Err(message) => {
+                    failure = Some(message);
+                    break;
+                }
+            }
+        }
+    }
+    if let Some(message) = failure.or_else(|| publish(&ports_of(&instances)).err()) {
+        for name in instances.iter().map(|i| &i.name).chain(&others) {
+            remove_container(docker, name).await;
         }
         return Err(message);
     }
@@ -153,7 +166,9 @@ pub async fn scale(
     out: &Output,
     publish: Publish<'_>,
 ) -> Result<Vec<Instance>, String> {
-    let current = own_instances(docker, &spec.app, Some(spec.release)).await?;
+    let all = own_instances(docker, &spec.app, Some(spec.release)).await?;
+    let (current, other_containers): (Vec<ContainerReport>, Vec<ContainerReport>) =
+        all.into_iter().partition(|c| c.process == "web");
     let mut serving: Vec<Instance> = current
         .iter()
         .filter(|c| c.index <= spec.web && c.state == "running")
@@ -166,6 +181,21 @@ pub async fn scale(
     let highest = current.iter().map(|c| c.index).max().unwrap_or(0);
     if highest < spec.web {
         serving.extend(start_instances(docker, spec, highest + 1..=spec.web, out).await?);
+    }
+    // Other process types: start the missing instances, stop the extra ones (no traffic to drain).
+    for process in &spec.others {
+        let have: Vec<&ContainerReport> = other_containers
+            .iter()
+            .filter(|c| c.process == process.name)
+            .collect();
+        let highest = have.iter().map(|c| c.index).max().unwrap_or(0);
+        for index in highest + 1..=process.count {
+            start_other(docker, spec, process, index, out).await?;
+        }
+        for extra in have.iter().filter(|c| c.index > process.count) {
+            out.detail(&format!("stopping {}", extra.name));
+            stop_and_remove(docker, &extra.name).await;
+        }
     }
     publish(&ports_of(&serving))?;
     let extras: Vec<&ContainerReport> = current.iter().filter(|c| c.index > spec.web).collect();
@@ -189,8 +219,20 @@ pub async fn restart(
     out: &Output,
     publish: Publish<'_>,
 ) -> Result<(), String> {
-    let mut current = own_instances(docker, &spec.app, Some(spec.release)).await?;
+    let (mut current, others): (Vec<ContainerReport>, Vec<ContainerReport>) =
+        own_instances(docker, &spec.app, Some(spec.release))
+            .await?
+            .into_iter()
+            .partition(|c| c.process == "web");
     current.sort_by_key(|c| c.index);
+    for container in &others {
+        let Some(process) = spec.others.iter().find(|p| p.name == container.process) else {
+            continue;
+        };
+        out.detail(&format!("restarting {}", container.name));
+        stop_and_remove(docker, &container.name).await;
+        start_other(docker, spec, process, container.index, out).await?;
+    }
     let mut serving: Vec<(u32, u16)> = current
         .iter()
         .filter_map(|c| Some((c.index, c.host_port?)))
@@ -496,6 +538,77 @@ async fn start_one(
     })
 }
 
+/// Starts one instance of a process type without a port (worker, clock, ...): no `PORT`, not
+/// published, not health-checked; the engine's restart policy keeps it running.
+async fn start_other(
+    docker: &Docker,
+    spec: &DeploySpec,
+    process: &super::ProcessSpec,
+    index: u32,
+    out: &Output,
+) -> Result<String, String> {
+    let name = container_name(&spec.app, spec.release, &process.name, index);
+    remove_container(docker, &name).await;
+    let mut env: Vec<String> = spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    env.push(format!("DYNO={}.{index}", process.name));
+    let labels = HashMap::from([
+        (LABEL_APP.to_string(), spec.app.clone()),
+        (LABEL_RELEASE.to_string(), spec.release.to_string()),
+        (LABEL_PROCESS.to_string(), process.name.clone()),
+        (LABEL_INDEX.to_string(), index.to_string()),
+    ]);
+    let body = ContainerCreateBody {
+        image: Some(spec.image.clone()),
+        env: Some(env),
+        cmd: Some(process.command.clone()),
+        labels: Some(labels),
+        host_config: Some(host_config(&process.resources, None)),
+        ..Default::default()
+    };
+    let options = CreateContainerOptionsBuilder::default().name(&name).build();
+    docker
+        .create_container(Some(options), body)
+        .await
+        .map_err(|e| format!("cannot create container {name}: {}", engine::describe(&e)))?;
+    if let Err(error) = docker.start_container(&name, None).await {
+        let logs = last_logs(docker, &name).await;
+        remove_container(docker, &name).await;
+        return Err(format!(
+            "container {name} did not start: {}{logs}",
+            engine::describe(&error)
+        ));
+    }
+    out.detail(&format!("started {name}"));
+    Ok(name)
+}
+
+/// Restart policy, init, resources and (for web) the port binding of a container.
+fn host_config(
+    resources: &super::render::Resources,
+    port_bindings: Option<HashMap<String, Option<Vec<PortBinding>>>>,
+) -> HostConfig {
+    HostConfig {
+        port_bindings,
+        restart_policy: Some(RestartPolicy {
+            name: Some(RestartPolicyNameEnum::UNLESS_STOPPED),
+            maximum_retry_count: None,
+        }),
+        // An init process forwards SIGTERM, so apps that ignore it as PID 1 still stop promptly.
+        init: Some(true),
+        nano_cpus: resources
+            .cpu
+            .as_deref()
+            .and_then(|c| c.parse::<f64>().ok())
+            .map(|c| (c * 1e9) as i64),
+        memory: resources
+            .memory
+            .as_deref()
+            .and_then(super::render::memory_bytes)
+            .and_then(|m| i64::try_from(m).ok()),
+        ..Default::default()
+    }
+}
+
 fn container_body(
     spec: &DeploySpec,
     exposed: &str,
@@ -518,34 +631,16 @@ fn container_body(
         cmd: (!spec.web_command.is_empty()).then(|| spec.web_command.clone()),
         exposed_ports: Some(vec![exposed.to_string()]),
         labels: Some(labels),
-        host_config: Some(HostConfig {
-            port_bindings: Some(HashMap::from([(
+        host_config: Some(host_config(
+            &spec.resources,
+            Some(HashMap::from([(
                 exposed.to_string(),
                 Some(vec![PortBinding {
                     host_ip: Some(spec.publish_address.to_string()),
                     host_port: Some(host_port.to_string()),
                 }]),
             )])),
-            restart_policy: Some(RestartPolicy {
-                name: Some(RestartPolicyNameEnum::UNLESS_STOPPED),
-                maximum_retry_count: None,
-            }),
-            // An init process forwards SIGTERM, so apps that ignore it as PID 1 still stop promptly.
-            init: Some(true),
-            nano_cpus: spec
-                .resources
-                .cpu
-                .as_deref()
-                .and_then(|c| c.parse::<f64>().ok())
-                .map(|c| (c * 1e9) as i64),
-            memory: spec
-                .resources
-                .memory
-                .as_deref()
-                .and_then(super::render::memory_bytes)
-                .and_then(|m| i64::try_from(m).ok()),
-            ..Default::default()
-        }),
+        )),
         ..Default::default()
     }
 }
@@ -580,7 +675,8 @@ async fn wait_until_ready(
         ip if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
         ip => ip,
     };
-    loop {
+    let address = SocketAddr::new(probe_ip, host_port);
+    let still_running = || async {
         let info = docker
             .inspect_container(name, None)
             .await
@@ -593,7 +689,30 @@ async fn wait_until_ready(
                 spec.port
             ));
         }
-        if answers(SocketAddr::new(probe_ip, host_port)).await {
+        Ok(())
+    };
+    // app.json's health check: its own attempts, delays and timeout.
+    if let Some(check) = &spec.health {
+        tokio::time::sleep(Duration::from_secs(check.initial_delay)).await;
+        let mut last = String::new();
+        for attempt in 1..=check.attempts {
+            still_running().await?;
+            match probe(address, Some(check)).await {
+                Ok(()) => return Ok(()),
+                Err(reason) => last = reason,
+            }
+            if attempt < check.attempts {
+                tokio::time::sleep(Duration::from_secs(check.wait)).await;
+            }
+        }
+        return Err(format!(
+            "the health check failed {} times (app.json healthchecks.web): {last}",
+            check.attempts
+        ));
+    }
+    loop {
+        still_running().await?;
+        if answers(address).await {
             return Ok(());
         }
         if Instant::now() >= deadline {
@@ -605,6 +724,67 @@ async fn wait_until_ready(
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// One readiness probe: with a health check, `GET path` must answer its status (any 2xx or 3xx
+/// when unset) within its timeout; without one, anything answering will do (`answers`).
+pub(super) async fn probe(
+    addr: SocketAddr,
+    check: Option<&crate::manifest::Healthcheck>,
+) -> Result<(), String> {
+    let Some(check) = check else {
+        return if answers(addr).await {
+            Ok(())
+        } else {
+            Err("nothing answers".to_string())
+        };
+    };
+    let path = &check.path;
+    let attempt = async {
+        let mut stream = TcpStream::connect(addr)
+            .await
+            .map_err(|e| format!("GET {path}: {e}"))?;
+        let request = format!(
+            "GET {path} HTTP/1.0\r\nHost: localhost\r\nUser-Agent: berth-healthcheck\r\n\r\n"
+        );
+        stream
+            .write_all(request.as_bytes())
+            .await
+            .map_err(|e| format!("GET {path}: {e}"))?;
+        let mut head = Vec::new();
+        let mut buffer = [0u8; 256];
+        while !head.contains(&b'\n') && head.len() < 4096 {
+            let read = stream
+                .read(&mut buffer)
+                .await
+                .map_err(|e| format!("GET {path}: {e}"))?;
+            if read == 0 {
+                break;
+            }
+            head.extend_from_slice(&buffer[..read]);
+        }
+        let line = String::from_utf8_lossy(&head);
+        let status: u16 = line
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| format!("GET {path}: no HTTP answer"))?;
+        let wanted = match check.status {
+            Some(expected) => status == expected,
+            None => (200..400).contains(&status),
+        };
+        if wanted {
+            Ok(())
+        } else {
+            let expected = check
+                .status
+                .map_or("2xx or 3xx".to_string(), |s| s.to_string());
+            Err(format!("GET {path} answered {status}, expected {expected}"))
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(check.timeout), attempt)
+        .await
+        .unwrap_or_else(|_| Err(format!("GET {path}: no answer within {} s", check.timeout)))
 }
 
 /// Whether something answers at `addr`: an HTTP response, or any bytes from a TCP service, or a
@@ -812,4 +992,37 @@ pub async fn run_one_off(
         exit,
         abort,
     })
+}
+
+/// Runs `command` to its end in a one-off container of `image` (no TTY, no stdin), streaming
+/// its output line by line to `out`; gives the exit code. The release phase and app.json's
+/// predeploy and postdeploy scripts run this way.
+pub async fn run_to_end(
+    docker: &Docker,
+    app: &str,
+    image: &str,
+    env: Vec<String>,
+    command: Vec<String>,
+    out: &Output,
+) -> Result<i64, String> {
+    let OneOff {
+        mut output,
+        input,
+        exit,
+        ..
+    } = run_one_off(docker, app, image, env, command, false).await?;
+    drop(input);
+    let mut pending = Vec::new();
+    while let Some(chunk) = output.next().await {
+        let (Chunk::Out(bytes) | Chunk::Err(bytes)) = chunk;
+        pending.extend_from_slice(&bytes);
+        while let Some(end) = pending.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = pending.drain(..=end).collect();
+            out.detail(String::from_utf8_lossy(&line).trim_end());
+        }
+    }
+    if !pending.is_empty() {
+        out.detail(String::from_utf8_lossy(&pending).trim_end());
+    }
+    Ok(exit.await)
 }

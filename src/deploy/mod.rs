@@ -37,6 +37,10 @@ pub struct DeploySpec {
     pub web: u32,
     /// The web command (Procfile `web:` run with `sh -c`); empty: the image's CMD.
     pub web_command: Vec<String>,
+    /// The release's other process types (Procfile, not `web` or `release`), with their counts.
+    pub others: Vec<ProcessSpec>,
+    /// app.json's web health check; none: the web process must answer anything on `PORT`.
+    pub health: Option<crate::manifest::Healthcheck>,
     /// CPU and memory limits of each web instance (`resources:set`).
     pub resources: render::Resources,
     pub publish_address: IpAddr,
@@ -45,6 +49,15 @@ pub struct DeploySpec {
     pub units: Vec<render::Unit>,
     /// Where a target keeps the files it applies (`<data_dir>/deploy`, root-only).
     pub work_dir: PathBuf,
+}
+
+/// A process type without a port (worker, clock, ...): its command and how many run.
+#[derive(Debug, Clone)]
+pub struct ProcessSpec {
+    pub name: String,
+    pub command: Vec<String>,
+    pub count: u32,
+    pub resources: render::Resources,
 }
 
 /// One running instance of a process, and where it answers.

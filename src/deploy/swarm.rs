@@ -347,7 +347,9 @@ async fn converge(
         for container in &running {
             if let Some(port) = container.host_port
                 && !answering.contains(&port)
-                && docker::answers(SocketAddr::new(probe_ip(spec), port)).await
+                && docker::probe(SocketAddr::new(probe_ip(spec), port), spec.health.as_ref())
+                    .await
+                    .is_ok()
             {
                 answering.insert(port);
             }
