@@ -102,8 +102,15 @@ struct Quantity {
 }
 
 fn apply_app_json(manifest: &mut Manifest, text: &str) -> Result<(), String> {
-    let parsed: AppJson =
-        serde_json::from_str(text).map_err(|e| format!("app.json line {}: {e}", e.line()))?;
+    let parsed: AppJson = serde_json::from_str(text).map_err(|e| {
+        let reason = e.to_string();
+        let reason = reason
+            .split(" at line ")
+            .next()
+            .unwrap_or_default()
+            .to_string();
+        format!("app.json line {}: {reason}", e.line())
+    })?;
     if let Some(checks) = parsed.healthchecks.get("web") {
         let check = checks
             .iter()
@@ -225,7 +232,12 @@ mod tests {
         let scalable: Vec<&String> = manifest.scalable().map(|(name, _)| name).collect();
         assert_eq!(scalable, ["worker"]);
         let broken = Manifest::from_files(None, Some("{\n  \"formation\": [1,\n}")).unwrap_err();
-        assert!(broken.starts_with("app.json line 3:"), "{broken}");
+        assert_eq!(
+            broken,
+            "app.json line 2: invalid type: sequence, expected a map"
+        );
+        let unclosed = Manifest::from_files(None, Some("{\n  \"formation\": {}\n")).unwrap_err();
+        assert!(unclosed.starts_with("app.json line 3: EOF"), "{unclosed}");
         let bad_path = Manifest::from_files(
             None,
             Some(r#"{"healthchecks": {"web": [{"path": "health"}]}}"#),

@@ -69,6 +69,8 @@ struct Detected {
     reason: String,
     processes: std::collections::BTreeMap<String, String>,
     healthcheck: Option<crate::manifest::Healthcheck>,
+    /// The buildpack's generated Dockerfile (none for a Dockerfile app).
+    dockerfile: Option<String>,
 }
 
 pub async fn detect(berth: &Berth, who: &Identity, args: &Args) -> Result<String, String> {
@@ -97,18 +99,24 @@ pub async fn detect(berth: &Berth, who: &Identity, args: &Args) -> Result<String
             commit: commit.clone(),
         };
         let plan = pipeline::plan_build(&source, forced.as_deref(), &images)?;
-        let (build, reason) = match plan.generated {
+        let (build, reason, dockerfile) = match plan.generated {
             None => (
                 "dockerfile".to_string(),
                 "a Dockerfile in the repo always wins".to_string(),
+                None,
             ),
-            Some(generated) => (generated.buildpack.to_string(), generated.reason),
+            Some(generated) => (
+                generated.buildpack.to_string(),
+                generated.reason,
+                Some(generated.dockerfile),
+            ),
         };
         Ok::<_, String>(Detected {
             app: name,
             commit,
             build,
             reason,
+            dockerfile,
             processes: plan.manifest.processes,
             healthcheck: plan.manifest.healthcheck,
         })
@@ -117,6 +125,11 @@ pub async fn detect(berth: &Berth, who: &Identity, args: &Args) -> Result<String
     .map_err(internal)??;
     if args.json() {
         return to_json(&detected);
+    }
+    if args.has("--dockerfile") {
+        return Ok(detected
+            .dockerfile
+            .unwrap_or_else(|| "# the repo's own Dockerfile is used\n".to_string()));
     }
     let short = &detected.commit[..detected.commit.len().min(7)];
     let mut text = format!(

@@ -227,9 +227,9 @@ pub const SPECS: &[Spec] = &[
     },
     Spec {
         name: "buildpacks:detect",
-        usage: "buildpacks:detect APP [--json]",
-        summary: "how the app's current commit would be built (Dockerfile or which buildpack), and why",
-        flags: &[JSON],
+        usage: "buildpacks:detect APP [--dockerfile] [--json]",
+        summary: "how the app's current commit would be built (Dockerfile or which buildpack), and why; --dockerfile prints the generated one",
+        flags: &[("--dockerfile", false), JSON],
         positional: (1, Some(1)),
     },
     Spec {
