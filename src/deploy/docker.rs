@@ -722,7 +722,10 @@ async fn wait_until_ready(
                 spec.ready_timeout.as_secs()
             ));
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        // Most apps answer within a second of starting: look often then, calmly after.
+        let started = spec.ready_timeout.saturating_sub(deadline - Instant::now());
+        let pause = if started < Duration::from_secs(2) { 20 } else { 100 };
+        tokio::time::sleep(Duration::from_millis(pause)).await;
     }
 }
 
