@@ -108,6 +108,12 @@ fi
 # --- Default config, written once; the admin edits it afterwards.
 config="$config_dir/berth.toml"
 if [ ! -f "$config" ]; then
+  # The router takes port 80 unless something already listens there.
+  http_listen=0.0.0.0:80
+  if (exec 3<>/dev/tcp/127.0.0.1/80) 2>/dev/null; then
+    http_listen=off
+    say "Port 80 is taken: the HTTP router stays off (set http_listen in $config to turn it on)"
+  fi
   say "Writing $config"
   cat >"$config" <<TOML
 # berth server configuration; every key can also be set as BERTH_<KEY> in the environment.
@@ -117,6 +123,9 @@ public_host = "$public_host"
 publish_address = "0.0.0.0"
 registry = "127.0.0.1:$registry_port"
 ready_timeout = 30
+# The HTTP router: apps at http://APP.<base_domain> (point a wildcard DNS record at this host).
+http_listen = "$http_listen"
+# base_domain = "apps.example.com"   # default: public_host
 TOML
 fi
 mkdir -p "$data_dir"

@@ -27,6 +27,10 @@ pub struct Config {
     pub default_target: String,
     /// A directory whose `<target>/` subdirectories override the built-in templates.
     pub template_dir: Option<PathBuf>,
+    /// Where the HTTP router listens (routing by Host to every app); `""` or `off`: no router.
+    pub http_listen: String,
+    /// Apps answer at `APP.<base_domain>` through the router; empty: `public_host`.
+    pub base_domain: Option<String>,
     /// Images of the buildpacks (`python = "python:3.12-slim"`, `go_runtime = ...`), over their
     /// defaults.
     pub buildpack_images: std::collections::BTreeMap<String, String>,
@@ -45,6 +49,8 @@ impl Default for Config {
             default_target: "docker".into(),
             template_dir: None,
             buildpack_images: Default::default(),
+            http_listen: "0.0.0.0:80".into(),
+            base_domain: None,
         }
     }
 }
@@ -59,6 +65,8 @@ const KEYS: &[&str] = &[
     "deploy_branch",
     "default_target",
     "template_dir",
+    "http_listen",
+    "base_domain",
 ];
 
 impl Config {
@@ -96,7 +104,7 @@ impl Config {
             };
             table.insert(key, value);
         }
-        for optional in ["registry", "template_dir"] {
+        for optional in ["registry", "template_dir", "base_domain"] {
             if table.get(optional).and_then(|v| v.as_str()) == Some("") {
                 table.remove(optional);
             }
@@ -134,6 +142,19 @@ impl Config {
                 ));
             }
         }
+        if !matches!(self.http_listen.as_str(), "" | "off")
+            && self.http_listen.parse::<SocketAddr>().is_err()
+        {
+            return Err(format!(
+                "http_listen {:?} must be host:port (or \"off\")",
+                self.http_listen
+            ));
+        }
+        if let Some(domain) = &self.base_domain
+            && !crate::names::is_host_name(domain)
+        {
+            return Err(format!("base_domain {domain:?} must be a host name"));
+        }
         if self.ready_timeout == 0 {
             return Err("ready_timeout must be at least 1 second".into());
         }
@@ -157,6 +178,14 @@ impl Config {
     }
     pub fn host_key_path(&self) -> PathBuf {
         self.data_dir.join("ssh_host_ed25519_key")
+    }
+    /// Where the HTTP router listens; none when it is off.
+    pub fn http_listen(&self) -> Option<SocketAddr> {
+        self.http_listen.parse().ok()
+    }
+    /// The domain apps answer under through the router.
+    pub fn base_domain(&self) -> &str {
+        self.base_domain.as_deref().unwrap_or(&self.public_host)
     }
     /// Files the deploy targets apply (swarm stack files), root-only.
     pub fn deploy_dir(&self) -> PathBuf {

@@ -26,6 +26,7 @@ pub mod reconcile;
 pub mod registry;
 pub mod release;
 pub mod route;
+pub mod router;
 pub mod server;
 pub mod ssh;
 pub mod store;

@@ -34,6 +34,22 @@ impl AppName {
     }
 }
 
+/// Whether `name` is a DNS host name: dot-separated RFC 1123 labels (lowercase letters, digits,
+/// `-` inside), at most 253 characters.
+pub fn is_host_name(name: &str) -> bool {
+    name.len() <= 253
+        && !name.is_empty()
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        })
+}
+
 impl fmt::Display for AppName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)

@@ -203,7 +203,10 @@ pub async fn deploy_release(
         ));
         return Ok(());
     }
-    let url = berth.url(port);
+    let url = berth.app_url(&app.name, port);
+    if berth.config.http_listen().is_some() {
+        out.detail(&format!("also at {} (the app's own port)", berth.url(port)));
+    }
     let _ = store
         .record_event(
             Some(app.id),

@@ -1,8 +1,8 @@
 //! The app proxy: each app has one stable port on `publish_address`, and berth forwards every
 //! connection to one of the app's serving containers (round robin). Deploys, scaling and
 //! restarts change the set of containers behind the port atomically, so the app's address never
-//! changes and a switch drops no connection. (The HTTP router with domains and TLS is a later
-//! step; this is plain TCP.)
+//! changes and a switch drops no connection. This is plain TCP; the HTTP router (`router.rs`)
+//! picks from the same serving sets.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -15,6 +15,15 @@ use tokio::net::{TcpListener, TcpStream};
 /// How long a container that left the serving set keeps running, so requests it is still
 /// answering can finish.
 pub const DRAIN: Duration = Duration::from_secs(2);
+
+/// Where one request of an app goes.
+pub enum Pick {
+    /// No such app, or it is not deployed or stopped.
+    NotServed,
+    /// The app is served but has no running web instance right now.
+    NoInstance,
+    Upstream(SocketAddr),
+}
 
 pub struct Routes {
     publish_address: IpAddr,
@@ -98,6 +107,21 @@ impl Routes {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(app);
+    }
+
+    /// The next container to send one of the app's requests to (round robin), for the HTTP
+    /// router.
+    pub fn pick(&self, app: &str) -> Pick {
+        let apps = self.apps.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(route) = apps.get(app) else {
+            return Pick::NotServed;
+        };
+        let upstreams = route.upstreams.read().unwrap_or_else(|p| p.into_inner());
+        if upstreams.is_empty() {
+            return Pick::NoInstance;
+        }
+        let next = route.next.fetch_add(1, Ordering::Relaxed);
+        Pick::Upstream(upstreams[next % upstreams.len()])
     }
 
     /// The containers behind the app's port.

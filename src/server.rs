@@ -35,6 +35,8 @@ pub struct Berth {
     pub routes: Routes,
     /// One deploy lock per app: a second push waits for the first.
     locks: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Custom domain → app, for the router (the DB's `domains`, reloaded when they change).
+    domains: std::sync::RwLock<HashMap<String, String>>,
 }
 
 impl Berth {
@@ -48,13 +50,73 @@ impl Berth {
             )
         })?;
         let routes = Routes::new(config.publish_address);
-        Ok(Arc::new(Berth {
+        let berth = Arc::new(Berth {
             config,
             store,
             routes,
             pushes: PushRegistry::default(),
             locks: Default::default(),
-        }))
+            domains: Default::default(),
+        });
+        berth.reload_domains().await?;
+        Ok(berth)
+    }
+
+    /// Re-reads the custom domains (after domains:add/remove, apps:rename, apps:destroy).
+    pub async fn reload_domains(&self) -> Result<(), String> {
+        let domains = self
+            .store
+            .domains()
+            .await
+            .map_err(|e| format!("cannot read domains: {e}"))?;
+        *self.domains.write().unwrap_or_else(|p| p.into_inner()) = domains.into_iter().collect();
+        Ok(())
+    }
+
+    /// The app served at `host`: a custom domain, else `APP.<base_domain>`.
+    pub fn app_for_host(&self, host: &str) -> Option<String> {
+        if let Some(app) = self
+            .domains
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(host)
+        {
+            return Some(app.clone());
+        }
+        let name = host
+            .strip_suffix(self.config.base_domain())?
+            .strip_suffix('.')?;
+        crate::names::AppName::parse(name)
+            .ok()
+            .map(|n| n.as_str().to_string())
+    }
+
+    /// The app's custom domains, sorted.
+    pub fn domains_of(&self, app: &str) -> Vec<String> {
+        let mut domains: Vec<String> = self
+            .domains
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter(|(_, owner)| owner.as_str() == app)
+            .map(|(domain, _)| domain.clone())
+            .collect();
+        domains.sort();
+        domains
+    }
+
+    /// The app's URL: through the router when it is on, else its stable port.
+    pub fn app_url(&self, app: &str, port: u16) -> String {
+        match self.config.http_listen() {
+            Some(listen) => {
+                let base = self.config.base_domain();
+                match listen.port() {
+                    80 => format!("http://{app}.{base}"),
+                    other => format!("http://{app}.{base}:{other}"),
+                }
+            }
+            None => self.url(port),
+        }
     }
 
     pub fn app_lock(&self, app: &str) -> Arc<tokio::sync::Mutex<()>> {
@@ -91,6 +153,14 @@ pub async fn run(berth: Arc<Berth>, listener: TcpListener) -> Result<(), String>
     let hooks = UnixListener::bind(&socket_path)
         .map_err(|e| format!("cannot bind {}: {e}", socket_path.display()))?;
     tokio::spawn(push::serve_hooks(berth.clone(), hooks));
+    if let Some(address) = config.http_listen() {
+        let http = TcpListener::bind(address).await.map_err(|e| {
+            format!(
+                "cannot listen on {address} for the HTTP router: {e}; set http_listen to a free address, or \"off\""
+            )
+        })?;
+        tokio::spawn(crate::router::serve(berth.clone(), http));
+    }
     tokio::spawn(reconcile::run(berth.clone()));
     ssh::serve(berth, listener).await
 }

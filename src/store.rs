@@ -541,4 +541,44 @@ impl Store {
         .fetch_optional(&self.pool)
         .await
     }
+
+    // ---- domains
+
+    /// Every custom domain: (domain, app name).
+    pub async fn domains(&self) -> StoreResult<Vec<(String, String)>> {
+        sqlx::query_as(
+            "SELECT domains.name, apps.name FROM domains JOIN apps ON apps.id = domains.app_id ORDER BY domains.name",
+        )
+        .fetch_all(&self.pool)
+        .await
+    }
+
+    /// The app a domain belongs to, if any.
+    pub async fn domain_owner(&self, domain: &str) -> StoreResult<Option<String>> {
+        sqlx::query_scalar(
+            "SELECT apps.name FROM domains JOIN apps ON apps.id = domains.app_id WHERE domains.name = ?",
+        )
+        .bind(domain)
+        .fetch_optional(&self.pool)
+        .await
+    }
+
+    pub async fn add_domain(&self, app_id: i64, domain: &str) -> StoreResult<()> {
+        sqlx::query("INSERT INTO domains (name, app_id) VALUES (?, ?)")
+            .bind(domain)
+            .bind(app_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Removes the app's domain; whether it was there.
+    pub async fn remove_domain(&self, app_id: i64, domain: &str) -> StoreResult<bool> {
+        let done = sqlx::query("DELETE FROM domains WHERE name = ? AND app_id = ?")
+            .bind(domain)
+            .bind(app_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
 }

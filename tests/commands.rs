@@ -706,13 +706,23 @@ fn rename_keeps_the_app_serving_and_rebuild_builds_the_same_commit_again() {
         text(&refused)
     );
 
+    let direct = json(&server.ssh(&["apps:info", &old, "--json"]))["direct_url"]
+        .as_str()
+        .expect("direct url")
+        .to_string();
     ok(&server.ssh(&["apps:rename", &old, &new]));
+    // The app's own port survives the rename; its router host follows the name.
     assert_eq!(
-        app_url(&server, &new),
-        url,
+        json(&server.ssh(&["apps:info", &new, "--json"]))["direct_url"],
+        direct.as_str(),
         "the address survives the rename"
     );
-    assert_eq!(http_get(&url).as_deref(), Some("renamed app\n"));
+    assert_eq!(http_get(&direct).as_deref(), Some("renamed app\n"));
+    assert_eq!(
+        http_get(&app_url(&server, &new)).as_deref(),
+        Some("renamed app\n")
+    );
+    assert_eq!(http_get(&url), None, "the old name's host serves nothing");
     assert!(server.ssh(&["apps:info", &old]).status.code() == Some(1));
     wait_for("the old-named containers to go", || {
         app_containers(&old).is_empty().then_some(())
@@ -734,5 +744,9 @@ fn rename_keeps_the_app_serving_and_rebuild_builds_the_same_commit_again() {
     );
     let releases = json(&server.ssh(&["releases", &new, "--json"]));
     assert_eq!(releases[0]["commit_sha"], releases[1]["commit_sha"]);
-    assert_eq!(http_get(&url).as_deref(), Some("renamed app\n"));
+    assert_eq!(
+        http_get(&app_url(&server, &new)).as_deref(),
+        Some("renamed app\n")
+    );
+    assert_eq!(http_get(&direct).as_deref(), Some("renamed app\n"));
 }

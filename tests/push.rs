@@ -27,7 +27,7 @@ fn push_deploys_and_a_second_push_replaces_the_release() {
             &format!("/{app}:v1"),
             "-----> Releasing v1",
             "-----> Deploying",
-            &format!("-----> {app} is live at http://127.0.0.1:"),
+            &format!("-----> {app} is live at http://{app}.localhost:"),
         ],
     );
     let url1 = live_url(&first);

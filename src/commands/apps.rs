@@ -31,7 +31,12 @@ struct AppView {
     /// Process type → instances the engine reports running (absent when it did not answer).
     running: Option<BTreeMap<String, u32>>,
     release: Option<i64>,
+    /// Through the router when it is on, else the stable port.
     url: Option<String>,
+    /// The app's stable port, always available.
+    direct_url: Option<String>,
+    /// Custom domains served by the router.
+    domains: Vec<String>,
     deploy_branch: String,
     /// Where it runs: docker, systemd, swarm or kubernetes.
     target: String,
@@ -54,6 +59,13 @@ fn view(
         .filter(|_| running_release.is_some() && !app.stopped)
         .and_then(|p| u16::try_from(p).ok())
         .map(|p| berth.url(p));
+    let direct_url = url.clone();
+    let url = app
+        .port
+        .filter(|_| running_release.is_some() && !app.stopped)
+        .and_then(|p| u16::try_from(p).ok())
+        .map(|p| berth.app_url(&app.name, p));
+    let domains = berth.domains_of(&app.name);
     let running = live.map(|containers| {
         let mut counts = BTreeMap::new();
         for container in containers {
@@ -78,6 +90,8 @@ fn view(
         running,
         release: running_release.map(|r| r.number),
         url,
+        direct_url,
+        domains,
         target: app
             .target
             .clone()
@@ -244,6 +258,13 @@ pub async fn info(berth: &Berth, who: &Identity, args: &Args) -> Result<String, 
         );
     }
     text += &format!("url:           {}\n", v.url.as_deref().unwrap_or("-"));
+    text += &format!(
+        "direct url:    {}\n",
+        v.direct_url.as_deref().unwrap_or("-")
+    );
+    if !v.domains.is_empty() {
+        text += &format!("domains:       {}\n", v.domains.join(" "));
+    }
     Ok(text)
 }
 
@@ -335,6 +356,7 @@ pub async fn rename(
     // Containers carry the app's name: run the current release under the new one, then retire
     // the old-named containers.
     out.step(&format!("Renamed {old_name} to {new_name}"));
+    berth.reload_domains().await?;
     if let (Some(current), false) = (
         berth
             .store
@@ -375,6 +397,7 @@ pub async fn destroy(berth: &Berth, who: &Identity, args: &Args) -> Result<Strin
         std::fs::remove_dir_all(&repo).map_err(|e| format!("cannot remove the repo: {e}"))?;
     }
     berth.store.delete_app(app.id).await.map_err(internal)?;
+    berth.reload_domains().await?;
     let _ = berth
         .store
         .record_event(

@@ -10,6 +10,7 @@
 mod apps;
 mod buildpacks;
 mod config;
+mod domains;
 mod keys;
 mod ps;
 mod releases;
@@ -216,6 +217,27 @@ pub const SPECS: &[Spec] = &[
         usage: "events APP [-n N] [--json]",
         summary: "what happened to the app, by whom, with what outcome",
         flags: &[("-n", true), JSON],
+        positional: (1, Some(1)),
+    },
+    Spec {
+        name: "domains:add",
+        usage: "domains:add APP DOMAIN",
+        summary: "serve the app at DOMAIN through the HTTP router (besides APP.<base_domain>)",
+        flags: &[],
+        positional: (2, Some(2)),
+    },
+    Spec {
+        name: "domains:remove",
+        usage: "domains:remove APP DOMAIN",
+        summary: "stop serving the app at DOMAIN",
+        flags: &[],
+        positional: (2, Some(2)),
+    },
+    Spec {
+        name: "domains:list",
+        usage: "domains:list APP [--json]",
+        summary: "the host names the router serves the app at",
+        flags: &[JSON],
         positional: (1, Some(1)),
     },
     Spec {
@@ -445,6 +467,9 @@ pub async fn run(berth: &Berth, who: &Identity, raw: &[String], stdin: &[u8]) ->
         "keys:add" => keys::add(berth, who, &args, stdin).await,
         "apps:set" => targets::set(berth, who, &args, &out).await,
         "buildpacks:list" => buildpacks::list(berth, &args).await,
+        "domains:add" => domains::add(berth, who, &args).await,
+        "domains:remove" => domains::remove(berth, who, &args).await,
+        "domains:list" => domains::list(berth, who, &args).await,
         "buildpacks:detect" => buildpacks::detect(berth, who, &args).await,
         "resources:set" => targets::resources(berth, who, &args).await,
         "deploy:render" => targets::render_units(berth, who, &args).await,

@@ -724,7 +724,11 @@ async fn wait_until_ready(
         }
         // Most apps answer within a second of starting: look often then, calmly after.
         let started = spec.ready_timeout.saturating_sub(deadline - Instant::now());
-        let pause = if started < Duration::from_secs(2) { 20 } else { 100 };
+        let pause = if started < Duration::from_secs(2) {
+            20
+        } else {
+            100
+        };
         tokio::time::sleep(Duration::from_millis(pause)).await;
     }
 }

@@ -52,6 +52,8 @@ pub fn require_environment() -> String {
 pub struct TestServer {
     pub dir: tempfile::TempDir,
     pub port: u16,
+    /// The HTTP router's port (apps at `http://APP.localhost:PORT`).
+    pub http_port: u16,
     pub key: PathBuf,
     child: Child,
     /// Apps this server deployed: their containers are removed when the server is dropped.
@@ -73,12 +75,14 @@ impl TestServer {
     pub fn start_with_env(extra_config: &str, env: &[(&str, &str)]) -> TestServer {
         let dir = tempfile::tempdir().expect("temp dir");
         let port = free_port();
+        let http_port = free_port();
         let data = dir.path().join("data");
         let config = dir.path().join("berth.toml");
+        // Apps answer through the router at APP.localhost:HTTP_PORT (see http_get).
         std::fs::write(
             &config,
             format!(
-                "data_dir = \"{}\"\nssh_listen = \"127.0.0.1:{port}\"\npublic_host = \"127.0.0.1\"\npublish_address = \"127.0.0.1\"\n{extra_config}",
+                "data_dir = \"{}\"\nssh_listen = \"127.0.0.1:{port}\"\npublic_host = \"127.0.0.1\"\npublish_address = \"127.0.0.1\"\nbase_domain = \"localhost\"\nhttp_listen = \"127.0.0.1:{http_port}\"\n{extra_config}",
                 data.display()
             ),
         )
@@ -90,6 +94,7 @@ impl TestServer {
         let server = TestServer {
             dir,
             port,
+            http_port,
             key,
             child,
             apps: Default::default(),
@@ -439,15 +444,31 @@ pub fn http_get(url: &str) -> Option<String> {
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, "/"),
     };
-    let mut stream = TcpStream::connect(host).ok()?;
+    // `*.localhost` is loopback (RFC 6761); the resolver here does not know it, so connect by
+    // address and name the host in the request, as a browser does.
+    let address = match host.rsplit_once(':') {
+        Some((name, port)) if name.ends_with(".localhost") => format!("127.0.0.1:{port}"),
+        _ => host.to_string(),
+    };
+    http_get_at(&address, host, path)
+}
+
+/// GET `path` from `address` with this Host header; the body of a 200 answer.
+pub fn http_get_at(address: &str, host: &str, path: &str) -> Option<String> {
+    let (status, body) = http_request(address, host, path)?;
+    (status == 200).then_some(body)
+}
+
+/// GET `path` from `address` with this Host header: (status, body).
+pub fn http_request(address: &str, host: &str, path: &str) -> Option<(u16, String)> {
+    let mut stream = TcpStream::connect(address).ok()?;
     stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
     write!(stream, "GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n").ok()?;
     let mut response = String::new();
     stream.read_to_string(&mut response).ok()?;
     let (head, body) = response.split_once("\r\n\r\n")?;
-    head.starts_with("HTTP/1.0 200")
-        .then(|| body.to_string())
-        .or_else(|| head.starts_with("HTTP/1.1 200").then(|| body.to_string()))
+    let status = head.split_whitespace().nth(1)?.parse().ok()?;
+    Some((status, body.to_string()))
 }
 
 /// Asserts `output` contains each of `needles`, in this order.
