@@ -41,7 +41,15 @@ fn rendered_units_pass_the_real_validators_and_resources_reach_every_target() {
     let server = TestServer::start();
     let app = app_name("targets");
     let repo = web_app("rendered");
+    // Commands with quotes, `$` and `%` must reach every unit intact (and valid).
+    write(
+        repo.path(),
+        "Procfile",
+        "web: exec httpd -f -p \"$PORT\" -h /www # 100% \\ done\nworker: while true; do sleep 60; done\n",
+    );
+    commit(repo.path(), "procfile");
     assert!(server.push(repo.path(), &app, "main").status.success());
+    ok(&server.ssh(&["ps:scale", &app, "worker=1"]));
     ok(&server.ssh(&["ps:scale", &app, "web=2"]));
     ok(&server.ssh(&[
         "resources:set",
@@ -61,7 +69,10 @@ fn rendered_units_pass_the_real_validators_and_resources_reach_every_target() {
             .all(|n| n.contains("-v2-"))
             .then_some(())
     });
-    let containers = running_containers(&app);
+    let containers: Vec<String> = running_containers(&app)
+        .into_iter()
+        .filter(|n| n.contains("-web-"))
+        .collect();
     assert_eq!(containers.len(), 2);
     for name in containers {
         let inspect = Command::new("docker")
@@ -83,7 +94,7 @@ fn rendered_units_pass_the_real_validators_and_resources_reach_every_target() {
     let dir = tempfile::tempdir().expect("dir");
     // systemd: one unit per instance, each verified by systemd itself.
     let units = render_to(&server, &app, "systemd", dir.path());
-    assert_eq!(units.len(), 2);
+    assert_eq!(units.len(), 3, "web.1, web.2, worker.1");
     for unit in &units {
         let verify = Command::new("systemd-analyze")
             .args(["verify", "--man=no"])
@@ -98,7 +109,13 @@ fn rendered_units_pass_the_real_validators_and_resources_reach_every_target() {
             unit.display()
         );
         let text = std::fs::read_to_string(unit).expect("read");
-        assert!(text.contains("--cpus 0.5 --memory 64m"), "{text}");
+        if unit.to_string_lossy().contains("-web-") {
+            assert!(text.contains("--cpus 0.5 --memory 64m"), "{text}");
+            assert!(
+                text.contains(r#""exec httpd -f -p \"$$PORT\" -h /www # 100%% \\ done""#),
+                "{text}"
+            );
+        }
         assert!(
             !text.contains("GREETING=hi"),
             "config values must not be in unit files"
@@ -117,6 +134,7 @@ fn rendered_units_pass_the_real_validators_and_resources_reach_every_target() {
             "namespace.yaml",
             "deployment-web.yaml",
             "service-web.yaml",
+            "deployment-worker.yaml",
             "ingress.yaml"
         ]
     );
@@ -156,6 +174,10 @@ fn rendered_units_pass_the_real_validators_and_resources_reach_every_target() {
         "cpus: \"0.5\"",
         "memory: \"67108864\"",
         "GREETING: hi",
+        // `$` is escaped from compose's interpolation (else the host's environment leaks in):
+        // what compose reads is the command as written.
+        "exec httpd -f -p \"$PORT\" -h /www # 100% \\ done",
+        "worker:",
     ] {
         assert!(
             normalized.contains(needle),

@@ -220,6 +220,30 @@ impl Overrides {
     }
 }
 
+/// Tera filter: one word of a systemd `ExecStart=` line, quoted so that spaces, quotes,
+/// backslashes, `$` (systemd's variables) and `%` (its specifiers) stay literal.
+fn systemd_arg(
+    value: &tera::Value,
+    _: &std::collections::HashMap<String, tera::Value>,
+) -> tera::Result<tera::Value> {
+    let word = value
+        .as_str()
+        .ok_or_else(|| tera::Error::msg("systemd_arg takes a string"))?;
+    let mut quoted = String::from("\"");
+    for c in word.chars() {
+        match c {
+            '\\' => quoted.push_str("\\\\"),
+            '"' => quoted.push_str("\\\""),
+            '$' => quoted.push_str("$$"),
+            '%' => quoted.push_str("%%"),
+            '\n' | '\r' => quoted.push(' '),
+            c => quoted.push(c),
+        }
+    }
+    quoted.push('"');
+    Ok(tera::Value::String(quoted))
+}
+
 /// Renders the release's units for `target`. A template that fails names itself and the line.
 pub fn render(
     target: Target,
@@ -227,6 +251,7 @@ pub fn render(
     overrides: &Overrides,
 ) -> Result<Vec<Unit>, String> {
     let mut tera = tera::Tera::default();
+    tera.register_filter("systemd_arg", systemd_arg);
     for (file, builtin) in target.builtin() {
         let (origin, text) = overrides.find(file).unwrap_or(("built-in", builtin));
         let name = format!("{origin}:{}/{file}", target.name());
@@ -474,6 +499,41 @@ mod tests {
             publish_address: "0.0.0.0".into(),
             app_port: 40001,
         }
+    }
+
+    #[test]
+    fn hostile_config_values_and_commands_stay_inside_their_strings() {
+        let mut context = sample();
+        let hostile = "x\"\n    privileged: true\n    volumes: [\"/:/host\"]";
+        context.env = BTreeMap::from([("EVIL".to_string(), hostile.to_string())]);
+        for process in &mut context.processes {
+            process.command = vec![
+                "sh".into(),
+                "-c".into(),
+                format!("echo $HOME %n \\ {hostile}"),
+            ];
+        }
+        for target in [Target::Swarm, Target::Kubernetes, Target::Systemd] {
+            for unit in render(target, &context, &Overrides::default()).unwrap() {
+                for line in unit.text.lines() {
+                    let line = line.trim_start();
+                    assert!(
+                        !line.starts_with("privileged") && !line.starts_with("volumes: [\"/:/host"),
+                        "{target} {}: injected line {line:?}\n{}",
+                        unit.name,
+                        unit.text
+                    );
+                }
+            }
+        }
+        let systemd = render(Target::Systemd, &context, &Overrides::default()).unwrap();
+        assert!(
+            systemd[0]
+                .text
+                .contains(r#""echo $$HOME %%n \\ x\"     privileged"#),
+            "{}",
+            systemd[0].text
+        );
     }
 
     #[test]
