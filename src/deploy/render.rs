@@ -526,6 +526,9 @@ mod tests {
                 }
             }
         }
+        // Compose and Kubernetes expand `$`: berth's own environment must not leak into apps.
+        let swarm = render(Target::Swarm, &context, &Overrides::default()).unwrap();
+        assert!(swarm[0].text.contains("echo $$HOME") && !swarm[0].text.contains(" $HOME"));
         let systemd = render(Target::Systemd, &context, &Overrides::default()).unwrap();
         assert!(
             systemd[0]
