@@ -66,6 +66,8 @@ pub async fn create_and_deploy(
         .await
         .map_err(|e| format!("internal error recording the release: {e}"))?;
     let result = async {
+        // Where it will run must be usable before anything runs (the release phase included).
+        backend(berth, app).await?;
         if let Source::Build { build_tag, .. } = source {
             registry::retag(docker, build_tag, &release.image).await?;
             if let Some(registry_address) = berth.config.registry.as_deref() {
