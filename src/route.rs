@@ -124,6 +124,18 @@ impl Routes {
         Pick::Upstream(upstreams[next % upstreams.len()])
     }
 
+    /// Whether `upstream` is in the app's serving set.
+    pub fn serves(&self, app: &str, upstream: SocketAddr) -> bool {
+        let apps = self.apps.lock().unwrap_or_else(|p| p.into_inner());
+        apps.get(app).is_some_and(|route| {
+            route
+                .upstreams
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .contains(&upstream)
+        })
+    }
+
     /// The containers behind the app's port.
     pub fn upstreams(&self, app: &str) -> Option<Vec<SocketAddr>> {
         let apps = self.apps.lock().unwrap_or_else(|p| p.into_inner());

@@ -29,6 +29,17 @@ use crate::server::Berth;
 type Body = BoxBody<Bytes, hyper::Error>;
 type Upstream = Client<HttpConnector, Incoming>;
 
+/// An HTTP/1 client connection's own connection to one instance of the app: its requests come
+/// one at a time, so they go over it in turn, with no pool in between. It is dropped when the
+/// instance leaves the serving set, the app closes it, or the client asks for another app.
+struct Sticky {
+    app: String,
+    upstream: SocketAddr,
+    sender: hyper::client::conn::http1::SendRequest<Incoming>,
+}
+
+type Slot = Arc<tokio::sync::Mutex<Option<Sticky>>>;
+
 /// Serves HTTP on `listener` until the process ends.
 pub async fn serve(berth: Arc<Berth>, listener: TcpListener) {
     let mut connector = HttpConnector::new();
@@ -44,9 +55,10 @@ pub async fn serve(berth: Arc<Berth>, listener: TcpListener) {
         };
         let _ = stream.set_nodelay(true);
         let (berth, client) = (berth.clone(), client.clone());
+        let slot: Slot = Arc::default();
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |request| {
-                handle(berth.clone(), client.clone(), remote, request)
+                handle(berth.clone(), client.clone(), slot.clone(), remote, request)
             });
             let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                 .serve_connection_with_upgrades(TokioIo::new(stream), service)
@@ -93,6 +105,7 @@ fn host_of(request: &Request<Incoming>) -> String {
 async fn handle(
     berth: Arc<Berth>,
     client: Upstream,
+    slot: Slot,
     remote: SocketAddr,
     mut request: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
@@ -126,6 +139,17 @@ async fn handle(
         return Ok(tunnel(request, upstream, &path).await);
     }
     strip_hop_by_hop(request.headers_mut());
+    if request.version() <= hyper::Version::HTTP_11 {
+        if !request.headers().contains_key(header::HOST)
+            && let Ok(value) = HeaderValue::from_str(&host)
+        {
+            request.headers_mut().insert(header::HOST, value);
+        }
+        if let Ok(uri) = path.parse() {
+            *request.uri_mut() = uri;
+        }
+        return Ok(over_own_connection(&berth, &slot, &app, upstream, request).await);
+    }
     let Ok(uri) = format!("http://{upstream}{path}").parse() else {
         return Ok(text(StatusCode::BAD_REQUEST, "400: bad request target\n"));
     };
@@ -150,6 +174,76 @@ async fn handle(
             ))
         }
     }
+}
+
+/// Sends an HTTP/1 client's request over the connection's own upstream connection (made on
+/// first use, or anew when its instance left the serving set or the app closed it). A request
+/// the app never read (its connection closed in between) is sent once more on a new one.
+async fn over_own_connection(
+    berth: &Berth,
+    slot: &Slot,
+    app: &str,
+    picked: SocketAddr,
+    mut request: Request<Incoming>,
+) -> Response<Body> {
+    let bad_gateway = || text(StatusCode::BAD_GATEWAY, "502: the app did not answer\n");
+    let mut sticky = slot.lock().await;
+    if sticky.as_ref().is_some_and(|s| {
+        s.app != app || s.sender.is_closed() || !berth.routes.serves(app, s.upstream)
+    }) {
+        *sticky = None;
+    }
+    for attempt in 0..2 {
+        if sticky.is_none() {
+            let upstream = if attempt == 0 {
+                picked
+            } else {
+                match berth.routes.pick(app) {
+                    Pick::Upstream(upstream) => upstream,
+                    _ => return bad_gateway(),
+                }
+            };
+            let Ok(Ok(stream)) =
+                tokio::time::timeout(Duration::from_secs(2), TcpStream::connect(upstream)).await
+            else {
+                return bad_gateway();
+            };
+            let _ = stream.set_nodelay(true);
+            let Ok((sender, connection)) =
+                hyper::client::conn::http1::handshake(TokioIo::new(stream)).await
+            else {
+                return bad_gateway();
+            };
+            tokio::spawn(connection);
+            *sticky = Some(Sticky {
+                app: app.to_string(),
+                upstream,
+                sender,
+            });
+        }
+        let Some(own) = sticky.as_mut() else {
+            return bad_gateway();
+        };
+        if own.sender.ready().await.is_err() {
+            *sticky = None;
+            continue;
+        }
+        match own.sender.try_send_request(request).await {
+            Ok(response) => {
+                let (mut parts, body) = response.into_parts();
+                strip_hop_by_hop(&mut parts.headers);
+                return Response::from_parts(parts, body.boxed());
+            }
+            Err(mut error) => {
+                *sticky = None;
+                match error.take_message() {
+                    Some(unsent) => request = unsent,
+                    None => return bad_gateway(),
+                }
+            }
+        }
+    }
+    bad_gateway()
 }
 
 /// `X-Forwarded-For` (appended), `X-Forwarded-Proto` and `X-Forwarded-Host`.
