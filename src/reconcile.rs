@@ -9,6 +9,7 @@ use std::time::Duration;
 use crate::deploy::docker::{self, ContainerReport};
 use crate::deploy::render::Target;
 use crate::engine;
+use crate::output::Output;
 use crate::release;
 use crate::server::Berth;
 use crate::store::App;
@@ -96,11 +97,24 @@ async fn reconcile_app(
         .collect();
     // The deploy spec (an image inspect) is needed only when something must be brought back:
     // a pass over healthy apps is one engine call in all.
-    let needs_revival = (1..=wanted).any(|index| {
-        mine.iter()
-            .find(|c| c.index == index)
+    let gone = |process: &str, index: u32| {
+        containers
+            .iter()
+            .filter(|c| c.release == current.number && c.swarm_service.is_none())
+            .find(|c| c.process == process && c.index == index)
             .is_none_or(|c| c.state != "running" && c.state != "restarting")
-    });
+    };
+    // Other process types (workers): the ones the formation wants that are gone or stopped.
+    let formation = release::formation(app);
+    let missing_others: Vec<(String, u32)> = release::manifest(&current)
+        .scalable()
+        .flat_map(|(name, _)| {
+            let count = formation.get(name).copied().unwrap_or(0);
+            (1..=count).map(move |index| (name.clone(), index))
+        })
+        .filter(|(name, index)| gone(name, *index))
+        .collect();
+    let needs_revival = (1..=wanted).any(|index| gone("web", index)) || !missing_others.is_empty();
     let spec = if needs_revival {
         match release::spec_for(berth, docker, app, &current).await {
             Ok(spec) => Some(spec),
@@ -178,6 +192,30 @@ async fn reconcile_app(
                     .await
                     .map_err(|e| e.to_string())?;
             }
+        }
+    }
+    if let Some(spec) = spec.as_ref() {
+        for (name, index) in &missing_others {
+            let Some(process) = spec.others.iter().find(|p| &p.name == name) else {
+                continue;
+            };
+            let detail = match docker::start_other(
+                docker,
+                spec,
+                process,
+                *index,
+                &Output::discard(),
+            )
+            .await
+            {
+                Ok(_) => format!("recreated {name}.{index}"),
+                Err(message) => format!("{name}.{index} cannot be brought back: {message}"),
+            };
+            tracing::info!(app = %app.name, %detail, "reconciled");
+            store
+                .record_event(Some(app.id), "reconcile", ACTOR, "ok", &detail)
+                .await
+                .map_err(|e| e.to_string())?;
         }
     }
     // Serve exactly the running instances of the current release (after a berth restart this

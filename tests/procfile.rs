@@ -76,6 +76,17 @@ fn web_and_worker_both_run_only_web_is_routed_and_each_scales() {
     assert!(scaled.contains("formation web=2 worker=3"), "{scaled}");
     assert_eq!(running_of(&server, &app, "worker"), 3);
     assert_eq!(running_of(&server, &app, "web"), 2);
+    // A worker removed behind berth's back comes back (the reconciler).
+    let removed = std::process::Command::new("docker")
+        .args(["rm", "-f", &format!("berth-{app}-v1-worker-2")])
+        .output()
+        .expect("docker rm");
+    assert!(removed.status.success(), "{}", text(&removed));
+    wait_for("the reconciler to bring worker.2 back", || {
+        (running_of(&server, &app, "worker") == 3).then_some(())
+    });
+    let events = text(&server.ssh(&["events", &app]));
+    assert!(events.contains("recreated worker.2"), "{events}");
     ok(&server.ssh(&["ps:scale", &app, "worker=0"]));
     assert_eq!(running_of(&server, &app, "worker"), 0);
     assert_eq!(http_get(&url).unwrap_or_default().trim(), "web answers");

@@ -540,7 +540,7 @@ async fn start_one(
 
 /// Starts one instance of a process type without a port (worker, clock, ...): no `PORT`, not
 /// published, not health-checked; the engine's restart policy keeps it running.
-async fn start_other(
+pub async fn start_other(
     docker: &Docker,
     spec: &DeploySpec,
     process: &super::ProcessSpec,
