@@ -75,19 +75,22 @@ const BUILTIN: &[(&str, &str, &str)] = &[
     ),
 ];
 
-/// Every buildpack, in detection order.
-pub fn all() -> Vec<Buildpack> {
-    let mut packs: Vec<Buildpack> = BUILTIN
-        .iter()
-        .map(|(name, spec, template)| Buildpack {
-            name,
-            spec: toml::from_str(spec)
-                .unwrap_or_else(|e| panic!("buildpacks/{name}/detect.toml: {e}")),
-            template,
-        })
-        .collect();
-    packs.sort_by_key(|p| p.spec.order);
-    packs
+/// Every buildpack, in detection order (the compiled-in specs, parsed once).
+pub fn all() -> &'static [Buildpack] {
+    static PACKS: std::sync::OnceLock<Vec<Buildpack>> = std::sync::OnceLock::new();
+    PACKS.get_or_init(|| {
+        let mut packs: Vec<Buildpack> = BUILTIN
+            .iter()
+            .map(|(name, spec, template)| Buildpack {
+                name,
+                spec: toml::from_str(spec)
+                    .unwrap_or_else(|e| panic!("buildpacks/{name}/detect.toml: {e}")),
+                template,
+            })
+            .collect();
+        packs.sort_by_key(|p| p.spec.order);
+        packs
+    })
 }
 
 /// The names of image settings (`[buildpack_images]` keys): `NAME` and `NAME_runtime`.
@@ -126,10 +129,10 @@ pub fn detect(root: &Root, forced: Option<(&str, &str)>) -> Result<Detection, St
     if let Some((name, source)) = forced {
         let name = name.trim();
         return packs
-            .into_iter()
+            .iter()
             .find(|p| p.name == name)
             .map(|buildpack| Detection {
-                buildpack,
+                buildpack: buildpack.clone(),
                 reason: format!("forced by {source}"),
             })
             .ok_or_else(|| {
@@ -144,7 +147,7 @@ pub fn detect(root: &Root, forced: Option<(&str, &str)>) -> Result<Detection, St
         let dir = buildpack.spec.dirs.iter().find(|d| root.dirs.contains(d));
         if let Some(found) = file.cloned().or_else(|| dir.map(|d| format!("{d}/"))) {
             return Ok(Detection {
-                buildpack,
+                buildpack: buildpack.clone(),
                 reason: found,
             });
         }
@@ -274,7 +277,7 @@ mod tests {
 
     #[test]
     fn images_come_from_the_config_and_lock_files_change_the_install() {
-        let node = all().into_iter().find(|p| p.name == "node").unwrap();
+        let node = all().iter().find(|p| p.name == "node").unwrap();
         let images = BTreeMap::from([("node".to_string(), "local/node".to_string())]);
         let with_lock = node
             .dockerfile(&root(&["package.json", "package-lock.json"], &[]), &images)
@@ -290,7 +293,7 @@ mod tests {
             without.contains("npm install") && !without.contains("package-lock"),
             "{without}"
         );
-        let go = all().into_iter().find(|p| p.name == "go").unwrap();
+        let go = all().iter().find(|p| p.name == "go").unwrap();
         let text = go
             .dockerfile(&root(&["go.mod"], &[]), &BTreeMap::new())
             .unwrap();

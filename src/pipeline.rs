@@ -233,6 +233,7 @@ pub async fn build_and_release(
     build::build(&docker, context, &build_tag, labels, out).await?;
 
     // app.json's formation is the initial scale: it applies to an app's first release only.
+    let mut record = record;
     if !manifest.formation.is_empty()
         && store
             .latest_release(app_id)
@@ -245,12 +246,8 @@ pub async fn build_and_release(
             .set_formation(app_id, &formation)
             .await
             .map_err(|e| format!("internal error recording the formation: {e}"))?;
+        record.formation = formation;
     }
-    let record = store
-        .app(request.app)
-        .await
-        .map_err(|e| format!("internal error reading the app: {e}"))?
-        .ok_or_else(|| format!("app {app} vanished"))?;
     let manifest_json = serde_json::to_string(&manifest).map_err(|e| e.to_string())?;
     let source = release::Source::Build {
         build_tag: &build_tag,

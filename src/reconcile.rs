@@ -251,7 +251,7 @@ async fn reconcile_swarm(
     containers: &[ContainerReport],
 ) -> Result<(), String> {
     let store = &berth.store;
-    let service = format!("{}_web", crate::deploy::swarm::stack_name(&app.name));
+    let service = crate::deploy::swarm::service_name(&app.name, "web");
     let mut ports: Vec<u16> = containers
         .iter()
         .filter(|c| c.swarm_service.as_deref() == Some(service.as_str()))

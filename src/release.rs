@@ -175,16 +175,11 @@ pub async fn deploy_release(
     let publish = |ports: &[u16]| berth.routes.point(&app.name, port, ports);
     let instances = backend.deploy(docker, &spec, out, &publish).await?;
     // An app moved to another target stops on the one it left (nothing to do when it did not).
-    for other in deploy::applied_targets()
-        .into_iter()
-        .filter(|t| *t != target)
-    {
-        if let Some(old) = deploy::backend(other) {
-            match old.stop(docker, &app.name).await {
-                Ok(0) => {}
-                Ok(stopped) => out.detail(&format!("stopped {stopped} instance(s) on {other}")),
-                Err(message) => out.detail(&format!("could not stop it on {other}: {message}")),
-            }
+    for (other, old) in deploy::backends().filter(|(t, _)| *t != target) {
+        match old.stop(docker, &app.name).await {
+            Ok(0) => {}
+            Ok(stopped) => out.detail(&format!("stopped {stopped} instance(s) on {other}")),
+            Err(message) => out.detail(&format!("could not stop it on {other}: {message}")),
         }
     }
     let first_port = instances.iter().find_map(|i| i.host_port).unwrap_or(0);
@@ -333,16 +328,14 @@ pub async fn stop_everywhere(
     forget: bool,
 ) -> Result<usize, String> {
     let mut stopped = 0;
-    for target in deploy::applied_targets() {
-        if let Some(backend) = deploy::backend(target) {
-            stopped += if forget {
-                backend
-                    .destroy(docker, app, &berth.config.deploy_dir())
-                    .await?
-            } else {
-                backend.stop(docker, app).await?
-            };
-        }
+    for (_, backend) in deploy::backends() {
+        stopped += if forget {
+            backend
+                .destroy(docker, app, &berth.config.deploy_dir())
+                .await?
+        } else {
+            backend.stop(docker, app).await?
+        };
     }
     Ok(stopped)
 }
@@ -377,13 +370,13 @@ pub async fn render_context(
         Err(_) => deploy::DEFAULT_PORT,
     };
     let resources = resources(app);
-    let commands = manifest(release).processes;
+    let manifest = manifest(release);
+    let commands = &manifest.processes;
+    let scalable: Vec<&String> = manifest.scalable().map(|(name, _)| name).collect();
     let processes = formation(app)
         .iter()
         // Besides web, only the process types the release's Procfile defines (never `release`).
-        .filter(|(name, _)| {
-            name.as_str() == "web" || (name.as_str() != "release" && commands.contains_key(*name))
-        })
+        .filter(|(name, _)| name.as_str() == "web" || scalable.contains(name))
         .map(|(name, replicas)| {
             let port = (name == "web").then_some(port);
             render::Process::new(

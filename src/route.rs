@@ -16,6 +16,16 @@ use tokio::net::{TcpListener, TcpStream};
 /// answering can finish.
 pub const DRAIN: Duration = Duration::from_secs(2);
 
+/// The address to reach something published on `address` from this host: loopback for
+/// "every interface".
+pub fn reachable(address: IpAddr) -> IpAddr {
+    if address.is_unspecified() {
+        IpAddr::V4(Ipv4Addr::LOCALHOST)
+    } else {
+        address
+    }
+}
+
 /// Where one request of an app goes.
 pub enum Pick {
     /// No such app, or it is not deployed or stopped.
@@ -62,10 +72,7 @@ impl Routes {
     /// Serves `app` on `port`, forwarding to the containers published on `host_ports`
     /// (replacing the previous set at once). Binds the port the first time.
     pub fn point(&self, app: &str, port: u16, host_ports: &[u16]) -> Result<(), String> {
-        let upstream_ip = match self.publish_address {
-            ip if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
-            ip => ip,
-        };
+        let upstream_ip = reachable(self.publish_address);
         let upstreams: Vec<SocketAddr> = host_ports
             .iter()
             .map(|p| SocketAddr::new(upstream_ip, *p))

@@ -139,12 +139,13 @@ async fn handle(
         return Ok(tunnel(request, upstream, &path).await);
     }
     strip_hop_by_hop(request.headers_mut());
+    // HTTP/2 carries the host in the URI; the app gets it as a Host header.
+    if !request.headers().contains_key(header::HOST)
+        && let Ok(value) = HeaderValue::from_str(&host)
+    {
+        request.headers_mut().insert(header::HOST, value);
+    }
     if request.version() <= hyper::Version::HTTP_11 {
-        if !request.headers().contains_key(header::HOST)
-            && let Ok(value) = HeaderValue::from_str(&host)
-        {
-            request.headers_mut().insert(header::HOST, value);
-        }
         if let Ok(uri) = path.parse() {
             *request.uri_mut() = uri;
         }
@@ -155,11 +156,6 @@ async fn handle(
     };
     *request.uri_mut() = uri;
     *request.version_mut() = hyper::Version::HTTP_11;
-    if !request.headers().contains_key(header::HOST)
-        && let Ok(value) = HeaderValue::from_str(&host)
-    {
-        request.headers_mut().insert(header::HOST, value);
-    }
     match client.request(request).await {
         Ok(response) => {
             let (mut parts, body) = response.into_parts();

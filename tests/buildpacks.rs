@@ -29,11 +29,6 @@ fn server() -> TestServer {
     TestServer::start_with(&images_config())
 }
 
-fn ok(output: &std::process::Output) -> String {
-    assert!(output.status.success(), "command failed:\n{}", text(output));
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
 /// A repo with these files, committed on main.
 fn repo_with(files: &[(&str, &str)]) -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("temp dir");

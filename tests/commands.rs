@@ -7,11 +7,6 @@ use std::time::{Duration, Instant};
 use common::*;
 use serde_json::Value;
 
-fn ok(output: &std::process::Output) -> String {
-    assert!(output.status.success(), "command failed:\n{}", text(output));
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
 fn json(output: &std::process::Output) -> Value {
     serde_json::from_str(&ok(output))
         .unwrap_or_else(|e| panic!("bad JSON ({e}):\n{}", text(output)))

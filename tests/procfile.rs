@@ -6,11 +6,6 @@ mod common;
 use common::*;
 use serde_json::Value;
 
-fn ok(output: &std::process::Output) -> String {
-    assert!(output.status.success(), "command failed:\n{}", text(output));
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
 /// The app's containers from `ps:report --json`: (process, index, state, host_port).
 fn report(server: &TestServer, app: &str) -> Vec<(String, u64, String, Option<u64>)> {
     let value: Value =

@@ -10,11 +10,6 @@ use std::time::Duration;
 use common::*;
 use serde_json::Value;
 
-fn ok(output: &std::process::Output) -> String {
-    assert!(output.status.success(), "command failed:\n{}", text(output));
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
 const ECHO_APP: &str = r#"import os, socket, threading
 
 def serve(conn):

@@ -9,11 +9,6 @@ use std::process::Command;
 use common::*;
 use serde_json::Value;
 
-fn ok(output: &std::process::Output) -> String {
-    assert!(output.status.success(), "command failed:\n{}", text(output));
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
 /// `deploy:render --json` written out as files in `dir`; returns their paths.
 fn render_to(server: &TestServer, app: &str, target: &str, dir: &Path) -> Vec<std::path::PathBuf> {
     let rendered: Value = serde_json::from_str(&ok(&server.ssh(&[

@@ -21,7 +21,7 @@ struct Listed {
 pub async fn list(berth: &Berth, args: &Args) -> Result<String, String> {
     let images = &berth.config.buildpack_images;
     let listed: Vec<Listed> = buildpack::all()
-        .into_iter()
+        .iter()
         .map(|pack| Listed {
             name: pack.name,
             order: pack.spec.order,

@@ -5,7 +5,7 @@
 //! with the DB). berth picks each container's host port, so a restart keeps its address.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use bollard::Docker;
@@ -549,14 +549,7 @@ pub async fn start_other(
 ) -> Result<String, String> {
     let name = container_name(&spec.app, spec.release, &process.name, index);
     remove_container(docker, &name).await;
-    let mut env: Vec<String> = spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
-    env.push(format!("DYNO={}.{index}", process.name));
-    let labels = HashMap::from([
-        (LABEL_APP.to_string(), spec.app.clone()),
-        (LABEL_RELEASE.to_string(), spec.release.to_string()),
-        (LABEL_PROCESS.to_string(), process.name.clone()),
-        (LABEL_INDEX.to_string(), index.to_string()),
-    ]);
+    let (env, labels) = identity(spec, &process.name, index);
     let body = ContainerCreateBody {
         image: Some(spec.image.clone()),
         env: Some(env),
@@ -609,22 +602,33 @@ fn host_config(
     }
 }
 
+/// What every instance of a process gets: the config vars and `DYNO`, and the labels that make
+/// the engine the record of what runs.
+fn identity(
+    spec: &DeploySpec,
+    process: &str,
+    index: u32,
+) -> (Vec<String>, HashMap<String, String>) {
+    let mut env: Vec<String> = spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    env.push(format!("DYNO={process}.{index}"));
+    let labels = HashMap::from([
+        (LABEL_APP.to_string(), spec.app.clone()),
+        (LABEL_RELEASE.to_string(), spec.release.to_string()),
+        (LABEL_PROCESS.to_string(), process.to_string()),
+        (LABEL_INDEX.to_string(), index.to_string()),
+    ]);
+    (env, labels)
+}
+
 fn container_body(
     spec: &DeploySpec,
     exposed: &str,
     index: u32,
     host_port: u16,
 ) -> ContainerCreateBody {
-    let mut env: Vec<String> = spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let (mut env, mut labels) = identity(spec, "web", index);
     env.push(format!("PORT={}", spec.port));
-    env.push(format!("DYNO=web.{index}"));
-    let labels = HashMap::from([
-        (LABEL_APP.to_string(), spec.app.clone()),
-        (LABEL_RELEASE.to_string(), spec.release.to_string()),
-        (LABEL_PROCESS.to_string(), "web".to_string()),
-        (LABEL_INDEX.to_string(), index.to_string()),
-        (LABEL_PORT.to_string(), host_port.to_string()),
-    ]);
+    labels.insert(LABEL_PORT.to_string(), host_port.to_string());
     ContainerCreateBody {
         image: Some(spec.image.clone()),
         env: Some(env),
@@ -671,10 +675,7 @@ async fn wait_until_ready(
     spec: &DeploySpec,
 ) -> Result<(), String> {
     let deadline = Instant::now() + spec.ready_timeout;
-    let probe_ip = match spec.publish_address {
-        ip if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
-        ip => ip,
-    };
+    let probe_ip = crate::route::reachable(spec.publish_address);
     let address = SocketAddr::new(probe_ip, host_port);
     let still_running = || async {
         let info = docker

@@ -129,7 +129,9 @@ pub fn backend(target: Target) -> Option<&'static dyn Backend> {
     }
 }
 
-/// Every target berth can apply, for retiring an app from the ones it no longer uses.
-pub fn applied_targets() -> [Target; 2] {
+/// Every target berth can apply, with its backend (to stop an app wherever it runs).
+pub fn backends() -> impl Iterator<Item = (Target, &'static dyn Backend)> {
     [Target::Docker, Target::Swarm]
+        .into_iter()
+        .filter_map(|target| Some((target, backend(target)?)))
 }

@@ -14,7 +14,7 @@
 //! the service was new), so the swarm is left as it was.
 
 use std::collections::{HashMap, HashSet};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -40,7 +40,7 @@ pub fn stack_name(app: &str) -> String {
     format!("berth-{app}")
 }
 
-fn service_name(app: &str, process: &str) -> String {
+pub fn service_name(app: &str, process: &str) -> String {
     format!("berth-{app}_{process}")
 }
 
@@ -347,9 +347,12 @@ async fn converge(
         for container in &running {
             if let Some(port) = container.host_port
                 && !answering.contains(&port)
-                && docker::probe(SocketAddr::new(probe_ip(spec), port), spec.health.as_ref())
-                    .await
-                    .is_ok()
+                && docker::probe(
+                    SocketAddr::new(crate::route::reachable(spec.publish_address), port),
+                    spec.health.as_ref(),
+                )
+                .await
+                .is_ok()
             {
                 answering.insert(port);
             }
@@ -416,14 +419,6 @@ async fn converge(
             ));
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
-fn probe_ip(spec: &DeploySpec) -> IpAddr {
-    // Host-mode ports bind every interface (the engine has no host-IP option for them).
-    match spec.publish_address {
-        ip if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
-        ip => ip,
     }
 }
 

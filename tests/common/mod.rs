@@ -471,6 +471,12 @@ pub fn http_request(address: &str, host: &str, path: &str) -> Option<(u16, Strin
     Some((status, body.to_string()))
 }
 
+/// The command's stdout; fails the test (with its output) when it did not succeed.
+pub fn ok(output: &Output) -> String {
+    assert!(output.status.success(), "command failed:\n{}", text(output));
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
 /// Asserts `output` contains each of `needles`, in this order.
 pub fn assert_in_order(output: &str, needles: &[&str]) {
     let mut from = 0;
