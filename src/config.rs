@@ -31,6 +31,21 @@ pub struct Config {
     pub http_listen: String,
     /// Apps answer at `APP.<base_domain>` through the router; empty: `public_host`.
     pub base_domain: Option<String>,
+    /// Where `/metrics` (Prometheus) is served; `""` or `off`: nowhere.
+    pub admin_listen: String,
+    /// How the router spreads requests over an app's instances: `round_robin` or
+    /// `least_connections`.
+    pub balance: crate::route::Balance,
+    /// Seconds an app has to start answering a request before the router answers 504.
+    pub request_timeout: u64,
+    /// Seconds a client connection may stay idle (or take to send a request's headers).
+    pub idle_timeout: u64,
+    /// Largest request body the router passes on, in bytes; bigger gets 413.
+    pub max_body_size: u64,
+    /// Most seconds an instance that left the serving set gets to finish its requests.
+    pub drain_timeout: u64,
+    /// One line per routed request in `<data_dir>/logs/access.log`: `text`, `json` or `off`.
+    pub access_log: String,
     /// Images of the buildpacks (`python = "python:3.12-slim"`, `go_runtime = ...`), over their
     /// defaults.
     pub buildpack_images: std::collections::BTreeMap<String, String>,
@@ -51,6 +66,13 @@ impl Default for Config {
             buildpack_images: Default::default(),
             http_listen: "0.0.0.0:80".into(),
             base_domain: None,
+            admin_listen: "127.0.0.1:9180".into(),
+            balance: crate::route::Balance::RoundRobin,
+            request_timeout: 60,
+            idle_timeout: 75,
+            max_body_size: 100 * 1024 * 1024,
+            drain_timeout: 30,
+            access_log: "text".into(),
         }
     }
 }
@@ -67,6 +89,22 @@ const KEYS: &[&str] = &[
     "template_dir",
     "http_listen",
     "base_domain",
+    "admin_listen",
+    "balance",
+    "request_timeout",
+    "idle_timeout",
+    "max_body_size",
+    "drain_timeout",
+    "access_log",
+];
+
+/// Keys whose environment values are whole numbers.
+const NUMBER_KEYS: &[&str] = &[
+    "ready_timeout",
+    "request_timeout",
+    "idle_timeout",
+    "max_body_size",
+    "drain_timeout",
 ];
 
 impl Config {
@@ -95,9 +133,9 @@ impl Config {
             if !KEYS.contains(&key.as_str()) {
                 continue;
             }
-            let value = if key == "ready_timeout" {
+            let value = if NUMBER_KEYS.contains(&key.as_str()) {
                 toml::Value::Integer(value.parse().map_err(|_| {
-                    format!("BERTH_READY_TIMEOUT={value:?} is not a whole number of seconds")
+                    format!("{name}={value:?} is not a whole number")
                 })?)
             } else {
                 toml::Value::String(value.clone())
@@ -142,13 +180,28 @@ impl Config {
                 ));
             }
         }
-        if !matches!(self.http_listen.as_str(), "" | "off")
-            && self.http_listen.parse::<SocketAddr>().is_err()
-        {
+        for (key, value) in [
+            ("http_listen", &self.http_listen),
+            ("admin_listen", &self.admin_listen),
+        ] {
+            if !matches!(value.as_str(), "" | "off") && value.parse::<SocketAddr>().is_err() {
+                return Err(format!("{key} {value:?} must be host:port (or \"off\")"));
+            }
+        }
+        if !matches!(self.access_log.as_str(), "text" | "json" | "off") {
             return Err(format!(
-                "http_listen {:?} must be host:port (or \"off\")",
-                self.http_listen
+                "access_log {:?} must be text, json or off",
+                self.access_log
             ));
+        }
+        for (key, value) in [
+            ("request_timeout", self.request_timeout),
+            ("idle_timeout", self.idle_timeout),
+            ("max_body_size", self.max_body_size),
+        ] {
+            if value == 0 {
+                return Err(format!("{key} must be at least 1"));
+            }
         }
         if let Some(domain) = &self.base_domain
             && !crate::names::is_host_name(domain)
@@ -182,6 +235,16 @@ impl Config {
     /// Where the HTTP router listens; none when it is off.
     pub fn http_listen(&self) -> Option<SocketAddr> {
         self.http_listen.parse().ok()
+    }
+    /// Where `/metrics` is served; none when it is off.
+    pub fn admin_listen(&self) -> Option<SocketAddr> {
+        self.admin_listen.parse().ok()
+    }
+    pub fn drain_timeout(&self) -> Duration {
+        Duration::from_secs(self.drain_timeout)
+    }
+    pub fn logs_dir(&self) -> PathBuf {
+        self.data_dir.join("logs")
     }
     /// The domain apps answer under through the router.
     pub fn base_domain(&self) -> &str {

@@ -18,6 +18,7 @@ pub mod deploy;
 pub mod engine;
 pub mod git;
 pub mod manifest;
+pub mod metrics;
 pub mod names;
 pub mod output;
 pub mod pipeline;

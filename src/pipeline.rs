@@ -230,7 +230,12 @@ pub async fn build_and_release(
     let image_repo = registry::image_repository(config.registry.as_deref(), app);
     let build_tag = format!("{image_repo}:build-{}", &commit[..commit.len().min(12)]);
     let labels = HashMap::from([(deploy::docker::LABEL_APP.to_string(), app.to_string())]);
-    build::build(&docker, context, &build_tag, labels, out).await?;
+    let started = std::time::Instant::now();
+    let built = build::build(&docker, context, &build_tag, labels, out).await;
+    berth
+        .metrics
+        .build(app, built.is_ok(), started.elapsed());
+    built?;
 
     // app.json's formation is the initial scale: it applies to an app's first release only.
     let mut record = record;
@@ -259,6 +264,11 @@ pub async fn build_and_release(
         manifest: &manifest_json,
         description: request.description,
         actor: request.actor,
+        canary: store
+            .canary(app_id)
+            .await
+            .map_err(|e| format!("internal error reading the canary: {e}"))?
+            .map(|c| c.weight),
     };
     release::create_and_deploy(berth, &docker, &record, source, plan, out)
         .await

@@ -232,6 +232,20 @@ async fn reconcile_app(
         .collect();
     let port = release::app_port(berth, app).await?;
     berth.routes.point(&app.name, port, &ports)?;
+    // A canary serves its share again once its instances run (after a berth restart too).
+    if let Some(canary) = store.canary(app.id).await.map_err(|e| e.to_string())?
+        && let Some(number) = canary.release
+    {
+        let ports: Vec<u16> = containers
+            .iter()
+            .filter(|c| c.release == number && c.process == "web" && c.state == "running")
+            .filter(|c| c.swarm_service.is_none())
+            .filter_map(|c| c.host_port)
+            .collect();
+        berth
+            .routes
+            .point_canary(&app.name, Some((&ports, canary.weight)));
+    }
     if healthy && matches!(app.state.as_str(), "unknown" | "lost") {
         store
             .set_app_state(app.id, "running", ACTOR)

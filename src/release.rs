@@ -32,6 +32,8 @@ pub struct Plan<'a> {
     pub manifest: &'a str,
     pub description: &'a str,
     pub actor: &'a str,
+    /// Deploy it as the app's canary, beside the current release, with this weight (%).
+    pub canary: Option<u8>,
 }
 
 /// Records a new release and deploys it. On failure the release is marked `failed`, the app
@@ -45,6 +47,7 @@ pub async fn create_and_deploy(
     out: &Output,
 ) -> Result<Release, String> {
     let store = &berth.store;
+    let started = std::time::Instant::now();
     let image = match &source {
         Source::Build {
             image_repository, ..
@@ -94,8 +97,16 @@ pub async fn create_and_deploy(
                 run_phase(docker, app, &release, &env, what, command, out).await?;
             }
         }
-        out.step(&format!("Releasing v{}", release.number));
-        deploy_release(berth, docker, app, &release, plan.actor, out).await?;
+        match plan.canary {
+            Some(weight) => {
+                out.step(&format!("Releasing v{} as a canary", release.number));
+                deploy_canary(berth, docker, app, &release, weight, plan.actor, out).await?;
+            }
+            None => {
+                out.step(&format!("Releasing v{}", release.number));
+                deploy_release(berth, docker, app, &release, plan.actor, out).await?;
+            }
+        }
         if let Some(command) = &manifest.postdeploy
             && let Err(message) = run_phase(
                 docker,
@@ -116,6 +127,9 @@ pub async fn create_and_deploy(
         Ok(())
     }
     .await;
+    berth
+        .metrics
+        .deploy(&app.name, result.is_ok(), started.elapsed());
     match result {
         Ok(()) => Ok(release),
         Err(message) => {
@@ -172,8 +186,9 @@ pub async fn deploy_release(
     out.step(&format!("Deploying to {target}"));
     let spec = spec_for(berth, docker, app, release).await?;
     let port = app_port(berth, app).await?;
-    let publish = |ports: &[u16]| berth.routes.point(&app.name, port, ports);
-    let instances = backend.deploy(docker, &spec, out, &publish).await?;
+    let instances = backend
+        .deploy(docker, &spec, out, &berth.app_port(&app.name, port))
+        .await?;
     // An app moved to another target stops on the one it left (nothing to do when it did not).
     for (other, old) in deploy::backends().filter(|(t, _)| *t != target) {
         match old.stop(docker, &app.name).await {
@@ -215,6 +230,197 @@ pub async fn deploy_release(
         .await;
     out.step(&format!("{} is live at {url}", app.name));
     Ok(())
+}
+
+/// Refuses a new release of an app that has a canary (config changes, rollbacks): which of the
+/// two releases it would follow is ambiguous.
+pub async fn refuse_during_canary(berth: &Berth, app: &App) -> Result<(), String> {
+    let canary = berth
+        .store
+        .canary(app.id)
+        .await
+        .map_err(|e| format!("internal error reading the canary: {e}"))?;
+    match canary {
+        None => Ok(()),
+        Some(canary) => Err(format!(
+            "{} has a canary ({}): canary:promote {} or canary:abort {} first",
+            app.name,
+            describe_canary(&canary),
+            app.name,
+            app.name
+        )),
+    }
+}
+
+pub fn describe_canary(canary: &crate::store::Canary) -> String {
+    match canary.release {
+        Some(number) => format!("v{number} at {}%", canary.weight),
+        None => format!("the next push, at {}%", canary.weight),
+    }
+}
+
+/// Canaries run on the docker target: the router splits requests between two releases' containers.
+fn canary_target(berth: &Berth, app: &App) -> Result<(), String> {
+    match target(berth, app)? {
+        Target::Docker => Ok(()),
+        other => Err(format!(
+            "canaries run on the docker target; {} runs on {other} (apps:set {} target=docker)",
+            app.name, app.name
+        )),
+    }
+}
+
+/// Starts the release's web instances beside the current release's and sends `weight` % of
+/// requests to them; a canary that was already serving is replaced (its containers stop once
+/// their requests are done). The current release keeps every other request.
+pub async fn deploy_canary(
+    berth: &Berth,
+    docker: &Docker,
+    app: &App,
+    release: &Release,
+    weight: u8,
+    actor: &str,
+    out: &Output,
+) -> Result<(), String> {
+    canary_target(berth, app)?;
+    let store = &berth.store;
+    let internal = |e: sqlx::Error| format!("internal error recording the canary: {e}");
+    let previous = store.canary(app.id).await.map_err(internal)?;
+    let _ = store.set_release_status(release.id, "deploying").await;
+    out.step(&format!("Deploying a canary to {}", Target::Docker));
+    let spec = spec_for(berth, docker, app, release).await?;
+    let instances = deploy::docker::deploy_beside(docker, &spec, out).await?;
+    let ports: Vec<u16> = instances.iter().filter_map(|i| i.host_port).collect();
+    berth.routes.point_canary(&app.name, Some((&ports, weight)));
+    store.set_canary_release(release).await.map_err(internal)?;
+    if let Some(old) = previous.and_then(|c| c.release)
+        && old != release.number
+    {
+        if let Ok(Some(old)) = store.release(app.id, old).await {
+            let _ = store.set_release_status(old.id, "aborted").await;
+        }
+        let port = app_port(berth, app).await?;
+        deploy::docker::retire_release(docker, &app.name, old, &berth.app_port(&app.name, port))
+            .await;
+        out.detail(&format!("v{old} (the previous canary) stopped"));
+    }
+    let _ = store
+        .record_event(
+            Some(app.id),
+            "canary",
+            actor,
+            "started",
+            &format!("v{} at {weight}%", release.number),
+        )
+        .await;
+    let current = store
+        .running_release(app.id)
+        .await
+        .ok()
+        .flatten()
+        .map_or("the current release".to_string(), |r| format!("v{}", r.number));
+    let port = app_port(berth, app).await?;
+    out.step(&format!(
+        "{} v{} is a canary: {weight}% of requests to {} go to it, the rest to {current}",
+        app.name,
+        release.number,
+        berth.app_url(&app.name, port)
+    ));
+    out.detail(&format!(
+        "canary:weight {} N, canary:promote {} or canary:abort {}",
+        app.name, app.name, app.name
+    ));
+    Ok(())
+}
+
+/// Makes the canary the current release: all requests go to it at once, its other process
+/// types start, and the old release's containers stop once their requests are done.
+pub async fn promote_canary(
+    berth: &Berth,
+    docker: &Docker,
+    app: &App,
+    canary: &Release,
+    actor: &str,
+    out: &Output,
+) -> Result<(), String> {
+    let store = &berth.store;
+    let old = store.running_release(app.id).await.ok().flatten();
+    let port = app_port(berth, app).await?;
+    let Some((canary_addresses, _)) = berth.routes.canary(&app.name) else {
+        return Err(format!(
+            "v{} is not serving (its containers are gone): canary:abort {}",
+            canary.number, app.name
+        ));
+    };
+    let canary_ports: Vec<u16> = canary_addresses.iter().map(|a| a.port()).collect();
+    berth.routes.point(&app.name, port, &canary_ports)?;
+    berth.routes.point_canary(&app.name, None);
+    store
+        .mark_release_running(canary, canary_ports.first().copied().unwrap_or(0))
+        .await
+        .map_err(|e| format!("internal error recording the release: {e}"))?;
+    store
+        .end_canary(app.id, "running")
+        .await
+        .map_err(|e| format!("internal error recording the release: {e}"))?;
+    out.step(&format!("v{} now gets every request", canary.number));
+    // The full formation of the promoted release (other process types, more web instances).
+    let spec = spec_for(berth, docker, app, canary).await?;
+    deploy::docker::scale(docker, &spec, out, &berth.app_port(&app.name, port)).await?;
+    if let Some(old) = &old {
+        out.detail(&format!(
+            "v{} stops once its requests are done",
+            old.number
+        ));
+        deploy::docker::retire_release(docker, &app.name, old.number, &berth.app_port(&app.name, port))
+            .await;
+    }
+    let _ = store
+        .record_event(
+            Some(app.id),
+            "canary",
+            actor,
+            "promoted",
+            &format!("v{}", canary.number),
+        )
+        .await;
+    Ok(())
+}
+
+/// Ends the canary: every request goes to the current release again, and the canary's
+/// containers stop once their requests are done (its release is marked `aborted`).
+pub async fn abort_canary(
+    berth: &Berth,
+    docker: &Docker,
+    app: &App,
+    actor: &str,
+) -> Result<Option<i64>, String> {
+    let store = &berth.store;
+    let canary = store
+        .canary(app.id)
+        .await
+        .map_err(|e| format!("internal error reading the canary: {e}"))?;
+    berth.routes.point_canary(&app.name, None);
+    store
+        .end_canary(app.id, "aborted")
+        .await
+        .map_err(|e| format!("internal error recording the canary: {e}"))?;
+    let number = canary.and_then(|c| c.release);
+    if let Some(number) = number {
+        let port = app_port(berth, app).await?;
+        deploy::docker::retire_release(docker, &app.name, number, &berth.app_port(&app.name, port))
+            .await;
+    }
+    let _ = store
+        .record_event(
+            Some(app.id),
+            "canary",
+            actor,
+            "aborted",
+            &number.map_or("before a push".to_string(), |n| format!("v{n}")),
+        )
+        .await;
+    Ok(number)
 }
 
 /// The deploy spec of a release: its image and config, the app's formation, the server's settings.

@@ -1,20 +1,31 @@
 //! The app proxy: each app has one stable port on `publish_address`, and berth forwards every
-//! connection to one of the app's serving containers (round robin). Deploys, scaling and
-//! restarts change the set of containers behind the port atomically, so the app's address never
-//! changes and a switch drops no connection. This is plain TCP; the HTTP router (`router.rs`)
-//! picks from the same serving sets.
+//! connection to one of the app's serving containers. Deploys, scaling and restarts change the
+//! set of containers behind the port atomically, so the app's address never changes and a
+//! switch drops no connection. This is plain TCP; the HTTP router (`router.rs`) picks from the
+//! same serving sets, request by request.
+//!
+//! Each app's set is the current release's web instances plus, during a canary, the canary
+//! release's, which get `weight` % of the picks (exactly that share over every 100). Within a
+//! release, picks go round robin or to the instance with the fewest requests in flight
+//! (`balance`). An instance that refuses connections is taken out of the picks until a health
+//! check connects to it again.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use futures_util::FutureExt;
+use futures_util::future::BoxFuture;
 use tokio::net::{TcpListener, TcpStream};
 
-/// How long a container that left the serving set keeps running, so requests it is still
-/// answering can finish.
-pub const DRAIN: Duration = Duration::from_secs(2);
+use crate::deploy::Serving;
+
+
+/// How often every serving instance is checked (a TCP connect).
+const HEALTH_INTERVAL: Duration = Duration::from_millis(1000);
+const HEALTH_TIMEOUT: Duration = Duration::from_millis(800);
 
 /// The address to reach something published on `address` from this host: loopback for
 /// "every interface".
@@ -26,38 +37,220 @@ pub fn reachable(address: IpAddr) -> IpAddr {
     }
 }
 
+/// How picks spread over the instances of one release.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Balance {
+    RoundRobin,
+    LeastConnections,
+}
+
 /// Where one request of an app goes.
 pub enum Pick {
     /// No such app, or it is not deployed or stopped.
     NotServed,
     /// The app is served but has no running web instance right now.
     NoInstance,
-    Upstream(SocketAddr),
+    Upstream(Lease),
+}
+
+/// One serving instance.
+pub struct Upstream {
+    pub address: SocketAddr,
+    healthy: AtomicBool,
+    in_flight: AtomicUsize,
+}
+
+impl Upstream {
+    fn new(address: SocketAddr) -> Arc<Upstream> {
+        Arc::new(Upstream {
+            address,
+            healthy: AtomicBool::new(true),
+            in_flight: AtomicUsize::new(0),
+        })
+    }
+
+    /// Takes the instance out of the picks (it refused a connection); the health check puts
+    /// it back once it accepts again.
+    pub fn eject(&self) {
+        if self.healthy.swap(false, Ordering::Relaxed) {
+            tracing::info!(upstream = %self.address, "instance taken out: it refused a connection");
+        }
+    }
+
+    pub fn is_healthy(&self) -> bool {
+        self.healthy.load(Ordering::Relaxed)
+    }
+}
+
+/// A picked instance; counts as one request in flight on it until dropped.
+pub struct Lease {
+    pub upstream: Arc<Upstream>,
+    /// Whether it belongs to the canary release.
+    pub canary: bool,
+}
+
+impl Lease {
+    pub fn address(&self) -> SocketAddr {
+        self.upstream.address
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        self.upstream.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// The instances of one release, picked in turn.
+#[derive(Default)]
+struct Pool {
+    upstreams: Vec<Arc<Upstream>>,
+    next: AtomicUsize,
+}
+
+impl Pool {
+    fn pick(&self, balance: Balance) -> Option<Arc<Upstream>> {
+        let healthy = || self.upstreams.iter().filter(|u| u.is_healthy());
+        let chosen = match balance {
+            Balance::LeastConnections => {
+                healthy().min_by_key(|u| u.in_flight.load(Ordering::Relaxed))
+            }
+            Balance::RoundRobin => {
+                let count = healthy().count();
+                if count == 0 {
+                    None
+                } else {
+                    let next = self.next.fetch_add(1, Ordering::Relaxed);
+                    healthy().nth(next % count)
+                }
+            }
+        };
+        // With every instance out, try them anyway: a refusal costs less than a certain 503.
+        chosen
+            .or_else(|| {
+                let next = self.next.fetch_add(1, Ordering::Relaxed);
+                self.upstreams.get(next % self.upstreams.len().max(1))
+            })
+            .cloned()
+    }
+}
+
+struct Canary {
+    pool: Pool,
+    weight: u8,
+}
+
+/// What an app's port and host serve right now; replaced whole on every change.
+#[derive(Default)]
+struct Set {
+    stable: Pool,
+    canary: Option<Canary>,
+}
+
+impl Set {
+    fn all(&self) -> impl Iterator<Item = &Arc<Upstream>> {
+        self.stable
+            .upstreams
+            .iter()
+            .chain(self.canary.iter().flat_map(|c| c.pool.upstreams.iter()))
+    }
 }
 
 pub struct Routes {
     publish_address: IpAddr,
-    apps: Mutex<HashMap<String, Arc<Route>>>,
+    balance: Balance,
+    apps: RwLock<HashMap<String, Arc<Route>>>,
 }
 
 struct Route {
     port: u16,
-    upstreams: RwLock<Arc<Vec<SocketAddr>>>,
-    next: AtomicUsize,
-    listener: tokio::task::AbortHandle,
+    set: RwLock<Arc<Set>>,
+    /// Counts picks, for the canary's share.
+    picks: AtomicUsize,
+    /// Instances that left the set with requests possibly still in flight.
+    retired: Mutex<Vec<Arc<Upstream>>>,
+    tasks: Vec<tokio::task::AbortHandle>,
 }
 
 impl Drop for Route {
     fn drop(&mut self) {
-        self.listener.abort();
+        for task in &self.tasks {
+            task.abort();
+        }
     }
 }
 
+impl Route {
+    fn set(&self) -> Arc<Set> {
+        self.set.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn pick(&self, balance: Balance) -> Option<Lease> {
+        let set = self.set();
+        let n = self.picks.fetch_add(1, Ordering::Relaxed);
+        let canary = set.canary.as_ref().filter(|c| {
+            !c.pool.upstreams.is_empty()
+                && (n.wrapping_mul(c.weight as usize)) % 100 < c.weight as usize
+        });
+        let (upstream, canary) = match canary {
+            Some(canary) => (canary.pool.pick(balance), true),
+            None => (set.stable.pick(balance), false),
+        };
+        let upstream = upstream?;
+        upstream.in_flight.fetch_add(1, Ordering::Relaxed);
+        Some(Lease { upstream, canary })
+    }
+
+    /// Replaces one part of the set, keeping the health of instances that stay.
+    fn replace(&self, change: impl FnOnce(&Set, &dyn Fn(&[SocketAddr]) -> Pool) -> Set) {
+        let mut slot = self.set.write().unwrap_or_else(|p| p.into_inner());
+        let old = slot.clone();
+        let pool = |addresses: &[SocketAddr]| Pool {
+            upstreams: addresses
+                .iter()
+                .map(|a| {
+                    old.all()
+                        .find(|u| u.address == *a)
+                        .cloned()
+                        .unwrap_or_else(|| Upstream::new(*a))
+                })
+                .collect(),
+            next: AtomicUsize::new(0),
+        };
+        let new = change(&old, &pool);
+        let mut retired = self.retired.lock().unwrap_or_else(|p| p.into_inner());
+        retired.retain(|u| u.in_flight.load(Ordering::Relaxed) > 0);
+        retired.extend(
+            old.all()
+                .filter(|u| !new.all().any(|n| Arc::ptr_eq(n, u)))
+                .cloned(),
+        );
+        *slot = Arc::new(new);
+    }
+
+    /// Requests in flight on these instances (in the set or retired).
+    fn in_flight(&self, addresses: &[SocketAddr]) -> usize {
+        let set = self.set();
+        let retired = self.retired.lock().unwrap_or_else(|p| p.into_inner());
+        set.all()
+            .chain(retired.iter())
+            .filter(|u| addresses.contains(&u.address))
+            .map(|u| u.in_flight.load(Ordering::Relaxed))
+            .sum()
+    }
+}
+
+fn same_pool(pool: &Pool, make: &dyn Fn(&[SocketAddr]) -> Pool) -> Pool {
+    make(&pool.upstreams.iter().map(|u| u.address).collect::<Vec<_>>())
+}
+
 impl Routes {
-    pub fn new(publish_address: IpAddr) -> Routes {
+    pub fn new(publish_address: IpAddr, balance: Balance) -> Routes {
         Routes {
             publish_address,
-            apps: Mutex::new(HashMap::new()),
+            balance,
+            apps: RwLock::new(HashMap::new()),
         }
     }
 
@@ -69,18 +262,54 @@ impl Routes {
             .map_err(|e| format!("cannot find a free port on {}: {e}", self.publish_address))
     }
 
-    /// Serves `app` on `port`, forwarding to the containers published on `host_ports`
-    /// (replacing the previous set at once). Binds the port the first time.
+    fn addresses(&self, host_ports: &[u16]) -> Vec<SocketAddr> {
+        let ip = reachable(self.publish_address);
+        host_ports.iter().map(|p| SocketAddr::new(ip, *p)).collect()
+    }
+
+    fn route(&self, app: &str) -> Option<Arc<Route>> {
+        self.apps
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(app)
+            .cloned()
+    }
+
+    /// Serves `app` on `port`, forwarding to the current release's containers published on
+    /// `host_ports` (replacing the previous set at once; a canary stays). Binds the port the
+    /// first time.
     pub fn point(&self, app: &str, port: u16, host_ports: &[u16]) -> Result<(), String> {
-        let upstream_ip = reachable(self.publish_address);
-        let upstreams: Vec<SocketAddr> = host_ports
-            .iter()
-            .map(|p| SocketAddr::new(upstream_ip, *p))
-            .collect();
-        let mut apps = self.apps.lock().unwrap_or_else(|p| p.into_inner());
+        let addresses = self.addresses(host_ports);
+        let route = self.bind(app, port)?;
+        route.replace(|old, pool| Set {
+            stable: pool(&addresses),
+            canary: old.canary.as_ref().map(|c| Canary {
+                pool: same_pool(&c.pool, pool),
+                weight: c.weight,
+            }),
+        });
+        Ok(())
+    }
+
+    /// Sends `weight` % of the app's picks to the canary release's containers on `host_ports`;
+    /// `None` ends the canary (every pick goes to the current release again).
+    pub fn point_canary(&self, app: &str, canary: Option<(&[u16], u8)>) {
+        let Some(route) = self.route(app) else { return };
+        let canary = canary.map(|(ports, weight)| (self.addresses(ports), weight.min(100)));
+        route.replace(|old, pool| Set {
+            stable: same_pool(&old.stable, pool),
+            canary: canary.map(|(addresses, weight)| Canary {
+                pool: pool(&addresses),
+                weight,
+            }),
+        });
+    }
+
+    /// The app's route on `port`, made (and the port bound) when it has none there yet.
+    fn bind(&self, app: &str, port: u16) -> Result<Arc<Route>, String> {
+        let mut apps = self.apps.write().unwrap_or_else(|p| p.into_inner());
         if let Some(route) = apps.get(app).filter(|r| r.port == port) {
-            *route.upstreams.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(upstreams);
-            return Ok(());
+            return Ok(route.clone());
         }
         apps.remove(app);
         let std_listener = std::net::TcpListener::bind(SocketAddr::new(self.publish_address, port))
@@ -94,98 +323,259 @@ impl Routes {
             .set_nonblocking(true)
             .map_err(|e| e.to_string())?;
         let listener = TcpListener::from_std(std_listener).map_err(|e| e.to_string())?;
+        let balance = self.balance;
         let route = Arc::new_cyclic(|weak: &std::sync::Weak<Route>| {
-            let weak = weak.clone();
-            let task = tokio::spawn(async move { accept_loop(listener, weak).await });
+            let accept = tokio::spawn(accept_loop(listener, weak.clone(), balance));
+            let health = tokio::spawn(health_loop(weak.clone()));
             Route {
                 port,
-                upstreams: RwLock::new(Arc::new(upstreams)),
-                next: AtomicUsize::new(0),
-                listener: task.abort_handle(),
+                set: RwLock::default(),
+                picks: AtomicUsize::new(0),
+                retired: Mutex::default(),
+                tasks: vec![accept.abort_handle(), health.abort_handle()],
             }
         });
-        apps.insert(app.to_string(), route);
-        Ok(())
+        apps.insert(app.to_string(), route.clone());
+        Ok(route)
     }
 
     /// Stops serving the app's port (stopped or destroyed apps).
     pub fn remove(&self, app: &str) {
         self.apps
-            .lock()
+            .write()
             .unwrap_or_else(|p| p.into_inner())
             .remove(app);
     }
 
-    /// The next container to send one of the app's requests to (round robin), for the HTTP
-    /// router.
+    /// The container to send one of the app's requests to, for the HTTP router.
     pub fn pick(&self, app: &str) -> Pick {
-        let apps = self.apps.lock().unwrap_or_else(|p| p.into_inner());
-        let Some(route) = apps.get(app) else {
+        let Some(route) = self.route(app) else {
             return Pick::NotServed;
         };
-        let upstreams = route.upstreams.read().unwrap_or_else(|p| p.into_inner());
-        if upstreams.is_empty() {
-            return Pick::NoInstance;
+        match route.pick(self.balance) {
+            Some(lease) => Pick::Upstream(lease),
+            None => Pick::NoInstance,
         }
-        let next = route.next.fetch_add(1, Ordering::Relaxed);
-        Pick::Upstream(upstreams[next % upstreams.len()])
     }
 
-    /// Whether `upstream` is in the app's serving set.
-    pub fn serves(&self, app: &str, upstream: SocketAddr) -> bool {
-        let apps = self.apps.lock().unwrap_or_else(|p| p.into_inner());
-        apps.get(app).is_some_and(|route| {
-            route
-                .upstreams
-                .read()
-                .unwrap_or_else(|p| p.into_inner())
-                .contains(&upstream)
-        })
-    }
-
-    /// The containers behind the app's port.
+    /// The current release's containers behind the app's port.
     pub fn upstreams(&self, app: &str) -> Option<Vec<SocketAddr>> {
-        let apps = self.apps.lock().unwrap_or_else(|p| p.into_inner());
-        let route = apps.get(app)?;
-        let upstreams = route
-            .upstreams
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
-        Some(upstreams.to_vec())
+        let set = self.route(app)?.set();
+        Some(set.stable.upstreams.iter().map(|u| u.address).collect())
+    }
+
+    /// The canary's containers and weight, when the app has a canary.
+    pub fn canary(&self, app: &str) -> Option<(Vec<SocketAddr>, u8)> {
+        let set = self.route(app)?.set();
+        let canary = set.canary.as_ref()?;
+        Some((
+            canary.pool.upstreams.iter().map(|u| u.address).collect(),
+            canary.weight,
+        ))
+    }
+
+    /// Resolves once none of the app's instances on `host_ports` has a request in flight, or
+    /// after `max`.
+    pub fn drained(&self, app: &str, host_ports: &[u16], max: Duration) -> BoxFuture<'static, ()> {
+        let route = self.route(app);
+        let addresses = self.addresses(host_ports);
+        async move {
+            let (Some(route), false) = (route, addresses.is_empty()) else {
+                return;
+            };
+            let deadline = Instant::now() + max;
+            // Requests picked just before the switch may still be connecting.
+            tokio::time::sleep(Duration::from_millis(100).min(max)).await;
+            while Instant::now() < deadline && route.in_flight(&addresses) > 0 {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        .boxed()
+    }
+
+    /// The app's instances the health check has taken out right now.
+    pub fn ejected(&self, app: &str) -> Vec<SocketAddr> {
+        let Some(route) = self.route(app) else {
+            return Vec::new();
+        };
+        let set = route.set();
+        set.all()
+            .filter(|u| !u.is_healthy())
+            .map(|u| u.address)
+            .collect()
     }
 }
 
-async fn accept_loop(listener: TcpListener, route: std::sync::Weak<Route>) {
+/// The app's port and host, as a deploy target sees them: the current release's instances.
+pub struct AppPort<'a> {
+    pub routes: &'a Routes,
+    pub app: &'a str,
+    pub port: u16,
+    pub drain: Duration,
+}
+
+impl Serving for AppPort<'_> {
+    fn serve(&self, host_ports: &[u16]) -> Result<(), String> {
+        self.routes.point(self.app, self.port, host_ports)
+    }
+
+    fn drained(&self, host_ports: &[u16]) -> BoxFuture<'static, ()> {
+        self.routes.drained(self.app, host_ports, self.drain)
+    }
+}
+
+/// The canary's share of the app's traffic, as a deploy target sees it.
+pub struct CanaryShare<'a> {
+    pub routes: &'a Routes,
+    pub app: &'a str,
+    pub weight: u8,
+    pub drain: Duration,
+}
+
+impl Serving for CanaryShare<'_> {
+    fn serve(&self, host_ports: &[u16]) -> Result<(), String> {
+        self.routes
+            .point_canary(self.app, Some((host_ports, self.weight)));
+        Ok(())
+    }
+
+    fn drained(&self, host_ports: &[u16]) -> BoxFuture<'static, ()> {
+        self.routes.drained(self.app, host_ports, self.drain)
+    }
+}
+
+async fn accept_loop(listener: TcpListener, route: std::sync::Weak<Route>, balance: Balance) {
     loop {
         let Ok((client, _)) = listener.accept().await else {
             tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
         };
         let Some(route) = route.upgrade() else { return };
-        let upstreams = route
-            .upstreams
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
-        let first = route.next.fetch_add(1, Ordering::Relaxed);
-        drop(route);
-        tokio::spawn(forward(client, upstreams, first));
+        tokio::spawn(forward(client, route, balance));
     }
 }
 
-/// Connects the client to the first upstream that accepts, trying each once from `first`.
-async fn forward(mut client: TcpStream, upstreams: Arc<Vec<SocketAddr>>, first: usize) {
+/// Connects the client to a picked instance; one that refuses is taken out and the next tried.
+async fn forward(mut client: TcpStream, route: Arc<Route>, balance: Balance) {
     let _ = client.set_nodelay(true);
-    for attempt in 0..upstreams.len() {
-        let address = upstreams[(first + attempt) % upstreams.len()];
-        let Ok(Ok(mut upstream)) =
-            tokio::time::timeout(Duration::from_secs(2), TcpStream::connect(address)).await
+    let tries = route.set().all().count();
+    for _ in 0..tries.max(1) {
+        let Some(lease) = route.pick(balance) else {
+            return;
+        };
+        let connect = TcpStream::connect(lease.address());
+        let Ok(Ok(mut upstream)) = tokio::time::timeout(Duration::from_secs(2), connect).await
         else {
+            lease.upstream.eject();
             continue;
         };
+        drop(route);
         let _ = upstream.set_nodelay(true);
         let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
         return;
+    }
+}
+
+/// Checks every instance of the app each second: one that does not accept a connection is
+/// taken out of the picks, one that accepts again is put back.
+async fn health_loop(route: std::sync::Weak<Route>) {
+    loop {
+        tokio::time::sleep(HEALTH_INTERVAL).await;
+        let Some(set) = route.upgrade().map(|r| r.set()) else {
+            return;
+        };
+        let checks = set.all().map(|upstream| async move {
+            let connect = TcpStream::connect(upstream.address);
+            let up = matches!(tokio::time::timeout(HEALTH_TIMEOUT, connect).await, Ok(Ok(_)));
+            let was = upstream.healthy.swap(up, Ordering::Relaxed);
+            if was != up {
+                let address = upstream.address;
+                if up {
+                    tracing::info!(%address, "instance back in the picks: it accepts again");
+                } else {
+                    tracing::info!(%address, "instance taken out: health check failed");
+                }
+            }
+        });
+        futures_util::future::join_all(checks).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn route(stable: &[u16], canary: Option<(&[u16], u8)>) -> (Routes, Arc<Route>) {
+        let routes = Routes::new(IpAddr::V4(Ipv4Addr::LOCALHOST), Balance::RoundRobin);
+        let route = Arc::new(Route {
+            port: 0,
+            set: RwLock::default(),
+            picks: AtomicUsize::new(0),
+            retired: Mutex::default(),
+            tasks: Vec::new(),
+        });
+        let (stable, canary) = (
+            routes.addresses(stable),
+            canary.map(|(p, w)| (routes.addresses(p), w)),
+        );
+        route.replace(|_, pool| Set {
+            stable: pool(&stable),
+            canary: canary.map(|(a, weight)| Canary {
+                pool: pool(&a),
+                weight,
+            }),
+        });
+        (routes, route)
+    }
+
+    #[test]
+    fn a_canary_gets_exactly_its_weight_of_every_hundred_picks() {
+        for weight in [0u8, 1, 10, 20, 33, 50, 99, 100] {
+            let (_, route) = route(&[1, 2], Some((&[3], weight)));
+            let canary = (0..1000)
+                .filter(|_| route.pick(Balance::RoundRobin).unwrap().canary)
+                .count();
+            assert_eq!(canary, weight as usize * 10, "weight {weight}");
+        }
+    }
+
+    #[test]
+    fn round_robin_spreads_evenly_and_skips_ejected_instances() {
+        let (_, route) = route(&[1, 2, 3], None);
+        let mut seen = HashMap::new();
+        for _ in 0..300 {
+            *seen
+                .entry(route.pick(Balance::RoundRobin).unwrap().address().port())
+                .or_insert(0) += 1;
+        }
+        assert_eq!(seen, HashMap::from([(1, 100), (2, 100), (3, 100)]));
+        route.set().stable.upstreams[1].eject();
+        for _ in 0..30 {
+            assert_ne!(route.pick(Balance::RoundRobin).unwrap().address().port(), 2);
+        }
+    }
+
+    #[test]
+    fn least_connections_prefers_the_idle_instance() {
+        let (_, route) = route(&[1, 2], None);
+        let busy = route.pick(Balance::LeastConnections).unwrap();
+        for _ in 0..5 {
+            let lease = route.pick(Balance::LeastConnections).unwrap();
+            assert_ne!(lease.address(), busy.address());
+        }
+    }
+
+    #[test]
+    fn repointing_keeps_health_of_instances_that_stay() {
+        let (routes, route) = route(&[1, 2], None);
+        route.set().stable.upstreams[0].eject();
+        let addresses = routes.addresses(&[1, 3]);
+        route.replace(|_, pool| Set {
+            stable: pool(&addresses),
+            canary: None,
+        });
+        let set = route.set();
+        assert!(!set.stable.upstreams[0].is_healthy());
+        assert!(set.stable.upstreams[1].is_healthy());
     }
 }

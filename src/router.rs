@@ -3,42 +3,53 @@
 //! and HTTP/2 (h2c) from clients, HTTP/1.1 to the app; upgrades (WebSocket) are tunnelled;
 //! bodies stream both ways. An unknown host gets a plain 404 naming no app.
 //!
-//! Upstreams are the app's serving web instances, the same set the app's stable port forwards
-//! to (`route::Routes`), so deploys, scaling and restarts switch both at once.
+//! Every request is picked an instance by `route::Routes` (the app's current release, or its
+//! canary by weight; round robin or least-connections; instances that refuse connections are
+//! out until they accept again), the same sets the app's own port forwards to, so deploys,
+//! scaling and restarts switch both at once. Each request is counted in `/metrics` and written
+//! to the access log.
 //!
-//! **Architecture Invariant:** the router only reads shared state (routes, the domain map); it
-//! never touches the engine or the DB.
+//! **Architecture Invariant:** the router only reads shared state (routes, the domain map) and
+//! counts; it never touches the engine or the DB.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
-use http_body_util::{BodyExt, Full, combinators::BoxBody};
-use hyper::body::{Bytes, Incoming};
+use http_body_util::{BodyExt, Full, Limited, combinators::BoxBody};
+use hyper::body::{Bytes, Frame, Incoming, SizeHint};
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 use hyper::{Request, Response, StatusCode};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::route::Pick;
+use crate::metrics::AccessEntry;
+use crate::route::{Lease, Pick};
 use crate::server::Berth;
 
-type Body = BoxBody<Bytes, hyper::Error>;
-type Upstream = Client<HttpConnector, Incoming>;
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+type Body = BoxBody<Bytes, BoxError>;
+/// A client's request body on its way to the app, cut off past `max_body_size`.
+type Outgoing = Limited<Incoming>;
+type Upstream = Client<HttpConnector, Outgoing>;
+type Sender = hyper::client::conn::http1::SendRequest<Outgoing>;
 
-/// An HTTP/1 client connection's own connection to one instance of the app: its requests come
-/// one at a time, so they go over it in turn, with no pool in between. It is dropped when the
-/// instance leaves the serving set, the app closes it, or the client asks for another app.
-struct Sticky {
-    app: String,
-    upstream: SocketAddr,
-    sender: hyper::client::conn::http1::SendRequest<Incoming>,
+/// How many upstream connections one HTTP/1 client connection keeps (one per instance it used).
+const KEPT_PER_CLIENT: usize = 8;
+
+/// An HTTP/1 client connection's own connections to the app instances its requests went to:
+/// its requests come one at a time, so they go over these in turn, with no pool in between.
+#[derive(Default)]
+struct Kept {
+    connections: Vec<(SocketAddr, Sender)>,
 }
 
-type Slot = Arc<tokio::sync::Mutex<Option<Sticky>>>;
+type Slot = Arc<tokio::sync::Mutex<Kept>>;
 
 /// Serves HTTP on `listener` until the process ends.
 pub async fn serve(berth: Arc<Berth>, listener: TcpListener) {
@@ -48,20 +59,72 @@ pub async fn serve(berth: Arc<Berth>, listener: TcpListener) {
     let client: Upstream = Client::builder(TokioExecutor::new())
         .pool_idle_timeout(Duration::from_secs(30))
         .build(connector);
+    let idle = Duration::from_secs(berth.config.idle_timeout);
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(idle);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(idle)
+        .keep_alive_timeout(Duration::from_secs(20));
+    let builder = Arc::new(builder);
     loop {
         let Ok((stream, remote)) = listener.accept().await else {
             tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let (berth, client) = (berth.clone(), client.clone());
+        let (berth, client, builder) = (berth.clone(), client.clone(), builder.clone());
         let slot: Slot = Arc::default();
         tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |request| {
-                handle(berth.clone(), client.clone(), slot.clone(), remote, request)
-            });
-            let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+            let _counted = berth.metrics.connection();
+            let service = {
+                let berth = berth.clone();
+                hyper::service::service_fn(move |request| {
+                    handle(berth.clone(), client.clone(), slot.clone(), remote, request)
+                })
+            };
+            let _ = builder
                 .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
+/// Serves `/metrics` on `listener` (the admin address).
+pub async fn serve_admin(berth: Arc<Berth>, listener: TcpListener) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        let berth = berth.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |request: Request<Incoming>| {
+                let berth = berth.clone();
+                async move {
+                    let response = if request.uri().path() == "/metrics" {
+                        let mut response =
+                            Response::new(Full::new(Bytes::from(berth.metrics.render())));
+                        response.headers_mut().insert(
+                            header::CONTENT_TYPE,
+                            HeaderValue::from_static("text/plain; version=0.0.4"),
+                        );
+                        response
+                    } else {
+                        let mut response =
+                            Response::new(Full::new(Bytes::from_static(b"404: try /metrics\n")));
+                        *response.status_mut() = StatusCode::NOT_FOUND;
+                        response
+                    };
+                    Ok::<_, Infallible>(response)
+                }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
                 .await;
         });
     }
@@ -79,6 +142,17 @@ fn text(status: StatusCode, body: &'static str) -> Response<Body> {
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
     response
+}
+
+fn bad_gateway() -> Response<Body> {
+    text(StatusCode::BAD_GATEWAY, "502: the app did not answer\n")
+}
+
+fn timed_out() -> Response<Body> {
+    text(
+        StatusCode::GATEWAY_TIMEOUT,
+        "504: the app did not answer in time\n",
+    )
 }
 
 /// The request's host, lowercased, without a port (HTTP/2 carries it in the URI).
@@ -102,144 +176,276 @@ fn host_of(request: &Request<Incoming>) -> String {
     host.trim_end_matches('.').to_ascii_lowercase()
 }
 
+/// What became of one request, for the metrics and the access log.
+struct Outcome {
+    app: Option<String>,
+    upstream: Option<SocketAddr>,
+    canary: bool,
+}
+
 async fn handle(
     berth: Arc<Berth>,
     client: Upstream,
     slot: Slot,
     remote: SocketAddr,
-    mut request: Request<Incoming>,
+    request: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
+    let started = Instant::now();
     let host = host_of(&request);
+    let method = request.method().clone();
+    let version = request.version();
+    let logged_path = berth.access_log.as_ref().map(|_| {
+        request
+            .uri()
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .to_string()
+    });
+    let mut outcome = Outcome {
+        app: None,
+        upstream: None,
+        canary: false,
+    };
+    let response = route(&berth, client, slot, remote, request, &host, &mut outcome).await;
+    let took = started.elapsed();
+    let status = response.status().as_u16();
+    berth.metrics.request(outcome.app.as_deref(), status, took);
+    if let (Some(log), Some(path)) = (&berth.access_log, &logged_path) {
+        log.write(&AccessEntry {
+            remote: remote.ip(),
+            host: &host,
+            app: outcome.app.as_deref(),
+            method: method.as_str(),
+            path,
+            version,
+            status,
+            upstream: outcome.upstream,
+            canary: outcome.canary,
+            took,
+        });
+    }
+    Ok(response)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn route(
+    berth: &Berth,
+    client: Upstream,
+    slot: Slot,
+    remote: SocketAddr,
+    mut request: Request<Incoming>,
+    host: &str,
+    outcome: &mut Outcome,
+) -> Response<Body> {
     let not_found = || {
         text(
             StatusCode::NOT_FOUND,
             "404: nothing is served at this host\n",
         )
     };
-    let Some(app) = berth.app_for_host(&host) else {
-        return Ok(not_found());
+    let Some(app) = berth.app_for_host(host) else {
+        return not_found();
     };
-    let upstream = match berth.routes.pick(&app) {
-        Pick::Upstream(upstream) => upstream,
-        Pick::NotServed => return Ok(not_found()),
+    let lease = match berth.routes.pick(&app) {
+        Pick::Upstream(lease) => lease,
+        Pick::NotServed => return not_found(),
         Pick::NoInstance => {
-            return Ok(text(
+            outcome.app = Some(app);
+            return text(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "503: the app has no running web instance\n",
-            ));
+            );
         }
     };
+    outcome.app = Some(app.clone());
+    let limit = berth.config.max_body_size;
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|length| length > limit) {
+        return too_large();
+    }
     let path = request
         .uri()
         .path_and_query()
         .map_or("/", |p| p.as_str())
         .to_string();
-    forwarded(request.headers_mut(), remote, &host);
+    forwarded(request.headers_mut(), remote, host);
+    let request = request.map(|body| Limited::new(body, limit as usize));
     if wants_upgrade(request.headers()) {
-        return Ok(tunnel(request, upstream, &path).await);
+        return tunnel(request, lease, &path, outcome).await;
     }
+    let mut request = request;
     strip_hop_by_hop(request.headers_mut());
     // HTTP/2 carries the host in the URI; the app gets it as a Host header.
     if !request.headers().contains_key(header::HOST)
-        && let Ok(value) = HeaderValue::from_str(&host)
+        && let Ok(value) = HeaderValue::from_str(host)
     {
         request.headers_mut().insert(header::HOST, value);
     }
+    let timeout = Duration::from_secs(berth.config.request_timeout);
     if request.version() <= hyper::Version::HTTP_11 {
         if let Ok(uri) = path.parse() {
             *request.uri_mut() = uri;
         }
-        return Ok(over_own_connection(&berth, &slot, &app, upstream, request).await);
+        return over_kept_connection(berth, &slot, &app, lease, request, timeout, outcome).await;
     }
-    let Ok(uri) = format!("http://{upstream}{path}").parse() else {
-        return Ok(text(StatusCode::BAD_REQUEST, "400: bad request target\n"));
+    outcome.upstream = Some(lease.address());
+    outcome.canary = lease.canary;
+    let Ok(uri) = format!("http://{}{path}", lease.address()).parse() else {
+        return text(StatusCode::BAD_REQUEST, "400: bad request target\n");
     };
     *request.uri_mut() = uri;
     *request.version_mut() = hyper::Version::HTTP_11;
-    match client.request(request).await {
-        Ok(response) => {
-            let (mut parts, body) = response.into_parts();
-            strip_hop_by_hop(&mut parts.headers);
-            Ok(Response::from_parts(parts, body.boxed()))
-        }
-        Err(error) => {
-            tracing::debug!(%app, %upstream, %error, "upstream failed");
-            Ok(text(
-                StatusCode::BAD_GATEWAY,
-                "502: the app did not answer\n",
-            ))
+    match tokio::time::timeout(timeout, client.request(request)).await {
+        Err(_) => timed_out(),
+        Ok(Ok(response)) => leased(response, lease),
+        Ok(Err(error)) => {
+            if error.is_connect() {
+                lease.upstream.eject();
+            }
+            tracing::debug!(%app, upstream = %lease.address(), %error, "upstream failed");
+            if body_too_large(&error) {
+                too_large()
+            } else {
+                bad_gateway()
+            }
         }
     }
 }
 
-/// Sends an HTTP/1 client's request over the connection's own upstream connection (made on
-/// first use, or anew when its instance left the serving set or the app closed it). A request
-/// the app never read (its connection closed in between) is sent once more on a new one.
-async fn over_own_connection(
+fn too_large() -> Response<Body> {
+    text(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "413: the request body is larger than this server takes\n",
+    )
+}
+
+/// Whether sending failed because the client's body went past `max_body_size`.
+fn body_too_large(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut source = Some(error);
+    while let Some(error) = source {
+        if error.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        source = error.source();
+    }
+    false
+}
+
+async fn connect(address: SocketAddr) -> Option<Sender> {
+    let stream = tokio::time::timeout(Duration::from_secs(2), TcpStream::connect(address))
+        .await
+        .ok()?
+        .ok()?;
+    let _ = stream.set_nodelay(true);
+    let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .ok()?;
+    tokio::spawn(connection);
+    Some(sender)
+}
+
+/// Sends an HTTP/1 client's request to the picked instance over the client connection's own
+/// connection to it (made on first use). An instance that refuses the connection is taken out
+/// and another picked; a request the app never read (it closed the connection in between) is
+/// sent again on a new one.
+#[allow(clippy::too_many_arguments)]
+async fn over_kept_connection(
     berth: &Berth,
     slot: &Slot,
     app: &str,
-    picked: SocketAddr,
-    mut request: Request<Incoming>,
+    mut lease: Lease,
+    mut request: Request<Outgoing>,
+    timeout: Duration,
+    outcome: &mut Outcome,
 ) -> Response<Body> {
-    let bad_gateway = || text(StatusCode::BAD_GATEWAY, "502: the app did not answer\n");
-    let mut sticky = slot.lock().await;
-    if sticky.as_ref().is_some_and(|s| {
-        s.app != app || s.sender.is_closed() || !berth.routes.serves(app, s.upstream)
-    }) {
-        *sticky = None;
-    }
-    for attempt in 0..2 {
-        if sticky.is_none() {
-            let upstream = if attempt == 0 {
-                picked
-            } else {
-                match berth.routes.pick(app) {
-                    Pick::Upstream(upstream) => upstream,
-                    _ => return bad_gateway(),
+    let mut kept = slot.lock().await;
+    kept.connections.retain(|(_, sender)| !sender.is_closed());
+    for _ in 0..4 {
+        let address = lease.address();
+        outcome.upstream = Some(address);
+        outcome.canary = lease.canary;
+        let reused = kept.connections.iter().position(|(a, _)| *a == address);
+        let mut sender = match reused {
+            Some(index) => kept.connections.swap_remove(index).1,
+            None => match connect(address).await {
+                Some(sender) => sender,
+                None => {
+                    lease.upstream.eject();
+                    match berth.routes.pick(app) {
+                        Pick::Upstream(next) => {
+                            lease = next;
+                            continue;
+                        }
+                        _ => return bad_gateway(),
+                    }
                 }
-            };
-            let Ok(Ok(stream)) =
-                tokio::time::timeout(Duration::from_secs(2), TcpStream::connect(upstream)).await
-            else {
-                return bad_gateway();
-            };
-            let _ = stream.set_nodelay(true);
-            let Ok((sender, connection)) =
-                hyper::client::conn::http1::handshake(TokioIo::new(stream)).await
-            else {
-                return bad_gateway();
-            };
-            tokio::spawn(connection);
-            *sticky = Some(Sticky {
-                app: app.to_string(),
-                upstream,
-                sender,
-            });
-        }
-        let Some(own) = sticky.as_mut() else {
-            return bad_gateway();
+            },
         };
-        if own.sender.ready().await.is_err() {
-            *sticky = None;
+        if sender.ready().await.is_err() {
             continue;
         }
-        match own.sender.try_send_request(request).await {
-            Ok(response) => {
-                let (mut parts, body) = response.into_parts();
-                strip_hop_by_hop(&mut parts.headers);
-                return Response::from_parts(parts, body.boxed());
-            }
-            Err(mut error) => {
-                *sticky = None;
-                match error.take_message() {
-                    Some(unsent) => request = unsent,
-                    None => return bad_gateway(),
+        match tokio::time::timeout(timeout, sender.try_send_request(request)).await {
+            Err(_) => return timed_out(),
+            Ok(Ok(response)) => {
+                if kept.connections.len() >= KEPT_PER_CLIENT {
+                    kept.connections.remove(0);
                 }
+                kept.connections.push((address, sender));
+                return leased(response, lease);
             }
+            Ok(Err(mut error)) => match error.take_message() {
+                Some(unsent) => request = unsent,
+                None => {
+                    return if body_too_large(error.error()) {
+                        too_large()
+                    } else {
+                        bad_gateway()
+                    };
+                }
+            },
         }
     }
     bad_gateway()
+}
+
+/// The app's response, its body holding the lease (the request counts as in flight on the
+/// instance until the body is sent).
+fn leased(response: Response<Incoming>, lease: Lease) -> Response<Body> {
+    let (mut parts, body) = response.into_parts();
+    strip_hop_by_hop(&mut parts.headers);
+    let body = Leased {
+        inner: body,
+        _lease: lease,
+    };
+    Response::from_parts(parts, body.map_err(BoxError::from).boxed())
+}
+
+struct Leased {
+    inner: Incoming,
+    _lease: Lease,
+}
+
+impl hyper::body::Body for Leased {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 /// `X-Forwarded-For` (appended), `X-Forwarded-Proto` and `X-Forwarded-Host`.
@@ -282,20 +488,25 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
 }
 
 /// An upgrade (WebSocket or any other protocol): the request goes to the app on a connection of
-/// its own; when the app switches protocols, bytes are copied both ways until either side ends.
+/// its own; when the app switches protocols, bytes are copied both ways until either side ends
+/// (the tunnel counts as a request in flight on the instance while it lasts).
 async fn tunnel(
-    mut request: Request<Incoming>,
-    upstream: SocketAddr,
+    mut request: Request<Outgoing>,
+    lease: Lease,
     path: &str,
+    outcome: &mut Outcome,
 ) -> Response<Body> {
+    outcome.upstream = Some(lease.address());
+    outcome.canary = lease.canary;
     let from_client = hyper::upgrade::on(&mut request);
-    let Ok(stream) = TcpStream::connect(upstream).await else {
-        return text(StatusCode::BAD_GATEWAY, "502: the app did not answer\n");
+    let Ok(stream) = TcpStream::connect(lease.address()).await else {
+        lease.upstream.eject();
+        return bad_gateway();
     };
     let Ok((mut sender, connection)) =
         hyper::client::conn::http1::handshake(TokioIo::new(stream)).await
     else {
-        return text(StatusCode::BAD_GATEWAY, "502: the app did not answer\n");
+        return bad_gateway();
     };
     tokio::spawn(connection.with_upgrades());
     if let Ok(uri) = path.parse() {
@@ -304,11 +515,12 @@ async fn tunnel(
     *request.version_mut() = hyper::Version::HTTP_11;
     let mut response = match sender.send_request(request).await {
         Ok(response) => response,
-        Err(_) => return text(StatusCode::BAD_GATEWAY, "502: the app did not answer\n"),
+        Err(_) => return bad_gateway(),
     };
     if response.status() == StatusCode::SWITCHING_PROTOCOLS {
         let from_app = hyper::upgrade::on(&mut response);
         tokio::spawn(async move {
+            let _lease = lease;
             if let (Ok(client), Ok(app)) = (from_client.await, from_app.await) {
                 let _ = tokio::io::copy_bidirectional(
                     &mut TokioIo::new(client),
@@ -318,7 +530,7 @@ async fn tunnel(
             }
         });
     }
-    response.map(|body| body.boxed())
+    response.map(|body| body.map_err(BoxError::from).boxed())
 }
 
 #[cfg(test)]

@@ -33,6 +33,10 @@ pub struct Berth {
     pub pushes: PushRegistry,
     /// The app proxy: each app's stable port.
     pub routes: Routes,
+    /// Request, deploy and build counts for `/metrics`.
+    pub metrics: crate::metrics::Metrics,
+    /// The router's access log, unless `access_log = "off"`.
+    pub access_log: Option<Arc<crate::metrics::AccessLog>>,
     /// One deploy lock per app: a second push waits for the first.
     locks: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Custom domain → app, for the router (the DB's `domains`, reloaded when they change).
@@ -49,12 +53,15 @@ impl Berth {
                 config.db_path().display()
             )
         })?;
-        let routes = Routes::new(config.publish_address);
+        let routes = Routes::new(config.publish_address, config.balance);
+        let access_log = crate::metrics::AccessLog::open(&config.access_log, &config.logs_dir())?;
         let berth = Arc::new(Berth {
             config,
             store,
             routes,
             pushes: PushRegistry::default(),
+            metrics: Default::default(),
+            access_log,
             locks: Default::default(),
             domains: Default::default(),
         });
@@ -119,6 +126,16 @@ impl Berth {
         }
     }
 
+    /// The app's port and host as a deploy target sees them.
+    pub fn app_port<'a>(&'a self, app: &'a str, port: u16) -> crate::route::AppPort<'a> {
+        crate::route::AppPort {
+            routes: &self.routes,
+            app,
+            port,
+            drain: self.config.drain_timeout(),
+        }
+    }
+
     pub fn app_lock(&self, app: &str) -> Arc<tokio::sync::Mutex<()>> {
         let mut locks = self
             .locks
@@ -160,6 +177,14 @@ pub async fn run(berth: Arc<Berth>, listener: TcpListener) -> Result<(), String>
             )
         })?;
         tokio::spawn(crate::router::serve(berth.clone(), http));
+    }
+    if let Some(address) = config.admin_listen() {
+        let admin = TcpListener::bind(address).await.map_err(|e| {
+            format!(
+                "cannot listen on {address} for /metrics: {e}; set admin_listen to a free address, or \"off\""
+            )
+        })?;
+        tokio::spawn(crate::router::serve_admin(berth.clone(), admin));
     }
     tokio::spawn(reconcile::run(berth.clone()));
     ssh::serve(berth, listener).await

@@ -72,6 +72,7 @@ pub struct NewRelease<'a> {
     pub manifest: &'a str,
     pub created_by: &'a str,
     pub description: &'a str,
+
 }
 
 #[derive(Debug, Clone, FromRow, Serialize)]
@@ -581,4 +582,73 @@ impl Store {
             .await?;
         Ok(done.rows_affected() > 0)
     }
+
+    // ---- canaries
+
+    /// The app's canary: its weight and release (None: the next push).
+    pub async fn canary(&self, app_id: i64) -> StoreResult<Option<Canary>> {
+        sqlx::query_as(
+            "SELECT canaries.weight, releases.number AS release FROM canaries LEFT JOIN releases ON releases.id = canaries.release_id WHERE canaries.app_id = ?",
+        )
+        .bind(app_id)
+        .fetch_optional(&self.pool)
+        .await
+    }
+
+    pub async fn start_canary(&self, app_id: i64, weight: u8, actor: &str) -> StoreResult<()> {
+        sqlx::query("INSERT INTO canaries (app_id, weight, created_by) VALUES (?, ?, ?)")
+            .bind(app_id)
+            .bind(weight)
+            .bind(actor)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn set_canary_weight(&self, app_id: i64, weight: u8) -> StoreResult<()> {
+        sqlx::query("UPDATE canaries SET weight = ? WHERE app_id = ?")
+            .bind(weight)
+            .bind(app_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Records the release now serving as the app's canary (status `canary`).
+    pub async fn set_canary_release(&self, release: &Release) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("UPDATE canaries SET release_id = ? WHERE app_id = ?")
+            .bind(release.id)
+            .bind(release.app_id)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("UPDATE releases SET status = 'canary' WHERE id = ?")
+            .bind(release.id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await
+    }
+
+    /// Ends the app's canary; a canary release still marked `canary` becomes `status`.
+    pub async fn end_canary(&self, app_id: i64, status: &str) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("UPDATE releases SET status = ? WHERE app_id = ? AND status = 'canary'")
+            .bind(status)
+            .bind(app_id)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM canaries WHERE app_id = ?")
+            .bind(app_id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await
+    }
+}
+
+/// An app's canary.
+#[derive(Debug, Clone, FromRow, Serialize)]
+pub struct Canary {
+    pub weight: u8,
+    /// The canary's release number; none until the next push deploys it.
+    pub release: Option<i64>,
 }

@@ -204,6 +204,33 @@ pub async fn info(berth: &Berth, who: &Identity, args: &Args) -> Result<String, 
         .as_ref()
         .map(|by_app| by_app.get(&app.name).cloned().unwrap_or_default());
     let v = view(berth, &app, running.as_ref(), containers.as_deref());
+    /// The canary beside the current release, and how requests split.
+    #[derive(Serialize)]
+    struct CanaryView {
+        /// None: the next push.
+        release: Option<i64>,
+        weight: u8,
+        current_release: Option<i64>,
+        current_weight: u8,
+        /// Where the canary's instances answer.
+        upstreams: Vec<String>,
+    }
+    let canary = berth
+        .store
+        .canary(app.id)
+        .await
+        .map_err(internal)?
+        .map(|c| CanaryView {
+            release: c.release,
+            weight: c.weight,
+            current_release: running.as_ref().map(|r| r.number),
+            current_weight: 100 - c.weight,
+            upstreams: berth
+                .routes
+                .canary(&app.name)
+                .map(|(a, _)| a.iter().map(|a| a.to_string()).collect())
+                .unwrap_or_default(),
+        });
     if args.json() {
         #[derive(Serialize)]
         struct Info<'a> {
@@ -212,12 +239,14 @@ pub async fn info(berth: &Berth, who: &Identity, args: &Args) -> Result<String, 
             grants: &'a [String],
             current_release: Option<&'a Release>,
             last_release: Option<&'a Release>,
+            canary: Option<CanaryView>,
         }
         return to_json(&Info {
             app: &v,
             grants: &grants,
             current_release: running.as_ref(),
             last_release: latest.as_ref(),
+            canary,
         });
     }
     let mut text = format!("=== {}\n", v.name);
@@ -250,6 +279,21 @@ pub async fn info(berth: &Berth, who: &Identity, args: &Args) -> Result<String, 
             );
         }
         None => text += "release:       none running\n",
+    }
+    if let Some(c) = &canary {
+        let current = c
+            .current_release
+            .map_or("the current release".to_string(), |n| format!("v{n}"));
+        text += &match c.release {
+            Some(number) => format!(
+                "canary:        v{number} gets {}%, {current} {}%\n",
+                c.weight, c.current_weight
+            ),
+            None => format!(
+                "canary:        the next push will get {}%, {current} {}%\n",
+                c.weight, c.current_weight
+            ),
+        };
     }
     if let Some(l) = latest.filter(|l| Some(l.number) != v.release) {
         text += &format!(

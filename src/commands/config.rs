@@ -85,6 +85,9 @@ async fn change(
     edit: impl FnOnce(&mut BTreeMap<String, String>),
 ) -> Result<String, String> {
     let _guard = berth.lock_app(&app.name).await;
+    if !args.has("--no-restart") {
+        release::refuse_during_canary(berth, app).await?;
+    }
     let store = &berth.store;
     let old = store.config(app.id).await.map_err(internal)?;
     let mut new = old.clone();
@@ -109,6 +112,7 @@ async fn change(
         manifest: &current.manifest,
         description,
         actor: &who.key_name,
+        canary: None,
     };
     match release::create_and_deploy(
         berth,

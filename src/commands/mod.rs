@@ -9,6 +9,7 @@
 
 mod apps;
 mod buildpacks;
+mod canary;
 mod config;
 mod domains;
 mod keys;
@@ -238,6 +239,34 @@ pub const SPECS: &[Spec] = &[
         usage: "domains:list APP [--json]",
         summary: "the host names the router serves the app at",
         flags: &[JSON],
+        positional: (1, Some(1)),
+    },
+    Spec {
+        name: "canary:start",
+        usage: "canary:start APP [--weight N] [--release vN]",
+        summary: "the next push (or release vN, redeployed) runs beside the current release and gets N % of requests (default 10)",
+        flags: &[("--weight", true), ("--release", true)],
+        positional: (1, Some(1)),
+    },
+    Spec {
+        name: "canary:weight",
+        usage: "canary:weight APP N",
+        summary: "the canary's share of requests, in percent",
+        flags: &[],
+        positional: (2, Some(2)),
+    },
+    Spec {
+        name: "canary:promote",
+        usage: "canary:promote APP",
+        summary: "make the canary the current release (every request goes to it)",
+        flags: &[],
+        positional: (1, Some(1)),
+    },
+    Spec {
+        name: "canary:abort",
+        usage: "canary:abort APP",
+        summary: "stop the canary; every request goes to the current release again",
+        flags: &[],
         positional: (1, Some(1)),
     },
     Spec {
@@ -471,6 +500,10 @@ pub async fn run(berth: &Berth, who: &Identity, raw: &[String], stdin: &[u8]) ->
         "domains:remove" => domains::remove(berth, who, &args).await,
         "domains:list" => domains::list(berth, who, &args).await,
         "buildpacks:detect" => buildpacks::detect(berth, who, &args).await,
+        "canary:start" => canary::start(berth, who, &args, &out).await,
+        "canary:weight" => canary::set_weight(berth, who, &args).await,
+        "canary:promote" => canary::promote(berth, who, &args, &out).await,
+        "canary:abort" => canary::abort(berth, who, &args, &out).await,
         "resources:set" => targets::resources(berth, who, &args).await,
         "deploy:render" => targets::render_units(berth, who, &args).await,
         "deploy:plan" => targets::plan(berth, who, &args).await,

@@ -77,9 +77,11 @@ pub async fn scale(
     scaled.formation = formation_json.clone();
     let spec = release::spec_for(berth, &docker, &scaled, &current).await?;
     let port = release::app_port(berth, &app).await?;
-    let publish = |ports: &[u16]| berth.routes.point(&app.name, port, ports);
     let backend = release::backend(berth, &app).await?;
-    match backend.scale(&docker, &spec, out, &publish).await {
+    match backend
+        .scale(&docker, &spec, out, &berth.app_port(&app.name, port))
+        .await
+    {
         Ok(instances) => {
             store
                 .set_formation(app.id, &formation_json)
@@ -137,6 +139,11 @@ pub async fn stop(
     out.step(&format!("Stopping {}", app.name));
     berth.routes.remove(&app.name);
     let stopped = release::stop_everywhere(berth, &docker, &app.name, false).await?;
+    // Its containers are gone with the rest: a canary ends here.
+    if store.canary(app.id).await.map_err(internal)?.is_some() {
+        store.end_canary(app.id, "aborted").await.map_err(internal)?;
+        out.detail("its canary is aborted");
+    }
     store.set_stopped(app.id, true).await.map_err(internal)?;
     let _ = store.set_app_state(app.id, "stopped", &who.key_name).await;
     Ok(format!(
@@ -187,9 +194,10 @@ pub async fn restart(
         .await;
     out.step(&format!("Restarting {}, one container at a time", app.name));
     let port = release::app_port(berth, &app).await?;
-    let publish = |ports: &[u16]| berth.routes.point(&app.name, port, ports);
     let backend = release::backend(berth, &app).await?;
-    let result = backend.restart(&docker, &spec, out, &publish).await;
+    let result = backend
+        .restart(&docker, &spec, out, &berth.app_port(&app.name, port))
+        .await;
     let outcome = if result.is_ok() { "running" } else { "failed" };
     let _ = store.set_app_state(app.id, outcome, &who.key_name).await;
     let _ = store

@@ -48,6 +48,7 @@ pub async fn rollback(
 ) -> Result<String, String> {
     let app = app_for(berth, who, &args.positional[0], Access::Operate).await?;
     let _guard = berth.lock_app(&app.name).await;
+    release::refuse_during_canary(berth, &app).await?;
     let store = &berth.store;
     let current = current_release(berth, &app, "has no release running to roll back from").await?;
     let target = match args.positional.get(1) {
@@ -88,6 +89,7 @@ pub async fn rollback(
         manifest: &target.manifest,
         description: &description,
         actor: &who.key_name,
+        canary: None,
     };
     match release::create_and_deploy(
         berth,

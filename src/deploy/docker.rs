@@ -25,7 +25,6 @@ use tokio::net::TcpStream;
 use super::{Backend, DEFAULT_PORT, DeploySpec, Instance, Publish};
 use crate::engine;
 use crate::output::Output;
-use crate::route::DRAIN;
 
 pub const LABEL_APP: &str = "berth.app";
 pub const LABEL_RELEASE: &str = "berth.release";
@@ -138,19 +137,53 @@ pub async fn deploy(
             }
         }
     }
-    if let Some(message) = failure.or_else(|| publish(&ports_of(&instances)).err()) {
+    let retiring: Vec<u16> = match failure {
+        Some(_) => Vec::new(),
+        None => own_instances(docker, &spec.app, None)
+            .await
+            .unwrap_or_default()
+            .iter()
+            .filter(|c| c.release != spec.release)
+            .filter_map(|c| c.host_port)
+            .collect(),
+    };
+    if let Some(message) = failure.or_else(|| publish.serve(&ports_of(&instances)).err()) {
         for name in instances.iter().map(|i| &i.name).chain(&others) {
             remove_container(docker, name).await;
         }
         return Err(message);
     }
-    // Old releases stop in the background: the push reports as soon as the new one answers.
+    // Old releases stop in the background once their requests are done: the push reports as
+    // soon as the new one answers.
+    let drained = publish.drained(&retiring);
     let (docker, app, release) = (docker.clone(), spec.app.clone(), spec.release);
     tokio::spawn(async move {
-        tokio::time::sleep(DRAIN).await;
+        drained.await;
         retire_older(&docker, &app, release).await
     });
     Ok(instances)
+}
+
+/// Starts the release's web instances beside the app's current ones (a canary): nothing else
+/// runs or stops. If any never answers, the ones started are removed.
+pub async fn deploy_beside(
+    docker: &Docker,
+    spec: &DeploySpec,
+    out: &Output,
+) -> Result<Vec<Instance>, String> {
+    start_instances(docker, spec, 1..=spec.web, out).await
+}
+
+/// Stops and removes every container of one release, once its requests are done.
+pub async fn retire_release(docker: &Docker, app: &str, release: i64, publish: Publish<'_>) {
+    let containers = own_instances(docker, app, Some(release))
+        .await
+        .unwrap_or_default();
+    let ports: Vec<u16> = containers.iter().filter_map(|c| c.host_port).collect();
+    publish.drained(&ports).await;
+    for container in containers {
+        stop_and_remove(docker, &container.name).await;
+    }
 }
 
 fn ports_of(instances: &[Instance]) -> Vec<u16> {
@@ -197,10 +230,11 @@ pub async fn scale(
             stop_and_remove(docker, &extra.name).await;
         }
     }
-    publish(&ports_of(&serving))?;
+    publish.serve(&ports_of(&serving))?;
     let extras: Vec<&ContainerReport> = current.iter().filter(|c| c.index > spec.web).collect();
     if !extras.is_empty() {
-        tokio::time::sleep(DRAIN).await;
+        let ports: Vec<u16> = extras.iter().filter_map(|c| c.host_port).collect();
+        publish.drained(&ports).await;
     }
     for extra in extras {
         out.detail(&format!("stopping {}", extra.name));
@@ -265,8 +299,10 @@ pub async fn restart(
         };
         serving.retain(|(index, _)| *index != container.index);
         serving.extend(fresh.host_port.map(|p| (container.index, p)));
-        publish(&serving.iter().map(|(_, p)| *p).collect::<Vec<_>>())?;
-        tokio::time::sleep(DRAIN).await;
+        publish.serve(&serving.iter().map(|(_, p)| *p).collect::<Vec<_>>())?;
+        publish
+            .drained(&container.host_port.into_iter().collect::<Vec<_>>())
+            .await;
         stop_and_remove(docker, &retiring).await;
     }
     Ok(())

@@ -71,8 +71,17 @@ pub struct Instance {
 /// The port the web process gets when the image does not EXPOSE exactly one (Heroku's default).
 pub const DEFAULT_PORT: u16 = 5000;
 
-/// Points the app's public port at these host ports (the serving set), replacing the last set.
-pub type Publish<'a> = &'a (dyn Fn(&[u16]) -> Result<(), String> + Sync);
+/// Where a target puts the instances that serve the app's traffic.
+pub trait Serving: Sync {
+    /// Points the app's port and host at these host ports (the serving set), replacing the
+    /// last set at once.
+    fn serve(&self, host_ports: &[u16]) -> Result<(), String>;
+    /// Resolves once no request is in flight on these host ports (instances that just left
+    /// the serving set), or when the drain timeout is over.
+    fn drained(&self, host_ports: &[u16]) -> BoxFuture<'static, ()>;
+}
+
+pub type Publish<'a> = &'a dyn Serving;
 
 /// What every target does. `ps:start` is `deploy` of the current release; status and logs are
 /// read from the containers on this engine, which both applied targets label the same way

@@ -364,7 +364,7 @@ async fn converge(
         let mut ports: Vec<u16> = serving.iter().filter_map(|c| c.host_port).collect();
         ports.sort_unstable();
         if !ports.is_empty() && published.as_ref() != Some(&ports) {
-            publish(&ports)?;
+            publish.serve(&ports)?;
             published = Some(ports);
         }
         let new: Vec<&&ContainerReport> = serving
@@ -384,7 +384,7 @@ async fn converge(
         }
         if !updating && new.len() == spec.web as usize && serving.len() == new.len() {
             if spec.web == 0 {
-                publish(&[])?;
+                publish.serve(&[])?;
             }
             let mut instances: Vec<Instance> = new
                 .iter()
