@@ -134,9 +134,11 @@ impl Config {
                 continue;
             }
             let value = if NUMBER_KEYS.contains(&key.as_str()) {
-                toml::Value::Integer(value.parse().map_err(|_| {
-                    format!("{name}={value:?} is not a whole number")
-                })?)
+                toml::Value::Integer(
+                    value
+                        .parse()
+                        .map_err(|_| format!("{name}={value:?} is not a whole number"))?,
+                )
             } else {
                 toml::Value::String(value.clone())
             };
@@ -187,6 +189,12 @@ impl Config {
             if !matches!(value.as_str(), "" | "off") && value.parse::<SocketAddr>().is_err() {
                 return Err(format!("{key} {value:?} must be host:port (or \"off\")"));
             }
+        }
+        if self.idle_timeout <= self.request_timeout {
+            return Err(format!(
+                "idle_timeout ({} s) must be longer than request_timeout ({} s): a client waiting for a slow app would be cut off as idle",
+                self.idle_timeout, self.request_timeout
+            ));
         }
         if !matches!(self.access_log.as_str(), "text" | "json" | "off") {
             return Err(format!(

@@ -53,12 +53,7 @@ impl Metrics {
     }
 
     fn app(&self, app: &str) -> Arc<AppRequests> {
-        if let Some(found) = self
-            .apps
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(app)
-        {
+        if let Some(found) = self.apps.read().unwrap_or_else(|p| p.into_inner()).get(app) {
             return found.clone();
         }
         self.apps
@@ -154,7 +149,11 @@ impl Metrics {
             self.active_connections.load(Ordering::Relaxed)
         );
         for (name, what, durations) in [
-            ("deploys", "Deploys (pushes, config changes, rollbacks, canaries)", &self.deploys),
+            (
+                "deploys",
+                "Deploys (pushes, config changes, rollbacks, canaries)",
+                &self.deploys,
+            ),
             ("builds", "Image builds", &self.builds),
         ] {
             let singular = name.trim_end_matches('s');
@@ -236,7 +235,8 @@ impl AccessLog {
             loop {
                 std::thread::sleep(Duration::from_millis(500));
                 let Some(log) = writer.upgrade() else { return };
-                let pending = std::mem::take(&mut *log.buffer.lock().unwrap_or_else(|p| p.into_inner()));
+                let pending =
+                    std::mem::take(&mut *log.buffer.lock().unwrap_or_else(|p| p.into_inner()));
                 if !pending.is_empty() {
                     let _ = file.write_all(&pending);
                 }
@@ -334,8 +334,16 @@ mod tests {
         let text = metrics.render();
         assert!(text.contains("berth_http_requests_total{app=\"shop\",status=\"2xx\"} 1\n"));
         assert!(text.contains("berth_http_requests_total{app=\"shop\",status=\"5xx\"} 1\n"));
-        assert!(text.contains("berth_http_request_duration_seconds_bucket{app=\"shop\",le=\"0.005\"} 1\n"));
-        assert!(text.contains("berth_http_request_duration_seconds_bucket{app=\"shop\",le=\"0.5\"} 2\n"));
+        assert!(
+            text.contains(
+                "berth_http_request_duration_seconds_bucket{app=\"shop\",le=\"0.005\"} 1\n"
+            )
+        );
+        assert!(
+            text.contains(
+                "berth_http_request_duration_seconds_bucket{app=\"shop\",le=\"0.5\"} 2\n"
+            )
+        );
         assert!(text.contains("berth_http_request_duration_seconds_count{app=\"shop\"} 2\n"));
         assert!(text.contains("berth_http_unrouted_requests_total 1\n"));
         assert!(text.contains("berth_deploys_total{app=\"shop\",outcome=\"succeeded\"} 1\n"));

@@ -232,9 +232,7 @@ pub async fn build_and_release(
     let labels = HashMap::from([(deploy::docker::LABEL_APP.to_string(), app.to_string())]);
     let started = std::time::Instant::now();
     let built = build::build(&docker, context, &build_tag, labels, out).await;
-    berth
-        .metrics
-        .build(app, built.is_ok(), started.elapsed());
+    berth.metrics.build(app, built.is_ok(), started.elapsed());
     built?;
 
     // app.json's formation is the initial scale: it applies to an app's first release only.

@@ -318,7 +318,9 @@ pub async fn deploy_canary(
         .await
         .ok()
         .flatten()
-        .map_or("the current release".to_string(), |r| format!("v{}", r.number));
+        .map_or("the current release".to_string(), |r| {
+            format!("v{}", r.number)
+        });
     let port = app_port(berth, app).await?;
     out.step(&format!(
         "{} v{} is a canary: {weight}% of requests to {} go to it, the rest to {current}",
@@ -368,12 +370,14 @@ pub async fn promote_canary(
     let spec = spec_for(berth, docker, app, canary).await?;
     deploy::docker::scale(docker, &spec, out, &berth.app_port(&app.name, port)).await?;
     if let Some(old) = &old {
-        out.detail(&format!(
-            "v{} stops once its requests are done",
-            old.number
-        ));
-        deploy::docker::retire_release(docker, &app.name, old.number, &berth.app_port(&app.name, port))
-            .await;
+        out.detail(&format!("v{} stops once its requests are done", old.number));
+        deploy::docker::retire_release(
+            docker,
+            &app.name,
+            old.number,
+            &berth.app_port(&app.name, port),
+        )
+        .await;
     }
     let _ = store
         .record_event(

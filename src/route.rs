@@ -22,7 +22,6 @@ use tokio::net::{TcpListener, TcpStream};
 
 use crate::deploy::Serving;
 
-
 /// How often every serving instance is checked (a TCP connect).
 const HEALTH_INTERVAL: Duration = Duration::from_millis(1000);
 const HEALTH_TIMEOUT: Duration = Duration::from_millis(800);
@@ -70,11 +69,11 @@ impl Upstream {
         })
     }
 
-    /// Takes the instance out of the picks (it refused a connection); the health check puts
-    /// it back once it accepts again.
+    /// Takes the instance out of the picks (it refused a connection, or closed one without
+    /// answering); the health check puts it back once it answers again.
     pub fn eject(&self) {
         if self.healthy.swap(false, Ordering::Relaxed) {
-            tracing::info!(upstream = %self.address, "instance taken out: it refused a connection");
+            tracing::info!(upstream = %self.address, "instance taken out: it failed a request");
         }
     }
 
@@ -485,9 +484,19 @@ async fn health_loop(route: std::sync::Weak<Route>) {
             return;
         };
         let checks = set.all().map(|upstream| async move {
-            let connect = TcpStream::connect(upstream.address);
-            let up = matches!(tokio::time::timeout(HEALTH_TIMEOUT, connect).await, Ok(Ok(_)));
-            let was = upstream.healthy.swap(up, Ordering::Relaxed);
+            let was = upstream.is_healthy();
+            // In the picks: it must accept connections. Out: it must answer, since the
+            // engine's port proxy accepts for a container that is gone.
+            let up = if was {
+                let connect = TcpStream::connect(upstream.address);
+                matches!(
+                    tokio::time::timeout(HEALTH_TIMEOUT, connect).await,
+                    Ok(Ok(_))
+                )
+            } else {
+                answers(upstream.address).await
+            };
+            upstream.healthy.store(up, Ordering::Relaxed);
             if was != up {
                 let address = upstream.address;
                 if up {
@@ -499,6 +508,31 @@ async fn health_loop(route: std::sync::Weak<Route>) {
         });
         futures_util::future::join_all(checks).await;
     }
+}
+
+/// Whether something answers at `address`: bytes back for a request, or a connection held
+/// open (a silent TCP service). A connection closed without a byte is nothing behind the
+/// engine's port proxy.
+async fn answers(address: SocketAddr) -> bool {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let probe = async {
+        let mut stream = TcpStream::connect(address).await.ok()?;
+        stream
+            .write_all(b"GET / HTTP/1.0\r\nHost: localhost\r\nUser-Agent: berth-health\r\n\r\n")
+            .await
+            .ok()?;
+        let mut buffer = [0u8; 16];
+        match tokio::time::timeout(HEALTH_TIMEOUT, stream.read(&mut buffer)).await {
+            Ok(Ok(read)) => Some(read > 0),
+            Ok(Err(_)) => Some(false),
+            Err(_) => Some(true),
+        }
+    };
+    tokio::time::timeout(HEALTH_TIMEOUT * 2, probe)
+        .await
+        .ok()
+        .flatten()
+        .unwrap_or(false)
 }
 
 #[cfg(test)]

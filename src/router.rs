@@ -13,6 +13,7 @@
 //! counts; it never touches the engine or the DB.
 
 use std::convert::Infallible;
+use std::future::Future as _;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -87,10 +88,104 @@ pub async fn serve(berth: Arc<Berth>, listener: TcpListener) {
                     handle(berth.clone(), client.clone(), slot.clone(), remote, request)
                 })
             };
+            let stream = IdleIo::new(stream, idle);
             let _ = builder
                 .serve_connection_with_upgrades(TokioIo::new(stream), service)
                 .await;
         });
+    }
+}
+
+/// A client connection that ends after `idle` with no byte either way (keep-alive waits,
+/// stalled clients and quiet upgraded tunnels alike).
+struct IdleIo {
+    inner: TcpStream,
+    idle: Duration,
+    timer: Pin<Box<tokio::time::Sleep>>,
+}
+
+impl IdleIo {
+    fn new(inner: TcpStream, idle: Duration) -> IdleIo {
+        IdleIo {
+            inner,
+            idle,
+            timer: Box::pin(tokio::time::sleep(idle)),
+        }
+    }
+
+    fn active(&mut self) {
+        let next = tokio::time::Instant::now() + self.idle;
+        self.timer.as_mut().reset(next);
+    }
+
+    /// Whether the connection has been idle too long (registers for a wake-up otherwise).
+    fn expired(&mut self, cx: &mut Context<'_>) -> bool {
+        self.timer.as_mut().poll(cx).is_ready()
+    }
+}
+
+fn idle_error() -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::TimedOut, "idle too long")
+}
+
+impl tokio::io::AsyncRead for IdleIo {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        match Pin::new(&mut self.inner).poll_read(cx, buf) {
+            Poll::Ready(result) => {
+                self.active();
+                Poll::Ready(result)
+            }
+            Poll::Pending if self.expired(cx) => Poll::Ready(Err(idle_error())),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl tokio::io::AsyncWrite for IdleIo {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        match Pin::new(&mut self.inner).poll_write(cx, buf) {
+            Poll::Ready(result) => {
+                self.active();
+                Poll::Ready(result)
+            }
+            Poll::Pending if self.expired(cx) => Poll::Ready(Err(idle_error())),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        match Pin::new(&mut self.inner).poll_write_vectored(cx, bufs) {
+            Poll::Ready(result) => {
+                self.active();
+                Poll::Ready(result)
+            }
+            Poll::Pending if self.expired(cx) => Poll::Ready(Err(idle_error())),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
 
@@ -399,11 +494,15 @@ async fn over_kept_connection(
             Ok(Err(mut error)) => match error.take_message() {
                 Some(unsent) => request = unsent,
                 None => {
-                    return if body_too_large(error.error()) {
-                        too_large()
-                    } else {
-                        bad_gateway()
-                    };
+                    let error = error.into_error();
+                    if body_too_large(&error) {
+                        return too_large();
+                    }
+                    // Closed or reset without an answer: the instance is likely gone.
+                    if error.is_incomplete_message() || error.is_closed() {
+                        lease.upstream.eject();
+                    }
+                    return bad_gateway();
                 }
             },
         }

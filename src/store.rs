@@ -72,7 +72,6 @@ pub struct NewRelease<'a> {
     pub manifest: &'a str,
     pub created_by: &'a str,
     pub description: &'a str,
-
 }
 
 #[derive(Debug, Clone, FromRow, Serialize)]

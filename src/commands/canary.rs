@@ -36,7 +36,10 @@ pub async fn start(
         ));
     }
     if app.stopped {
-        return Err(format!("{} is stopped: ps:start {} first", app.name, app.name));
+        return Err(format!(
+            "{} is stopped: ps:start {} first",
+            app.name, app.name
+        ));
     }
     let current = current_release(
         berth,
@@ -108,7 +111,10 @@ pub async fn start(
         Ok(_) => Ok(String::new()),
         Err(message) => {
             let _ = store.end_canary(app.id, "failed").await;
-            Err(format!("{message}; v{} keeps every request", current.number))
+            Err(format!(
+                "{message}; v{} keeps every request",
+                current.number
+            ))
         }
     }
 }
@@ -129,9 +135,7 @@ pub async fn set_weight(berth: &Berth, who: &Identity, args: &Args) -> Result<St
         .map_err(internal)?;
     if let Some((addresses, _)) = berth.routes.canary(&app.name) {
         let ports: Vec<u16> = addresses.iter().map(|a| a.port()).collect();
-        berth
-            .routes
-            .point_canary(&app.name, Some((&ports, weight)));
+        berth.routes.point_canary(&app.name, Some((&ports, weight)));
     }
     let _ = store
         .record_event(
@@ -143,7 +147,10 @@ pub async fn set_weight(berth: &Berth, who: &Identity, args: &Args) -> Result<St
         )
         .await;
     Ok(match canary.release {
-        Some(number) => format!("-----> v{number} now gets {weight}% of {}'s requests\n", app.name),
+        Some(number) => format!(
+            "-----> v{number} now gets {weight}% of {}'s requests\n",
+            app.name
+        ),
         None => format!(
             "-----> The next push to {} will get {weight}% of its requests\n",
             app.name
@@ -195,7 +202,13 @@ pub async fn abort(
 ) -> Result<String, String> {
     let app = app_for(berth, who, &args.positional[0], Access::Operate).await?;
     let _guard = berth.lock_app(&app.name).await;
-    if berth.store.canary(app.id).await.map_err(internal)?.is_none() {
+    if berth
+        .store
+        .canary(app.id)
+        .await
+        .map_err(internal)?
+        .is_none()
+    {
         return Err(no_canary(&app.name));
     }
     let docker = engine::connect().await?;
@@ -208,9 +221,7 @@ pub async fn abort(
         .map_err(internal)?
         .map_or(String::new(), |r| format!(" v{}", r.number));
     Ok(match number {
-        Some(number) => format!(
-            "-----> v{number} stopped; every request goes to{current} again\n"
-        ),
+        Some(number) => format!("-----> v{number} stopped; every request goes to{current} again\n"),
         None => "-----> Canceled: the next push deploys normally\n".to_string(),
     })
 }

@@ -141,7 +141,10 @@ pub async fn stop(
     let stopped = release::stop_everywhere(berth, &docker, &app.name, false).await?;
     // Its containers are gone with the rest: a canary ends here.
     if store.canary(app.id).await.map_err(internal)?.is_some() {
-        store.end_canary(app.id, "aborted").await.map_err(internal)?;
+        store
+            .end_canary(app.id, "aborted")
+            .await
+            .map_err(internal)?;
         out.detail("its canary is aborted");
     }
     store.set_stopped(app.id, true).await.map_err(internal)?;

@@ -58,6 +58,8 @@ pub struct TestServer {
     child: Child,
     /// Apps this server deployed: their containers are removed when the server is dropped.
     pub apps: std::sync::Mutex<Vec<String>>,
+    /// Where `/metrics` is served.
+    pub admin_port: u16,
 }
 
 impl TestServer {
@@ -76,13 +78,14 @@ impl TestServer {
         let dir = tempfile::tempdir().expect("temp dir");
         let port = free_port();
         let http_port = free_port();
+        let admin_port = free_port();
         let data = dir.path().join("data");
         let config = dir.path().join("berth.toml");
         // Apps answer through the router at APP.localhost:HTTP_PORT (see http_get).
         std::fs::write(
             &config,
             format!(
-                "data_dir = \"{}\"\nssh_listen = \"127.0.0.1:{port}\"\npublic_host = \"127.0.0.1\"\npublish_address = \"127.0.0.1\"\nbase_domain = \"localhost\"\nhttp_listen = \"127.0.0.1:{http_port}\"\n{extra_config}",
+                "data_dir = \"{}\"\nssh_listen = \"127.0.0.1:{port}\"\npublic_host = \"127.0.0.1\"\npublish_address = \"127.0.0.1\"\nbase_domain = \"localhost\"\nhttp_listen = \"127.0.0.1:{http_port}\"\nadmin_listen = \"127.0.0.1:{admin_port}\"\naccess_log = \"json\"\n{extra_config}",
                 data.display()
             ),
         )
@@ -95,6 +98,7 @@ impl TestServer {
             dir,
             port,
             http_port,
+            admin_port,
             key,
             child,
             apps: Default::default(),
