@@ -114,6 +114,11 @@ if [ ! -f "$config" ]; then
     http_listen=off
     say "Port 80 is taken: the HTTP router stays off (set http_listen in $config to turn it on)"
   fi
+  https_listen=0.0.0.0:443
+  if (exec 3<>/dev/tcp/127.0.0.1/443) 2>/dev/null; then
+    https_listen=off
+    say "Port 443 is taken: HTTPS stays off (set https_listen in $config to turn it on)"
+  fi
   say "Writing $config"
   cat >"$config" <<TOML
 # berth server configuration; every key can also be set as BERTH_<KEY> in the environment.
@@ -125,7 +130,13 @@ registry = "127.0.0.1:$registry_port"
 ready_timeout = 30
 # The HTTP router: apps at http://APP.<base_domain> (point a wildcard DNS record at this host).
 http_listen = "$http_listen"
+# HTTPS with each app's certificate (certs:add, letsencrypt:enable), picked by SNI.
+https_listen = "$https_listen"
 # base_domain = "apps.example.com"   # default: public_host
+# acme_email = "ops@example.com"     # contact given to Let's Encrypt
+# Prometheus metrics at http://127.0.0.1:9180/metrics ("off" to disable).
+admin_listen = "127.0.0.1:9180"
+# access_log = "text"                # or "json", "off": <data_dir>/logs/access.log
 TOML
 fi
 mkdir -p "$data_dir"

@@ -38,6 +38,8 @@ ssh_listen = "127.0.0.1:$berth_port"
 public_host = "127.0.0.1"
 publish_address = "127.0.0.1"
 http_listen = "${BENCH_HTTP_LISTEN:-off}"
+https_listen = "off"
+admin_listen = "off"
 ${2:-}
 TOML
   "$root/target/release/berth" keys add bench --role admin --key-file "$work/key.pub" --config "$work/$name.toml" >/dev/null

@@ -31,6 +31,17 @@ pub struct Config {
     pub http_listen: String,
     /// Apps answer at `APP.<base_domain>` through the router; empty: `public_host`.
     pub base_domain: Option<String>,
+    /// Where the router serves HTTPS (certificates by SNI); `""` or `off`: no HTTPS.
+    pub https_listen: String,
+    /// The ACME directory `letsencrypt:enable` gets certificates from.
+    pub acme_directory: String,
+    /// A PEM root the ACME server's own HTTPS is checked against (test CAs such as pebble);
+    /// none: the usual public roots.
+    pub acme_ca_cert: Option<PathBuf>,
+    /// The contact address given to the ACME server.
+    pub acme_email: Option<String>,
+    /// ACME certificates are renewed when they end within this many days.
+    pub acme_renew_days: i64,
     /// Where `/metrics` (Prometheus) is served; `""` or `off`: nowhere.
     pub admin_listen: String,
     /// How the router spreads requests over an app's instances: `round_robin` or
@@ -67,6 +78,11 @@ impl Default for Config {
             http_listen: "0.0.0.0:80".into(),
             base_domain: None,
             admin_listen: "127.0.0.1:9180".into(),
+            https_listen: "0.0.0.0:443".into(),
+            acme_directory: "https://acme-v02.api.letsencrypt.org/directory".into(),
+            acme_ca_cert: None,
+            acme_email: None,
+            acme_renew_days: 30,
             balance: crate::route::Balance::RoundRobin,
             request_timeout: 60,
             idle_timeout: 75,
@@ -90,6 +106,11 @@ const KEYS: &[&str] = &[
     "http_listen",
     "base_domain",
     "admin_listen",
+    "https_listen",
+    "acme_directory",
+    "acme_ca_cert",
+    "acme_email",
+    "acme_renew_days",
     "balance",
     "request_timeout",
     "idle_timeout",
@@ -101,6 +122,7 @@ const KEYS: &[&str] = &[
 /// Keys whose environment values are whole numbers.
 const NUMBER_KEYS: &[&str] = &[
     "ready_timeout",
+    "acme_renew_days",
     "request_timeout",
     "idle_timeout",
     "max_body_size",
@@ -144,7 +166,13 @@ impl Config {
             };
             table.insert(key, value);
         }
-        for optional in ["registry", "template_dir", "base_domain"] {
+        for optional in [
+            "registry",
+            "template_dir",
+            "base_domain",
+            "acme_ca_cert",
+            "acme_email",
+        ] {
             if table.get(optional).and_then(|v| v.as_str()) == Some("") {
                 table.remove(optional);
             }
@@ -185,6 +213,7 @@ impl Config {
         for (key, value) in [
             ("http_listen", &self.http_listen),
             ("admin_listen", &self.admin_listen),
+            ("https_listen", &self.https_listen),
         ] {
             if !matches!(value.as_str(), "" | "off") && value.parse::<SocketAddr>().is_err() {
                 return Err(format!("{key} {value:?} must be host:port (or \"off\")"));
@@ -243,6 +272,13 @@ impl Config {
     /// Where the HTTP router listens; none when it is off.
     pub fn http_listen(&self) -> Option<SocketAddr> {
         self.http_listen.parse().ok()
+    }
+    /// Where the router serves HTTPS; none when it is off.
+    pub fn https_listen(&self) -> Option<SocketAddr> {
+        self.https_listen.parse().ok()
+    }
+    pub fn certs_dir(&self) -> PathBuf {
+        self.data_dir.join("certs")
     }
     /// Where `/metrics` is served; none when it is off.
     pub fn admin_listen(&self) -> Option<SocketAddr> {

@@ -10,6 +10,7 @@
 //!
 //! See ARCHITECTURE.md for the invariants.
 
+pub mod acme;
 pub mod build;
 pub mod buildpack;
 pub mod commands;
@@ -31,3 +32,4 @@ pub mod router;
 pub mod server;
 pub mod ssh;
 pub mod store;
+pub mod tls;

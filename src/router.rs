@@ -24,7 +24,6 @@ use http_body_util::{BodyExt, Full, Limited, combinators::BoxBody};
 use hyper::body::{Bytes, Frame, Incoming, SizeHint};
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 use hyper::{Request, Response, StatusCode};
-use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
@@ -37,8 +36,19 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 type Body = BoxBody<Bytes, BoxError>;
 /// A client's request body on its way to the app, cut off past `max_body_size`.
 type Outgoing = Limited<Incoming>;
-type Upstream = Client<HttpConnector, Outgoing>;
+type Upstream = hyper_util::client::legacy::Client<HttpConnector, Outgoing>;
 type Sender = hyper::client::conn::http1::SendRequest<Outgoing>;
+
+/// How long a client has to finish the TLS handshake.
+const TLS_HANDSHAKE: Duration = Duration::from_secs(10);
+
+/// Who a request comes from: the client connection.
+struct Client {
+    remote: SocketAddr,
+    /// Over HTTPS.
+    secure: bool,
+    slot: Slot,
+}
 
 /// How many upstream connections one HTTP/1 client connection keeps (one per instance it used).
 const KEPT_PER_CLIENT: usize = 8;
@@ -52,12 +62,17 @@ struct Kept {
 
 type Slot = Arc<tokio::sync::Mutex<Kept>>;
 
-/// Serves HTTP on `listener` until the process ends.
-pub async fn serve(berth: Arc<Berth>, listener: TcpListener) {
+/// Serves HTTP on `listener` until the process ends; HTTPS with `tls`.
+pub async fn serve(
+    berth: Arc<Berth>,
+    listener: TcpListener,
+    tls: Option<Arc<rustls::ServerConfig>>,
+) {
+    let tls = tls.map(tokio_rustls::TlsAcceptor::from);
     let mut connector = HttpConnector::new();
     connector.set_nodelay(true);
     connector.set_connect_timeout(Some(Duration::from_secs(2)));
-    let client: Upstream = Client::builder(TokioExecutor::new())
+    let pool: Upstream = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
         .pool_idle_timeout(Duration::from_secs(30))
         .build(connector);
     let idle = Duration::from_secs(berth.config.idle_timeout);
@@ -78,20 +93,40 @@ pub async fn serve(berth: Arc<Berth>, listener: TcpListener) {
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let (berth, client, builder) = (berth.clone(), client.clone(), builder.clone());
+        let (berth, upstream, builder) = (berth.clone(), pool.clone(), builder.clone());
+        let tls = tls.clone();
         let slot: Slot = Arc::default();
         tokio::spawn(async move {
             let _counted = berth.metrics.connection();
+            let secure = tls.is_some();
             let service = {
                 let berth = berth.clone();
                 hyper::service::service_fn(move |request| {
-                    handle(berth.clone(), client.clone(), slot.clone(), remote, request)
+                    let client = Client {
+                        remote,
+                        secure,
+                        slot: slot.clone(),
+                    };
+                    handle(berth.clone(), upstream.clone(), client, request)
                 })
             };
             let stream = IdleIo::new(stream, idle);
-            let _ = builder
-                .serve_connection_with_upgrades(TokioIo::new(stream), service)
-                .await;
+            let _ = match tls {
+                None => {
+                    builder
+                        .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                        .await
+                }
+                Some(acceptor) => {
+                    let handshake = tokio::time::timeout(TLS_HANDSHAKE, acceptor.accept(stream));
+                    let Ok(Ok(stream)) = handshake.await else {
+                        return;
+                    };
+                    builder
+                        .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                        .await
+                }
+            };
         });
     }
 }
@@ -280,11 +315,11 @@ struct Outcome {
 
 async fn handle(
     berth: Arc<Berth>,
-    client: Upstream,
-    slot: Slot,
-    remote: SocketAddr,
+    pool: Upstream,
+    client: Client,
     request: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
+    let remote = client.remote;
     let started = Instant::now();
     let host = host_of(&request);
     let method = request.method().clone();
@@ -301,7 +336,7 @@ async fn handle(
         upstream: None,
         canary: false,
     };
-    let response = route(&berth, client, slot, remote, request, &host, &mut outcome).await;
+    let response = route(&berth, pool, client, request, &host, &mut outcome).await;
     let took = started.elapsed();
     let status = response.status().as_u16();
     berth.metrics.request(outcome.app.as_deref(), status, took);
@@ -325,13 +360,24 @@ async fn handle(
 #[allow(clippy::too_many_arguments)]
 async fn route(
     berth: &Berth,
-    client: Upstream,
-    slot: Slot,
-    remote: SocketAddr,
+    pool: Upstream,
+    client: Client,
     mut request: Request<Incoming>,
     host: &str,
     outcome: &mut Outcome,
 ) -> Response<Body> {
+    if let Some(answer) = berth.challenges.answer(request.uri().path()) {
+        let mut response = Response::new(
+            Full::new(Bytes::from(answer))
+                .map_err(|never| match never {})
+                .boxed(),
+        );
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/octet-stream"),
+        );
+        return response;
+    }
     let not_found = || {
         text(
             StatusCode::NOT_FOUND,
@@ -366,7 +412,7 @@ async fn route(
         .path_and_query()
         .map_or("/", |p| p.as_str())
         .to_string();
-    forwarded(request.headers_mut(), remote, host);
+    forwarded(request.headers_mut(), client.remote, client.secure, host);
     let request = request.map(|body| Limited::new(body, limit as usize));
     if wants_upgrade(request.headers()) {
         return tunnel(request, lease, &path, outcome).await;
@@ -384,7 +430,8 @@ async fn route(
         if let Ok(uri) = path.parse() {
             *request.uri_mut() = uri;
         }
-        return over_kept_connection(berth, &slot, &app, lease, request, timeout, outcome).await;
+        return over_kept_connection(berth, &client.slot, &app, lease, request, timeout, outcome)
+            .await;
     }
     outcome.upstream = Some(lease.address());
     outcome.canary = lease.canary;
@@ -393,7 +440,7 @@ async fn route(
     };
     *request.uri_mut() = uri;
     *request.version_mut() = hyper::Version::HTTP_11;
-    match tokio::time::timeout(timeout, client.request(request)).await {
+    match tokio::time::timeout(timeout, pool.request(request)).await {
         Err(_) => timed_out(),
         Ok(Ok(response)) => leased(response, lease),
         Ok(Err(error)) => {
@@ -548,7 +595,7 @@ impl hyper::body::Body for Leased {
 }
 
 /// `X-Forwarded-For` (appended), `X-Forwarded-Proto` and `X-Forwarded-Host`.
-fn forwarded(headers: &mut HeaderMap, remote: SocketAddr, host: &str) {
+fn forwarded(headers: &mut HeaderMap, remote: SocketAddr, secure: bool, host: &str) {
     let client_ip = remote.ip().to_string();
     let chain = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
         Some(earlier) => format!("{earlier}, {client_ip}"),
@@ -560,7 +607,11 @@ fn forwarded(headers: &mut HeaderMap, remote: SocketAddr, host: &str) {
         }
     };
     set(headers, "x-forwarded-for", &chain);
-    set(headers, "x-forwarded-proto", "http");
+    set(
+        headers,
+        "x-forwarded-proto",
+        if secure { "https" } else { "http" },
+    );
     set(headers, "x-forwarded-host", host);
 }
 
@@ -645,6 +696,7 @@ mod tests {
         forwarded(
             &mut headers,
             "127.0.0.9:4000".parse().unwrap(),
+            false,
             "shop.example.com",
         );
         assert!(!headers.contains_key(header::CONNECTION));

@@ -33,6 +33,10 @@ pub struct Berth {
     pub pushes: PushRegistry,
     /// The app proxy: each app's stable port.
     pub routes: Routes,
+    /// The apps' certificates, served by SNI on `https_listen`.
+    pub certs: crate::tls::Certs,
+    /// ACME HTTP-01 answers the router gives while a certificate is being issued.
+    pub challenges: crate::acme::Challenges,
     /// Request, deploy and build counts for `/metrics`.
     pub metrics: crate::metrics::Metrics,
     /// The router's access log, unless `access_log = "off"`.
@@ -55,12 +59,15 @@ impl Berth {
         })?;
         let routes = Routes::new(config.publish_address, config.balance);
         let access_log = crate::metrics::AccessLog::open(&config.access_log, &config.logs_dir())?;
+        let certs = crate::tls::Certs::load(config.certs_dir());
         let berth = Arc::new(Berth {
             config,
             store,
             routes,
             pushes: PushRegistry::default(),
             metrics: Default::default(),
+            certs,
+            challenges: Default::default(),
             access_log,
             locks: Default::default(),
             domains: Default::default(),
@@ -112,8 +119,22 @@ impl Berth {
         domains
     }
 
-    /// The app's URL: through the router when it is on, else its stable port.
+    /// The app's URL: through the router when it is on (HTTPS when the app's certificate
+    /// covers `APP.<base_domain>`), else its stable port.
     pub fn app_url(&self, app: &str, port: u16) -> String {
+        let base = self.config.base_domain();
+        let host = format!("{app}.{base}");
+        if let Some(https) = self.config.https_listen()
+            && self
+                .certs
+                .info(app)
+                .is_some_and(|info| crate::tls::covers(&info, &host))
+        {
+            return match https.port() {
+                443 => format!("https://{host}"),
+                other => format!("https://{host}:{other}"),
+            };
+        }
         match self.config.http_listen() {
             Some(listen) => {
                 let base = self.config.base_domain();
@@ -176,8 +197,18 @@ pub async fn run(berth: Arc<Berth>, listener: TcpListener) -> Result<(), String>
                 "cannot listen on {address} for the HTTP router: {e}; set http_listen to a free address, or \"off\""
             )
         })?;
-        tokio::spawn(crate::router::serve(berth.clone(), http));
+        tokio::spawn(crate::router::serve(berth.clone(), http, None));
     }
+    if let Some(address) = config.https_listen() {
+        let https = TcpListener::bind(address).await.map_err(|e| {
+            format!(
+                "cannot listen on {address} for HTTPS: {e}; set https_listen to a free address, or \"off\""
+            )
+        })?;
+        let tls = crate::tls::server_config(&berth)?;
+        tokio::spawn(crate::router::serve(berth.clone(), https, Some(tls)));
+    }
+    tokio::spawn(crate::acme::renew_loop(berth.clone()));
     if let Some(address) = config.admin_listen() {
         let admin = TcpListener::bind(address).await.map_err(|e| {
             format!(

@@ -582,6 +582,44 @@ impl Store {
         Ok(done.rows_affected() > 0)
     }
 
+    // ---- certificates
+
+    /// Records where the app's certificate came from (`manual` or `acme`).
+    pub async fn set_certificate_source(&self, app_id: i64, source: &str) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO certificates (app_id, source) VALUES (?, ?) ON CONFLICT (app_id) DO UPDATE SET source = excluded.source, updated_at = strftime('%Y-%m-%dT%H:%M:%SZ', 'now')",
+        )
+        .bind(app_id)
+        .bind(source)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn certificate_source(&self, app_id: i64) -> StoreResult<Option<String>> {
+        sqlx::query_scalar("SELECT source FROM certificates WHERE app_id = ?")
+            .bind(app_id)
+            .fetch_optional(&self.pool)
+            .await
+    }
+
+    pub async fn remove_certificate(&self, app_id: i64) -> StoreResult<()> {
+        sqlx::query("DELETE FROM certificates WHERE app_id = ?")
+            .bind(app_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Apps whose certificate berth gets over ACME: (id, name).
+    pub async fn acme_apps(&self) -> StoreResult<Vec<(i64, String)>> {
+        sqlx::query_as(
+            "SELECT apps.id, apps.name FROM certificates JOIN apps ON apps.id = certificates.app_id WHERE certificates.source = 'acme' ORDER BY apps.name",
+        )
+        .fetch_all(&self.pool)
+        .await
+    }
+
     // ---- canaries
 
     /// The app's canary: its weight and release (None: the next push).

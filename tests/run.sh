@@ -5,7 +5,17 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 ./install.sh --deps-only
-command -v ssh >/dev/null || { apt-get update -qq; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssh-client >/dev/null; }
+# The real clients the tests drive: ssh, openssl and curl (TLS), and pebble (Let's Encrypt's
+# test CA) with its mock DNS for the ACME test.
+missing=()
+for tool in ssh:openssh-client openssl:openssl curl:curl pebble:pebble pebble-challtestsrv:pebble; do
+  command -v "${tool%%:*}" >/dev/null || missing+=("${tool#*:}")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "-----> Installing ${missing[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
 
 # Rendered Kubernetes manifests are checked against the official schemas, offline.
 python3 -c 'import kubernetes_validate' 2>/dev/null || python3 -m pip install -q kubernetes-validate

@@ -400,6 +400,8 @@ pub async fn rename(
     // Containers carry the app's name: run the current release under the new one, then retire
     // the old-named containers.
     out.step(&format!("Renamed {old_name} to {new_name}"));
+    berth.certs.rename(old_name.as_str(), new_name.as_str());
+    berth.metrics.forget(old_name.as_str());
     berth.reload_domains().await?;
     if let (Some(current), false) = (
         berth
@@ -410,8 +412,23 @@ pub async fn rename(
         renamed.stopped,
     ) {
         let docker = engine::connect().await?;
-        // The app keeps its port: the old name's route lets go of it first.
+        // The app keeps its port: the old name's route lets go of it first. A canary's
+        // containers carry the old name too: it ends here.
         berth.routes.remove(old_name.as_str());
+        if berth
+            .store
+            .canary(app.id)
+            .await
+            .map_err(internal)?
+            .is_some()
+        {
+            berth
+                .store
+                .end_canary(app.id, "aborted")
+                .await
+                .map_err(internal)?;
+            out.detail("its canary is aborted");
+        }
         release::deploy_release(berth, &docker, &renamed, &current, &who.key_name, out).await?;
         release::stop_everywhere(berth, &docker, old_name.as_str(), true).await?;
     }
@@ -433,6 +450,8 @@ pub async fn destroy(berth: &Berth, who: &Identity, args: &Args) -> Result<Strin
         .await;
     let docker = engine::connect().await?;
     berth.routes.remove(&app.name);
+    berth.certs.remove(&app.name);
+    berth.metrics.forget(&app.name);
     let containers = release::stop_everywhere(berth, &docker, &app.name, true).await?;
     let images = docker::remove_images(&docker, &app.name).await;
     let name = AppName::parse(&app.name)?;

@@ -10,6 +10,7 @@
 mod apps;
 mod buildpacks;
 mod canary;
+mod certs;
 mod config;
 mod domains;
 mod keys;
@@ -270,6 +271,41 @@ pub const SPECS: &[Spec] = &[
         positional: (1, Some(1)),
     },
     Spec {
+        name: "certs:add",
+        usage: "certs:add APP < cert-and-key.pem",
+        summary: "serve the app's hosts over HTTPS with this certificate chain and key (PEM on stdin; picked by SNI)",
+        flags: &[],
+        positional: (1, Some(1)),
+    },
+    Spec {
+        name: "certs:remove",
+        usage: "certs:remove APP",
+        summary: "stop serving the app over HTTPS and delete its certificate",
+        flags: &[],
+        positional: (1, Some(1)),
+    },
+    Spec {
+        name: "certs:info",
+        usage: "certs:info APP [--json]",
+        summary: "the names, issuer and end date of the app's certificate, and where it came from",
+        flags: &[JSON],
+        positional: (1, Some(1)),
+    },
+    Spec {
+        name: "letsencrypt:enable",
+        usage: "letsencrypt:enable APP",
+        summary: "get a certificate for APP.<base_domain> and the app's domains over ACME (HTTP-01), renewed before it ends",
+        flags: &[],
+        positional: (1, Some(1)),
+    },
+    Spec {
+        name: "letsencrypt:renew",
+        usage: "letsencrypt:renew APP",
+        summary: "renew the app's ACME certificate now (for its current domains)",
+        flags: &[],
+        positional: (1, Some(1)),
+    },
+    Spec {
         name: "buildpacks:list",
         usage: "buildpacks:list [--json]",
         summary: "the buildpacks, what detects each, and their images",
@@ -452,7 +488,8 @@ pub async fn one_off(
 
 /// Whether this command reads its standard input (the SSH layer then collects it first).
 pub fn reads_stdin(args: &[String]) -> bool {
-    args.first().is_some_and(|name| name == "keys:add")
+    args.first()
+        .is_some_and(|name| name == "keys:add" || name == "certs:add")
 }
 
 /// Runs one command for `who`. `stdin` is the client's input, for the commands that read it.
@@ -500,6 +537,11 @@ pub async fn run(berth: &Berth, who: &Identity, raw: &[String], stdin: &[u8]) ->
         "domains:remove" => domains::remove(berth, who, &args).await,
         "domains:list" => domains::list(berth, who, &args).await,
         "buildpacks:detect" => buildpacks::detect(berth, who, &args).await,
+        "certs:add" => certs::add(berth, who, &args, stdin).await,
+        "certs:remove" => certs::remove(berth, who, &args).await,
+        "certs:info" => certs::info(berth, who, &args).await,
+        "letsencrypt:enable" => certs::letsencrypt(berth, who, &args, &out, false).await,
+        "letsencrypt:renew" => certs::letsencrypt(berth, who, &args, &out, true).await,
         "canary:start" => canary::start(berth, who, &args, &out).await,
         "canary:weight" => canary::set_weight(berth, who, &args).await,
         "canary:promote" => canary::promote(berth, who, &args, &out).await,

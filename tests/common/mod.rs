@@ -60,6 +60,8 @@ pub struct TestServer {
     pub apps: std::sync::Mutex<Vec<String>>,
     /// Where `/metrics` is served.
     pub admin_port: u16,
+    /// Where the router serves HTTPS.
+    pub https_port: u16,
 }
 
 impl TestServer {
@@ -79,13 +81,14 @@ impl TestServer {
         let port = free_port();
         let http_port = free_port();
         let admin_port = free_port();
+        let https_port = free_port();
         let data = dir.path().join("data");
         let config = dir.path().join("berth.toml");
         // Apps answer through the router at APP.localhost:HTTP_PORT (see http_get).
         std::fs::write(
             &config,
             format!(
-                "data_dir = \"{}\"\nssh_listen = \"127.0.0.1:{port}\"\npublic_host = \"127.0.0.1\"\npublish_address = \"127.0.0.1\"\nbase_domain = \"localhost\"\nhttp_listen = \"127.0.0.1:{http_port}\"\nadmin_listen = \"127.0.0.1:{admin_port}\"\naccess_log = \"json\"\n{extra_config}",
+                "data_dir = \"{}\"\nssh_listen = \"127.0.0.1:{port}\"\npublic_host = \"127.0.0.1\"\npublish_address = \"127.0.0.1\"\nbase_domain = \"localhost\"\nhttp_listen = \"127.0.0.1:{http_port}\"\nadmin_listen = \"127.0.0.1:{admin_port}\"\nhttps_listen = \"127.0.0.1:{https_port}\"\naccess_log = \"json\"\n{extra_config}",
                 data.display()
             ),
         )
@@ -99,6 +102,7 @@ impl TestServer {
             port,
             http_port,
             admin_port,
+            https_port,
             key,
             child,
             apps: Default::default(),
@@ -192,6 +196,31 @@ impl TestServer {
     /// `ssh berth@HOST <args>` with the admin key.
     pub fn ssh(&self, args: &[&str]) -> Output {
         self.ssh_as(&self.key, args)
+    }
+
+    /// Runs a command with `input` on its standard input.
+    pub fn ssh_with_input(&self, args: &[&str], input: &[u8]) -> Output {
+        let mut command = Command::new("sh");
+        command
+            .arg("-c")
+            .arg(format!(
+                "{} -p {} berth@127.0.0.1 \"$@\"",
+                self.ssh_command(&self.key),
+                self.port
+            ))
+            .arg("ssh")
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = command.spawn().expect("run ssh");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(input)
+            .expect("write stdin");
+        child.wait_with_output().expect("ssh output")
     }
 
     pub fn ssh_as(&self, key: &Path, args: &[&str]) -> Output {
@@ -341,7 +370,7 @@ pub fn keygen(path: &Path) {
     assert!(status.success());
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .expect("bind")
         .local_addr()
