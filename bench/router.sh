@@ -15,7 +15,9 @@ command -v wrk >/dev/null && command -v nginx >/dev/null ||
   { apt-get update -qq; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk nginx >/dev/null; }
 bash "$root/tests/base_images.sh" >/dev/null
 http_port=$(free_port)
+# Access logs off on both sides (nginx below has access_log off).
 BENCH_HTTP_LISTEN="127.0.0.1:$http_port" start_berth router "base_domain = \"localhost\"
+access_log = \"off\"
 [buildpack_images]
 go = \"berth-test/langs:bookworm\"
 go_runtime = \"berth-test/busybox:latest\""

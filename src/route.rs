@@ -80,6 +80,13 @@ impl Upstream {
     pub fn is_healthy(&self) -> bool {
         self.healthy.load(Ordering::Relaxed)
     }
+
+    /// Puts the instance back in the picks (it just answered a request).
+    pub fn answered(&self) {
+        if !self.is_healthy() {
+            self.healthy.store(true, Ordering::Relaxed);
+        }
+    }
 }
 
 /// A picked instance; counts as one request in flight on it until dropped.
@@ -510,9 +517,9 @@ async fn health_loop(route: std::sync::Weak<Route>) {
     }
 }
 
-/// Whether something answers at `address`: bytes back for a request, or a connection held
-/// open (a silent TCP service). A connection closed without a byte is nothing behind the
-/// engine's port proxy.
+/// Whether something answers at `address`: bytes back for a request. A connection closed
+/// without a byte, or held open without one, is the engine's port proxy with nothing (or a
+/// container being torn down) behind it.
 async fn answers(address: SocketAddr) -> bool {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let probe = async {
@@ -524,8 +531,7 @@ async fn answers(address: SocketAddr) -> bool {
         let mut buffer = [0u8; 16];
         match tokio::time::timeout(HEALTH_TIMEOUT, stream.read(&mut buffer)).await {
             Ok(Ok(read)) => Some(read > 0),
-            Ok(Err(_)) => Some(false),
-            Err(_) => Some(true),
+            _ => Some(false),
         }
     };
     tokio::time::timeout(HEALTH_TIMEOUT * 2, probe)

@@ -505,28 +505,37 @@ async fn over_kept_connection(
 ) -> Response<Body> {
     let mut kept = slot.lock().await;
     kept.connections.retain(|(_, sender)| !sender.is_closed());
+    // A new connection that fails before an answer means the instance is gone: it is taken
+    // out and another picked. A kept one may just have been closed by the app: a new
+    // connection to the same instance is tried.
+    let instance_failed = |lease: &mut Lease| {
+        lease.upstream.eject();
+        match berth.routes.pick(app) {
+            Pick::Upstream(next) => {
+                *lease = next;
+                true
+            }
+            _ => false,
+        }
+    };
     for _ in 0..4 {
         let address = lease.address();
         outcome.upstream = Some(address);
         outcome.canary = lease.canary;
         let reused = kept.connections.iter().position(|(a, _)| *a == address);
+        let fresh = reused.is_none();
         let mut sender = match reused {
             Some(index) => kept.connections.swap_remove(index).1,
             None => match connect(address).await {
                 Some(sender) => sender,
-                None => {
-                    lease.upstream.eject();
-                    match berth.routes.pick(app) {
-                        Pick::Upstream(next) => {
-                            lease = next;
-                            continue;
-                        }
-                        _ => return bad_gateway(),
-                    }
-                }
+                None if instance_failed(&mut lease) => continue,
+                None => return bad_gateway(),
             },
         };
         if sender.ready().await.is_err() {
+            if fresh && !instance_failed(&mut lease) {
+                return bad_gateway();
+            }
             continue;
         }
         match tokio::time::timeout(timeout, sender.try_send_request(request)).await {
@@ -539,16 +548,20 @@ async fn over_kept_connection(
                 return leased(response, lease);
             }
             Ok(Err(mut error)) => match error.take_message() {
-                Some(unsent) => request = unsent,
+                Some(unsent) => {
+                    request = unsent;
+                    if fresh && !instance_failed(&mut lease) {
+                        return bad_gateway();
+                    }
+                }
                 None => {
                     let error = error.into_error();
                     if body_too_large(&error) {
                         return too_large();
                     }
-                    // Closed or reset without an answer: the instance is likely gone.
-                    if error.is_incomplete_message() || error.is_closed() {
-                        lease.upstream.eject();
-                    }
+                    // Sent, then closed or reset without an answer: not sent again (the app
+                    // may have acted on it), and the instance is taken out.
+                    lease.upstream.eject();
                     return bad_gateway();
                 }
             },
@@ -560,6 +573,7 @@ async fn over_kept_connection(
 /// The app's response, its body holding the lease (the request counts as in flight on the
 /// instance until the body is sent).
 fn leased(response: Response<Incoming>, lease: Lease) -> Response<Body> {
+    lease.upstream.answered();
     let (mut parts, body) = response.into_parts();
     strip_hop_by_hop(&mut parts.headers);
     let body = Leased {

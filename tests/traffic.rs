@@ -457,9 +457,12 @@ fn an_instance_killed_under_load_is_taken_out() {
         let client = scope.spawn(|| {
             let (mut answers, mut failures) = (Vec::new(), 0);
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                match http_get_at(&router(&server), &host(&server, &app), "/") {
-                    Some(body) => answers.push(body.trim().to_string()),
-                    None => failures += 1,
+                match http_request(&router(&server), &host(&server, &app), "/") {
+                    Some((200, body)) => answers.push(body.trim().to_string()),
+                    other => {
+                        eprintln!("failed: {other:?}");
+                        failures += 1
+                    }
                 }
             }
             (answers, failures)
@@ -478,10 +481,12 @@ fn an_instance_killed_under_load_is_taken_out() {
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
         client.join().expect("client")
     });
-    // At most the request in flight at the kill fails. Before it, answers alternate between
-    // the two instances (round robin); after it, a long run comes from web.2 alone.
+    // At most two requests fail: the one in flight at the kill, and the next one picked for
+    // web.1 if the engine's port proxy still accepts for it (that failure takes it out; GETs
+    // are not retried on another instance). Before the kill, answers alternate between the two
+    // instances (round robin); after it, a long run comes from web.2 alone.
     assert!(
-        failures <= 1,
+        failures <= 2,
         "{failures} requests failed of {}",
         answers.len() + failures
     );
