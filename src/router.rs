@@ -62,8 +62,44 @@ struct Kept {
 
 type Slot = Arc<tokio::sync::Mutex<Kept>>;
 
-/// Serves HTTP on `listener` until the process ends; HTTPS with `tls`.
-pub async fn serve(
+/// Serves HTTP on `listener` until the process ends (HTTPS with `tls`): one thread per core,
+/// each with a single-threaded runtime accepting from the same socket, so a request's client
+/// side and app side run on one thread (as nginx's workers do) without hand-offs between
+/// threads.
+pub fn serve(
+    berth: Arc<Berth>,
+    listener: TcpListener,
+    tls: Option<Arc<rustls::ServerConfig>>,
+) -> Result<(), String> {
+    let listener = listener
+        .into_std()
+        .map_err(|e| format!("router listener: {e}"))?;
+    let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
+    for worker in 0..workers {
+        let listener = listener
+            .try_clone()
+            .map_err(|e| format!("router listener: {e}"))?;
+        let (berth, tls) = (berth.clone(), tls.clone());
+        std::thread::Builder::new()
+            .name(format!("router-{worker}"))
+            .spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("router runtime");
+                runtime.block_on(async move {
+                    match TcpListener::from_std(listener) {
+                        Ok(listener) => accept_loop(berth, listener, tls).await,
+                        Err(error) => tracing::error!(%error, "router listener"),
+                    }
+                });
+            })
+            .map_err(|e| format!("cannot start the router's threads: {e}"))?;
+    }
+    Ok(())
+}
+
+async fn accept_loop(
     berth: Arc<Berth>,
     listener: TcpListener,
     tls: Option<Arc<rustls::ServerConfig>>,
@@ -136,6 +172,10 @@ pub async fn serve(
 struct IdleIo {
     inner: TcpStream,
     idle: Duration,
+    /// The last byte either way.
+    last: tokio::time::Instant,
+    /// Fires at the earliest moment the connection can have been idle for `idle`; moved on
+    /// only then (not at every byte, which would touch the timer wheel per read and write).
     timer: Pin<Box<tokio::time::Sleep>>,
 }
 
@@ -144,18 +184,25 @@ impl IdleIo {
         IdleIo {
             inner,
             idle,
+            last: tokio::time::Instant::now(),
             timer: Box::pin(tokio::time::sleep(idle)),
         }
     }
 
     fn active(&mut self) {
-        let next = tokio::time::Instant::now() + self.idle;
-        self.timer.as_mut().reset(next);
+        self.last = tokio::time::Instant::now();
     }
 
     /// Whether the connection has been idle too long (registers for a wake-up otherwise).
     fn expired(&mut self, cx: &mut Context<'_>) -> bool {
-        self.timer.as_mut().poll(cx).is_ready()
+        while self.timer.as_mut().poll(cx).is_ready() {
+            let deadline = self.last + self.idle;
+            if tokio::time::Instant::now() >= deadline {
+                return true;
+            }
+            self.timer.as_mut().reset(deadline);
+        }
+        false
     }
 }
 

@@ -197,7 +197,7 @@ pub async fn run(berth: Arc<Berth>, listener: TcpListener) -> Result<(), String>
                 "cannot listen on {address} for the HTTP router: {e}; set http_listen to a free address, or \"off\""
             )
         })?;
-        tokio::spawn(crate::router::serve(berth.clone(), http, None));
+        crate::router::serve(berth.clone(), http, None)?;
     }
     if let Some(address) = config.https_listen() {
         let https = TcpListener::bind(address).await.map_err(|e| {
@@ -206,7 +206,7 @@ pub async fn run(berth: Arc<Berth>, listener: TcpListener) -> Result<(), String>
             )
         })?;
         let tls = crate::tls::server_config(&berth)?;
-        tokio::spawn(crate::router::serve(berth.clone(), https, Some(tls)));
+        crate::router::serve(berth.clone(), https, Some(tls))?;
     }
     tokio::spawn(crate::acme::renew_loop(berth.clone()));
     if let Some(address) = config.admin_listen() {
