@@ -232,6 +232,9 @@ async fn reconcile_app(
         .collect();
     let port = release::app_port(berth, app).await?;
     berth.routes.point(&app.name, port, &ports)?;
+    berth
+        .routes
+        .set_health(&app.name, release::manifest(&current).healthcheck);
     // A canary serves its share again once its instances run (after a berth restart too).
     if let Some(canary) = store.canary(app.id).await.map_err(|e| e.to_string())?
         && let Some(number) = canary.release

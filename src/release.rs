@@ -189,6 +189,7 @@ pub async fn deploy_release(
     let instances = backend
         .deploy(docker, &spec, out, &berth.app_port(&app.name, port))
         .await?;
+    berth.routes.set_health(&app.name, spec.health.clone());
     // An app moved to another target stops on the one it left (nothing to do when it did not).
     for (other, old) in deploy::backends().filter(|(t, _)| *t != target) {
         match old.stop(docker, &app.name).await {

@@ -21,6 +21,7 @@ use futures_util::future::BoxFuture;
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::deploy::Serving;
+use crate::manifest::Healthcheck;
 
 /// How often every serving instance is checked (a TCP connect).
 const HEALTH_INTERVAL: Duration = Duration::from_millis(1000);
@@ -176,6 +177,8 @@ struct Route {
     picks: AtomicUsize,
     /// Instances that left the set with requests possibly still in flight.
     retired: Mutex<Vec<Arc<Upstream>>>,
+    /// app.json's web health check, run against every instance by the health task.
+    health: RwLock<Option<Healthcheck>>,
     tasks: Vec<tokio::task::AbortHandle>,
 }
 
@@ -338,6 +341,7 @@ impl Routes {
                 set: RwLock::default(),
                 picks: AtomicUsize::new(0),
                 retired: Mutex::default(),
+                health: RwLock::default(),
                 tasks: vec![accept.abort_handle(), health.abort_handle()],
             }
         });
@@ -378,6 +382,14 @@ impl Routes {
             canary.pool.upstreams.iter().map(|u| u.address).collect(),
             canary.weight,
         ))
+    }
+
+    /// The check every instance of the app must keep passing (app.json's web health check);
+    /// none: it must accept connections.
+    pub fn set_health(&self, app: &str, check: Option<Healthcheck>) {
+        if let Some(route) = self.route(app) {
+            *route.health.write().unwrap_or_else(|p| p.into_inner()) = check;
+        }
     }
 
     /// Resolves once none of the app's instances on `host_ports` has a request in flight, or
@@ -482,19 +494,28 @@ async fn forward(mut client: TcpStream, route: Arc<Route>, balance: Balance) {
     }
 }
 
-/// Checks every instance of the app each second: one that does not accept a connection is
-/// taken out of the picks, one that accepts again is put back.
+/// Checks every instance of the app each second: with app.json's web health check, each must
+/// pass it; without, each must accept connections. One that fails is taken out of the picks,
+/// one that passes (answers) again is put back.
 async fn health_loop(route: std::sync::Weak<Route>) {
     loop {
         tokio::time::sleep(HEALTH_INTERVAL).await;
-        let Some(set) = route.upgrade().map(|r| r.set()) else {
+        let Some((set, check)) = route.upgrade().map(|r| {
+            let check = r.health.read().unwrap_or_else(|p| p.into_inner()).clone();
+            (r.set(), check)
+        }) else {
             return;
         };
+        let check = check.as_ref();
         let checks = set.all().map(|upstream| async move {
             let was = upstream.is_healthy();
             // In the picks: it must accept connections. Out: it must answer, since the
             // engine's port proxy accepts for a container that is gone.
-            let up = if was {
+            let up = if let Some(check) = check {
+                let timeout = Duration::from_secs(check.timeout).min(HEALTH_TIMEOUT * 2);
+                let probe = crate::deploy::docker::probe(upstream.address, Some(check));
+                matches!(tokio::time::timeout(timeout, probe).await, Ok(Ok(())))
+            } else if was {
                 let connect = TcpStream::connect(upstream.address);
                 matches!(
                     tokio::time::timeout(HEALTH_TIMEOUT, connect).await,
@@ -552,6 +573,7 @@ mod tests {
             set: RwLock::default(),
             picks: AtomicUsize::new(0),
             retired: Mutex::default(),
+            health: RwLock::default(),
             tasks: Vec::new(),
         });
         let (stable, canary) = (

@@ -154,6 +154,24 @@ fn a_certificate_added_by_hand_is_served_by_sni() {
         https_get(server.https_port, "secure.example.test", &cert).trim(),
         "secure hello"
     );
+    // HTTP/2 by ALPN.
+    let version = run(
+        "curl",
+        &[
+            "-sS",
+            "--http2",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_version}",
+            "--cacert",
+            cert.to_str().unwrap(),
+            "--resolve",
+            &format!("secure.example.test:{}:127.0.0.1", server.https_port),
+            &format!("https://secure.example.test:{}/", server.https_port),
+        ],
+    );
+    assert_eq!(version, "2");
     let info = json(&server.ssh(&["certs:info", &app, "--json"]));
     assert_eq!(
         info["certificate"]["names"][0], "secure.example.test",

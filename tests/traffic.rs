@@ -13,8 +13,8 @@ use serde_json::Value;
 
 const LANGS: &str = "berth-test/langs:bookworm";
 
-/// `/` answers the container's host name (which instance answered), `/slow` after 4 s, a POST
-/// the length of its body; a WebSocket upgrade echoes text frames back as "echo: TEXT".
+/// `/` answers the container's host name (which instance answered), `/slow` after 4 s,
+/// `/health` 500 while `/tmp/sick` exists, a POST the length of its body; a WebSocket upgrade echoes text frames back as "echo: TEXT".
 const TRAFFIC_APP: &str = r#"import base64, hashlib, os, socket, struct, threading, time
 
 GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
@@ -65,6 +65,11 @@ def serve(c):
             length = int(h.get("content-length", "0"))
             body = rest + (exact(c, length - len(rest)) if length > len(rest) else b"")
             answer(c, str(len(body)).encode())
+        elif path == "/health":
+            if os.path.exists("/tmp/sick"):
+                answer(c, b"sick", "500 Internal Server Error")
+            else:
+                answer(c, b"ok")
         elif path == "/slow":
             time.sleep(4)
             answer(c, b"slow")
@@ -500,5 +505,61 @@ fn an_instance_killed_under_load_is_taken_out() {
     // Brought back by the reconciler, it is picked again: two instances answer in turn.
     wait_for("the killed instance to answer again", || {
         (tally(&server, &app, 10).len() == 2).then_some(())
+    });
+}
+
+#[test]
+fn an_instance_failing_its_health_check_is_taken_out_until_it_passes() {
+    let server = TestServer::start_with(&format!(
+        "registry = \"{}\"\nready_timeout = 20\n",
+        require_environment()
+    ));
+    let app = app_name("sick");
+    let repo = traffic_repo();
+    write(
+        repo.path(),
+        "app.json",
+        r#"{"healthchecks": {"web": [{"type": "startup", "path": "/health", "timeout": 2}]}}"#,
+    );
+    commit(repo.path(), "health check");
+    assert!(server.push(repo.path(), &app, "main").status.success());
+    ok(&server.ssh(&["ps:scale", &app, "web=2"]));
+    let sick = format!("berth-{app}-v1-web-1");
+    let docker = |args: &[&str]| {
+        let output = std::process::Command::new("docker")
+            .args(args)
+            .output()
+            .expect("docker");
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).trim().to_string()
+    };
+    let sick_host = docker(&["inspect", "--format", "{{.Config.Hostname}}", &sick]);
+    wait_for("both instances to answer", || {
+        (tally(&server, &app, 10).len() == 2).then_some(())
+    });
+
+    // web.1 starts failing its health check (it still answers `/`): it is taken out.
+    docker(&["exec", &sick, "touch", "/tmp/sick"]);
+    wait_for("web.1 to be taken out", || {
+        let seen = tally(&server, &app, 10);
+        (!seen.contains_key(&sick_host)).then_some(())
+    });
+    let seen = tally(&server, &app, 40);
+    assert_eq!(seen.len(), 1, "web.1 still gets requests: {seen:?}");
+    assert!(
+        !seen.contains_key(&sick_host) && !seen.contains_key("(failed)"),
+        "{seen:?}"
+    );
+
+    // It passes again: it is put back.
+    docker(&["exec", &sick, "rm", "/tmp/sick"]);
+    wait_for("web.1 to be put back", || {
+        tally(&server, &app, 10)
+            .contains_key(&sick_host)
+            .then_some(())
     });
 }

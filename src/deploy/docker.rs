@@ -772,7 +772,7 @@ async fn wait_until_ready(
 
 /// One readiness probe: with a health check, `GET path` must answer its status (any 2xx or 3xx
 /// when unset) within its timeout; without one, anything answering will do (`answers`).
-pub(super) async fn probe(
+pub async fn probe(
     addr: SocketAddr,
     check: Option<&crate::manifest::Healthcheck>,
 ) -> Result<(), String> {
