@@ -522,7 +522,10 @@ async fn health_loop(route: std::sync::Weak<Route>) {
                     Ok(Ok(_))
                 )
             } else {
-                answers(upstream.address).await
+                // Bytes back: silence is the engine's port proxy waiting on a container
+                // being torn down.
+                let reply = crate::deploy::docker::reply_to_get(upstream.address, HEALTH_TIMEOUT);
+                reply.await == crate::deploy::docker::Reply::Bytes
             };
             upstream.healthy.store(up, Ordering::Relaxed);
             if was != up {
@@ -536,30 +539,6 @@ async fn health_loop(route: std::sync::Weak<Route>) {
         });
         futures_util::future::join_all(checks).await;
     }
-}
-
-/// Whether something answers at `address`: bytes back for a request. A connection closed
-/// without a byte, or held open without one, is the engine's port proxy with nothing (or a
-/// container being torn down) behind it.
-async fn answers(address: SocketAddr) -> bool {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let probe = async {
-        let mut stream = TcpStream::connect(address).await.ok()?;
-        stream
-            .write_all(b"GET / HTTP/1.0\r\nHost: localhost\r\nUser-Agent: berth-health\r\n\r\n")
-            .await
-            .ok()?;
-        let mut buffer = [0u8; 16];
-        match tokio::time::timeout(HEALTH_TIMEOUT, stream.read(&mut buffer)).await {
-            Ok(Ok(read)) => Some(read > 0),
-            _ => Some(false),
-        }
-    };
-    tokio::time::timeout(HEALTH_TIMEOUT * 2, probe)
-        .await
-        .ok()
-        .flatten()
-        .unwrap_or(false)
 }
 
 #[cfg(test)]

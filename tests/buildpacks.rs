@@ -4,12 +4,8 @@
 
 mod common;
 
-use std::process::Command;
-
 use common::*;
 use serde_json::Value;
-
-const LANGS: &str = "berth-test/langs:bookworm";
 
 fn images_config() -> String {
     format!(
@@ -18,14 +14,7 @@ fn images_config() -> String {
 }
 
 fn server() -> TestServer {
-    let image = Command::new("docker")
-        .args(["image", "inspect", LANGS])
-        .output()
-        .expect("docker image inspect");
-    assert!(
-        image.status.success(),
-        "the base image {LANGS} is missing: run the tests with tests/run.sh (tests/base_images.sh makes it)"
-    );
+    require_langs_image();
     TestServer::start_with(&images_config())
 }
 

@@ -147,13 +147,7 @@ fn forwarded_headers_are_set_and_upgrades_are_tunnelled() {
         "GET /socket HTTP/1.1\r\nHost: {host}\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n"
     )
     .expect("write");
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        stream.read_exact(&mut byte).expect("read head");
-        head.push(byte[0]);
-    }
-    let head = String::from_utf8_lossy(&head);
+    let head = read_head(&mut stream);
     assert!(head.starts_with("HTTP/1.1 101"), "{head}");
     for word in ["hello", "router"] {
         stream.write_all(word.as_bytes()).expect("write");

@@ -221,26 +221,7 @@ impl Pebble {
     fn prepare() -> Pebble {
         let dir = tempfile::tempdir().expect("temp dir");
         let p = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
-        run(
-            "openssl",
-            &[
-                "req",
-                "-x509",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:prime256v1",
-                "-nodes",
-                "-days",
-                "2",
-                "-subj",
-                "/CN=berth test ACME root",
-                "-keyout",
-                &p("root.key"),
-                "-out",
-                &p("root.crt"),
-            ],
-        );
+        self_signed(dir.path(), "berth-test-acme-root", "root");
         run(
             "openssl",
             &[

@@ -11,8 +11,6 @@ use std::time::{Duration, Instant};
 use common::*;
 use serde_json::Value;
 
-const LANGS: &str = "berth-test/langs:bookworm";
-
 /// `/` answers the container's host name (which instance answered), `/slow` after 4 s,
 /// `/health` 500 while `/tmp/sick` exists, a POST the length of its body; a WebSocket upgrade echoes text frames back as "echo: TEXT".
 const TRAFFIC_APP: &str = r#"import base64, hashlib, os, socket, struct, threading, time
@@ -90,14 +88,7 @@ while True:
 "#;
 
 fn traffic_repo() -> tempfile::TempDir {
-    let image = std::process::Command::new("docker")
-        .args(["image", "inspect", LANGS])
-        .output()
-        .expect("docker image inspect");
-    assert!(
-        image.status.success(),
-        "the base image {LANGS} is missing: run the tests with tests/run.sh (tests/base_images.sh makes it)"
-    );
+    require_langs_image();
     let repo = tempfile::tempdir().expect("temp dir");
     git(repo.path(), &["init", "-q", "-b", "main"]);
     write(repo.path(), "app.py", TRAFFIC_APP);
@@ -269,13 +260,7 @@ fn websocket_echo_metrics_access_log_and_limits() {
         "GET /chat HTTP/1.1\r\nHost: {host}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
     )
     .expect("write");
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        stream.read_exact(&mut byte).expect("read head");
-        head.push(byte[0]);
-    }
-    let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+    let head = read_head(&mut stream).to_ascii_lowercase();
     assert!(head.starts_with("http/1.1 101"), "{head}");
     // RFC 6455's example key and its accept value.
     assert!(

@@ -831,27 +831,44 @@ pub async fn probe(
         .unwrap_or_else(|_| Err(format!("GET {path}: no answer within {} s", check.timeout)))
 }
 
-/// Whether something answers at `addr`: an HTTP response, or any bytes from a TCP service, or a
-/// connection held open. A connection closed without a byte is docker-proxy with nothing behind it.
-pub(super) async fn answers(addr: SocketAddr) -> bool {
+/// What a `GET /` sent to an address got back.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Reply {
+    /// Some bytes: an HTTP response, or a TCP service's greeting.
+    Bytes,
+    /// The connection was open but nothing came back within the wait.
+    Silence,
+    /// Refused, or closed without a byte: with the engine's port proxy in front, nothing
+    /// (or a container being torn down) is behind it.
+    Nothing,
+}
+
+/// Sends `GET /` to `addr` and waits up to `wait` for the first bytes.
+pub async fn reply_to_get(addr: SocketAddr, wait: Duration) -> Reply {
     let attempt = async {
-        let mut stream = TcpStream::connect(addr).await.ok()?;
-        stream
-            .write_all(b"GET / HTTP/1.0\r\nHost: localhost\r\nUser-Agent: berth-readiness\r\n\r\n")
-            .await
-            .ok()?;
+        let Ok(Ok(mut stream)) = tokio::time::timeout(wait, TcpStream::connect(addr)).await else {
+            return Reply::Nothing;
+        };
+        let request = b"GET / HTTP/1.0\r\nHost: localhost\r\nUser-Agent: berth-readiness\r\n\r\n";
+        if stream.write_all(request).await.is_err() {
+            return Reply::Nothing;
+        }
         let mut buffer = [0u8; 64];
-        match tokio::time::timeout(Duration::from_secs(2), stream.read(&mut buffer)).await {
-            Ok(Ok(read)) => Some(read > 0),
-            Ok(Err(_)) => Some(false),
-            Err(_) => Some(true), // a silent TCP service that keeps the connection open
+        match tokio::time::timeout(wait, stream.read(&mut buffer)).await {
+            Ok(Ok(read)) if read > 0 => Reply::Bytes,
+            Ok(_) => Reply::Nothing,
+            Err(_) => Reply::Silence,
         }
     };
-    tokio::time::timeout(Duration::from_secs(3), attempt)
+    tokio::time::timeout(wait * 2, attempt)
         .await
-        .ok()
-        .flatten()
-        .unwrap_or(false)
+        .unwrap_or(Reply::Nothing)
+}
+
+/// Whether something answers at `addr` (for readiness): bytes back, or a connection held open
+/// (a silent TCP service).
+pub(super) async fn answers(addr: SocketAddr) -> bool {
+    reply_to_get(addr, Duration::from_secs(2)).await != Reply::Nothing
 }
 
 /// Stops and removes the app's containers of releases older than `keep_release` (never newer

@@ -520,3 +520,29 @@ pub fn assert_in_order(output: &str, needles: &[&str]) {
         }
     }
 }
+
+/// Reads a response head (through the blank line) byte by byte, leaving what follows unread.
+pub fn read_head(stream: &mut TcpStream) -> String {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        stream.read_exact(&mut byte).expect("read head");
+        head.push(byte[0]);
+    }
+    String::from_utf8_lossy(&head).into_owned()
+}
+
+/// The Debian image with python, node, go, ruby and rust that tests/base_images.sh makes.
+pub const LANGS: &str = "berth-test/langs:bookworm";
+
+/// Fails the test, naming the fix, when the LANGS base image is missing.
+pub fn require_langs_image() {
+    let image = Command::new("docker")
+        .args(["image", "inspect", LANGS])
+        .output()
+        .expect("docker image inspect");
+    assert!(
+        image.status.success(),
+        "the base image {LANGS} is missing: run the tests with tests/run.sh (tests/base_images.sh makes it)"
+    );
+}
