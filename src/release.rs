@@ -294,6 +294,7 @@ pub async fn deploy_canary(
     let ports: Vec<u16> = instances.iter().filter_map(|i| i.host_port).collect();
     berth.routes.point_canary(&app.name, Some((&ports, weight)));
     store.set_canary_release(release).await.map_err(internal)?;
+    let _ = store.set_app_state(app.id, "running", actor).await;
     if let Some(old) = previous.and_then(|c| c.release)
         && old != release.number
     {

@@ -198,6 +198,7 @@ fn a_canary_gets_its_weight_then_is_promoted_or_aborted() {
     assert_eq!(info["canary"]["release"], 2, "{info}");
     assert_eq!(info["canary"]["weight"], 20);
     assert_eq!(info["canary"]["current_release"], 1);
+    assert_eq!(info["state"], "running", "{info}");
     assert_eq!(release_status(&server, &app, 2), "canary");
     assert_eq!(release_status(&server, &app, 1), "running");
 
