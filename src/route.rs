@@ -368,12 +368,6 @@ impl Routes {
         }
     }
 
-    /// The current release's containers behind the app's port.
-    pub fn upstreams(&self, app: &str) -> Option<Vec<SocketAddr>> {
-        let set = self.route(app)?.set();
-        Some(set.stable.upstreams.iter().map(|u| u.address).collect())
-    }
-
     /// The canary's containers and weight, when the app has a canary.
     pub fn canary(&self, app: &str) -> Option<(Vec<SocketAddr>, u8)> {
         let set = self.route(app)?.set();
@@ -411,15 +405,27 @@ impl Routes {
         .boxed()
     }
 
-    /// The app's instances the health check has taken out right now.
-    pub fn ejected(&self, app: &str) -> Vec<SocketAddr> {
+    /// What traffic each of the app's published host ports gets right now: `serving` (the
+    /// current release), `canary`, or `out` (taken out by the health check). Ports not listed
+    /// get none.
+    pub fn traffic(&self, app: &str) -> HashMap<u16, &'static str> {
         let Some(route) = self.route(app) else {
-            return Vec::new();
+            return HashMap::new();
         };
         let set = route.set();
-        set.all()
-            .filter(|u| !u.is_healthy())
-            .map(|u| u.address)
+        let label = |upstream: &Upstream, what| {
+            let what = if upstream.is_healthy() { what } else { "out" };
+            (upstream.address.port(), what)
+        };
+        set.stable
+            .upstreams
+            .iter()
+            .map(|u| label(u, "serving"))
+            .chain(
+                set.canary
+                    .iter()
+                    .flat_map(|c| c.pool.upstreams.iter().map(|u| label(u, "canary"))),
+            )
             .collect()
     }
 }
@@ -435,26 +441,6 @@ pub struct AppPort<'a> {
 impl Serving for AppPort<'_> {
     fn serve(&self, host_ports: &[u16]) -> Result<(), String> {
         self.routes.point(self.app, self.port, host_ports)
-    }
-
-    fn drained(&self, host_ports: &[u16]) -> BoxFuture<'static, ()> {
-        self.routes.drained(self.app, host_ports, self.drain)
-    }
-}
-
-/// The canary's share of the app's traffic, as a deploy target sees it.
-pub struct CanaryShare<'a> {
-    pub routes: &'a Routes,
-    pub app: &'a str,
-    pub weight: u8,
-    pub drain: Duration,
-}
-
-impl Serving for CanaryShare<'_> {
-    fn serve(&self, host_ports: &[u16]) -> Result<(), String> {
-        self.routes
-            .point_canary(self.app, Some((host_ports, self.weight)));
-        Ok(())
     }
 
     fn drained(&self, host_ports: &[u16]) -> BoxFuture<'static, ()> {

@@ -199,6 +199,21 @@ fn a_canary_gets_its_weight_then_is_promoted_or_aborted() {
     assert_eq!(info["canary"]["weight"], 20);
     assert_eq!(info["canary"]["current_release"], 1);
     assert_eq!(info["state"], "running", "{info}");
+    let report = json(&server.ssh(&["ps:report", &app, "--json"]));
+    let traffic: Vec<(u64, String)> = report
+        .as_array()
+        .expect("array")
+        .iter()
+        .map(|c| {
+            let release = c["release"].as_u64().unwrap_or_default();
+            (
+                release,
+                c["traffic"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect();
+    assert!(traffic.contains(&(1, "serving".into())), "{report}");
+    assert!(traffic.contains(&(2, "canary".into())), "{report}");
     assert_eq!(release_status(&server, &app, 2), "canary");
     assert_eq!(release_status(&server, &app, 1), "running");
 
@@ -536,6 +551,28 @@ fn an_instance_failing_its_health_check_is_taken_out_until_it_passes() {
     });
     let seen = tally(&server, &app, 40);
     assert_eq!(seen.len(), 1, "web.1 still gets requests: {seen:?}");
+    let report = json(&server.ssh(&["ps:report", &app, "--json"]));
+    let traffic: std::collections::BTreeMap<String, String> = report
+        .as_array()
+        .expect("array")
+        .iter()
+        .map(|c| {
+            let name = c["name"].as_str().unwrap_or_default().to_string();
+            (name, c["traffic"].as_str().unwrap_or_default().to_string())
+        })
+        .collect();
+    assert_eq!(
+        traffic.get(&sick).map(String::as_str),
+        Some("out"),
+        "{report}"
+    );
+    assert_eq!(
+        traffic
+            .get(&format!("berth-{app}-v1-web-2"))
+            .map(String::as_str),
+        Some("serving"),
+        "{report}"
+    );
     assert!(
         !seen.contains_key(&sick_host) && !seen.contains_key("(failed)"),
         "{seen:?}"

@@ -258,13 +258,34 @@ pub async fn report(berth: &Berth, who: &Identity, args: &Args) -> Result<String
         docker::instances_of(&docker, &app.name, None).await?,
     )
     .await;
+    // What the router sends each web instance: serving, canary, out (failing its health
+    // check), or nothing.
+    let traffic = berth.routes.traffic(&app.name);
+    let traffic_of = |c: &docker::ContainerReport| {
+        c.host_port
+            .and_then(|p| traffic.get(&p).copied())
+            .unwrap_or("-")
+    };
     if args.json() {
-        return to_json(&containers);
+        #[derive(serde::Serialize)]
+        struct Row<'a> {
+            #[serde(flatten)]
+            container: &'a docker::ContainerReport,
+            traffic: &'a str,
+        }
+        let rows: Vec<Row> = containers
+            .iter()
+            .map(|c| Row {
+                container: c,
+                traffic: traffic_of(c),
+            })
+            .collect();
+        return to_json(&rows);
     }
     let host = &berth.config.public_host;
     let mut text = format!(
-        "{:<36} {:<8} {:<8} {:<24} {:<9} {}\n",
-        "CONTAINER", "PROCESS", "RELEASE", "STATUS", "RESTARTS", "ADDRESS"
+        "{:<36} {:<8} {:<8} {:<24} {:<9} {:<8} {}\n",
+        "CONTAINER", "PROCESS", "RELEASE", "STATUS", "RESTARTS", "TRAFFIC", "ADDRESS"
     );
     for c in &containers {
         let address = c
@@ -272,12 +293,13 @@ pub async fn report(berth: &Berth, who: &Identity, args: &Args) -> Result<String
             .map(|p| format!("{host}:{p}"))
             .unwrap_or_else(|| "-".into());
         text += &format!(
-            "{:<36} {:<8} {:<8} {:<24} {:<9} {}\n",
+            "{:<36} {:<8} {:<8} {:<24} {:<9} {:<8} {}\n",
             c.name,
             format!("{}.{}", c.process, c.index),
             format!("v{}", c.release),
             c.status,
             c.restarts,
+            traffic_of(c),
             address
         );
     }
