@@ -37,6 +37,27 @@ pub fn reachable(address: IpAddr) -> IpAddr {
     }
 }
 
+/// A port free on `address` right now, for something berth binds later (an app's port, a
+/// container's host port). Taken below the kernel's ephemeral range, so the local ends of
+/// outgoing connections (which come from that range) cannot take it in between.
+pub fn free_port(address: IpAddr) -> Result<u16, String> {
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    let (low, high) = (10_000u16, ephemeral_low.max(10_100));
+    for _ in 0..200 {
+        let port = rand::Rng::gen_range(&mut rand::thread_rng(), low..high);
+        if std::net::TcpListener::bind(SocketAddr::new(address, port)).is_ok() {
+            return Ok(port);
+        }
+    }
+    std::net::TcpListener::bind(SocketAddr::new(address, 0))
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .map_err(|e| format!("cannot find a free port on {address}: {e}"))
+}
+
 /// How picks spread over the instances of one release.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -265,10 +286,7 @@ impl Routes {
 
     /// A port free on the publish address right now, for a new app.
     pub fn free_port(&self) -> Result<u16, String> {
-        std::net::TcpListener::bind(SocketAddr::new(self.publish_address, 0))
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .map_err(|e| format!("cannot find a free port on {}: {e}", self.publish_address))
+        free_port(self.publish_address)
     }
 
     fn addresses(&self, host_ports: &[u16]) -> Vec<SocketAddr> {

@@ -687,10 +687,7 @@ fn container_body(
 
 /// A port nothing listens on at `address` right now (the kernel's pick from its ephemeral range).
 fn free_host_port(address: IpAddr) -> Result<u16, String> {
-    std::net::TcpListener::bind(SocketAddr::new(address, 0))
-        .and_then(|listener| listener.local_addr())
-        .map(|bound| bound.port())
-        .map_err(|e| format!("cannot find a free port on {address}: {e}"))
+    crate::route::free_port(address)
 }
 
 async fn restart_count(docker: &Docker, name: &str) -> Result<i64, String> {

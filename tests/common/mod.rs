@@ -6,7 +6,7 @@
 #![allow(dead_code)]
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -370,12 +370,9 @@ pub fn keygen(path: &Path) {
     assert!(status.success());
 }
 
+/// A free loopback port below the ephemeral range (which outgoing connections use).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
+    berth::route::free_port("127.0.0.1".parse().expect("address")).expect("free port")
 }
 
 /// A unique app name for this test run (apps of concurrent runs never collide).
