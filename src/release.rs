@@ -261,7 +261,7 @@ pub fn describe_canary(canary: &crate::store::Canary) -> String {
 }
 
 /// Canaries run on the docker target: the router splits requests between two releases' containers.
-fn canary_target(berth: &Berth, app: &App) -> Result<(), String> {
+pub fn canary_target(berth: &Berth, app: &App) -> Result<(), String> {
     match target(berth, app)? {
         Target::Docker => Ok(()),
         other => Err(format!(
@@ -287,6 +287,7 @@ pub async fn deploy_canary(
     let store = &berth.store;
     let internal = |e: sqlx::Error| format!("internal error recording the canary: {e}");
     let previous = store.canary(app.id).await.map_err(internal)?;
+    let port = app_port(berth, app).await?;
     let _ = store.set_release_status(release.id, "deploying").await;
     out.step(&format!("Deploying a canary to {}", Target::Docker));
     let spec = spec_for(berth, docker, app, release).await?;
@@ -301,7 +302,6 @@ pub async fn deploy_canary(
         if let Ok(Some(old)) = store.release(app.id, old).await {
             let _ = store.set_release_status(old.id, "aborted").await;
         }
-        let port = app_port(berth, app).await?;
         deploy::docker::retire_release(docker, &app.name, old, &berth.app_port(&app.name, port))
             .await;
         out.detail(&format!("v{old} (the previous canary) stopped"));
@@ -323,7 +323,6 @@ pub async fn deploy_canary(
         .map_or("the current release".to_string(), |r| {
             format!("v{}", r.number)
         });
-    let port = app_port(berth, app).await?;
     out.step(&format!(
         "{} v{} is a canary: {weight}% of requests to {} go to it, the rest to {current}",
         app.name,
@@ -350,15 +349,12 @@ pub async fn promote_canary(
     let store = &berth.store;
     let old = store.running_release(app.id).await.ok().flatten();
     let port = app_port(berth, app).await?;
-    let Some((canary_addresses, _)) = berth.routes.canary(&app.name) else {
+    let Some(canary_ports) = berth.routes.promote_canary(&app.name) else {
         return Err(format!(
             "v{} is not serving (its containers are gone): canary:abort {}",
             canary.number, app.name
         ));
     };
-    let canary_ports: Vec<u16> = canary_addresses.iter().map(|a| a.port()).collect();
-    berth.routes.point(&app.name, port, &canary_ports)?;
-    berth.routes.point_canary(&app.name, None);
     store
         .mark_release_running(canary, canary_ports.first().copied().unwrap_or(0))
         .await
@@ -393,25 +389,22 @@ pub async fn promote_canary(
     Ok(())
 }
 
-/// Ends the canary: every request goes to the current release again, and the canary's
-/// containers stop once their requests are done (its release is marked `aborted`).
+/// Ends the canary (release `number`, none when it waited for a push): every request goes to
+/// the current release again, and the canary's containers stop once their requests are done
+/// (its release is marked `aborted`).
 pub async fn abort_canary(
     berth: &Berth,
     docker: &Docker,
     app: &App,
+    number: Option<i64>,
     actor: &str,
-) -> Result<Option<i64>, String> {
+) -> Result<(), String> {
     let store = &berth.store;
-    let canary = store
-        .canary(app.id)
-        .await
-        .map_err(|e| format!("internal error reading the canary: {e}"))?;
     berth.routes.point_canary(&app.name, None);
     store
         .end_canary(app.id, "aborted")
         .await
         .map_err(|e| format!("internal error recording the canary: {e}"))?;
-    let number = canary.and_then(|c| c.release);
     if let Some(number) = number {
         let port = app_port(berth, app).await?;
         deploy::docker::retire_release(docker, &app.name, number, &berth.app_port(&app.name, port))
@@ -426,7 +419,7 @@ pub async fn abort_canary(
             &number.map_or("before a push".to_string(), |n| format!("v{n}")),
         )
         .await;
-    Ok(number)
+    Ok(())
 }
 
 /// The deploy spec of a release: its image and config, the app's formation, the server's settings.

@@ -332,6 +332,56 @@ impl Routes {
         });
     }
 
+    /// Changes the canary's share, keeping its instances; false when it has none serving.
+    pub fn set_canary_weight(&self, app: &str, weight: u8) -> bool {
+        let Some(route) = self.route(app) else {
+            return false;
+        };
+        let mut changed = false;
+        route.replace(|old, pool| Set {
+            stable: same_pool(&old.stable, pool),
+            canary: old.canary.as_ref().map(|c| {
+                changed = true;
+                Canary {
+                    pool: same_pool(&c.pool, pool),
+                    weight: weight.min(100),
+                }
+            }),
+        });
+        changed
+    }
+
+    /// Makes the canary's instances the app's current ones and ends the canary, in one switch;
+    /// gives their host ports (none when the app has no canary serving).
+    pub fn promote_canary(&self, app: &str) -> Option<Vec<u16>> {
+        let route = self.route(app)?;
+        let mut ports = None;
+        route.replace(|old, pool| match &old.canary {
+            Some(canary) if !canary.pool.upstreams.is_empty() => {
+                ports = Some(
+                    canary
+                        .pool
+                        .upstreams
+                        .iter()
+                        .map(|u| u.address.port())
+                        .collect(),
+                );
+                Set {
+                    stable: same_pool(&canary.pool, pool),
+                    canary: None,
+                }
+            }
+            _ => Set {
+                stable: same_pool(&old.stable, pool),
+                canary: old.canary.as_ref().map(|c| Canary {
+                    pool: same_pool(&c.pool, pool),
+                    weight: c.weight,
+                }),
+            },
+        });
+        ports
+    }
+
     /// The app's route on `port`, made (and the port bound) when it has none there yet.
     fn bind(&self, app: &str, port: u16) -> Result<Arc<Route>, String> {
         let mut apps = self.apps.write().unwrap_or_else(|p| p.into_inner());

@@ -47,13 +47,7 @@ pub async fn start(
         "has no running release yet: its first push deploys it normally",
     )
     .await?;
-    let target = release::target(berth, &app)?;
-    if target != crate::deploy::render::Target::Docker {
-        return Err(format!(
-            "canaries run on the docker target; {} runs on {target} (apps:set {} target=docker)",
-            app.name, app.name
-        ));
-    }
+    release::canary_target(berth, &app)?;
     let Some(wanted) = args.value("--release") else {
         store
             .start_canary(app.id, weight, &who.key_name)
@@ -133,10 +127,7 @@ pub async fn set_weight(berth: &Berth, who: &Identity, args: &Args) -> Result<St
         .set_canary_weight(app.id, weight)
         .await
         .map_err(internal)?;
-    if let Some((addresses, _)) = berth.routes.canary(&app.name) {
-        let ports: Vec<u16> = addresses.iter().map(|a| a.port()).collect();
-        berth.routes.point_canary(&app.name, Some((&ports, weight)));
-    }
+    berth.routes.set_canary_weight(&app.name, weight);
     let _ = store
         .record_event(
             Some(app.id),
@@ -202,18 +193,16 @@ pub async fn abort(
 ) -> Result<String, String> {
     let app = app_for(berth, who, &args.positional[0], Access::Operate).await?;
     let _guard = berth.lock_app(&app.name).await;
-    if berth
+    let canary = berth
         .store
         .canary(app.id)
         .await
         .map_err(internal)?
-        .is_none()
-    {
-        return Err(no_canary(&app.name));
-    }
+        .ok_or_else(|| no_canary(&app.name))?;
     let docker = engine::connect().await?;
     out.step(&format!("Aborting {}'s canary", app.name));
-    let number = release::abort_canary(berth, &docker, &app, &who.key_name).await?;
+    let number = canary.release;
+    release::abort_canary(berth, &docker, &app, number, &who.key_name).await?;
     let current = berth
         .store
         .running_release(app.id)
