@@ -68,3 +68,41 @@ pub async fn push(
     }
     Ok(())
 }
+
+/// Makes sure the engine has `image`: pulls it from its registry when it is missing locally
+/// (a restored server, a release whose local image was pruned). Local-only images
+/// (`berth/APP:vN`) cannot be pulled: then the engine's own "no such image" stands.
+pub async fn ensure_local(docker: &Docker, image: &str, out: &Output) -> Result<(), String> {
+    if docker.inspect_image(image).await.is_ok() {
+        return Ok(());
+    }
+    let Some((repository, tag)) = image.rsplit_once(':').filter(|(r, _)| r.contains('/')) else {
+        return Ok(());
+    };
+    let registry = repository.split('/').next().unwrap_or_default();
+    if !(registry.contains(':') || registry.contains('.')) {
+        return Ok(());
+    }
+    out.detail(&format!("pulling {image} from the registry"));
+    let options = bollard::query_parameters::CreateImageOptionsBuilder::default()
+        .from_image(repository)
+        .tag(tag)
+        .build();
+    let mut stream = docker.create_image(Some(options), None, None);
+    while let Some(item) = stream.next().await {
+        let fail = |message: String| {
+            format!(
+                "{image} is not on this engine and pulling it from {registry} failed: {message}; ps:rebuild builds it again"
+            )
+        };
+        match item {
+            Ok(info) => {
+                if let Some(detail) = info.error_detail {
+                    return Err(fail(detail.message.unwrap_or_default().trim().to_string()));
+                }
+            }
+            Err(error) => return Err(fail(engine::describe(&error))),
+        }
+    }
+    Ok(())
+}

@@ -79,6 +79,7 @@ pub async fn create_and_deploy(
             }
         }
         let manifest = Manifest::from_json(plan.manifest);
+        let binds = binds(&mounts(berth, Some(docker), app).await?);
         let env: Vec<String> = plan
             .config
             .iter()
@@ -94,7 +95,7 @@ pub async fn create_and_deploy(
             ("predeploy script (app.json)", manifest.predeploy.as_ref()),
         ] {
             if let Some(command) = command {
-                run_phase(docker, app, &release, &env, what, command, out).await?;
+                run_phase(docker, app, &release, &env, &binds, what, command, out).await?;
             }
         }
         match plan.canary {
@@ -113,6 +114,7 @@ pub async fn create_and_deploy(
                 app,
                 &release,
                 &env,
+                &binds,
                 "postdeploy script (app.json)",
                 command,
                 out,
@@ -145,6 +147,7 @@ async fn run_phase(
     app: &App,
     release: &Release,
     env: &[String],
+    binds: &[String],
     what: &str,
     command: &str,
     out: &Output,
@@ -156,6 +159,7 @@ async fn run_phase(
         &release.image,
         env.to_vec(),
         crate::manifest::command_vector(command),
+        binds.to_vec(),
         out,
     )
     .await?;
@@ -230,6 +234,8 @@ pub async fn deploy_release(
         )
         .await;
     out.step(&format!("{} is live at {url}", app.name));
+    // Apps linked to this one follow it when its address changed (a new port, a new name).
+    refresh_dependents(berth, docker, app, actor, out).await;
     Ok(())
 }
 
@@ -444,7 +450,9 @@ pub async fn spec_for(
     let manifest = manifest(release);
     let formation = formation(app);
     let all_resources = resources(app);
+    let binds = binds(&mounts(berth, Some(docker), app).await?);
     Ok(DeploySpec {
+        binds,
         web_command: manifest
             .processes
             .get("web")
@@ -472,6 +480,42 @@ pub async fn spec_for(
         publish_address: berth.config.publish_address,
         ready_timeout: berth.config.ready_timeout(),
     })
+}
+
+/// The app's mounts (`storage:mount`). With an engine, named volumes missing there are made
+/// (every target mounts them by name; a restored server gets empty ones).
+pub async fn mounts(
+    berth: &Berth,
+    docker: Option<&Docker>,
+    app: &App,
+) -> Result<Vec<render::Volume>, String> {
+    let mounts = berth
+        .store
+        .mounts(app.id)
+        .await
+        .map_err(|e| format!("internal error reading the app's mounts: {e}"))?;
+    let mut volumes = Vec::new();
+    for mount in mounts {
+        let host = mount.kind == "host";
+        if let (Some(docker), false) = (docker, host) {
+            deploy::docker::ensure_volume(docker, &mount.source, &app.name).await?;
+        }
+        volumes.push(render::Volume {
+            name: mount.name,
+            source: mount.source,
+            path: mount.path,
+            host,
+        });
+    }
+    Ok(volumes)
+}
+
+/// Mounts as the engine takes them: `source:path`.
+pub fn binds(volumes: &[render::Volume]) -> Vec<String> {
+    volumes
+        .iter()
+        .map(|v| format!("{}:{}", v.source, v.path))
+        .collect()
 }
 
 /// The app's stable public port, given on its first deploy.
@@ -605,7 +649,7 @@ pub async fn render_context(
         labels: serde_json::from_str(&app.labels).unwrap_or_default(),
         processes,
         domains: vec![format!("{}.{}", app.name, berth.config.public_host)],
-        volumes: Vec::new(),
+        volumes: mounts(berth, None, app).await?,
         publish_address: berth.config.publish_address.to_string(),
         app_port: app.port.and_then(|p| u16::try_from(p).ok()).unwrap_or(0),
     })
@@ -669,4 +713,150 @@ pub fn manifest(release: &Release) -> Manifest {
 pub fn formation(app: &App) -> BTreeMap<String, u32> {
     serde_json::from_str(&app.formation)
         .unwrap_or_else(|_| BTreeMap::from([("web".to_string(), 1)]))
+}
+
+/// The variables a link gives: `ALIAS_HOST` (DEP's name, which its web instances answer to on
+/// the berth network), `ALIAS_PORT` (the port its web process listens on) and `ALIAS_URL`.
+pub async fn link_values(
+    berth: &Berth,
+    docker: &Docker,
+    dep: &App,
+    alias: &str,
+) -> Result<BTreeMap<String, String>, String> {
+    let release = berth
+        .store
+        .running_release(dep.id)
+        .await
+        .map_err(|e| format!("internal error reading {}: {e}", dep.name))?
+        .ok_or_else(|| {
+            format!(
+                "{} has no release running: push it first, then link to it",
+                dep.name
+            )
+        })?;
+    let port = deploy::docker::web_port(docker, &release.image).await?;
+    Ok(BTreeMap::from([
+        (format!("{alias}_HOST"), dep.name.clone()),
+        (format!("{alias}_PORT"), port.to_string()),
+        (format!("{alias}_URL"), format!("http://{}:{port}", dep.name)),
+    ]))
+}
+
+/// The names of the variables a link with this alias sets.
+pub fn link_keys(alias: &str) -> [String; 3] {
+    ["HOST", "PORT", "URL"].map(|k| format!("{alias}_{k}"))
+}
+
+/// After `dep` was deployed (or renamed): every app linked to it whose link variables no longer
+/// match gets them as a new release (a config change, redeployed). Runs for each dependent under
+/// its own lock; link cycles are refused when made, so locks are always taken along the links.
+pub fn refresh_dependents<'a>(
+    berth: &'a Berth,
+    docker: &'a Docker,
+    dep: &'a App,
+    actor: &'a str,
+    out: &'a Output,
+) -> futures_util::future::BoxFuture<'a, ()> {
+    Box::pin(async move {
+        let Ok(links) = berth.store.links_to(dep.id).await else {
+            return;
+        };
+        for link in links {
+            let Ok(name) = crate::names::AppName::parse(&link.app) else {
+                continue;
+            };
+            let _guard = berth.lock_app(name.as_str()).await;
+            let Ok(Some(app)) = berth.store.app(&name).await else {
+                continue;
+            };
+            let result = relink(berth, docker, &app, dep, &link.alias, actor, out).await;
+            if let Err(message) = result {
+                out.error(&format!(
+                    "{} keeps its old {}_* values: {message}",
+                    app.name, link.alias
+                ));
+            }
+        }
+    })
+}
+
+/// Puts the current link values of `dep` into `app`'s config; redeploys `app` when they changed.
+pub async fn relink(
+    berth: &Berth,
+    docker: &Docker,
+    app: &App,
+    dep: &App,
+    alias: &str,
+    actor: &str,
+    out: &Output,
+) -> Result<(), String> {
+    let store = &berth.store;
+    let internal = |e: sqlx::Error| format!("internal error: {e}");
+    let values = link_values(berth, docker, dep, alias).await?;
+    let old = store.config(app.id).await.map_err(internal)?;
+    let mut new = old.clone();
+    new.extend(values);
+    if new == old {
+        return Ok(());
+    }
+    let description = format!("link {alias} -> {}", dep.name);
+    redeploy_with_config(berth, docker, app, &old, &new, &description, actor, out).await
+}
+
+/// Stores `new` as the app's config and, when it runs, deploys it as a new release of the current
+/// image; on failure the old config is put back and the running release keeps serving.
+#[allow(clippy::too_many_arguments)]
+pub async fn redeploy_with_config(
+    berth: &Berth,
+    docker: &Docker,
+    app: &App,
+    old: &BTreeMap<String, String>,
+    new: &BTreeMap<String, String>,
+    description: &str,
+    actor: &str,
+    out: &Output,
+) -> Result<(), String> {
+    let store = &berth.store;
+    let internal = |e: sqlx::Error| format!("internal error: {e}");
+    store.replace_config(app.id, new).await.map_err(internal)?;
+    let current = store.running_release(app.id).await.map_err(internal)?;
+    let Some(current) = current.filter(|_| !app.stopped) else {
+        let _ = store
+            .record_event(Some(app.id), "config", actor, "ok", description)
+            .await;
+        return Ok(());
+    };
+    if store.canary(app.id).await.map_err(internal)?.is_some() {
+        let _ = store.replace_config(app.id, old).await;
+        return Err(format!(
+            "{} has a canary: canary:promote or canary:abort it first",
+            app.name
+        ));
+    }
+    out.step(&format!("Redeploying {} ({description})", app.name));
+    let plan = Plan {
+        commit: &current.commit_sha,
+        config: new,
+        manifest: &current.manifest,
+        description,
+        actor,
+        canary: None,
+    };
+    match create_and_deploy(berth, docker, app, Source::Existing(&current.image), plan, out).await
+    {
+        Ok(_) => {
+            let _ = store
+                .record_event(Some(app.id), "config", actor, "ok", description)
+                .await;
+            Ok(())
+        }
+        Err(message) => {
+            let _ = store.replace_config(app.id, old).await;
+            let _ = store.set_app_state(app.id, "running", actor).await;
+            let _ = store
+                .record_event(Some(app.id), "config", actor, "failed", description)
+                .await;
+            Err(format!("{message}; v{} keeps running", current.number))
+        }
+    }
 }

@@ -689,3 +689,369 @@ pub struct Canary {
     /// The canary's release number; none until the next push deploys it.
     pub release: Option<i64>,
 }
+
+/// A mount of an app (`storage:mount`).
+#[derive(Debug, Clone, FromRow, Serialize)]
+pub struct Mount {
+    /// The volume's name (`NAME` of `NAME:/path`) or the host directory.
+    pub name: String,
+    /// `volume` (berth's own, removed with the app) or `host` (a host directory).
+    pub kind: String,
+    /// What the engine mounts: the volume's engine name, or the host directory.
+    pub source: String,
+    pub path: String,
+    pub created_by: String,
+    pub created_at: String,
+}
+
+/// One link: `app` gets `alias`_URL/_HOST/_PORT of `dep`.
+#[derive(Debug, Clone, FromRow, Serialize)]
+pub struct Link {
+    pub app: String,
+    pub dep: String,
+    pub alias: String,
+    pub created_by: String,
+    pub created_at: String,
+}
+
+#[derive(Debug, Clone, FromRow, Serialize)]
+pub struct Webhook {
+    pub id: i64,
+    pub url: String,
+    pub events: String,
+    pub app: Option<String>,
+    #[serde(skip)]
+    pub secret: String,
+    pub created_by: String,
+    pub created_at: String,
+}
+
+#[derive(Debug, Clone, FromRow, Serialize)]
+pub struct Delivery {
+    pub id: i64,
+    pub webhook_id: i64,
+    pub event: String,
+    pub app: Option<String>,
+    #[serde(skip)]
+    pub payload: String,
+    pub status: String,
+    pub attempts: i64,
+    pub response: String,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+/// An app's `git:sync` source and inbound webhook.
+#[derive(Debug, Clone, FromRow)]
+pub struct Sync {
+    pub url: String,
+    pub git_ref: Option<String>,
+    pub token_hash: Option<String>,
+    pub refused: i64,
+}
+
+/// An event as the webhook dispatcher reads it.
+#[derive(Debug, Clone, FromRow)]
+pub struct AppEvent {
+    pub id: i64,
+    pub app_id: Option<i64>,
+    pub app: Option<String>,
+    pub kind: String,
+    pub actor: String,
+    pub outcome: String,
+    pub detail: String,
+    pub created_at: String,
+}
+
+impl Store {
+    // ---- storage
+
+    pub async fn mounts(&self, app_id: i64) -> StoreResult<Vec<Mount>> {
+        sqlx::query_as("SELECT name, kind, source, path, created_by, created_at FROM mounts WHERE app_id = ? ORDER BY path")
+            .bind(app_id)
+            .fetch_all(&self.pool)
+            .await
+    }
+
+    /// Every mount of every app: (app name, mount).
+    pub async fn all_volumes(&self) -> StoreResult<Vec<(String, String)>> {
+        sqlx::query_as("SELECT apps.name, mounts.source FROM mounts JOIN apps ON apps.id = mounts.app_id WHERE mounts.kind = 'volume'")
+            .fetch_all(&self.pool)
+            .await
+    }
+
+    /// Records a mount; false when the app already mounts something at that path.
+    pub async fn add_mount(
+        &self,
+        app_id: i64,
+        name: &str,
+        kind: &str,
+        source: &str,
+        path: &str,
+        actor: &str,
+    ) -> StoreResult<bool> {
+        let done = sqlx::query("INSERT OR IGNORE INTO mounts (app_id, name, kind, source, path, created_by) VALUES (?, ?, ?, ?, ?, ?)")
+            .bind(app_id)
+            .bind(name)
+            .bind(kind)
+            .bind(source)
+            .bind(path)
+            .bind(actor)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    pub async fn remove_mount(&self, app_id: i64, path: &str) -> StoreResult<bool> {
+        let done = sqlx::query("DELETE FROM mounts WHERE app_id = ? AND path = ?")
+            .bind(app_id)
+            .bind(path)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    // ---- links
+
+    const LINK_SELECT: &str = "SELECT a.name AS app, d.name AS dep, links.alias, links.created_by, links.created_at FROM links JOIN apps a ON a.id = links.app_id JOIN apps d ON d.id = links.dep_id";
+
+    /// The links of the app (what it depends on).
+    pub async fn links_from(&self, app_id: i64) -> StoreResult<Vec<Link>> {
+        sqlx::query_as(&format!(
+            "{} WHERE links.app_id = ? ORDER BY links.alias",
+            Self::LINK_SELECT
+        ))
+        .bind(app_id)
+        .fetch_all(&self.pool)
+        .await
+    }
+
+    /// The links to the app (the apps that depend on it).
+    pub async fn links_to(&self, dep_id: i64) -> StoreResult<Vec<Link>> {
+        sqlx::query_as(&format!(
+            "{} WHERE links.dep_id = ? ORDER BY a.name",
+            Self::LINK_SELECT
+        ))
+        .bind(dep_id)
+        .fetch_all(&self.pool)
+        .await
+    }
+
+    /// Every link as (app id, dep id), for cycle checks.
+    pub async fn link_edges(&self) -> StoreResult<Vec<(i64, i64)>> {
+        sqlx::query_as("SELECT app_id, dep_id FROM links")
+            .fetch_all(&self.pool)
+            .await
+    }
+
+    pub async fn add_link(
+        &self,
+        app_id: i64,
+        dep_id: i64,
+        alias: &str,
+        actor: &str,
+    ) -> StoreResult<()> {
+        sqlx::query("INSERT INTO links (app_id, dep_id, alias, created_by) VALUES (?, ?, ?, ?)")
+            .bind(app_id)
+            .bind(dep_id)
+            .bind(alias)
+            .bind(actor)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn remove_link(&self, app_id: i64, dep_id: i64) -> StoreResult<()> {
+        sqlx::query("DELETE FROM links WHERE app_id = ? AND dep_id = ?")
+            .bind(app_id)
+            .bind(dep_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    // ---- webhooks
+
+    const WEBHOOK_SELECT: &str = "SELECT webhooks.id, webhooks.url, webhooks.events, apps.name AS app, webhooks.secret, webhooks.created_by, webhooks.created_at FROM webhooks LEFT JOIN apps ON apps.id = webhooks.app_id";
+
+    pub async fn webhooks(&self) -> StoreResult<Vec<Webhook>> {
+        sqlx::query_as(&format!("{} ORDER BY webhooks.id", Self::WEBHOOK_SELECT))
+            .fetch_all(&self.pool)
+            .await
+    }
+
+    pub async fn webhook(&self, id: i64) -> StoreResult<Option<Webhook>> {
+        sqlx::query_as(&format!("{} WHERE webhooks.id = ?", Self::WEBHOOK_SELECT))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+    }
+
+    pub async fn add_webhook(
+        &self,
+        url: &str,
+        events: &str,
+        app_id: Option<i64>,
+        secret: &str,
+        actor: &str,
+    ) -> StoreResult<i64> {
+        let done = sqlx::query(
+            "INSERT INTO webhooks (url, events, app_id, secret, created_by) VALUES (?, ?, ?, ?, ?)",
+        )
+        .bind(url)
+        .bind(events)
+        .bind(app_id)
+        .bind(secret)
+        .bind(actor)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.last_insert_rowid())
+    }
+
+    pub async fn remove_webhook(&self, id: i64) -> StoreResult<bool> {
+        let done = sqlx::query("DELETE FROM webhooks WHERE id = ?")
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Events after `after` (by id), oldest first, with their app's name.
+    pub async fn events_after(&self, after: i64, limit: i64) -> StoreResult<Vec<AppEvent>> {
+        sqlx::query_as("SELECT events.id, events.app_id, apps.name AS app, events.kind, events.actor, events.outcome, events.detail, events.created_at FROM events LEFT JOIN apps ON apps.id = events.app_id WHERE events.id > ? ORDER BY events.id LIMIT ?")
+            .bind(after)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await
+    }
+
+    pub async fn last_event_id(&self) -> StoreResult<i64> {
+        sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) FROM events")
+            .fetch_one(&self.pool)
+            .await
+    }
+
+    pub async fn setting(&self, key: &str) -> StoreResult<Option<String>> {
+        sqlx::query_scalar("SELECT value FROM settings WHERE key = ?")
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await
+    }
+
+    pub async fn set_setting(&self, key: &str, value: &str) -> StoreResult<()> {
+        sqlx::query("INSERT INTO settings (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value")
+            .bind(key)
+            .bind(value)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn add_delivery(
+        &self,
+        webhook_id: i64,
+        event: &str,
+        app: Option<&str>,
+        payload: &str,
+    ) -> StoreResult<()> {
+        sqlx::query("INSERT INTO deliveries (webhook_id, event, app, payload, status) VALUES (?, ?, ?, ?, 'pending')")
+            .bind(webhook_id)
+            .bind(event)
+            .bind(app)
+            .bind(payload)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Pending deliveries due at `now` (unix seconds).
+    pub async fn due_deliveries(&self, now: i64) -> StoreResult<Vec<Delivery>> {
+        sqlx::query_as("SELECT id, webhook_id, event, app, payload, status, attempts, response, created_at, updated_at FROM deliveries WHERE status = 'pending' AND next_at <= ? ORDER BY id LIMIT 50")
+            .bind(now)
+            .fetch_all(&self.pool)
+            .await
+    }
+
+    /// Records an attempt: its outcome, the new status, and when to try again.
+    pub async fn delivery_attempted(
+        &self,
+        id: i64,
+        status: &str,
+        response: &str,
+        next_at: i64,
+    ) -> StoreResult<()> {
+        sqlx::query("UPDATE deliveries SET status = ?, response = ?, attempts = attempts + 1, next_at = ?, updated_at = strftime('%Y-%m-%dT%H:%M:%SZ', 'now') WHERE id = ?")
+            .bind(status)
+            .bind(response)
+            .bind(next_at)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// The newest deliveries, of one webhook or all.
+    pub async fn deliveries(&self, webhook_id: Option<i64>, limit: i64) -> StoreResult<Vec<Delivery>> {
+        sqlx::query_as("SELECT id, webhook_id, event, app, payload, status, attempts, response, created_at, updated_at FROM deliveries WHERE ? IS NULL OR webhook_id = ? ORDER BY id DESC LIMIT ?")
+            .bind(webhook_id)
+            .bind(webhook_id)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await
+    }
+
+    // ---- git:sync and inbound webhooks
+
+    pub async fn sync(&self, app_id: i64) -> StoreResult<Option<Sync>> {
+        sqlx::query_as("SELECT url, git_ref, token_hash, refused FROM syncs WHERE app_id = ?")
+            .bind(app_id)
+            .fetch_optional(&self.pool)
+            .await
+    }
+
+    pub async fn set_sync(&self, app_id: i64, url: &str, git_ref: Option<&str>) -> StoreResult<()> {
+        sqlx::query("INSERT INTO syncs (app_id, url, git_ref) VALUES (?, ?, ?) ON CONFLICT (app_id) DO UPDATE SET url = excluded.url, git_ref = excluded.git_ref")
+            .bind(app_id)
+            .bind(url)
+            .bind(git_ref)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn set_sync_token(&self, app_id: i64, token_hash: &str) -> StoreResult<()> {
+        sqlx::query("UPDATE syncs SET token_hash = ? WHERE app_id = ?")
+            .bind(token_hash)
+            .bind(app_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn count_refused_sync(&self, app_id: i64) -> StoreResult<()> {
+        sqlx::query("UPDATE syncs SET refused = refused + 1 WHERE app_id = ?")
+            .bind(app_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Every inbound webhook: (app name, token hash).
+    pub async fn inbound_tokens(&self) -> StoreResult<Vec<(String, String)>> {
+        sqlx::query_as("SELECT apps.name, syncs.token_hash FROM syncs JOIN apps ON apps.id = syncs.app_id WHERE syncs.token_hash IS NOT NULL")
+            .fetch_all(&self.pool)
+            .await
+    }
+
+    // ---- backup
+
+    /// Writes a consistent copy of the whole DB to `path` (SQLite's `VACUUM INTO`), while the
+    /// server keeps running.
+    pub async fn snapshot(&self, path: &Path) -> StoreResult<()> {
+        sqlx::query("VACUUM INTO ?")
+            .bind(path.to_string_lossy().into_owned())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+}

@@ -231,6 +231,9 @@ pub async fn info(berth: &Berth, who: &Identity, args: &Args) -> Result<String, 
                 .map(|(a, _)| a.iter().map(|a| a.to_string()).collect())
                 .unwrap_or_default(),
         });
+    let links = berth.store.links_from(app.id).await.map_err(internal)?;
+    let linked_from = berth.store.links_to(app.id).await.map_err(internal)?;
+    let mounts = berth.store.mounts(app.id).await.map_err(internal)?;
     if args.json() {
         #[derive(Serialize)]
         struct Info<'a> {
@@ -240,6 +243,11 @@ pub async fn info(berth: &Berth, who: &Identity, args: &Args) -> Result<String, 
             current_release: Option<&'a Release>,
             last_release: Option<&'a Release>,
             canary: Option<CanaryView>,
+            /// The apps this one is linked to (apps:link APP DEP).
+            links: &'a [crate::store::Link],
+            /// The apps linked to this one.
+            linked_from: &'a [crate::store::Link],
+            mounts: &'a [crate::store::Mount],
         }
         return to_json(&Info {
             app: &v,
@@ -247,6 +255,9 @@ pub async fn info(berth: &Berth, who: &Identity, args: &Args) -> Result<String, 
             current_release: running.as_ref(),
             last_release: latest.as_ref(),
             canary,
+            links: &links,
+            linked_from: &linked_from,
+            mounts: &mounts,
         });
     }
     let mut text = format!("=== {}\n", v.name);
@@ -308,6 +319,27 @@ pub async fn info(berth: &Berth, who: &Identity, args: &Args) -> Result<String, 
     );
     if !v.domains.is_empty() {
         text += &format!("domains:       {}\n", v.domains.join(" "));
+    }
+    if !links.is_empty() {
+        let each: Vec<String> = links
+            .iter()
+            .map(|l| format!("{} (as {})", l.dep, l.alias))
+            .collect();
+        text += &format!("links to:      {}\n", each.join(", "));
+    }
+    if !linked_from.is_empty() {
+        let each: Vec<String> = linked_from
+            .iter()
+            .map(|l| format!("{} (as {})", l.app, l.alias))
+            .collect();
+        text += &format!("linked from:   {}\n", each.join(", "));
+    }
+    if !mounts.is_empty() {
+        let each: Vec<String> = mounts
+            .iter()
+            .map(|m| format!("{}:{}", m.name, m.path))
+            .collect();
+        text += &format!("mounts:        {}\n", each.join(" "));
     }
     Ok(text)
 }
@@ -443,12 +475,24 @@ pub async fn destroy(berth: &Berth, who: &Identity, args: &Args) -> Result<Strin
             app.name
         ));
     }
+    let dependents = berth.store.links_to(app.id).await.map_err(internal)?;
+    if !dependents.is_empty() {
+        let names: Vec<&str> = dependents.iter().map(|l| l.app.as_str()).collect();
+        return Err(format!(
+            "{} is linked from {}: apps:unlink {} {} first",
+            app.name,
+            names.join(", "),
+            names[0],
+            app.name
+        ));
+    }
     let _guard = berth.lock_app(&app.name).await;
+    let docker = engine::connect().await?;
+    let mounts = berth.store.mounts(app.id).await.map_err(internal)?;
     let _ = berth
         .store
         .set_app_state(app.id, "deleting", &who.key_name)
         .await;
-    let docker = engine::connect().await?;
     berth.routes.remove(&app.name);
     berth.certs.remove(&app.name);
     berth.metrics.forget(&app.name);
@@ -471,10 +515,33 @@ pub async fn destroy(berth: &Berth, who: &Identity, args: &Args) -> Result<Strin
             &format!("{name}: {containers} containers, {images} images"),
         )
         .await;
-    let kept = if args.has("--keep-data") {
-        " (--keep-data: the app has no volumes yet)"
+    // The app's named volumes: those it mounts, and those it mounted before (labeled with it).
+    let mut volumes: Vec<String> = mounts
+        .into_iter()
+        .filter(|m| m.kind == "volume")
+        .map(|m| m.source)
+        .collect();
+    for volume in docker::labeled_volumes(&docker, name.as_str()).await {
+        if !volumes.contains(&volume) {
+            volumes.push(volume);
+        }
+    }
+    let kept = if volumes.is_empty() {
+        String::new()
+    } else if args.has("--keep-data") {
+        format!(
+            "; kept volumes {} (--keep-data: an app named {name} that mounts the same names gets them back)",
+            volumes.join(", ")
+        )
     } else {
-        ""
+        let mut removed = Vec::new();
+        for volume in &volumes {
+            match docker::remove_volume(&docker, volume).await {
+                Ok(()) => removed.push(volume.as_str()),
+                Err(message) => tracing::warn!(%message, "volume left behind"),
+            }
+        }
+        format!("; removed volumes {}", removed.join(", "))
     };
     Ok(format!(
         "-----> Destroyed {name}: {containers} containers, {images} images, repo and releases{kept}\n"

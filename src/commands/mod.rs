@@ -14,8 +14,10 @@ mod certs;
 mod config;
 mod domains;
 mod keys;
+mod links;
 mod ps;
 mod releases;
+mod storage;
 mod targets;
 
 use std::collections::HashMap;
@@ -108,6 +110,41 @@ pub const SPECS: &[Spec] = &[
         summary: "show labels, or merge some in (an empty value deletes the key)",
         flags: &[JSON],
         positional: (1, None),
+    },
+    Spec {
+        name: "apps:link",
+        usage: "apps:link APP DEP [--as NAME]",
+        summary: "give APP the variables that reach DEP (NAME_URL, NAME_HOST, NAME_PORT; NAME defaults to DEP upper-cased) and redeploy it; kept up to date when DEP moves",
+        flags: &[("--as", true)],
+        positional: (2, Some(2)),
+    },
+    Spec {
+        name: "apps:unlink",
+        usage: "apps:unlink APP DEP",
+        summary: "remove the link's variables from APP and redeploy it",
+        flags: &[],
+        positional: (2, Some(2)),
+    },
+    Spec {
+        name: "storage:mount",
+        usage: "storage:mount APP NAME:/path | /host/dir:/path",
+        summary: "mount a volume berth keeps (or, admins only, a host directory) in every process; survives redeploys and rollbacks",
+        flags: &[],
+        positional: (2, Some(2)),
+    },
+    Spec {
+        name: "storage:unmount",
+        usage: "storage:unmount APP /path",
+        summary: "stop mounting it (a volume keeps its data until apps:destroy)",
+        flags: &[],
+        positional: (2, Some(2)),
+    },
+    Spec {
+        name: "storage:list",
+        usage: "storage:list APP [--json]",
+        summary: "the app's mounts",
+        flags: &[JSON],
+        positional: (1, Some(1)),
     },
     Spec {
         name: "apps:grant",
@@ -516,6 +553,11 @@ pub async fn run(berth: &Berth, who: &Identity, raw: &[String], stdin: &[u8]) ->
         "apps:labels" => apps::labels(berth, who, &args).await,
         "apps:grant" => apps::grant(berth, who, &args, true).await,
         "apps:revoke" => apps::grant(berth, who, &args, false).await,
+        "apps:link" => links::link(berth, who, &args, &out).await,
+        "apps:unlink" => links::unlink(berth, who, &args, &out).await,
+        "storage:mount" => storage::mount(berth, who, &args, &out).await,
+        "storage:unmount" => storage::unmount(berth, who, &args, &out).await,
+        "storage:list" => storage::list(berth, who, &args).await,
         "ps:scale" => ps::scale(berth, who, &args, &out).await,
         "ps:stop" => ps::stop(berth, who, &args, &out).await,
         "ps:start" => ps::start(berth, who, &args, &out).await,

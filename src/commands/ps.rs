@@ -12,6 +12,7 @@ use crate::output::Output;
 use crate::pipeline::{self, BuildRequest};
 use crate::release;
 use crate::server::{Berth, Identity};
+use crate::store::App;
 
 /// The most instances of one process type `ps:scale` accepts.
 const MAX_INSTANCES: u32 = 50;
@@ -185,34 +186,45 @@ pub async fn restart(
 ) -> Result<String, String> {
     let app = app_for(berth, who, &args.positional[0], Access::Operate).await?;
     let _guard = berth.lock_app(&app.name).await;
-    let store = &berth.store;
     if app.stopped {
         return Err(format!("{} is stopped: use ps:start", app.name));
     }
-    let current = current_release(berth, &app, "has no release running").await?;
+    roll(berth, &app, &who.key_name, "", out).await?;
+    Ok(format!("-----> Restarted {}\n", app.name))
+}
+
+/// Replaces every container of the running release, one at a time (each after the previous
+/// answers), with the app's current settings (mounts included). The caller holds the lock.
+pub(super) async fn roll(
+    berth: &Berth,
+    app: &App,
+    actor: &str,
+    why: &str,
+    out: &Output,
+) -> Result<(), String> {
+    let store = &berth.store;
+    let current = current_release(berth, app, "has no release running").await?;
     let docker = engine::connect().await?;
-    let spec = release::spec_for(berth, &docker, &app, &current).await?;
-    let _ = store
-        .set_app_state(app.id, "restarting", &who.key_name)
-        .await;
+    let spec = release::spec_for(berth, &docker, app, &current).await?;
+    let _ = store.set_app_state(app.id, "restarting", actor).await;
     out.step(&format!("Restarting {}, one container at a time", app.name));
-    let port = release::app_port(berth, &app).await?;
-    let backend = release::backend(berth, &app).await?;
+    let port = release::app_port(berth, app).await?;
+    let backend = release::backend(berth, app).await?;
     let result = backend
         .restart(&docker, &spec, out, &berth.app_port(&app.name, port))
         .await;
     let outcome = if result.is_ok() { "running" } else { "failed" };
-    let _ = store.set_app_state(app.id, outcome, &who.key_name).await;
+    let _ = store.set_app_state(app.id, outcome, actor).await;
     let _ = store
         .record_event(
             Some(app.id),
             "restart",
-            &who.key_name,
+            actor,
             if result.is_ok() { "ok" } else { "failed" },
-            "",
+            why,
         )
         .await;
-    result.map(|()| format!("-----> Restarted {}\n", app.name))
+    result
 }
 
 pub async fn rebuild(

@@ -220,12 +220,14 @@ pub async fn run(
         .store
         .record_event(Some(app.id), "run", &who.key_name, "started", &detail)
         .await;
+    let binds = release::binds(&release::mounts(berth, Some(&docker), &app).await?);
     docker::run_one_off(
         &docker,
         &app.name,
         &current.image,
         env,
         command.to_vec(),
+        binds,
         tty,
     )
     .await

@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 
 use bollard::Docker;
 use bollard::models::{
-    ContainerCreateBody, ContainerSummary, HostConfig, PortBinding, RestartPolicy,
-    RestartPolicyNameEnum,
+    ContainerCreateBody, ContainerSummary, EndpointSettings, HostConfig, NetworkCreateRequest,
+    NetworkingConfig, PortBinding, RestartPolicy, RestartPolicyNameEnum, VolumeCreateRequest,
 };
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, ListContainersOptionsBuilder, LogsOptionsBuilder,
@@ -35,8 +35,64 @@ pub const LABEL_PORT: &str = "berth.port";
 const LABEL_SWARM_SERVICE: &str = "com.docker.swarm.service.name";
 const LABEL_SWARM_TASK: &str = "com.docker.swarm.task.name";
 
+/// The engine network every berth container joins: a web container answers there to its app's
+/// name (how linked apps reach each other, `apps:link`).
+pub const NETWORK: &str = "berth";
+
 /// The docker target.
 pub struct Containers;
+
+/// Makes the `berth` network if it is not there yet.
+pub async fn ensure_network(docker: &Docker) -> Result<(), String> {
+    if docker.inspect_network(NETWORK, None).await.is_ok() {
+        return Ok(());
+    }
+    let request = NetworkCreateRequest {
+        name: NETWORK.to_string(),
+        driver: Some("bridge".to_string()),
+        ..Default::default()
+    };
+    match docker.create_network(request).await {
+        Ok(_) => Ok(()),
+        // Made by a deploy of another app in between.
+        Err(_) if docker.inspect_network(NETWORK, None).await.is_ok() => Ok(()),
+        Err(error) => Err(format!(
+            "cannot make the engine network {NETWORK}: {}",
+            engine::describe(&error)
+        )),
+    }
+}
+
+/// Makes the named volume (labeled with its app) unless it exists.
+pub async fn ensure_volume(docker: &Docker, name: &str, app: &str) -> Result<(), String> {
+    let request = VolumeCreateRequest {
+        name: Some(name.to_string()),
+        labels: Some(HashMap::from([(LABEL_APP.to_string(), app.to_string())])),
+        ..Default::default()
+    };
+    docker
+        .create_volume(request)
+        .await
+        .map(|_| ())
+        .map_err(|e| format!("cannot make volume {name}: {}", engine::describe(&e)))
+}
+
+/// Removes a named volume (its data is gone); one already gone is not an error.
+pub async fn remove_volume(docker: &Docker, name: &str) -> Result<(), String> {
+    match docker
+        .remove_volume(name, None::<bollard::query_parameters::RemoveVolumeOptions>)
+        .await
+    {
+        Ok(()) => Ok(()),
+        Err(bollard::errors::Error::DockerResponseServerError {
+            status_code: 404, ..
+        }) => Ok(()),
+        Err(error) => Err(format!(
+            "cannot remove volume {name}: {}",
+            engine::describe(&error)
+        )),
+    }
+}
 
 impl Backend for Containers {
     fn deploy<'a>(
@@ -529,6 +585,8 @@ async fn start_one(
     out: &Output,
 ) -> Result<Instance, String> {
     let name = container_name(&spec.app, spec.release, "web", index);
+    ensure_network(docker).await?;
+    crate::registry::ensure_local(docker, &spec.image, out).await?;
     // A container of this name can only be left over from an interrupted run of this release.
     remove_container(docker, &name).await;
     let exposed = format!("{}/tcp", spec.port);
@@ -584,6 +642,8 @@ pub async fn start_other(
     out: &Output,
 ) -> Result<String, String> {
     let name = container_name(&spec.app, spec.release, &process.name, index);
+    ensure_network(docker).await?;
+    crate::registry::ensure_local(docker, &spec.image, out).await?;
     remove_container(docker, &name).await;
     let (env, labels) = identity(spec, &process.name, index);
     let body = ContainerCreateBody {
@@ -591,7 +651,7 @@ pub async fn start_other(
         env: Some(env),
         cmd: Some(process.command.clone()),
         labels: Some(labels),
-        host_config: Some(host_config(&process.resources, None)),
+        host_config: Some(host_config(&process.resources, None, &spec.binds)),
         ..Default::default()
     };
     let options = CreateContainerOptionsBuilder::default().name(&name).build();
@@ -615,9 +675,12 @@ pub async fn start_other(
 fn host_config(
     resources: &super::render::Resources,
     port_bindings: Option<HashMap<String, Option<Vec<PortBinding>>>>,
+    binds: &[String],
 ) -> HostConfig {
     HostConfig {
         port_bindings,
+        binds: (!binds.is_empty()).then(|| binds.to_vec()),
+        network_mode: Some(NETWORK.to_string()),
         restart_policy: Some(RestartPolicy {
             name: Some(RestartPolicyNameEnum::UNLESS_STOPPED),
             maximum_retry_count: None,
@@ -680,7 +743,18 @@ fn container_body(
                     host_port: Some(host_port.to_string()),
                 }]),
             )])),
+            &spec.binds,
         )),
+        // On the berth network the web instances answer to the app's name.
+        networking_config: Some(NetworkingConfig {
+            endpoints_config: Some(HashMap::from([(
+                NETWORK.to_string(),
+                EndpointSettings {
+                    aliases: Some(vec![spec.app.clone()]),
+                    ..Default::default()
+                },
+            )])),
+        }),
         ..Default::default()
     }
 }
@@ -959,8 +1033,11 @@ pub async fn run_one_off(
     image: &str,
     env: Vec<String>,
     command: Vec<String>,
+    binds: Vec<String>,
     tty: bool,
 ) -> Result<OneOff, String> {
+    ensure_network(docker).await?;
+    crate::registry::ensure_local(docker, image, &Output::discard()).await?;
     use bollard::query_parameters::AttachContainerOptionsBuilder;
     let suffix: u32 = rand::random::<u32>() % 1_000_000;
     let name = format!("berth-{app}-run-{suffix}");
@@ -981,6 +1058,8 @@ pub async fn run_one_off(
         labels: Some(labels),
         host_config: Some(HostConfig {
             init: Some(true),
+            binds: (!binds.is_empty()).then_some(binds),
+            network_mode: Some(NETWORK.to_string()),
             ..Default::default()
         }),
         ..Default::default()
@@ -1061,6 +1140,7 @@ pub async fn run_to_end(
     image: &str,
     env: Vec<String>,
     command: Vec<String>,
+    binds: Vec<String>,
     out: &Output,
 ) -> Result<i64, String> {
     let OneOff {
@@ -1068,7 +1148,7 @@ pub async fn run_to_end(
         input,
         exit,
         ..
-    } = run_one_off(docker, app, image, env, command, false).await?;
+    } = run_one_off(docker, app, image, env, command, binds, false).await?;
     drop(input);
     let mut pending = Vec::new();
     while let Some(chunk) = output.next().await {
@@ -1083,4 +1163,21 @@ pub async fn run_to_end(
         out.detail(String::from_utf8_lossy(&pending).trim_end());
     }
     Ok(exit.await)
+}
+
+/// The named volumes labeled as the app's.
+pub async fn labeled_volumes(docker: &Docker, app: &str) -> Vec<String> {
+    let filters = HashMap::from([("label", vec![format!("{LABEL_APP}={app}")])]);
+    let options = bollard::query_parameters::ListVolumesOptionsBuilder::default()
+        .filters(&filters)
+        .build();
+    docker
+        .list_volumes(Some(options))
+        .await
+        .ok()
+        .and_then(|list| list.volumes)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|v| v.name)
+        .collect()
 }

@@ -49,6 +49,8 @@ pub struct DeploySpec {
     pub units: Vec<render::Unit>,
     /// Where a target keeps the files it applies (`<data_dir>/deploy`, root-only).
     pub work_dir: PathBuf,
+    /// The app's mounts as the engine takes them (`volume:/path`, `/host/dir:/path`).
+    pub binds: Vec<String>,
 }
 
 /// A process type without a port (worker, clock, ...): its command and how many run.

@@ -74,6 +74,10 @@ impl Target {
                     "ingress.yaml.tera",
                     include_str!("../../templates/kubernetes/ingress.yaml.tera"),
                 ),
+                (
+                    "volume.yaml.tera",
+                    include_str!("../../templates/kubernetes/volume.yaml.tera"),
+                ),
             ],
         }
     }
@@ -181,6 +185,20 @@ impl Process {
     }
 }
 
+/// One mount of the app: a named volume berth owns, or a host directory.
+#[derive(Debug, Clone, Serialize)]
+pub struct Volume {
+    /// The name the operator gave (`NAME` of `NAME:/path`), or the host directory.
+    pub name: String,
+    /// What the engine mounts: the volume's engine name (also the Kubernetes claim's name), or
+    /// the host directory.
+    pub source: String,
+    /// Where the processes see it.
+    pub path: String,
+    /// A host directory (true) or a named volume (false).
+    pub host: bool,
+}
+
 /// Everything a template may use (see templates/README.md).
 #[derive(Debug, Clone, Serialize)]
 pub struct Context {
@@ -193,7 +211,8 @@ pub struct Context {
     pub labels: BTreeMap<String, String>,
     pub processes: Vec<Process>,
     pub domains: Vec<String>,
-    pub volumes: Vec<String>,
+    /// The app's mounts (`storage:mount`), in every process.
+    pub volumes: Vec<Volume>,
     pub publish_address: String,
     /// The app's stable public port.
     pub app_port: u16,
@@ -340,6 +359,16 @@ pub fn render(
                 name: "namespace.yaml".into(),
                 text: render_one("namespace.yaml.tera", &[])?,
             });
+            for volume in context.volumes.iter().filter(|v| !v.host) {
+                let extra = [(
+                    "volume",
+                    tera::to_value(volume).unwrap_or(tera::Value::Null),
+                )];
+                units.push(Unit {
+                    name: format!("volume-{}.yaml", volume.name),
+                    text: render_one("volume.yaml.tera", &extra)?,
+                });
+            }
             for process in &context.processes {
                 let extra = [("process", json(process))];
                 units.push(Unit {
