@@ -93,6 +93,11 @@ if ! curl -fsS "http://127.0.0.1:$registry_port/v2/" >/dev/null 2>&1; then
   for _ in $(seq 1 40); do curl -fsS "http://127.0.0.1:$registry_port/v2/" >/dev/null 2>&1 && break; sleep 0.25; done
   curl -fsS "http://127.0.0.1:$registry_port/v2/" >/dev/null || die "the registry did not start: see $data_dir/registry.log"
 fi
+# The engine network every app's containers join (linked apps reach each other by name there).
+# Made here once, so that concurrent first deploys never race to make it.
+if [ -z "$(docker network ls -q --filter name='^berth$')" ]; then
+  docker network create --driver bridge berth >/dev/null
+fi
 [ "$deps_only" -eq 1 ] && { say "Docker engine and registry are running"; exit 0; }
 
 # --- Build and install the binary (replaced only when it changed).

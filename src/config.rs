@@ -57,6 +57,8 @@ pub struct Config {
     pub drain_timeout: u64,
     /// One line per routed request in `<data_dir>/logs/access.log`: `text`, `json` or `off`.
     pub access_log: String,
+    /// Releases per app whose images stay on this host (rollbacks to them never rebuild).
+    pub keep_releases: i64,
     /// Images of the buildpacks (`python = "python:3.12-slim"`, `go_runtime = ...`), over their
     /// defaults.
     pub buildpack_images: std::collections::BTreeMap<String, String>,
@@ -89,6 +91,7 @@ impl Default for Config {
             max_body_size: 100 * 1024 * 1024,
             drain_timeout: 30,
             access_log: "text".into(),
+            keep_releases: 5,
         }
     }
 }
@@ -117,6 +120,7 @@ const KEYS: &[&str] = &[
     "max_body_size",
     "drain_timeout",
     "access_log",
+    "keep_releases",
 ];
 
 /// Keys whose environment values are whole numbers.
@@ -127,6 +131,7 @@ const NUMBER_KEYS: &[&str] = &[
     "idle_timeout",
     "max_body_size",
     "drain_timeout",
+    "keep_releases",
 ];
 
 impl Config {
@@ -247,6 +252,9 @@ impl Config {
         }
         if self.ready_timeout == 0 {
             return Err("ready_timeout must be at least 1 second".into());
+        }
+        if self.keep_releases < 1 {
+            return Err("keep_releases must be at least 1 (the running release's image stays)".into());
         }
         if self.public_host.is_empty() || self.public_host.contains(['/', ' ']) {
             return Err(format!(

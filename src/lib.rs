@@ -6,6 +6,8 @@
 //! - `git`: bare repos, the git services, reading the pushed tree (git2).
 //! - `pipeline`: one push through build → registry → release → deploy.
 //! - `build`, `registry`, `deploy`: the stages; `engine` connects to Docker.
+//! - `disk`: disk usage and retention; `webhooks`: outbound events and inbound syncs;
+//!   `backup`: one-file backup and restore.
 //! - `store`: SQLite state; `commands`: the operator commands; `config`, `names`, `output`.
 //!
 //! See ARCHITECTURE.md for the invariants.
@@ -16,6 +18,7 @@ pub mod buildpack;
 pub mod commands;
 pub mod config;
 pub mod deploy;
+pub mod disk;
 pub mod engine;
 pub mod git;
 pub mod manifest;

@@ -133,7 +133,19 @@ pub async fn create_and_deploy(
         .metrics
         .deploy(&app.name, result.is_ok(), started.elapsed());
     match result {
-        Ok(()) => Ok(release),
+        Ok(()) => {
+            // Retention: images older than the last keep_releases releases go (the caller holds
+            // the app's lock; the engine keeps any image a draining container still uses).
+            let removed = crate::disk::prune_app(berth, docker, app, false).await;
+            let images = removed.iter().filter(|r| r.kind == "image").count();
+            if images > 0 {
+                out.detail(&format!(
+                    "removed {images} old image(s) (keep_releases = {})",
+                    berth.config.keep_releases
+                ));
+            }
+            Ok(release)
+        }
         Err(message) => {
             let _ = store.set_release_status(release.id, "failed").await;
             Err(message)

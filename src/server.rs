@@ -218,5 +218,6 @@ pub async fn run(berth: Arc<Berth>, listener: TcpListener) -> Result<(), String>
         tokio::spawn(crate::router::serve_admin(berth.clone(), admin));
     }
     tokio::spawn(reconcile::run(berth.clone()));
+    tokio::spawn(crate::disk::prune_loop(berth.clone()));
     ssh::serve(berth, listener).await
 }

@@ -18,6 +18,7 @@ mod links;
 mod ps;
 mod releases;
 mod storage;
+mod system;
 mod targets;
 
 use std::collections::HashMap;
@@ -392,6 +393,20 @@ pub const SPECS: &[Spec] = &[
         positional: (2, None),
     },
     Spec {
+        name: "system:df",
+        usage: "system:df [--json]",
+        summary: "disk used per app: images, volumes, repo, logs (admins only)",
+        flags: &[JSON],
+        positional: (0, Some(0)),
+    },
+    Spec {
+        name: "system:prune",
+        usage: "system:prune [--dry-run] [--json]",
+        summary: "remove images older than each app's last keep_releases releases, stopped one-off containers and aborted pushes' files now (admins only)",
+        flags: &[("--dry-run", false), JSON],
+        positional: (0, Some(0)),
+    },
+    Spec {
         name: "keys:add",
         usage: "keys:add NAME [--role admin|member]  (public key on stdin)",
         summary: "allow a key to push and run commands (admins only)",
@@ -595,6 +610,8 @@ pub async fn run(berth: &Berth, who: &Identity, raw: &[String], stdin: &[u8]) ->
             "run attaches to your terminal: use `ssh -t berth@HOST run APP COMMAND`".to_string(),
         ),
         "keys:list" => keys::list(berth, who, &args).await,
+        "system:df" => system::df(berth, who, &args).await,
+        "system:prune" => system::prune(berth, who, &args).await,
         "keys:remove" => keys::remove(berth, who, &args).await,
         _ => Err(unknown_command(name)),
     };
@@ -787,6 +804,15 @@ fn admin_only(who: &Identity) -> Result<(), String> {
         Ok(())
     } else {
         Err("not allowed: only admins manage keys".to_string())
+    }
+}
+
+/// Server-wide commands (disk, webhooks of every app): admins only.
+fn admin_only_for(who: &Identity, command: &str) -> Result<(), String> {
+    if who.is_admin() {
+        Ok(())
+    } else {
+        Err(format!("not allowed: only admins may run {command}"))
     }
 }
 

@@ -42,25 +42,53 @@ pub const NETWORK: &str = "berth";
 /// The docker target.
 pub struct Containers;
 
-/// Makes the `berth` network if it is not there yet.
-pub async fn ensure_network(docker: &Docker) -> Result<(), String> {
-    if docker.inspect_network(NETWORK, None).await.is_ok() {
-        return Ok(());
-    }
-    let request = NetworkCreateRequest {
-        name: NETWORK.to_string(),
-        driver: Some("bridge".to_string()),
-        ..Default::default()
+/// The `berth` network's id, made if it is not there yet. The engine lets concurrent creates
+/// make several networks of one name: everyone uses the lowest id, and unused others go.
+pub async fn ensure_network(docker: &Docker) -> Result<String, String> {
+    static CREATING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    let ids = || async {
+        let filters = HashMap::from([("name", vec![NETWORK.to_string()])]);
+        let options = bollard::query_parameters::ListNetworksOptionsBuilder::default()
+            .filters(&filters)
+            .build();
+        let mut ids: Vec<String> = docker
+            .list_networks(Some(options))
+            .await
+            .map_err(|e| format!("cannot list engine networks: {}", engine::describe(&e)))?
+            .into_iter()
+            .filter(|n| n.name.as_deref() == Some(NETWORK))
+            .filter_map(|n| n.id)
+            .collect();
+        ids.sort();
+        Ok::<_, String>(ids)
     };
-    match docker.create_network(request).await {
-        Ok(_) => Ok(()),
-        // Made by a deploy of another app in between.
-        Err(_) if docker.inspect_network(NETWORK, None).await.is_ok() => Ok(()),
-        Err(error) => Err(format!(
-            "cannot make the engine network {NETWORK}: {}",
-            engine::describe(&error)
-        )),
+    let mut found = ids().await?;
+    if found.is_empty() {
+        let _creating = CREATING.lock().await;
+        found = ids().await?;
+        if found.is_empty() {
+            let request = NetworkCreateRequest {
+                name: NETWORK.to_string(),
+                driver: Some("bridge".to_string()),
+                ..Default::default()
+            };
+            docker.create_network(request).await.map_err(|e| {
+                format!(
+                    "cannot make the engine network {NETWORK}: {}",
+                    engine::describe(&e)
+                )
+            })?;
+            found = ids().await?;
+        }
     }
+    for extra in found.iter().skip(1) {
+        // Refused by the engine while a container uses it.
+        let _ = docker.remove_network(extra).await;
+    }
+    found
+        .into_iter()
+        .next()
+        .ok_or_else(|| format!("the engine network {NETWORK} vanished as it was made"))
 }
 
 /// Makes the named volume (labeled with its app) unless it exists.
@@ -585,7 +613,7 @@ async fn start_one(
     out: &Output,
 ) -> Result<Instance, String> {
     let name = container_name(&spec.app, spec.release, "web", index);
-    ensure_network(docker).await?;
+    let network = ensure_network(docker).await?;
     crate::registry::ensure_local(docker, &spec.image, out).await?;
     // A container of this name can only be left over from an interrupted run of this release.
     remove_container(docker, &name).await;
@@ -596,7 +624,7 @@ async fn start_one(
     let host_port = loop {
         attempt += 1;
         let host_port = free_host_port(spec.publish_address)?;
-        let body = container_body(spec, &exposed, index, host_port);
+        let body = container_body(spec, &exposed, index, host_port, &network);
         let options = CreateContainerOptionsBuilder::default().name(&name).build();
         docker
             .create_container(Some(options), body)
@@ -642,7 +670,7 @@ pub async fn start_other(
     out: &Output,
 ) -> Result<String, String> {
     let name = container_name(&spec.app, spec.release, &process.name, index);
-    ensure_network(docker).await?;
+    let network = ensure_network(docker).await?;
     crate::registry::ensure_local(docker, &spec.image, out).await?;
     remove_container(docker, &name).await;
     let (env, labels) = identity(spec, &process.name, index);
@@ -651,7 +679,12 @@ pub async fn start_other(
         env: Some(env),
         cmd: Some(process.command.clone()),
         labels: Some(labels),
-        host_config: Some(host_config(&process.resources, None, &spec.binds)),
+        host_config: Some(host_config(
+            &process.resources,
+            None,
+            &spec.binds,
+            &network,
+        )),
         ..Default::default()
     };
     let options = CreateContainerOptionsBuilder::default().name(&name).build();
@@ -676,11 +709,12 @@ fn host_config(
     resources: &super::render::Resources,
     port_bindings: Option<HashMap<String, Option<Vec<PortBinding>>>>,
     binds: &[String],
+    network: &str,
 ) -> HostConfig {
     HostConfig {
         port_bindings,
         binds: (!binds.is_empty()).then(|| binds.to_vec()),
-        network_mode: Some(NETWORK.to_string()),
+        network_mode: Some(network.to_string()),
         restart_policy: Some(RestartPolicy {
             name: Some(RestartPolicyNameEnum::UNLESS_STOPPED),
             maximum_retry_count: None,
@@ -724,6 +758,7 @@ fn container_body(
     exposed: &str,
     index: u32,
     host_port: u16,
+    network: &str,
 ) -> ContainerCreateBody {
     let (mut env, mut labels) = identity(spec, "web", index);
     env.push(format!("PORT={}", spec.port));
@@ -744,11 +779,12 @@ fn container_body(
                 }]),
             )])),
             &spec.binds,
+            network,
         )),
         // On the berth network the web instances answer to the app's name.
         networking_config: Some(NetworkingConfig {
             endpoints_config: Some(HashMap::from([(
-                NETWORK.to_string(),
+                network.to_string(),
                 EndpointSettings {
                     aliases: Some(vec![spec.app.clone()]),
                     ..Default::default()
@@ -1036,7 +1072,7 @@ pub async fn run_one_off(
     binds: Vec<String>,
     tty: bool,
 ) -> Result<OneOff, String> {
-    ensure_network(docker).await?;
+    let network = ensure_network(docker).await?;
     crate::registry::ensure_local(docker, image, &Output::discard()).await?;
     use bollard::query_parameters::AttachContainerOptionsBuilder;
     let suffix: u32 = rand::random::<u32>() % 1_000_000;
@@ -1059,7 +1095,7 @@ pub async fn run_one_off(
         host_config: Some(HostConfig {
             init: Some(true),
             binds: (!binds.is_empty()).then_some(binds),
-            network_mode: Some(NETWORK.to_string()),
+            network_mode: Some(network),
             ..Default::default()
         }),
         ..Default::default()
