@@ -313,3 +313,81 @@ mod tests {
         assert!(updates[1].is_delete());
     }
 }
+
+/// Where `fetch` leaves what it fetched.
+const SYNC_REF: &str = "refs/berth/sync";
+
+/// Fetches `git_ref` (a branch, tag or commit; none: the remote's HEAD) of the repository at
+/// `url` into the bare repo and gives the commit it names. The real `git`, argv only, with a
+/// clean environment: no prompts, no `ext::` transport, no hooks, a time limit.
+pub async fn fetch(
+    repo: &Path,
+    url: &str,
+    git_ref: Option<&str>,
+    limit: std::time::Duration,
+) -> Result<String, String> {
+    let mut command = tokio::process::Command::new("git");
+    command
+        .env_clear()
+        .env(
+            "PATH",
+            std::env::var_os("PATH").unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into()),
+        )
+        .env("HOME", "/nonexistent")
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .env("GIT_SSH_COMMAND", "ssh -o BatchMode=yes")
+        .args([
+            "-c",
+            "protocol.ext.allow=never",
+            "-c",
+            "core.hooksPath=/dev/null",
+            "-c",
+            "receive.unpackLimit=1",
+            "fetch",
+            "--quiet",
+            "--no-tags",
+            "--no-recurse-submodules",
+            "--no-write-fetch-head",
+            "--",
+            url,
+        ])
+        .arg(format!("+{}:{SYNC_REF}", git_ref.unwrap_or("HEAD")))
+        .current_dir(repo)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    let output = tokio::time::timeout(limit, command.output())
+        .await
+        .map_err(|_| format!("fetching {url} took longer than {}s", limit.as_secs()))?
+        .map_err(|e| format!("cannot run git: {e}"))?;
+    if !output.status.success() {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let reason = stderr
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .last()
+            .unwrap_or("git fetch failed")
+            .trim_start_matches("fatal: ")
+            .to_string();
+        return Err(format!("cannot fetch {} from {url}: {reason}", git_ref.unwrap_or("HEAD")));
+    }
+    let repo = repo.to_path_buf();
+    tokio::task::spawn_blocking(move || -> Result<String, git2::Error> {
+        let repository = Repository::open_bare(&repo)?;
+        let commit = repository.revparse_single(&format!("{SYNC_REF}^{{commit}}"))?;
+        Ok(commit.id().to_string())
+    })
+    .await
+    .map_err(|e| e.to_string())?
+    .map_err(|e| format!("what was fetched is not a commit: {}", e.message()))
+}
+
+/// Points `branch` at `commit` (after a sync deployed it), whatever it pointed at before.
+pub fn set_branch(repo: &Path, branch: &str, commit: &str) -> Result<(), git2::Error> {
+    let repository = Repository::open_bare(repo)?;
+    let oid = git2::Oid::from_str(commit)?;
+    repository.reference(&format!("refs/heads/{branch}"), oid, true, "berth git:sync")?;
+    Ok(())
+}

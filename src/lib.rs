@@ -36,3 +36,4 @@ pub mod server;
 pub mod ssh;
 pub mod store;
 pub mod tls;
+pub mod webhooks;

@@ -33,6 +33,8 @@ pub struct Metrics {
     active_connections: AtomicI64,
     /// Requests for hosts that route to no app.
     unrouted: AtomicU64,
+    /// POSTs to an inbound webhook URL with a wrong token.
+    inbound_refused: AtomicU64,
     deploys: Durations,
     builds: Durations,
 }
@@ -62,6 +64,11 @@ impl Metrics {
             .entry(app.to_string())
             .or_default()
             .clone()
+    }
+
+    /// An inbound webhook POST with a wrong token.
+    pub fn inbound_refused(&self) {
+        self.inbound_refused.fetch_add(1, Ordering::Relaxed);
     }
 
     /// One request answered for `app` (None: its host routes to no app).
@@ -124,6 +131,12 @@ impl Metrics {
             out,
             "berth_http_unrouted_requests_total {}",
             self.unrouted.load(Ordering::Relaxed)
+        );
+        out.push_str("# HELP berth_inbound_webhooks_refused_total POSTs to inbound webhook URLs with a wrong token (answered 403).\n# TYPE berth_inbound_webhooks_refused_total counter\n");
+        let _ = writeln!(
+            out,
+            "berth_inbound_webhooks_refused_total {}",
+            self.inbound_refused.load(Ordering::Relaxed)
         );
         out.push_str("# HELP berth_http_request_duration_seconds Time from a request's arrival to its response's head, by app.\n# TYPE berth_http_request_duration_seconds histogram\n");
         for (app, counters) in &apps {

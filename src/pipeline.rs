@@ -365,3 +365,104 @@ pub fn plan_build(
         manifest,
     })
 }
+
+/// Where `git:sync` fetches from: a URL and an optional ref (branch, tag or commit).
+pub struct SyncSource<'a> {
+    pub url: &'a str,
+    pub git_ref: Option<&'a str>,
+}
+
+/// `git:sync` and inbound webhooks: fetches the app's sync source (or `source`, recorded once
+/// the fetch works), and deploys what it names as if it had been pushed to the deploy branch,
+/// which then points at it. `pushed_ref` (from a webhook's payload): a push to another branch
+/// than the source's does nothing. Gives what happened.
+pub async fn sync(
+    berth: &Berth,
+    app: &crate::store::App,
+    source: Option<SyncSource<'_>>,
+    pushed_ref: Option<&str>,
+    actor: &str,
+    out: &Output,
+) -> Result<String, String> {
+    let store = &berth.store;
+    let internal = |e: sqlx::Error| format!("internal error: {e}");
+    let recorded = store.sync(app.id).await.map_err(internal)?;
+    let (url, git_ref) = match (&source, &recorded) {
+        (Some(s), _) => (s.url.to_string(), s.git_ref.map(String::from)),
+        (None, Some(r)) => (r.url.clone(), r.git_ref.clone()),
+        (None, None) => {
+            return Err(format!(
+                "{} has no sync source: git:sync {} URL [REF] first",
+                app.name, app.name
+            ));
+        }
+    };
+    if let (Some(pushed), Some(wanted)) = (pushed_ref, git_ref.as_deref()) {
+        let pushed_branch = pushed.strip_prefix("refs/heads/").unwrap_or(pushed);
+        if pushed_branch != wanted && pushed != wanted {
+            return Ok(format!("a push to {pushed}, not {wanted}: nothing to deploy"));
+        }
+    }
+    let name = AppName::parse(&app.name)?;
+    let lock = berth.app_lock(name.as_str());
+    let _guard = lock.lock().await;
+    let repo = git::repo_path(&berth.config.repos_dir(), &name);
+    let shown_ref = git_ref.as_deref().unwrap_or("HEAD");
+    out.step(&format!("Fetching {shown_ref} from {url}"));
+    let commit = git::fetch(
+        &repo,
+        &url,
+        git_ref.as_deref(),
+        std::time::Duration::from_secs(300),
+    )
+    .await?;
+    if source.is_some() {
+        store
+            .set_sync(app.id, &url, git_ref.as_deref())
+            .await
+            .map_err(internal)?;
+    }
+    let branch = app
+        .deploy_branch
+        .clone()
+        .unwrap_or_else(|| berth.config.deploy_branch.clone());
+    let short = &commit[..commit.len().min(7)];
+    let running = store.running_release(app.id).await.map_err(internal)?;
+    let current = {
+        let (repo, branch) = (repo.clone(), branch.clone());
+        tokio::task::spawn_blocking(move || git::branch_target(&repo, &branch))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?
+    };
+    if current.as_deref() == Some(commit.as_str())
+        && running.as_ref().is_some_and(|r| r.commit_sha == commit)
+    {
+        return Ok(format!("{} already runs {short}: nothing to deploy", app.name));
+    }
+    out.detail(&format!("{shown_ref} is {short}"));
+    let request = BuildRequest {
+        app: &name,
+        repo: &repo,
+        commit: &commit,
+        quarantine: None,
+        description: &format!("git:sync {shown_ref}@{short}"),
+        actor,
+    };
+    if let Err(message) = build_and_release(berth, &request, out).await {
+        let _ = store.set_app_state(app.id, "failed", actor).await;
+        let _ = store
+            .record_event(Some(app.id), "deploy", actor, "failed", &message)
+            .await;
+        let kept = running.map_or("nothing was deployed".to_string(), |r| {
+            format!("v{} keeps serving", r.number)
+        });
+        return Err(format!("{message}; {kept}"));
+    }
+    let (repo_path, branch_name, synced) = (repo.clone(), branch.clone(), commit.clone());
+    tokio::task::spawn_blocking(move || git::set_branch(&repo_path, &branch_name, &synced))
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| format!("deployed, but cannot move {branch}: {}", e.message()))?;
+    Ok(format!("{} deployed {short} from {url} ({branch} now points at it)", app.name))
+}

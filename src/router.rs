@@ -425,6 +425,30 @@ async fn route(
         );
         return response;
     }
+    // Inbound webhooks (`webhooks:inbound`), on every host: checked against the tokens in
+    // memory; the sync itself runs in `webhooks::inbound_loop`.
+    if request.method() == hyper::Method::POST
+        && request
+            .uri()
+            .path()
+            .starts_with(crate::webhooks::INBOUND_PREFIX)
+    {
+        let path = request.uri().path().to_string();
+        let Ok(body) = Limited::new(request.into_body(), 1 << 20).collect().await else {
+            return text(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "413: webhook payloads are at most 1 MiB\n",
+            );
+        };
+        return match berth.inbound.receive(&path, &body.to_bytes()) {
+            Some(202) => text(StatusCode::ACCEPTED, "202: sync queued\n"),
+            Some(403) => {
+                berth.metrics.inbound_refused();
+                text(StatusCode::FORBIDDEN, "403: wrong token\n")
+            }
+            _ => text(StatusCode::NOT_FOUND, "404: no such inbound webhook\n"),
+        };
+    }
     let not_found = || {
         text(
             StatusCode::NOT_FOUND,

@@ -41,6 +41,8 @@ pub struct Berth {
     pub metrics: crate::metrics::Metrics,
     /// The router's access log, unless `access_log = "off"`.
     pub access_log: Option<Arc<crate::metrics::AccessLog>>,
+    /// Inbound webhook tokens (for the router) and the syncs they trigger.
+    pub inbound: crate::webhooks::Inbound,
     /// One deploy lock per app: a second push waits for the first.
     locks: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Custom domain → app, for the router (the DB's `domains`, reloaded when they change).
@@ -69,10 +71,12 @@ impl Berth {
             certs,
             challenges: Default::default(),
             access_log,
+            inbound: Default::default(),
             locks: Default::default(),
             domains: Default::default(),
         });
         berth.reload_domains().await?;
+        berth.inbound.reload(&berth.store).await?;
         Ok(berth)
     }
 
@@ -219,5 +223,7 @@ pub async fn run(berth: Arc<Berth>, listener: TcpListener) -> Result<(), String>
     }
     tokio::spawn(reconcile::run(berth.clone()));
     tokio::spawn(crate::disk::prune_loop(berth.clone()));
+    tokio::spawn(crate::webhooks::dispatch_loop(berth.clone()));
+    tokio::spawn(crate::webhooks::inbound_loop(berth.clone()));
     ssh::serve(berth, listener).await
 }

@@ -13,6 +13,7 @@ mod canary;
 mod certs;
 mod config;
 mod domains;
+mod hooks;
 mod keys;
 mod links;
 mod ps;
@@ -407,6 +408,48 @@ pub const SPECS: &[Spec] = &[
         positional: (0, Some(0)),
     },
     Spec {
+        name: "webhooks:add",
+        usage: "webhooks:add URL [--events deploy.succeeded,deploy.failed,...] [--app APP]",
+        summary: "POST these events (default all) of one app (or, admins, of every app) to URL as JSON signed with HMAC-SHA256; the URL must answer a ping",
+        flags: &[("--events", true), ("--app", true)],
+        positional: (1, Some(1)),
+    },
+    Spec {
+        name: "webhooks:list",
+        usage: "webhooks:list [--json]",
+        summary: "the webhooks you may manage",
+        flags: &[JSON],
+        positional: (0, Some(0)),
+    },
+    Spec {
+        name: "webhooks:remove",
+        usage: "webhooks:remove ID",
+        summary: "stop sending to a webhook",
+        flags: &[],
+        positional: (1, Some(1)),
+    },
+    Spec {
+        name: "webhooks:deliveries",
+        usage: "webhooks:deliveries [ID] [-n N] [--json]",
+        summary: "each event sent: status (pending, delivered, failed), attempts, last answer",
+        flags: &[("-n", true), JSON],
+        positional: (0, Some(1)),
+    },
+    Spec {
+        name: "webhooks:inbound",
+        usage: "webhooks:inbound APP",
+        summary: "a URL with a secret token that runs the app's git:sync when POSTed (GitHub/Gitea push webhooks)",
+        flags: &[],
+        positional: (1, Some(1)),
+    },
+    Spec {
+        name: "git:sync",
+        usage: "git:sync APP REPO_URL [REF]",
+        summary: "fetch REF (default HEAD) of a repository and deploy it as if pushed to the deploy branch",
+        flags: &[],
+        positional: (2, Some(3)),
+    },
+    Spec {
         name: "keys:add",
         usage: "keys:add NAME [--role admin|member]  (public key on stdin)",
         summary: "allow a key to push and run commands (admins only)",
@@ -611,6 +654,12 @@ pub async fn run(berth: &Berth, who: &Identity, raw: &[String], stdin: &[u8]) ->
         ),
         "keys:list" => keys::list(berth, who, &args).await,
         "system:df" => system::df(berth, who, &args).await,
+        "webhooks:add" => hooks::add(berth, who, &args).await,
+        "webhooks:list" => hooks::list(berth, who, &args).await,
+        "webhooks:remove" => hooks::remove(berth, who, &args).await,
+        "webhooks:deliveries" => hooks::deliveries(berth, who, &args).await,
+        "webhooks:inbound" => hooks::inbound(berth, who, &args).await,
+        "git:sync" => hooks::sync(berth, who, &args, &out).await,
         "system:prune" => system::prune(berth, who, &args).await,
         "keys:remove" => keys::remove(berth, who, &args).await,
         _ => Err(unknown_command(name)),

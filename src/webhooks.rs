@@ -1,0 +1,432 @@
+//! Webhooks. Out: the events berth records (the `events` table) become signed JSON POSTs to the
+//! URLs of `webhooks:add`: a dispatcher reads new events, writes one `deliveries` row per
+//! matching webhook, and sends each with retries and backoff (`webhooks:deliveries` shows how
+//! it went). In: `webhooks:inbound APP` gives a URL with a secret token; a POST to it (from the
+//! router) runs the app's `git:sync`.
+//!
+//! **Architecture Invariant:** payloads carry event names, app names, actors and the event's
+//! detail line, which never holds config values; secrets never leave the DB except as the
+//! signature.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hmac::{Hmac, Mac};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper_util::rt::TokioIo;
+use sha2::{Digest, Sha256};
+
+use crate::output::Output;
+use crate::server::Berth;
+use crate::store::AppEvent;
+
+/// The events a webhook can ask for (`--events`), besides `*` (all).
+pub const EVENTS: &[&str] = &[
+    "deploy.succeeded",
+    "deploy.failed",
+    "app.lost",
+    "app.crashed",
+    "app.destroyed",
+    "canary.started",
+    "canary.promoted",
+    "canary.aborted",
+    "sync.refused",
+];
+
+/// Attempts per delivery; the waits between them double from one second (1, 2, 4, 8, 16 s).
+pub const ATTEMPTS: i64 = 6;
+const SEND_TIMEOUT: Duration = Duration::from_secs(10);
+const CURSOR: &str = "webhooks.last_event";
+
+/// The webhook event an event of the `events` table is, if any.
+pub fn event_name(kind: &str, outcome: &str) -> Option<&'static str> {
+    Some(match (kind, outcome) {
+        ("deploy", "succeeded") => "deploy.succeeded",
+        ("deploy" | "config", "failed") => "deploy.failed",
+        ("reconcile", "lost") => "app.lost",
+        ("reconcile", "failed") => "app.crashed",
+        ("app.destroyed", _) => "app.destroyed",
+        ("canary", "started") => "canary.started",
+        ("canary", "promoted") => "canary.promoted",
+        ("canary", "aborted") => "canary.aborted",
+        ("sync", "refused") => "sync.refused",
+        _ => return None,
+    })
+}
+
+/// Whether a webhook's `events` (comma-separated, or `*`) include `event`.
+pub fn wants(events: &str, event: &str) -> bool {
+    events.split(',').any(|e| e == "*" || e == event)
+}
+
+/// `sha256=<hex>`: HMAC-SHA256 of the body with the webhook's secret (the `X-Berth-Signature`
+/// header; receivers compute the same and compare).
+pub fn signature(secret: &str, body: &[u8]) -> String {
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(secret.as_bytes())
+        .expect("HMAC takes keys of any length");
+    mac.update(body);
+    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+/// A random secret (hex of 32 bytes): webhook secrets and inbound tokens.
+pub fn random_secret() -> String {
+    hex::encode(rand::random::<[u8; 32]>())
+}
+
+/// SHA-256 (hex) of an inbound token, as stored.
+pub fn token_hash(token: &str) -> String {
+    hex::encode(Sha256::digest(token.as_bytes()))
+}
+
+/// The JSON an event is sent as.
+pub fn payload(event: &str, app: Option<&str>, actor: &str, detail: &str, at: &str) -> String {
+    serde_json::json!({
+        "event": event,
+        "app": app,
+        "actor": actor,
+        "detail": detail,
+        "created_at": at,
+    })
+    .to_string()
+}
+
+/// Checks a webhook URL: http or https, a host, no spaces; at most 2000 bytes.
+pub fn check_url(url: &str) -> Result<hyper::Uri, String> {
+    let bad = || format!("{url:?} is not an http:// or https:// URL with a host");
+    if url.len() > 2000 || url.chars().any(char::is_whitespace) {
+        return Err(bad());
+    }
+    let uri: hyper::Uri = url.parse().map_err(|_| bad())?;
+    match (uri.scheme_str(), uri.host()) {
+        (Some("http" | "https"), Some(host)) if !host.is_empty() => Ok(uri),
+        _ => Err(bad()),
+    }
+}
+
+/// POSTs `body` to `url` with berth's headers; gives the HTTP status, or why nothing answered.
+pub async fn post(
+    url: &str,
+    event: &str,
+    delivery: i64,
+    secret: &str,
+    body: &str,
+) -> Result<u16, String> {
+    let uri = check_url(url)?;
+    let https = uri.scheme_str() == Some("https");
+    let host = uri.host().unwrap_or_default().to_string();
+    let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
+    let path = uri.path_and_query().map_or("/", |p| p.as_str()).to_string();
+    let request = hyper::Request::post(path)
+        .header(
+            hyper::header::HOST,
+            uri.authority().map_or(host.clone(), |a| a.to_string()),
+        )
+        .header(hyper::header::CONTENT_TYPE, "application/json")
+        .header(hyper::header::USER_AGENT, "berth-webhook")
+        .header("X-Berth-Event", event)
+        .header("X-Berth-Delivery", delivery.to_string())
+        .header("X-Berth-Signature", signature(secret, body.as_bytes()))
+        .body(Full::new(Bytes::from(body.to_string())))
+        .map_err(|e| format!("bad request: {e}"))?;
+    let send = async {
+        let tcp = tokio::net::TcpStream::connect((host.as_str(), port))
+            .await
+            .map_err(|e| format!("cannot connect to {host}:{port}: {e}"))?;
+        if https {
+            let roots = native_roots();
+            let config = rustls::ClientConfig::builder()
+                .with_root_certificates(roots)
+                .with_no_client_auth();
+            let name = rustls::pki_types::ServerName::try_from(host.clone())
+                .map_err(|e| format!("bad host name {host}: {e}"))?;
+            let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+                .connect(name, tcp)
+                .await
+                .map_err(|e| format!("TLS with {host}:{port} failed: {e}"))?;
+            exchange(TokioIo::new(tls), request).await
+        } else {
+            exchange(TokioIo::new(tcp), request).await
+        }
+    };
+    tokio::time::timeout(SEND_TIMEOUT, send)
+        .await
+        .map_err(|_| format!("no answer within {}s", SEND_TIMEOUT.as_secs()))?
+}
+
+async fn exchange<T>(io: T, request: hyper::Request<Full<Bytes>>) -> Result<u16, String>
+where
+    T: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(io)
+        .await
+        .map_err(|e| format!("HTTP handshake failed: {e}"))?;
+    tokio::spawn(connection);
+    let response = sender
+        .send_request(request)
+        .await
+        .map_err(|e| format!("the request failed: {e}"))?;
+    let status = response.status().as_u16();
+    // Read (and drop) the body so the receiver sees a complete exchange.
+    let _ = response.into_body().collect().await;
+    Ok(status)
+}
+
+fn native_roots() -> rustls::RootCertStore {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_native_certs::load_native_certs().certs {
+        let _ = roots.add(cert);
+    }
+    roots
+}
+
+/// Reads new events into deliveries and sends what is due, every half second.
+pub async fn dispatch_loop(berth: Arc<Berth>) {
+    let store = &berth.store;
+    // A new server (or one that never had webhooks) starts at the newest event: history is
+    // not replayed.
+    let mut cursor = match store.setting(CURSOR).await {
+        Ok(Some(value)) => value.parse().unwrap_or(0),
+        _ => {
+            let last = store.last_event_id().await.unwrap_or(0);
+            let _ = store.set_setting(CURSOR, &last.to_string()).await;
+            last
+        }
+    };
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    loop {
+        tick.tick().await;
+        match store.events_after(cursor, 200).await {
+            Ok(events) if !events.is_empty() => {
+                if let Err(error) = enqueue(&berth, &events).await {
+                    tracing::warn!(%error, "webhook events not queued; retrying");
+                    continue;
+                }
+                cursor = events.last().map_or(cursor, |e| e.id);
+                let _ = store.set_setting(CURSOR, &cursor.to_string()).await;
+            }
+            Ok(_) => {}
+            Err(error) => tracing::warn!(%error, "cannot read events for webhooks"),
+        }
+        send_due(&berth).await;
+    }
+}
+
+async fn enqueue(berth: &Berth, events: &[AppEvent]) -> Result<(), sqlx::Error> {
+    let hooks = berth.store.webhooks().await?;
+    if hooks.is_empty() {
+        return Ok(());
+    }
+    for event in events {
+        let Some(name) = event_name(&event.kind, &event.outcome) else {
+            continue;
+        };
+        // A destroyed app's event has no app row any more; its detail starts with its name.
+        let app = event.app.clone().or_else(|| {
+            (event.kind == "app.destroyed")
+                .then(|| event.detail.split(':').next().unwrap_or_default().to_string())
+        });
+        for hook in &hooks {
+            let for_app = hook.app.is_none() || hook.app == app;
+            if for_app && wants(&hook.events, name) {
+                let body = payload(name, app.as_deref(), &event.actor, &event.detail, &event.created_at);
+                berth
+                    .store
+                    .add_delivery(hook.id, name, app.as_deref(), &body)
+                    .await?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+async fn send_due(berth: &Berth) {
+    let store = &berth.store;
+    let Ok(due) = store.due_deliveries(now()).await else {
+        return;
+    };
+    let mut hooks: HashMap<i64, Option<crate::store::Webhook>> = HashMap::new();
+    for delivery in due {
+        let hook = match hooks.get(&delivery.webhook_id) {
+            Some(hook) => hook.clone(),
+            None => {
+                let hook = store.webhook(delivery.webhook_id).await.ok().flatten();
+                hooks.insert(delivery.webhook_id, hook.clone());
+                hook
+            }
+        };
+        let Some(hook) = hook else { continue };
+        let result = post(&hook.url, &delivery.event, delivery.id, &hook.secret, &delivery.payload).await;
+        let attempts = delivery.attempts + 1;
+        let (status, response, next_at) = match result {
+            Ok(code) if (200..300).contains(&code) => ("delivered", format!("HTTP {code}"), 0),
+            outcome => {
+                let response = match outcome {
+                    Ok(code) => format!("HTTP {code}"),
+                    Err(message) => message,
+                };
+                if attempts >= ATTEMPTS {
+                    ("failed", response, 0)
+                } else {
+                    ("pending", response, now() + (1 << (attempts - 1)))
+                }
+            }
+        };
+        if status != "delivered" {
+            tracing::warn!(webhook = hook.id, delivery = delivery.id, attempts, %response, "webhook delivery not accepted");
+        }
+        let _ = store
+            .delivery_attempted(delivery.id, status, &response, next_at)
+            .await;
+    }
+}
+
+/// Inbound webhooks: token hashes by app (read by the router, which never touches the DB),
+/// and the queue of triggered syncs.
+pub struct Inbound {
+    tokens: std::sync::RwLock<HashMap<String, String>>,
+    queue: tokio::sync::mpsc::UnboundedSender<Trigger>,
+    receiver: std::sync::Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<Trigger>>>,
+}
+
+/// A POST to an app's inbound URL: the token was right (`accepted`) or wrong; the body's `ref`
+/// when it had one (GitHub and Gitea push payloads).
+#[derive(Debug)]
+pub struct Trigger {
+    pub app: String,
+    pub accepted: bool,
+    pub pushed_ref: Option<String>,
+}
+
+impl Default for Inbound {
+    fn default() -> Self {
+        let (queue, receiver) = tokio::sync::mpsc::unbounded_channel();
+        Inbound {
+            tokens: Default::default(),
+            queue,
+            receiver: std::sync::Mutex::new(Some(receiver)),
+        }
+    }
+}
+
+/// The path prefix of inbound webhooks on the HTTP router: `/.berth/hooks/APP/TOKEN`.
+pub const INBOUND_PREFIX: &str = "/.berth/hooks/";
+
+impl Inbound {
+    pub async fn reload(&self, store: &crate::store::Store) -> Result<(), String> {
+        let tokens = store
+            .inbound_tokens()
+            .await
+            .map_err(|e| format!("cannot read inbound webhooks: {e}"))?;
+        *self.tokens.write().unwrap_or_else(|p| p.into_inner()) = tokens.into_iter().collect();
+        Ok(())
+    }
+
+    /// For the router: a POST to `path`. Some(status) when the path is an inbound webhook's.
+    pub fn receive(&self, path: &str, body: &[u8]) -> Option<u16> {
+        let rest = path.strip_prefix(INBOUND_PREFIX)?;
+        let (app, token) = rest.split_once('/').unwrap_or((rest, ""));
+        let known = self
+            .tokens
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(app)
+            .cloned();
+        let Some(expected) = known else {
+            return Some(404);
+        };
+        let accepted = constant_time_eq(token_hash(token).as_bytes(), expected.as_bytes());
+        let pushed_ref = serde_json::from_slice::<serde_json::Value>(body)
+            .ok()
+            .and_then(|v| v.get("ref").and_then(|r| r.as_str()).map(String::from));
+        let _ = self.queue.send(Trigger {
+            app: app.to_string(),
+            accepted,
+            pushed_ref,
+        });
+        Some(if accepted { 202 } else { 403 })
+    }
+
+    fn take_receiver(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<Trigger>> {
+        self.receiver.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Runs the syncs inbound webhooks trigger, one at a time; counts refused tokens.
+pub async fn inbound_loop(berth: Arc<Berth>) {
+    let Some(mut receiver) = berth.inbound.take_receiver() else {
+        return;
+    };
+    while let Some(trigger) = receiver.recv().await {
+        let Ok(name) = crate::names::AppName::parse(&trigger.app) else {
+            continue;
+        };
+        let Ok(Some(app)) = berth.store.app(&name).await else {
+            continue;
+        };
+        if !trigger.accepted {
+            let _ = berth.store.count_refused_sync(app.id).await;
+            let _ = berth
+                .store
+                .record_event(Some(app.id), "sync", "webhook", "refused", "wrong inbound webhook token")
+                .await;
+            continue;
+        }
+        let out = Output::discard();
+        match crate::pipeline::sync(&berth, &app, None, trigger.pushed_ref.as_deref(), "webhook", &out).await {
+            Ok(outcome) => tracing::info!(app = %app.name, %outcome, "inbound webhook sync"),
+            Err(message) => tracing::warn!(app = %app.name, %message, "inbound webhook sync failed"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signatures_match_a_known_vector() {
+        // RFC 4231 test case 2.
+        assert_eq!(
+            signature("Jefe", b"what do ya want for nothing?"),
+            "sha256=5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
+    }
+
+    #[test]
+    fn events_urls_and_tokens() {
+        assert_eq!(event_name("deploy", "failed"), Some("deploy.failed"));
+        assert_eq!(event_name("config", "failed"), Some("deploy.failed"));
+        assert_eq!(event_name("reconcile", "lost"), Some("app.lost"));
+        assert_eq!(event_name("labels", "ok"), None);
+        assert!(wants("*", "app.lost"));
+        assert!(wants("deploy.failed,app.lost", "app.lost"));
+        assert!(!wants("deploy.failed", "deploy.succeeded"));
+        assert!(check_url("http://127.0.0.1:9000/hook").is_ok());
+        assert!(check_url("https://hooks.example.com/x?y=1").is_ok());
+        for bad in ["ftp://x/", "http://", "/local", "http://a b/", "file:///etc/passwd"] {
+            assert!(check_url(bad).is_err(), "{bad}");
+        }
+        let inbound = Inbound::default();
+        inbound
+            .tokens
+            .write()
+            .unwrap()
+            .insert("shop".into(), token_hash("secret"));
+        assert_eq!(inbound.receive("/.berth/hooks/shop/secret", b"{}"), Some(202));
+        assert_eq!(inbound.receive("/.berth/hooks/shop/wrong", b""), Some(403));
+        assert_eq!(inbound.receive("/.berth/hooks/other/secret", b""), Some(404));
+        assert_eq!(inbound.receive("/elsewhere", b""), None);
+    }
+}
