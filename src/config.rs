@@ -254,7 +254,9 @@ impl Config {
             return Err("ready_timeout must be at least 1 second".into());
         }
         if self.keep_releases < 1 {
-            return Err("keep_releases must be at least 1 (the running release's image stays)".into());
+            return Err(
+                "keep_releases must be at least 1 (the running release's image stays)".into(),
+            );
         }
         if self.public_host.is_empty() || self.public_host.contains(['/', ' ']) {
             return Err(format!(

@@ -77,7 +77,9 @@ pub async fn usage(berth: &Berth, docker: &Docker, app: &App) -> Usage {
     let filters = labeled(&app.name);
     let images = docker
         .list_images(Some(
-            ListImagesOptionsBuilder::default().filters(&filters).build(),
+            ListImagesOptionsBuilder::default()
+                .filters(&filters)
+                .build(),
         ))
         .await
         .unwrap_or_default();
@@ -153,10 +155,9 @@ pub async fn prune_app(berth: &Berth, docker: &Docker, app: &App, dry_run: bool)
             .as_ref()
             .and_then(|l| l.get(LABEL_PROCESS))
             .is_some_and(|p| p == "run");
-        let stopped = container
-            .state
-            .as_ref()
-            .is_some_and(|s| !matches!(s.to_string().as_str(), "running" | "restarting" | "paused"));
+        let stopped = container.state.as_ref().is_some_and(|s| {
+            !matches!(s.to_string().as_str(), "running" | "restarting" | "paused")
+        });
         let (Some(id), true, true) = (&container.id, one_off, stopped) else {
             continue;
         };
@@ -166,7 +167,9 @@ pub async fn prune_app(berth: &Berth, docker: &Docker, app: &App, dry_run: bool)
             .and_then(|n| n.first())
             .map_or(id.clone(), |n| n.trim_start_matches('/').to_string());
         if !dry_run {
-            let options = RemoveContainerOptionsBuilder::default().force(false).build();
+            let options = RemoveContainerOptionsBuilder::default()
+                .force(false)
+                .build();
             if docker.remove_container(id, Some(options)).await.is_err() {
                 continue;
             }
@@ -200,11 +203,16 @@ pub async fn prune_app(berth: &Berth, docker: &Docker, app: &App, dry_run: bool)
     {
         keep.insert(release.image);
     }
-    let used_ids: HashSet<String> = containers.iter().filter_map(|c| c.image_id.clone()).collect();
+    let used_ids: HashSet<String> = containers
+        .iter()
+        .filter_map(|c| c.image_id.clone())
+        .collect();
     keep.extend(containers.iter().filter_map(|c| c.image.clone()));
     let images = docker
         .list_images(Some(
-            ListImagesOptionsBuilder::default().filters(&filters).build(),
+            ListImagesOptionsBuilder::default()
+                .filters(&filters)
+                .build(),
         ))
         .await
         .unwrap_or_default();
@@ -287,7 +295,11 @@ pub async fn prune_loop(berth: std::sync::Arc<Berth>) {
             let removed = prune_all(&berth, &docker, false).await;
             if !removed.is_empty() {
                 let bytes: u64 = removed.iter().map(|r| r.bytes).sum();
-                tracing::info!(items = removed.len(), bytes, "retention removed old images and leftovers");
+                tracing::info!(
+                    items = removed.len(),
+                    bytes,
+                    "retention removed old images and leftovers"
+                );
             }
         }
     }

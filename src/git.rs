@@ -297,23 +297,6 @@ pub fn archive_tree(
         .map_err(|e| git2::Error::from_str(&format!("tar: {e}")))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::RefUpdate;
-
-    #[test]
-    fn parses_hook_lines() {
-        let updates = RefUpdate::parse_lines(
-            "0000000000000000000000000000000000000000 1111111111111111111111111111111111111111 refs/heads/main\n\
-             2222222222222222222222222222222222222222 0000000000000000000000000000000000000000 refs/heads/old\n",
-        );
-        assert_eq!(updates.len(), 2);
-        assert_eq!(updates[0].branch(), Some("main"));
-        assert!(!updates[0].is_delete());
-        assert!(updates[1].is_delete());
-    }
-}
-
 /// Where `fetch` leaves what it fetched.
 const SYNC_REF: &str = "refs/berth/sync";
 
@@ -366,12 +349,14 @@ pub async fn fetch(
         let reason = stderr
             .lines()
             .map(str::trim)
-            .filter(|l| !l.is_empty())
-            .last()
+            .rfind(|l| !l.is_empty())
             .unwrap_or("git fetch failed")
             .trim_start_matches("fatal: ")
             .to_string();
-        return Err(format!("cannot fetch {} from {url}: {reason}", git_ref.unwrap_or("HEAD")));
+        return Err(format!(
+            "cannot fetch {} from {url}: {reason}",
+            git_ref.unwrap_or("HEAD")
+        ));
     }
     let repo = repo.to_path_buf();
     tokio::task::spawn_blocking(move || -> Result<String, git2::Error> {
@@ -390,4 +375,21 @@ pub fn set_branch(repo: &Path, branch: &str, commit: &str) -> Result<(), git2::E
     let oid = git2::Oid::from_str(commit)?;
     repository.reference(&format!("refs/heads/{branch}"), oid, true, "berth git:sync")?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::RefUpdate;
+
+    #[test]
+    fn parses_hook_lines() {
+        let updates = RefUpdate::parse_lines(
+            "0000000000000000000000000000000000000000 1111111111111111111111111111111111111111 refs/heads/main\n\
+             2222222222222222222222222222222222222222 0000000000000000000000000000000000000000 refs/heads/old\n",
+        );
+        assert_eq!(updates.len(), 2);
+        assert_eq!(updates[0].branch(), Some("main"));
+        assert!(!updates[0].is_delete());
+        assert!(updates[1].is_delete());
+    }
 }

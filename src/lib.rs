@@ -13,6 +13,7 @@
 //! See ARCHITECTURE.md for the invariants.
 
 pub mod acme;
+pub mod backup;
 pub mod build;
 pub mod buildpack;
 pub mod commands;

@@ -31,6 +31,19 @@ enum Top {
         #[command(subcommand)]
         action: KeysAction,
     },
+    /// Write one archive with the DB (a consistent snapshot, berth may run), every repo, the
+    /// host key, certificates and the config: `berth backup FILE`.
+    Backup {
+        file: PathBuf,
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Bring a backup back on a fresh install (berth stopped): `berth restore FILE`.
+    Restore {
+        file: PathBuf,
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
     /// Internal: run by git inside a push.
     #[command(hide = true)]
     Hook { name: String },
@@ -102,9 +115,13 @@ fn main() -> ExitCode {
 
 /// `--config` given, else `/etc/berth/berth.toml` when it exists, else defaults and environment.
 fn load_config(path: Option<PathBuf>) -> Result<Config, String> {
+    Config::load(config_path(path).as_deref())
+}
+
+/// The config file in use: `--config`, else `/etc/berth/berth.toml` when it exists.
+fn config_path(path: Option<PathBuf>) -> Option<PathBuf> {
     let default = PathBuf::from("/etc/berth/berth.toml");
-    let path = path.or_else(|| default.exists().then_some(default));
-    Config::load(path.as_deref())
+    path.or_else(|| default.exists().then_some(default))
 }
 
 async fn run(command: Top) -> Result<u8, String> {
@@ -133,6 +150,20 @@ async fn run(command: Top) -> Result<u8, String> {
                 .map_err(|e| format!("cannot read {}: {e}", key_file.display()))?;
             let outcome = berth::commands::add_key(&berth, &name, &role, &line, "host").await?;
             println!("{outcome}");
+            Ok(0)
+        }
+        Top::Backup { file, config } => {
+            let path = config_path(config);
+            let config = Config::load(path.as_deref())?;
+            println!(
+                "{}",
+                berth::backup::backup(&config, path.as_deref(), &file).await?
+            );
+            Ok(0)
+        }
+        Top::Restore { file, config } => {
+            let config = load_config(config)?;
+            println!("{}", berth::backup::restore(&config, &file).await?);
             Ok(0)
         }
         Top::Hook { .. } | Top::BenchRender { .. } => Ok(1),

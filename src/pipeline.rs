@@ -400,7 +400,9 @@ pub async fn sync(
     if let (Some(pushed), Some(wanted)) = (pushed_ref, git_ref.as_deref()) {
         let pushed_branch = pushed.strip_prefix("refs/heads/").unwrap_or(pushed);
         if pushed_branch != wanted && pushed != wanted {
-            return Ok(format!("a push to {pushed}, not {wanted}: nothing to deploy"));
+            return Ok(format!(
+                "a push to {pushed}, not {wanted}: nothing to deploy"
+            ));
         }
     }
     let name = AppName::parse(&app.name)?;
@@ -438,7 +440,10 @@ pub async fn sync(
     if current.as_deref() == Some(commit.as_str())
         && running.as_ref().is_some_and(|r| r.commit_sha == commit)
     {
-        return Ok(format!("{} already runs {short}: nothing to deploy", app.name));
+        return Ok(format!(
+            "{} already runs {short}: nothing to deploy",
+            app.name
+        ));
     }
     out.detail(&format!("{shown_ref} is {short}"));
     let request = BuildRequest {
@@ -464,5 +469,8 @@ pub async fn sync(
         .await
         .map_err(|e| e.to_string())?
         .map_err(|e| format!("deployed, but cannot move {branch}: {}", e.message()))?;
-    Ok(format!("{} deployed {short} from {url} ({branch} now points at it)", app.name))
+    Ok(format!(
+        "{} deployed {short} from {url} ({branch} now points at it)",
+        app.name
+    ))
 }

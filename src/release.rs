@@ -154,6 +154,7 @@ pub async fn create_and_deploy(
 }
 
 /// Runs one phase command of a release in a one-off container; fails unless it exits 0.
+#[allow(clippy::too_many_arguments)]
 async fn run_phase(
     docker: &Docker,
     app: &App,
@@ -750,7 +751,10 @@ pub async fn link_values(
     Ok(BTreeMap::from([
         (format!("{alias}_HOST"), dep.name.clone()),
         (format!("{alias}_PORT"), port.to_string()),
-        (format!("{alias}_URL"), format!("http://{}:{port}", dep.name)),
+        (
+            format!("{alias}_URL"),
+            format!("http://{}:{port}", dep.name),
+        ),
     ]))
 }
 
@@ -854,7 +858,15 @@ pub async fn redeploy_with_config(
         actor,
         canary: None,
     };
-    match create_and_deploy(berth, docker, app, Source::Existing(&current.image), plan, out).await
+    match create_and_deploy(
+        berth,
+        docker,
+        app,
+        Source::Existing(&current.image),
+        plan,
+        out,
+    )
+    .await
     {
         Ok(_) => {
             let _ = store

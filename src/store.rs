@@ -991,7 +991,11 @@ impl Store {
     }
 
     /// The newest deliveries, of one webhook or all.
-    pub async fn deliveries(&self, webhook_id: Option<i64>, limit: i64) -> StoreResult<Vec<Delivery>> {
+    pub async fn deliveries(
+        &self,
+        webhook_id: Option<i64>,
+        limit: i64,
+    ) -> StoreResult<Vec<Delivery>> {
         sqlx::query_as("SELECT id, webhook_id, event, app, payload, status, attempts, response, created_at, updated_at FROM deliveries WHERE ? IS NULL OR webhook_id = ? ORDER BY id DESC LIMIT ?")
             .bind(webhook_id)
             .bind(webhook_id)
@@ -1044,6 +1048,20 @@ impl Store {
     }
 
     // ---- backup
+
+    /// SQLite's own check of the DB file.
+    pub async fn integrity_check(&self) -> Result<(), String> {
+        let result: String = sqlx::query_scalar("PRAGMA integrity_check")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(|e| e.to_string())?;
+        if result == "ok" { Ok(()) } else { Err(result) }
+    }
+
+    /// Closes every connection (the WAL is checkpointed into the file).
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
 
     /// Writes a consistent copy of the whole DB to `path` (SQLite's `VACUUM INTO`), while the
     /// server keeps running.

@@ -224,13 +224,25 @@ async fn enqueue(berth: &Berth, events: &[AppEvent]) -> Result<(), sqlx::Error> 
         };
         // A destroyed app's event has no app row any more; its detail starts with its name.
         let app = event.app.clone().or_else(|| {
-            (event.kind == "app.destroyed")
-                .then(|| event.detail.split(':').next().unwrap_or_default().to_string())
+            (event.kind == "app.destroyed").then(|| {
+                event
+                    .detail
+                    .split(':')
+                    .next()
+                    .unwrap_or_default()
+                    .to_string()
+            })
         });
         for hook in &hooks {
             let for_app = hook.app.is_none() || hook.app == app;
             if for_app && wants(&hook.events, name) {
-                let body = payload(name, app.as_deref(), &event.actor, &event.detail, &event.created_at);
+                let body = payload(
+                    name,
+                    app.as_deref(),
+                    &event.actor,
+                    &event.detail,
+                    &event.created_at,
+                );
                 berth
                     .store
                     .add_delivery(hook.id, name, app.as_deref(), &body)
@@ -263,7 +275,14 @@ async fn send_due(berth: &Berth) {
             }
         };
         let Some(hook) = hook else { continue };
-        let result = post(&hook.url, &delivery.event, delivery.id, &hook.secret, &delivery.payload).await;
+        let result = post(
+            &hook.url,
+            &delivery.event,
+            delivery.id,
+            &hook.secret,
+            &delivery.payload,
+        )
+        .await;
         let attempts = delivery.attempts + 1;
         let (status, response, next_at) = match result {
             Ok(code) if (200..300).contains(&code) => ("delivered", format!("HTTP {code}"), 0),
@@ -355,7 +374,10 @@ impl Inbound {
     }
 
     fn take_receiver(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<Trigger>> {
-        self.receiver.lock().unwrap_or_else(|p| p.into_inner()).take()
+        self.receiver
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
     }
 }
 
@@ -379,14 +401,31 @@ pub async fn inbound_loop(berth: Arc<Berth>) {
             let _ = berth.store.count_refused_sync(app.id).await;
             let _ = berth
                 .store
-                .record_event(Some(app.id), "sync", "webhook", "refused", "wrong inbound webhook token")
+                .record_event(
+                    Some(app.id),
+                    "sync",
+                    "webhook",
+                    "refused",
+                    "wrong inbound webhook token",
+                )
                 .await;
             continue;
         }
         let out = Output::discard();
-        match crate::pipeline::sync(&berth, &app, None, trigger.pushed_ref.as_deref(), "webhook", &out).await {
+        match crate::pipeline::sync(
+            &berth,
+            &app,
+            None,
+            trigger.pushed_ref.as_deref(),
+            "webhook",
+            &out,
+        )
+        .await
+        {
             Ok(outcome) => tracing::info!(app = %app.name, %outcome, "inbound webhook sync"),
-            Err(message) => tracing::warn!(app = %app.name, %message, "inbound webhook sync failed"),
+            Err(message) => {
+                tracing::warn!(app = %app.name, %message, "inbound webhook sync failed")
+            }
         }
     }
 }
@@ -415,7 +454,13 @@ mod tests {
         assert!(!wants("deploy.failed", "deploy.succeeded"));
         assert!(check_url("http://127.0.0.1:9000/hook").is_ok());
         assert!(check_url("https://hooks.example.com/x?y=1").is_ok());
-        for bad in ["ftp://x/", "http://", "/local", "http://a b/", "file:///etc/passwd"] {
+        for bad in [
+            "ftp://x/",
+            "http://",
+            "/local",
+            "http://a b/",
+            "file:///etc/passwd",
+        ] {
             assert!(check_url(bad).is_err(), "{bad}");
         }
         let inbound = Inbound::default();
@@ -424,9 +469,15 @@ mod tests {
             .write()
             .unwrap()
             .insert("shop".into(), token_hash("secret"));
-        assert_eq!(inbound.receive("/.berth/hooks/shop/secret", b"{}"), Some(202));
+        assert_eq!(
+            inbound.receive("/.berth/hooks/shop/secret", b"{}"),
+            Some(202)
+        );
         assert_eq!(inbound.receive("/.berth/hooks/shop/wrong", b""), Some(403));
-        assert_eq!(inbound.receive("/.berth/hooks/other/secret", b""), Some(404));
+        assert_eq!(
+            inbound.receive("/.berth/hooks/other/secret", b""),
+            Some(404)
+        );
         assert_eq!(inbound.receive("/elsewhere", b""), None);
     }
 }

@@ -89,12 +89,18 @@ fn volumes_survive_redeploys_and_rollbacks_and_go_with_the_app() {
         &server.ssh_as(&member, &["storage:mount", &app, "/tmp:/data"]),
         "only admins mount host directories",
     );
-    assert_eq!(json(&server.ssh(&["storage:list", &app, "--json"])), Value::Array(vec![]));
+    assert_eq!(
+        json(&server.ssh(&["storage:list", &app, "--json"])),
+        Value::Array(vec![])
+    );
 
     // A member may mount a named volume: the running app restarts with it.
     let mounted = server.ssh_as(&member, &["storage:mount", &app, "data:/data"]);
     let mounted_text = ok(&mounted);
-    assert!(mounted_text.contains("Mounted data at /data"), "{mounted_text}");
+    assert!(
+        mounted_text.contains("Mounted data at /data"),
+        "{mounted_text}"
+    );
     let volume = format!("berth-{app}-data");
     assert!(volume_exists(&volume));
     let list = json(&server.ssh(&["storage:list", &app, "--json"]));
@@ -127,21 +133,38 @@ fn volumes_survive_redeploys_and_rollbacks_and_go_with_the_app() {
     ok(&server.ssh(&["ps:stop", &app]));
     assert!(volume_exists(&volume));
     ok(&server.ssh(&["ps:start", &app]));
-    assert!(page(&server, &app, "/boots.txt").expect("boots").starts_with("one\ntwo\n"));
+    assert!(
+        page(&server, &app, "/boots.txt")
+            .expect("boots")
+            .starts_with("one\ntwo\n")
+    );
     let info = json(&server.ssh(&["apps:info", &app, "--json"]));
     assert_eq!(info["mounts"][0]["path"], "/data", "{info}");
 
     // Destroy with --keep-data keeps the volume; a new app of that name mounting it gets the data.
     let destroyed = ok(&server.ssh(&["apps:destroy", &app, "--confirm", &app, "--keep-data"]));
-    assert!(destroyed.contains(&format!("kept volumes {volume}")), "{destroyed}");
+    assert!(
+        destroyed.contains(&format!("kept volumes {volume}")),
+        "{destroyed}"
+    );
     assert!(volume_exists(&volume));
     assert!(server.push(repo.path(), &app, "main").status.success());
     ok(&server.ssh(&["storage:mount", &app, "data:/data"]));
-    assert!(page(&server, &app, "/boots.txt").expect("boots").starts_with("one\ntwo\n"));
+    assert!(
+        page(&server, &app, "/boots.txt")
+            .expect("boots")
+            .starts_with("one\ntwo\n")
+    );
     // Without it the volume goes with the app.
     let destroyed = ok(&server.ssh(&["apps:destroy", &app, "--confirm", &app]));
-    assert!(destroyed.contains(&format!("removed volumes {volume}")), "{destroyed}");
-    assert!(!volume_exists(&volume), "the volume must be gone after destroy");
+    assert!(
+        destroyed.contains(&format!("removed volumes {volume}")),
+        "{destroyed}"
+    );
+    assert!(
+        !volume_exists(&volume),
+        "the volume must be gone after destroy"
+    );
 }
 
 /// A web app whose page, made when a container starts, is what `$VAR` answers (fetched with
@@ -184,8 +207,14 @@ fn links_inject_the_dependency_and_follow_it() {
     let repo = fetching_app(&format!("{alias}_URL"));
     assert!(server.push(repo.path(), &app, "main").status.success());
 
-    refused(&server.ssh(&["apps:link", &app, "nosuchapp"]), "app nosuchapp not found");
-    refused(&server.ssh(&["apps:link", &app, &app]), "cannot link to itself");
+    refused(
+        &server.ssh(&["apps:link", &app, "nosuchapp"]),
+        "app nosuchapp not found",
+    );
+    refused(
+        &server.ssh(&["apps:link", &app, &app]),
+        "cannot link to itself",
+    );
     refused(
         &server.ssh(&["apps:link", &app, &dep, "--as", "bad-name"]),
         "upper-case letters",
@@ -207,7 +236,11 @@ fn links_inject_the_dependency_and_follow_it() {
     let info = json(&server.ssh(&["apps:info", &app, "--json"]));
     assert_eq!(info["links"][0]["dep"], dep.as_str(), "{info}");
     let dep_info = json(&server.ssh(&["apps:info", &dep, "--json"]));
-    assert_eq!(dep_info["linked_from"][0]["app"], app.as_str(), "{dep_info}");
+    assert_eq!(
+        dep_info["linked_from"][0]["app"],
+        app.as_str(),
+        "{dep_info}"
+    );
     refused(&server.ssh(&["apps:link", &dep, &app]), "cycle");
     refused(&server.ssh(&["apps:link", &app, &dep]), "already linked");
     refused(
@@ -295,7 +328,11 @@ fn retention_keeps_the_last_releases_and_prunes_leftovers() {
         .args(["--label", "berth.process=run", BASE_IMAGE, "true"])
         .output()
         .expect("docker create");
-    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
     let quarantine = server
         .data_dir()
         .join(format!("repos/{app}.git/objects/tmp_objdir-incoming-test"));
@@ -315,8 +352,14 @@ fn retention_keeps_the_last_releases_and_prunes_leftovers() {
     refused(&server.ssh_as(&member, &["system:df"]), "only admins");
 
     let dry = ok(&server.ssh(&["system:prune", "--dry-run"]));
-    assert!(dry.contains(&format!("would remove container {leftover}")), "{dry}");
-    assert!(dry.contains("would remove push-temp tmp_objdir-incoming-test"), "{dry}");
+    assert!(
+        dry.contains(&format!("would remove container {leftover}")),
+        "{dry}"
+    );
+    assert!(
+        dry.contains("would remove push-temp tmp_objdir-incoming-test"),
+        "{dry}"
+    );
     assert!(quarantine.exists() && app_containers(&app).contains(&leftover));
     let pruned = ok(&server.ssh(&["system:prune"]));
     assert!(pruned.contains("Freed"), "{pruned}");
@@ -339,5 +382,454 @@ fn retention_keeps_the_last_releases_and_prunes_leftovers() {
     assert!(row["images_bytes"].as_u64().unwrap_or(0) > 0, "{df}");
     let table = ok(&server.ssh(&["system:df"]));
     assert!(table.contains(&app) && table.contains("IMAGES"), "{table}");
+    ok(&server.ssh(&["apps:destroy", &app, "--confirm", &app]));
+}
+
+/// A local HTTP receiver (python3): appends every POST as a JSON line (path, headers, body) to
+/// `log`; answers 500 to the first POST of each event named in `fail_once`, else 200.
+struct Receiver {
+    child: std::process::Child,
+    port: u16,
+    log: std::path::PathBuf,
+}
+
+impl Receiver {
+    fn start(dir: &std::path::Path, fail_once: &[&str]) -> Receiver {
+        let port = free_port();
+        let log = dir.join("received.jsonl");
+        let script = dir.join("receiver.py");
+        std::fs::write(
+            &script,
+            r#"
+import json, sys
+from http.server import BaseHTTPRequestHandler, HTTPServer
+port, log, fail_once = int(sys.argv[1]), sys.argv[2], set(filter(None, sys.argv[3].split(',')))
+class H(BaseHTTPRequestHandler):
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers.get('Content-Length', 0))).decode()
+        event = self.headers.get('X-Berth-Event', '')
+        code = 200
+        if event in fail_once:
+            fail_once.discard(event)
+            code = 500
+        with open(log, 'a') as f:
+            f.write(json.dumps({'path': self.path, 'headers': {k.lower(): v for k, v in self.headers.items()}, 'body': body, 'answered': code}) + '\n')
+        self.send_response(code)
+        self.send_header('Content-Length', '0')
+        self.end_headers()
+    def log_message(self, *args):
+        pass
+HTTPServer(('127.0.0.1', port), H).serve_forever()
+"#,
+        )
+        .expect("write receiver");
+        let child = Command::new("python3")
+            .arg(&script)
+            .arg(port.to_string())
+            .arg(&log)
+            .arg(fail_once.join(","))
+            .spawn()
+            .expect("python3");
+        wait_for("the webhook receiver", || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).ok()
+        });
+        Receiver { child, port, log }
+    }
+
+    fn received(&self) -> Vec<Value> {
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `wait_for`, showing the deliveries and the server's log when it times out.
+fn wait_logged<T>(server: &TestServer, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        if std::time::Instant::now() > deadline {
+            panic!(
+                "timed out waiting for {what}\ndeliveries: {}\nserver log:\n{}",
+                text(&server.ssh(&["webhooks:deliveries", "--json"])),
+                server.log()
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}
+
+fn hmac_hex(secret: &str, body: &str) -> String {
+    use hmac::Mac;
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).expect("key");
+    mac.update(body.as_bytes());
+    hex::encode(mac.finalize().into_bytes())
+}
+
+#[test]
+fn outbound_webhooks_are_signed_retried_and_report_failures() {
+    let server = TestServer::start();
+    let app = app_name("hooked");
+    let receiver = Receiver::start(server.dir.path(), &["deploy.succeeded"]);
+    let url = format!("http://127.0.0.1:{}/hook", receiver.port);
+
+    refused(
+        &server.ssh(&[
+            "webhooks:add",
+            &format!("http://127.0.0.1:{}/", free_port()),
+        ]),
+        "did not answer the ping",
+    );
+    refused(
+        &server.ssh(&["webhooks:add", &url, "--events", "deploy.exploded"]),
+        "unknown event",
+    );
+    refused(
+        &server.ssh(&["webhooks:add", "ftp://example.com/"]),
+        "not an http",
+    );
+    assert_eq!(
+        json(&server.ssh(&["webhooks:list", "--json"])),
+        Value::Array(vec![])
+    );
+
+    let added = ok(&server.ssh(&[
+        "webhooks:add",
+        &url,
+        "--events",
+        "deploy.succeeded,deploy.failed",
+    ]));
+    let secret = added
+        .lines()
+        .find_map(|l| l.split("secret (shown once): ").nth(1))
+        .unwrap_or_else(|| panic!("{added}"))
+        .trim()
+        .to_string();
+    let hooks = json(&server.ssh(&["webhooks:list", "--json"]));
+    assert_eq!(hooks.as_array().map(Vec::len), Some(1), "{hooks}");
+    assert!(
+        hooks[0].get("secret").is_none(),
+        "secrets are never listed: {hooks}"
+    );
+    let id = hooks[0]["id"].as_i64().expect("id");
+    // A member sees none of the server-wide webhooks and cannot add one.
+    let member = server.dir.path().join("member_key");
+    keygen(&member);
+    server.add_key("member", "member", &member);
+    assert_eq!(
+        json(&server.ssh_as(&member, &["webhooks:list", "--json"])),
+        Value::Array(vec![])
+    );
+    refused(
+        &server.ssh_as(&member, &["webhooks:add", &url]),
+        "only admins",
+    );
+
+    ok(&server.ssh(&["apps:create", &app]));
+    ok(&server.ssh(&["config:set", &app, "API_TOKEN=hunter2-very-secret"]));
+    let repo = web_app("hooked");
+    assert!(server.push(repo.path(), &app, "main").status.success());
+
+    // The first POST of deploy.succeeded is answered 500: berth tries again.
+    let delivered = wait_logged(&server, "deploy.succeeded delivered after a retry", || {
+        let got: Vec<Value> = receiver
+            .received()
+            .into_iter()
+            .filter(|r| r["headers"]["x-berth-event"] == "deploy.succeeded")
+            .collect();
+        (got.len() >= 2).then_some(got)
+    });
+    assert_eq!(delivered[0]["answered"], 500);
+    assert_eq!(delivered[1]["answered"], 200);
+    let last = &delivered[1];
+    let body = last["body"].as_str().expect("body");
+    assert_eq!(
+        last["headers"]["x-berth-signature"],
+        format!("sha256={}", hmac_hex(&secret, body)).as_str(),
+        "the signature must be HMAC-SHA256 of the body with the secret"
+    );
+    assert_ne!(
+        last["headers"]["x-berth-signature"],
+        format!("sha256={}", hmac_hex("another secret", body)).as_str()
+    );
+    let payload: Value = serde_json::from_str(body).expect("JSON payload");
+    assert_eq!(payload["event"], "deploy.succeeded");
+    assert_eq!(payload["app"], app.as_str());
+    let deliveries = json(&server.ssh(&["webhooks:deliveries", &id.to_string(), "--json"]));
+    let succeeded = deliveries
+        .as_array()
+        .expect("array")
+        .iter()
+        .find(|d| d["event"] == "deploy.succeeded")
+        .unwrap_or_else(|| panic!("{deliveries}"));
+    assert_eq!(succeeded["status"], "delivered", "{deliveries}");
+    assert_eq!(succeeded["attempts"], 2, "{deliveries}");
+    assert_eq!(succeeded["response"], "HTTP 200", "{deliveries}");
+
+    // A failed deploy (a broken Dockerfile) sends deploy.failed.
+    write(
+        repo.path(),
+        "Dockerfile",
+        &format!("FROM {BASE_IMAGE}\nRUN exit 3\n"),
+    );
+    commit(repo.path(), "broken");
+    assert!(!server.push(repo.path(), &app, "main").status.success());
+    let failed = wait_logged(&server, "deploy.failed delivered", || {
+        receiver
+            .received()
+            .into_iter()
+            .find(|r| r["headers"]["x-berth-event"] == "deploy.failed")
+    });
+    let payload: Value =
+        serde_json::from_str(failed["body"].as_str().expect("body")).expect("JSON");
+    assert_eq!(payload["app"], app.as_str());
+    for received in receiver.received() {
+        assert!(
+            !received["body"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("hunter2"),
+            "config values must never be in a payload: {received}"
+        );
+    }
+    ok(&server.ssh(&["webhooks:remove", &id.to_string()]));
+    assert_eq!(
+        json(&server.ssh(&["webhooks:list", "--json"])),
+        Value::Array(vec![])
+    );
+    ok(&server.ssh(&["apps:destroy", &app, "--confirm", &app]));
+}
+
+/// POSTs `body` to the router at `path`: the status.
+fn post(server: &TestServer, path: &str, body: &str) -> u16 {
+    use std::io::{Read, Write};
+    let mut stream =
+        std::net::TcpStream::connect(("127.0.0.1", server.http_port)).expect("connect");
+    write!(
+        stream,
+        "POST {path} HTTP/1.0\r\nHost: hooks.example.test\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .expect("write");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("read");
+    response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
+}
+
+fn metric(server: &TestServer, name: &str) -> u64 {
+    let text =
+        http_get(&format!("http://127.0.0.1:{}/metrics", server.admin_port)).expect("metrics");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in:\n{text}"))
+}
+
+#[test]
+fn git_sync_and_inbound_webhooks_deploy_the_latest_commit() {
+    let server = TestServer::start();
+    let app = app_name("synced");
+    let upstream = server.dir.path().join("upstream.git");
+    git(
+        server.dir.path(),
+        &[
+            "init",
+            "-q",
+            "--bare",
+            "-b",
+            "main",
+            upstream.to_str().expect("path"),
+        ],
+    );
+    let work = web_app("synced one");
+    git(
+        work.path(),
+        &["push", "-q", upstream.to_str().expect("path"), "main"],
+    );
+
+    refused(
+        &server.ssh(&["git:sync", &app, "/tmp/x"]),
+        &format!("app {app} not found"),
+    );
+    ok(&server.ssh(&["apps:create", &app]));
+    refused(&server.ssh(&["webhooks:inbound", &app]), "no sync source");
+    refused(
+        &server.ssh(&["git:sync", &app, "--upload-pack=touch /tmp/pwned", "main"]),
+        "unknown option",
+    );
+    refused(
+        &server.ssh(&["git:sync", &app, "relative/repo"]),
+        "not a repository URL",
+    );
+    refused(
+        &server.ssh(&["git:sync", &app, "/nonexistent/repo.git"]),
+        "cannot fetch HEAD from /nonexistent/repo.git",
+    );
+    let member = server.dir.path().join("member_key");
+    keygen(&member);
+    server.add_key("member", "member", &member);
+    ok(&server.ssh(&["apps:grant", &app, "member"]));
+    refused(
+        &server.ssh_as(
+            &member,
+            &["git:sync", &app, upstream.to_str().expect("path")],
+        ),
+        "only admins sync from a path",
+    );
+
+    let synced = ok(&server.ssh(&["git:sync", &app, upstream.to_str().expect("path"), "main"]));
+    assert!(synced.contains("is live at"), "{synced}");
+    assert_eq!(page(&server, &app, "/").as_deref(), Some("synced one\n"));
+    // The deploy branch now points at what was deployed (a clone gets it).
+    let head = git(work.path(), &["rev-parse", "HEAD"]);
+    let listed = ok(&server.ssh(&["releases", &app, "--json"]));
+    assert!(listed.contains(head.trim()), "{listed}");
+
+    let inbound = ok(&server.ssh(&["webhooks:inbound", &app]));
+    let hook_url = inbound.lines().next().expect("url").trim().to_string();
+    let path = hook_url
+        .split_once(&format!(":{}", server.http_port))
+        .map(|(_, p)| p.to_string())
+        .unwrap_or_else(|| panic!("{hook_url}"));
+    assert!(path.starts_with(&format!("/.berth/hooks/{app}/")), "{path}");
+
+    write_web_app(work.path(), "synced two");
+    let newest = commit(work.path(), "two");
+    git(
+        work.path(),
+        &["push", "-q", upstream.to_str().expect("path"), "main"],
+    );
+
+    // A wrong token: refused, counted, nothing deployed.
+    let wrong = format!("/.berth/hooks/{app}/{}", "0".repeat(64));
+    assert_eq!(post(&server, &wrong, "{}"), 403);
+    assert_eq!(metric(&server, "berth_inbound_webhooks_refused_total"), 1);
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    assert_eq!(page(&server, &app, "/").as_deref(), Some("synced one\n"));
+    let events = ok(&server.ssh(&["events", &app, "--json"]));
+    assert!(events.contains("wrong inbound webhook token"), "{events}");
+
+    // The right one with a GitHub push payload deploys the branch's latest commit.
+    let payload = format!("{{\"ref\":\"refs/heads/main\",\"after\":\"{newest}\"}}");
+    assert_eq!(post(&server, &path, &payload), 202);
+    wait_for("the inbound webhook's deploy", || {
+        (page(&server, &app, "/").as_deref() == Some("synced two\n")).then_some(())
+    });
+    let releases = ok(&server.ssh(&["releases", &app, "--json"]));
+    assert!(releases.contains(&newest), "{releases}");
+    ok(&server.ssh(&["apps:destroy", &app, "--confirm", &app]));
+}
+
+fn berth_cli(server: &TestServer, args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_berth"))
+        .args(args)
+        .arg("--config")
+        .arg(server.config_path())
+        .output()
+        .expect("run berth")
+}
+
+#[test]
+fn backup_and_restore_bring_an_app_back() {
+    let mut server = TestServer::start();
+    let app = app_name("saved");
+    let repo = web_app("saved one");
+    assert!(server.push(repo.path(), &app, "main").status.success());
+    ok(&server.ssh(&["config:set", &app, "SAVED=yes"]));
+    assert_eq!(page(&server, &app, "/").as_deref(), Some("saved one\n"));
+    let host_key = std::fs::read(server.data_dir().join("ssh_host_ed25519_key")).expect("host key");
+
+    // A backup while the server runs.
+    let file = server.dir.path().join("berth-backup.tar");
+    let backed = berth_cli(&server, &["backup", file.to_str().expect("path")]);
+    assert!(backed.status.success(), "{}", text(&backed));
+    assert!(
+        text(&backed).contains("Backed up 1 app(s)"),
+        "{}",
+        text(&backed)
+    );
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&file)
+        .expect("backup")
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o600, "a backup holds keys: owner-only");
+
+    // Restoring over a running server with apps is refused, and so is a corrupt archive.
+    let over = berth_cli(&server, &["restore", file.to_str().expect("path")]);
+    assert!(!over.status.success());
+    assert!(text(&over).contains("berth is running"), "{}", text(&over));
+    server.stop();
+    remove_app_containers(&app);
+    std::fs::remove_dir_all(server.data_dir()).expect("wipe data dir");
+    let corrupt = server.dir.path().join("corrupt.tar");
+    let mut bytes = std::fs::read(&file).expect("read backup");
+    bytes.truncate(bytes.len() / 3);
+    bytes[700..900].fill(0x5a);
+    std::fs::write(&corrupt, &bytes).expect("write corrupt");
+    let refused = berth_cli(&server, &["restore", corrupt.to_str().expect("path")]);
+    assert!(!refused.status.success());
+    assert!(
+        text(&refused).contains("is not a berth backup")
+            && text(&refused).contains("nothing was restored"),
+        "{}",
+        text(&refused)
+    );
+    assert_eq!(
+        text(&refused).trim().lines().count(),
+        1,
+        "{}",
+        text(&refused)
+    );
+    assert!(
+        !server.data_dir().join("berth.db").exists(),
+        "a refused restore writes nothing"
+    );
+
+    // Into the empty data dir: apps, keys, releases and config come back, and the app serves.
+    let restored = berth_cli(&server, &["restore", file.to_str().expect("path")]);
+    assert!(restored.status.success(), "{}", text(&restored));
+    assert!(
+        text(&restored).contains("Restored 1 app(s)"),
+        "{}",
+        text(&restored)
+    );
+    assert_eq!(
+        std::fs::read(server.data_dir().join("ssh_host_ed25519_key")).expect("host key"),
+        host_key,
+        "the host key comes back (clients' known_hosts stay valid)"
+    );
+    server.restart();
+    wait_for("the restored app to serve", || {
+        (page(&server, &app, "/").as_deref() == Some("saved one\n")).then_some(())
+    });
+    assert_eq!(ok(&server.ssh(&["config:get", &app, "SAVED"])), "yes\n");
+    let releases = json(&server.ssh(&["releases", &app, "--json"]));
+    assert_eq!(releases.as_array().map(Vec::len), Some(2), "{releases}");
+    // The repo came back too: a clone has the pushed commit.
+    let clone = tempfile::tempdir().expect("dir");
+    let cloned = Command::new("git")
+        .args(["clone", "-q", &server.url(&app)])
+        .arg(clone.path().join("c"))
+        .env("GIT_SSH_COMMAND", server.ssh_command(&server.key))
+        .output()
+        .expect("git clone");
+    assert!(cloned.status.success(), "{}", text(&cloned));
     ok(&server.ssh(&["apps:destroy", &app, "--confirm", &app]));
 }

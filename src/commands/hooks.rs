@@ -74,7 +74,9 @@ pub async fn add(berth: &Berth, who: &Identity, args: &Args) -> Result<String, S
         )
         .await
         .map_err(internal)?;
-    let scope = app.as_ref().map_or("every app".to_string(), |a| a.name.clone());
+    let scope = app
+        .as_ref()
+        .map_or("every app".to_string(), |a| a.name.clone());
     Ok(format!(
         "-----> Added webhook {id}: {events} of {scope} to {url}\n       secret (shown once): {secret}\n       each POST has X-Berth-Signature: sha256=HMAC-SHA256(secret, body) in hex\n"
     ))
@@ -129,7 +131,10 @@ pub async fn remove(berth: &Berth, who: &Identity, args: &Args) -> Result<String
         .remove_webhook(hook.id)
         .await
         .map_err(internal)?;
-    Ok(format!("-----> Removed webhook {} ({})\n", hook.id, hook.url))
+    Ok(format!(
+        "-----> Removed webhook {} ({})\n",
+        hook.id, hook.url
+    ))
 }
 
 pub async fn deliveries(berth: &Berth, who: &Identity, args: &Args) -> Result<String, String> {
@@ -157,7 +162,11 @@ pub async fn deliveries(berth: &Berth, who: &Identity, args: &Args) -> Result<St
             d.app.as_deref().unwrap_or("-"),
             d.status,
             d.attempts,
-            if d.response.is_empty() { "-" } else { &d.response },
+            if d.response.is_empty() {
+                "-"
+            } else {
+                &d.response
+            },
             d.updated_at
         );
     }
@@ -185,7 +194,10 @@ fn check_ref(git_ref: &str) -> Result<(), String> {
 /// A repository URL git may fetch: https, http, ssh, git, or `user@host:path`; a local path or
 /// `file://` only for admins.
 fn check_repo_url(url: &str, who: &Identity) -> Result<(), String> {
-    if url.is_empty() || url.starts_with('-') || url.len() > 2000 || url.chars().any(char::is_control)
+    if url.is_empty()
+        || url.starts_with('-')
+        || url.len() > 2000
+        || url.chars().any(char::is_control)
     {
         return Err(format!("{url:?} is not a repository URL"));
     }
@@ -251,7 +263,13 @@ pub async fn inbound(berth: &Berth, who: &Identity, args: &Args) -> Result<Strin
     berth.inbound.reload(&berth.store).await?;
     let _ = berth
         .store
-        .record_event(Some(app.id), "sync", &who.key_name, "webhook", "new inbound token")
+        .record_event(
+            Some(app.id),
+            "sync",
+            &who.key_name,
+            "webhook",
+            "new inbound token",
+        )
         .await;
     let url = format!(
         "{}{}{}/{token}",

@@ -128,10 +128,7 @@ pub async fn unlink(
     for key in release::link_keys(&link.alias) {
         new.remove(&key);
     }
-    store
-        .remove_link(app.id, dep.id)
-        .await
-        .map_err(internal)?;
+    store.remove_link(app.id, dep.id).await.map_err(internal)?;
     if new != old {
         let docker = engine::connect().await?;
         let description = format!("unlink {}", dep.name);

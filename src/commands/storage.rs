@@ -8,11 +8,24 @@ use crate::output::Output;
 use crate::server::{Berth, Identity};
 
 /// Where processes may not have something mounted over them.
-const RESERVED_PATHS: &[&str] = &["/proc", "/sys", "/dev", "/etc", "/bin", "/sbin", "/lib", "/usr"];
+const RESERVED_PATHS: &[&str] = &[
+    "/proc", "/sys", "/dev", "/etc", "/bin", "/sbin", "/lib", "/usr",
+];
 /// Host directories nobody mounts into an app: the system's own, and the engine's socket.
 const FORBIDDEN_HOST_DIRS: &[&str] = &[
-    "/proc", "/sys", "/dev", "/etc", "/boot", "/root", "/bin", "/sbin", "/lib", "/usr", "/run",
-    "/var/run", "/var/lib/docker",
+    "/proc",
+    "/sys",
+    "/dev",
+    "/etc",
+    "/boot",
+    "/root",
+    "/bin",
+    "/sbin",
+    "/lib",
+    "/usr",
+    "/run",
+    "/var/run",
+    "/var/lib/docker",
 ];
 
 /// A volume name: lowercase letters, digits and '-', starting with a letter or digit.
@@ -75,7 +88,9 @@ pub async fn mount(
     let app = app_for(berth, who, &args.positional[0], Access::Operate).await?;
     let spec = &args.positional[1];
     let (source, path) = spec.rsplit_once(':').ok_or_else(|| {
-        format!("{spec:?} is not NAME:/path or /host/dir:/path; usage: storage:mount APP NAME:/path")
+        format!(
+            "{spec:?} is not NAME:/path or /host/dir:/path; usage: storage:mount APP NAME:/path"
+        )
     })?;
     check_path(path, "the mount path")?;
     let path = normalized(path);
@@ -110,7 +125,11 @@ pub async fn mount(
         ("host", dir.clone(), dir)
     } else {
         check_volume_name(source)?;
-        ("volume", source.to_string(), format!("berth-{}-{source}", app.name))
+        (
+            "volume",
+            source.to_string(),
+            format!("berth-{}-{source}", app.name),
+        )
     };
     let _guard = berth.lock_app(&app.name).await;
     let store = &berth.store;
@@ -229,7 +248,12 @@ pub async fn list(berth: &Berth, who: &Identity, args: &Args) -> Result<String, 
             app.name, app.name
         ));
     }
-    let width = mounts.iter().map(|m| m.name.len()).max().unwrap_or(4).max(6);
+    let width = mounts
+        .iter()
+        .map(|m| m.name.len())
+        .max()
+        .unwrap_or(4)
+        .max(6);
     let mut text = format!("{:<width$}  {:<6}  PATH\n", "SOURCE", "KIND");
     for m in &mounts {
         text += &format!("{:<width$}  {:<6}  {}\n", m.name, m.kind, m.path);
@@ -244,13 +268,19 @@ mod tests {
     #[test]
     fn names_and_paths_are_checked() {
         assert!(check_volume_name("data").is_ok());
-        assert!(check_volume_name("").unwrap_err().contains("missing volume name"));
+        assert!(
+            check_volume_name("")
+                .unwrap_err()
+                .contains("missing volume name")
+        );
         assert!(check_volume_name("Data").is_err());
         assert!(check_volume_name("-x").is_err());
         assert!(check_volume_name("../x").is_err());
         assert!(check_path("/data", "p").is_ok());
         assert!(check_path("/var/lib/app/", "p").is_ok());
-        for bad in ["data", "/", "/a/../b", "/a/./b", "/a b", "/a:b", "//a", "/a$b"] {
+        for bad in [
+            "data", "/", "/a/../b", "/a/./b", "/a b", "/a:b", "//a", "/a$b",
+        ] {
             assert!(check_path(bad, "p").is_err(), "{bad}");
         }
         assert!(under("/etc/x", "/etc") && under("/etc", "/etc") && !under("/etcx", "/etc"));

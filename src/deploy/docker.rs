@@ -679,12 +679,7 @@ pub async fn start_other(
         env: Some(env),
         cmd: Some(process.command.clone()),
         labels: Some(labels),
-        host_config: Some(host_config(
-            &process.resources,
-            None,
-            &spec.binds,
-            &network,
-        )),
+        host_config: Some(host_config(&process.resources, None, &spec.binds, &network)),
         ..Default::default()
     };
     let options = CreateContainerOptionsBuilder::default().name(&name).build();

@@ -116,6 +116,12 @@ impl TestServer {
         register_key(&self.config_path(), name, role, key);
     }
 
+    /// Stops the server process (`restart` starts it again).
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// Stops the server process and starts it again on the same data dir and port.
     pub fn restart(&mut self) {
         let _ = self.child.kill();
