@@ -220,6 +220,26 @@ pub async fn prune_app(berth: &Berth, docker: &Docker, app: &App, dry_run: bool)
         if used_ids.contains(&image.id) {
             continue;
         }
+        // A dangling build result (its tag moved to a newer build of the same commit).
+        if image.repo_tags.iter().all(|t| t == "<none>:<none>") {
+            if !dry_run {
+                let options = RemoveImageOptionsBuilder::default().force(false).build();
+                if docker
+                    .remove_image(&image.id, Some(options), None)
+                    .await
+                    .is_err()
+                {
+                    continue;
+                }
+            }
+            removed.push(Removal {
+                app: app.name.clone(),
+                kind: "image",
+                name: image.id.chars().take(19).collect(),
+                bytes: image.size.max(0) as u64,
+            });
+            continue;
+        }
         let drop: Vec<&String> = image
             .repo_tags
             .iter()

@@ -56,6 +56,15 @@ fn rendered_units_pass_the_real_validators_and_resources_reach_every_target() {
         "64m",
     ]));
     ok(&server.ssh(&["config:set", &app, "GREETING=hi"]));
+    // Storage reaches every target: a named volume and (admins) a host directory.
+    let host_dir = tempfile::tempdir().expect("dir");
+    ok(&server.ssh(&["storage:mount", &app, "data:/data"]));
+    ok(&server.ssh(&[
+        "storage:mount",
+        &app,
+        &format!("{}:/srv/files", host_dir.path().display()),
+    ]));
+    let volume = format!("berth-{app}-data");
 
     // docker: the limits reach the containers of the new release (v2, from config:set).
     wait_for("the v1 containers to retire", || {
@@ -84,6 +93,21 @@ fn rendered_units_pass_the_real_validators_and_resources_reach_every_target() {
             "500000000 67108864",
             "{name}"
         );
+        let mounts = Command::new("docker")
+            .args([
+                "inspect",
+                "-f",
+                "{{range .Mounts}}{{.Source}}|{{.Name}}|{{.Destination}} {{end}}",
+                &name,
+            ])
+            .output()
+            .expect("inspect");
+        let mounts = String::from_utf8_lossy(&mounts.stdout).to_string();
+        assert!(
+            mounts.contains(&format!("|{volume}|/data"))
+                && mounts.contains(&format!("{}||/srv/files", host_dir.path().display())),
+            "{name}: {mounts}"
+        );
     }
 
     let dir = tempfile::tempdir().expect("dir");
@@ -104,6 +128,14 @@ fn rendered_units_pass_the_real_validators_and_resources_reach_every_target() {
             unit.display()
         );
         let text = std::fs::read_to_string(unit).expect("read");
+        assert!(
+            text.contains(&format!("--volume {volume}:/data"))
+                && text.contains(&format!(
+                    "--volume {}:/srv/files",
+                    host_dir.path().display()
+                )),
+            "{text}"
+        );
         if unit.to_string_lossy().contains("-web-") {
             assert!(text.contains("--cpus 0.5 --memory 64m"), "{text}");
             assert!(
@@ -127,6 +159,7 @@ fn rendered_units_pass_the_real_validators_and_resources_reach_every_target() {
         names,
         [
             "namespace.yaml",
+            "volume-data.yaml",
             "deployment-web.yaml",
             "service-web.yaml",
             "deployment-worker.yaml",
@@ -150,8 +183,16 @@ fn rendered_units_pass_the_real_validators_and_resources_reach_every_target() {
     assert!(
         deployment.contains("replicas: 2")
             && deployment.contains("memory: \"64Mi\"")
-            && deployment.contains("cpu: \"0.5\""),
+            && deployment.contains("cpu: \"0.5\"")
+            && deployment.contains(&format!("claimName: {volume}"))
+            && deployment.contains("mountPath: \"/data\"")
+            && deployment.contains(&format!("path: \"{}\"", host_dir.path().display())),
         "{deployment}"
+    );
+    let claim = std::fs::read_to_string(dir.path().join("volume-data.yaml")).expect("read");
+    assert!(
+        claim.contains("kind: PersistentVolumeClaim") && claim.contains(&format!("name: {volume}")),
+        "{claim}"
     );
 
     // swarm: the stack file as Docker's own compose loader reads it.
@@ -173,6 +214,8 @@ fn rendered_units_pass_the_real_validators_and_resources_reach_every_target() {
         // what compose reads is the command as written.
         "exec httpd -f -p \"$PORT\" -h /www # 100% \\ done",
         "worker:",
+        "target: /data",
+        "external: true",
     ] {
         assert!(
             normalized.contains(needle),
@@ -355,6 +398,8 @@ fn swarm_target_deploys_scales_updates_and_rolls_back_a_crashing_release() {
     let app = app_name("swarm");
     ok(&server.ssh(&["apps:create", &app]));
     ok(&server.ssh(&["apps:set", &app, "target=swarm"]));
+    // A volume reaches the swarm's tasks as well.
+    ok(&server.ssh(&["storage:mount", &app, "data:/data"]));
     let repo = web_app("swarm one");
     let first = server.push(repo.path(), &app, "main");
     let transcript = text(&first);
@@ -370,6 +415,29 @@ fn swarm_target_deploys_scales_updates_and_rolls_back_a_crashing_release() {
     );
     let url = live_url(&first);
     assert_eq!(http_get(&url).as_deref().map(str::trim), Some("swarm one"));
+    let task_mounts = Command::new("docker")
+        .args(["ps", "-q", "--filter", &format!("label=berth.app={app}")])
+        .output()
+        .expect("docker ps");
+    let task = String::from_utf8_lossy(&task_mounts.stdout)
+        .split_whitespace()
+        .next()
+        .expect("a task container")
+        .to_string();
+    let mounts = Command::new("docker")
+        .args([
+            "inspect",
+            "-f",
+            "{{range .Mounts}}{{.Name}}:{{.Destination}} {{end}}",
+            &task,
+        ])
+        .output()
+        .expect("inspect");
+    assert!(
+        String::from_utf8_lossy(&mounts.stdout).contains(&format!("berth-{app}-data:/data")),
+        "{}",
+        String::from_utf8_lossy(&mounts.stdout)
+    );
     let image = service_image(&app).expect("the web service exists");
     assert!(image.ends_with(":v1 1"), "{image}");
     // The stack file holds config vars: root-only.
