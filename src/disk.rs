@@ -72,17 +72,29 @@ fn labeled(app: &str) -> HashMap<&'static str, Vec<String>> {
     HashMap::from([("label", vec![format!("{LABEL_APP}={app}")])])
 }
 
+/// The app's containers, running or not (none when the engine does not answer).
+async fn containers_of(docker: &Docker, app: &str) -> Vec<bollard::models::ContainerSummary> {
+    let filters = labeled(app);
+    let options = ListContainersOptionsBuilder::default()
+        .all(true)
+        .filters(&filters)
+        .build();
+    docker
+        .list_containers(Some(options))
+        .await
+        .unwrap_or_default()
+}
+
+/// The app's local images (release and build tags, dangling results).
+async fn images_of(docker: &Docker, app: &str) -> Vec<bollard::models::ImageSummary> {
+    let filters = labeled(app);
+    let options = ListImagesOptionsBuilder::default().filters(&filters).build();
+    docker.list_images(Some(options)).await.unwrap_or_default()
+}
+
 /// What the app uses on disk now.
 pub async fn usage(berth: &Berth, docker: &Docker, app: &App) -> Usage {
-    let filters = labeled(&app.name);
-    let images = docker
-        .list_images(Some(
-            ListImagesOptionsBuilder::default()
-                .filters(&filters)
-                .build(),
-        ))
-        .await
-        .unwrap_or_default();
+    let images = images_of(docker, &app.name).await;
     let mut volumes: Vec<String> = berth
         .store
         .mounts(app.id)
@@ -103,15 +115,7 @@ pub async fn usage(berth: &Berth, docker: &Docker, app: &App) -> Usage {
             volumes_bytes += dir_size(Path::new(&info.mountpoint));
         }
     }
-    let containers = docker
-        .list_containers(Some(
-            ListContainersOptionsBuilder::default()
-                .all(true)
-                .filters(&filters)
-                .build(),
-        ))
-        .await
-        .unwrap_or_default();
+    let containers = containers_of(docker, &app.name).await;
     let mut logs_bytes = 0;
     for container in containers {
         if let Some(id) = container.id
@@ -138,16 +142,7 @@ pub async fn usage(berth: &Berth, docker: &Docker, app: &App) -> Usage {
 /// lock, so no build or deploy of it runs meanwhile.
 pub async fn prune_app(berth: &Berth, docker: &Docker, app: &App, dry_run: bool) -> Vec<Removal> {
     let mut removed = Vec::new();
-    let filters = labeled(&app.name);
-    let containers = docker
-        .list_containers(Some(
-            ListContainersOptionsBuilder::default()
-                .all(true)
-                .filters(&filters)
-                .build(),
-        ))
-        .await
-        .unwrap_or_default();
+    let containers = containers_of(docker, &app.name).await;
     // Stopped one-off containers (`run`, release phase) left by a lost connection.
     for container in &containers {
         let one_off = container
@@ -208,14 +203,7 @@ pub async fn prune_app(berth: &Berth, docker: &Docker, app: &App, dry_run: bool)
         .filter_map(|c| c.image_id.clone())
         .collect();
     keep.extend(containers.iter().filter_map(|c| c.image.clone()));
-    let images = docker
-        .list_images(Some(
-            ListImagesOptionsBuilder::default()
-                .filters(&filters)
-                .build(),
-        ))
-        .await
-        .unwrap_or_default();
+    let images = images_of(docker, &app.name).await;
     for image in images {
         if used_ids.contains(&image.id) {
             continue;

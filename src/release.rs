@@ -842,12 +842,9 @@ pub async fn redeploy_with_config(
             .await;
         return Ok(());
     };
-    if store.canary(app.id).await.map_err(internal)?.is_some() {
+    if let Err(message) = refuse_during_canary(berth, app).await {
         let _ = store.replace_config(app.id, old).await;
-        return Err(format!(
-            "{} has a canary: canary:promote or canary:abort it first",
-            app.name
-        ));
+        return Err(message);
     }
     out.step(&format!("Redeploying {} ({description})", app.name));
     let plan = Plan {
@@ -880,7 +877,10 @@ pub async fn redeploy_with_config(
             let _ = store
                 .record_event(Some(app.id), "config", actor, "failed", description)
                 .await;
-            Err(format!("{message}; v{} keeps running", current.number))
+            Err(format!(
+                "{message}; the config is unchanged and v{} keeps running",
+                current.number
+            ))
         }
     }
 }

@@ -85,9 +85,6 @@ async fn change(
     edit: impl FnOnce(&mut BTreeMap<String, String>),
 ) -> Result<String, String> {
     let _guard = berth.lock_app(&app.name).await;
-    if !args.has("--no-restart") {
-        release::refuse_during_canary(berth, app).await?;
-    }
     let store = &berth.store;
     let old = store.config(app.id).await.map_err(internal)?;
     let mut new = old.clone();
@@ -95,48 +92,30 @@ async fn change(
     if new == old {
         return Ok("no change\n".to_string());
     }
-    store.replace_config(app.id, &new).await.map_err(internal)?;
-    let _ = store
-        .record_event(Some(app.id), "config", &who.key_name, "ok", description)
-        .await;
-    let current = store.running_release(app.id).await.map_err(internal)?;
-    let Some(current) = current.filter(|_| !args.has("--no-restart") && !app.stopped) else {
+    let running = store.running_release(app.id).await.map_err(internal)?;
+    if args.has("--no-restart") || app.stopped || running.is_none() {
+        store.replace_config(app.id, &new).await.map_err(internal)?;
+        let _ = store
+            .record_event(Some(app.id), "config", &who.key_name, "ok", description)
+            .await;
         return Ok(format!(
             "-----> {description}: stored; it applies at the next release\n"
         ));
-    };
+    }
+    release::refuse_during_canary(berth, app).await?;
     let docker = engine::connect().await?;
-    let plan = release::Plan {
-        commit: &current.commit_sha,
-        config: &new,
-        manifest: &current.manifest,
-        description,
-        actor: &who.key_name,
-        canary: None,
-    };
-    match release::create_and_deploy(
+    release::redeploy_with_config(
         berth,
         &docker,
         app,
-        release::Source::Existing(&current.image),
-        plan,
+        &old,
+        &new,
+        description,
+        &who.key_name,
         out,
     )
-    .await
-    {
-        Ok(_) => Ok(String::new()),
-        Err(message) => {
-            let _ = store.replace_config(app.id, &old).await;
-            let _ = store.set_app_state(app.id, "running", &who.key_name).await;
-            let _ = store
-                .record_event(Some(app.id), "config", &who.key_name, "failed", description)
-                .await;
-            Err(format!(
-                "{message}; the config is unchanged and v{} keeps running",
-                current.number
-            ))
-        }
-    }
+    .await?;
+    Ok(String::new())
 }
 
 pub async fn get(berth: &Berth, who: &Identity, args: &Args) -> Result<String, String> {
