@@ -162,6 +162,7 @@ pub async fn restore(config: &Config, file: &Path) -> Result<String, String> {
     let mut moved = Vec::new();
     for (name, target) in [
         ("berth.db", config.db_path()),
+        ("berth.db-wal", data.join("berth.db-wal")),
         ("repos", config.repos_dir()),
         ("ssh_host_ed25519_key", config.host_key_path()),
         ("certs", config.certs_dir()),

@@ -88,7 +88,9 @@ async fn containers_of(docker: &Docker, app: &str) -> Vec<bollard::models::Conta
 /// The app's local images (release and build tags, dangling results).
 async fn images_of(docker: &Docker, app: &str) -> Vec<bollard::models::ImageSummary> {
     let filters = labeled(app);
-    let options = ListImagesOptionsBuilder::default().filters(&filters).build();
+    let options = ListImagesOptionsBuilder::default()
+        .filters(&filters)
+        .build();
     docker.list_images(Some(options)).await.unwrap_or_default()
 }
 

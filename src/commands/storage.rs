@@ -107,19 +107,26 @@ pub async fn mount(
             );
         }
         check_path(source, "the host directory")?;
-        let dir = normalized(source);
-        let data_dir = berth.config.data_dir.to_string_lossy().to_string();
+        // Checked where it really is: a symlink to a system directory is that directory.
+        let dir = match std::fs::canonicalize(source) {
+            Ok(real) if real.is_dir() => real.to_string_lossy().to_string(),
+            _ => {
+                return Err(format!(
+                    "{} is not a directory on this host: make it first",
+                    normalized(source)
+                ));
+            }
+        };
+        let data_dir = std::fs::canonicalize(&berth.config.data_dir)
+            .unwrap_or_else(|_| berth.config.data_dir.clone())
+            .to_string_lossy()
+            .to_string();
         if FORBIDDEN_HOST_DIRS.iter().any(|f| under(&dir, f))
             || under(&dir, &data_dir)
             || under(&data_dir, &dir)
         {
             return Err(format!(
                 "{dir} holds the system's or berth's own files: mount a directory of its own"
-            ));
-        }
-        if !std::path::Path::new(&dir).is_dir() {
-            return Err(format!(
-                "{dir} is not a directory on this host: make it first"
             ));
         }
         ("host", dir.clone(), dir)
