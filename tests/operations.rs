@@ -831,5 +831,11 @@ fn backup_and_restore_bring_an_app_back() {
         .output()
         .expect("git clone");
     assert!(cloned.status.success(), "{}", text(&cloned));
+    // On a host whose registry lost the images, `ps:rebuild --all` builds every app again.
+    let rebuilt = ok(&server.ssh(&["ps:rebuild", "--all"]));
+    assert!(rebuilt.contains("Rebuilt 1 app(s)"), "{rebuilt}");
+    assert_eq!(page(&server, &app, "/").as_deref(), Some("saved one\n"));
+    let releases = json(&server.ssh(&["releases", &app, "--json"]));
+    assert_eq!(releases.as_array().map(Vec::len), Some(3), "{releases}");
     ok(&server.ssh(&["apps:destroy", &app, "--confirm", &app]));
 }

@@ -192,10 +192,10 @@ pub const SPECS: &[Spec] = &[
     },
     Spec {
         name: "ps:rebuild",
-        usage: "ps:rebuild APP",
-        summary: "build the deployed commit again and release it",
-        flags: &[],
-        positional: (1, Some(1)),
+        usage: "ps:rebuild APP | --all",
+        summary: "build the deployed commit again and release it (--all: every app, admins only)",
+        flags: &[("--all", false)],
+        positional: (0, Some(1)),
     },
     Spec {
         name: "ps:report",

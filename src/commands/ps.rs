@@ -233,7 +233,55 @@ pub async fn rebuild(
     args: &Args,
     out: &Output,
 ) -> Result<String, String> {
-    let app = app_for(berth, who, &args.positional[0], Access::Operate).await?;
+    let app = match (args.positional.first(), args.has("--all")) {
+        (Some(name), false) => app_for(berth, who, name, Access::Operate).await?,
+        (None, true) => return rebuild_all(berth, who, out).await,
+        _ => return Err("usage: ps:rebuild APP | ps:rebuild --all".to_string()),
+    };
+    rebuild_one(berth, who, &app, out).await?;
+    Ok(String::new())
+}
+
+/// `ps:rebuild --all` (admins): every app that was ever pushed and is not stopped, one after
+/// the other (after a restore on a host whose registry lost the images). Failures are listed,
+/// the others go on.
+async fn rebuild_all(berth: &Berth, who: &Identity, out: &Output) -> Result<String, String> {
+    if !who.is_admin() {
+        return Err("not allowed: only admins may run ps:rebuild --all".to_string());
+    }
+    let (mut rebuilt, mut failed) = (Vec::new(), Vec::new());
+    for app in berth.store.apps().await.map_err(internal)? {
+        let pushed = berth
+            .store
+            .latest_release(app.id)
+            .await
+            .map_err(internal)?
+            .is_some();
+        if app.stopped || !pushed {
+            continue;
+        }
+        out.step(&format!("Rebuilding {}", app.name));
+        match rebuild_one(berth, who, &app, out).await {
+            Ok(()) => rebuilt.push(app.name),
+            Err(message) => {
+                out.error(&format!("{}: {message}", app.name));
+                failed.push(app.name);
+            }
+        }
+    }
+    if failed.is_empty() {
+        Ok(format!("-----> Rebuilt {} app(s)\n", rebuilt.len()))
+    } else {
+        Err(format!(
+            "rebuilt {} app(s); {} failed: {}",
+            rebuilt.len(),
+            failed.len(),
+            failed.join(", ")
+        ))
+    }
+}
+
+async fn rebuild_one(berth: &Berth, who: &Identity, app: &App, out: &Output) -> Result<(), String> {
     let _guard = berth.lock_app(&app.name).await;
     let current = berth
         .store
@@ -259,7 +307,7 @@ pub async fn rebuild(
             .await;
         return Err(message);
     }
-    Ok(String::new())
+    Ok(())
 }
 
 pub async fn report(berth: &Berth, who: &Identity, args: &Args) -> Result<String, String> {
