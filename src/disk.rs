@@ -295,12 +295,15 @@ pub async fn prune_all(berth: &Berth, docker: &Docker, dry_run: bool) -> Vec<Rem
     removed
 }
 
-/// Hourly retention for every app.
+/// Hourly retention for every app, and for webhook deliveries older than 30 days.
 pub async fn prune_loop(berth: std::sync::Arc<Berth>) {
     let mut tick = tokio::time::interval(Duration::from_secs(3600));
     tick.tick().await;
     loop {
         tick.tick().await;
+        if let Err(error) = berth.store.prune_deliveries(30).await {
+            tracing::warn!(%error, "cannot forget old webhook deliveries");
+        }
         if let Ok(docker) = crate::engine::connect().await {
             let removed = prune_all(&berth, &docker, false).await;
             if !removed.is_empty() {

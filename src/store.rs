@@ -990,6 +990,15 @@ impl Store {
         Ok(())
     }
 
+    /// Forgets finished deliveries older than `days`; gives how many.
+    pub async fn prune_deliveries(&self, days: i64) -> StoreResult<u64> {
+        let done = sqlx::query("DELETE FROM deliveries WHERE status != 'pending' AND created_at < strftime('%Y-%m-%dT%H:%M:%SZ', 'now', ?)")
+            .bind(format!("-{days} days"))
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected())
+    }
+
     /// The newest deliveries, of one webhook or all.
     pub async fn deliveries(
         &self,
@@ -1071,5 +1080,48 @@ impl Store {
             .execute(&self.pool)
             .await?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn old_finished_deliveries_are_forgotten() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("berth.db")).await.unwrap();
+        let hook = store
+            .add_webhook("http://127.0.0.1:9/", "*", None, "s", "admin")
+            .await
+            .unwrap();
+        for _ in 0..3 {
+            store
+                .add_delivery(hook, "deploy.succeeded", None, "{}")
+                .await
+                .unwrap();
+        }
+        // 1: old and delivered (goes), 2: old but pending (stays), 3: new and delivered (stays).
+        store
+            .delivery_attempted(1, "delivered", "HTTP 200", 0)
+            .await
+            .unwrap();
+        store
+            .delivery_attempted(3, "delivered", "HTTP 200", 0)
+            .await
+            .unwrap();
+        sqlx::query("UPDATE deliveries SET created_at = '2020-01-01T00:00:00Z' WHERE id IN (1, 2)")
+            .execute(&store.pool)
+            .await
+            .unwrap();
+        assert_eq!(store.prune_deliveries(30).await.unwrap(), 1);
+        let left: Vec<i64> = store
+            .deliveries(None, 10)
+            .await
+            .unwrap()
+            .iter()
+            .map(|d| d.id)
+            .collect();
+        assert_eq!(left, [3, 2]);
     }
 }

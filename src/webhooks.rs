@@ -8,7 +8,7 @@
 //! detail line, which never holds config values; secrets never leave the DB except as the
 //! signature.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -194,6 +194,7 @@ pub async fn dispatch_loop(berth: Arc<Berth>) {
             last
         }
     };
+    let busy = Arc::new(std::sync::Mutex::new(HashSet::new()));
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     loop {
         tick.tick().await;
@@ -209,7 +210,7 @@ pub async fn dispatch_loop(berth: Arc<Berth>) {
             Ok(_) => {}
             Err(error) => tracing::warn!(%error, "cannot read events for webhooks"),
         }
-        send_due(&berth).await;
+        send_due(&berth, &busy).await;
     }
 }
 
@@ -259,52 +260,74 @@ fn now() -> i64 {
         .map_or(0, |d| d.as_secs() as i64)
 }
 
-async fn send_due(berth: &Berth) {
-    let store = &berth.store;
-    let Ok(due) = store.due_deliveries(now()).await else {
+/// Sends the due deliveries: each webhook's in order, by a task of its own, so one slow or dead
+/// receiver never holds up the others' (a webhook whose task is still busy waits its turn).
+async fn send_due(berth: &Arc<Berth>, busy: &Arc<std::sync::Mutex<HashSet<i64>>>) {
+    let Ok(due) = berth.store.due_deliveries(now()).await else {
         return;
     };
-    let mut hooks: HashMap<i64, Option<crate::store::Webhook>> = HashMap::new();
+    let mut by_hook: BTreeMap<i64, Vec<crate::store::Delivery>> = BTreeMap::new();
     for delivery in due {
-        let hook = match hooks.get(&delivery.webhook_id) {
-            Some(hook) => hook.clone(),
-            None => {
-                let hook = store.webhook(delivery.webhook_id).await.ok().flatten();
-                hooks.insert(delivery.webhook_id, hook.clone());
-                hook
-            }
-        };
-        let Some(hook) = hook else { continue };
-        let result = post(
-            &hook.url,
-            &delivery.event,
-            delivery.id,
-            &hook.secret,
-            &delivery.payload,
-        )
-        .await;
-        let attempts = delivery.attempts + 1;
-        let (status, response, next_at) = match result {
-            Ok(code) if (200..300).contains(&code) => ("delivered", format!("HTTP {code}"), 0),
-            outcome => {
-                let response = match outcome {
-                    Ok(code) => format!("HTTP {code}"),
-                    Err(message) => message,
-                };
-                if attempts >= ATTEMPTS {
-                    ("failed", response, 0)
-                } else {
-                    ("pending", response, now() + (1 << (attempts - 1)))
+        by_hook
+            .entry(delivery.webhook_id)
+            .or_default()
+            .push(delivery);
+    }
+    for (hook_id, deliveries) in by_hook {
+        if !busy
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(hook_id)
+        {
+            continue;
+        }
+        let (berth, busy) = (berth.clone(), busy.clone());
+        tokio::spawn(async move {
+            if let Ok(Some(hook)) = berth.store.webhook(hook_id).await {
+                for delivery in deliveries {
+                    attempt(&berth, &hook, &delivery).await;
                 }
             }
-        };
-        if status != "delivered" {
-            tracing::warn!(webhook = hook.id, delivery = delivery.id, attempts, %response, "webhook delivery not accepted");
-        }
-        let _ = store
-            .delivery_attempted(delivery.id, status, &response, next_at)
-            .await;
+            busy.lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&hook_id);
+        });
     }
+}
+
+/// One attempt at one delivery, recorded: delivered on 2xx, else retried after 1, 2, 4, 8, 16 s
+/// and failed after `ATTEMPTS`.
+async fn attempt(berth: &Berth, hook: &crate::store::Webhook, delivery: &crate::store::Delivery) {
+    let result = post(
+        &hook.url,
+        &delivery.event,
+        delivery.id,
+        &hook.secret,
+        &delivery.payload,
+    )
+    .await;
+    let attempts = delivery.attempts + 1;
+    let (status, response, next_at) = match result {
+        Ok(code) if (200..300).contains(&code) => ("delivered", format!("HTTP {code}"), 0),
+        outcome => {
+            let response = match outcome {
+                Ok(code) => format!("HTTP {code}"),
+                Err(message) => message,
+            };
+            if attempts >= ATTEMPTS {
+                ("failed", response, 0)
+            } else {
+                ("pending", response, now() + (1 << (attempts - 1)))
+            }
+        }
+    };
+    if status != "delivered" {
+        tracing::warn!(webhook = hook.id, delivery = delivery.id, attempts, %response, "webhook delivery not accepted");
+    }
+    let _ = berth
+        .store
+        .delivery_attempted(delivery.id, status, &response, next_at)
+        .await;
 }
 
 /// Inbound webhooks: token hashes by app (read by the router, which never touches the DB),

@@ -137,7 +137,10 @@ fn rendered_units_pass_the_real_validators_and_resources_reach_every_target() {
             "{text}"
         );
         if unit.to_string_lossy().contains("-web-") {
-            assert!(text.contains(&format!("--network berth --network-alias {app}")), "{text}");
+            assert!(
+                text.contains(&format!("--network berth --network-alias {app}")),
+                "{text}"
+            );
             assert!(text.contains("--cpus 0.5 --memory 64m"), "{text}");
             assert!(
                 text.contains(r#""exec httpd -f -p \"$$PORT\" -h /www # 100%% \\ done""#),
