@@ -7,14 +7,13 @@
 //! the canary, of any container (running or stopped), and of the retained releases stay; the
 //! engine itself refuses to remove an image a container uses (no force).
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 use bollard::Docker;
 use bollard::query_parameters::{
-    InspectContainerOptions, ListContainersOptionsBuilder, ListImagesOptionsBuilder,
-    RemoveContainerOptionsBuilder, RemoveImageOptionsBuilder,
+    InspectContainerOptions, RemoveContainerOptionsBuilder, RemoveImageOptionsBuilder,
 };
 use serde::Serialize;
 
@@ -68,35 +67,16 @@ fn repo_dir(berth: &Berth, app: &str) -> Option<std::path::PathBuf> {
     Some(crate::git::repo_path(&berth.config.repos_dir(), &name))
 }
 
-fn labeled(app: &str) -> HashMap<&'static str, Vec<String>> {
-    HashMap::from([("label", vec![format!("{LABEL_APP}={app}")])])
-}
-
 /// The app's containers, running or not (none when the engine does not answer).
 async fn containers_of(docker: &Docker, app: &str) -> Vec<bollard::models::ContainerSummary> {
-    let filters = labeled(app);
-    let options = ListContainersOptionsBuilder::default()
-        .all(true)
-        .filters(&filters)
-        .build();
-    docker
-        .list_containers(Some(options))
+    crate::deploy::docker::list_labeled(docker, vec![format!("{LABEL_APP}={app}")])
         .await
         .unwrap_or_default()
 }
 
-/// The app's local images (release and build tags, dangling results).
-async fn images_of(docker: &Docker, app: &str) -> Vec<bollard::models::ImageSummary> {
-    let filters = labeled(app);
-    let options = ListImagesOptionsBuilder::default()
-        .filters(&filters)
-        .build();
-    docker.list_images(Some(options)).await.unwrap_or_default()
-}
-
 /// What the app uses on disk now.
 pub async fn usage(berth: &Berth, docker: &Docker, app: &App) -> Usage {
-    let images = images_of(docker, &app.name).await;
+    let images = crate::deploy::docker::app_images(docker, &app.name).await;
     let mut volumes: Vec<String> = berth
         .store
         .mounts(app.id)
@@ -205,7 +185,7 @@ pub async fn prune_app(berth: &Berth, docker: &Docker, app: &App, dry_run: bool)
         .filter_map(|c| c.image_id.clone())
         .collect();
     keep.extend(containers.iter().filter_map(|c| c.image.clone()));
-    let images = images_of(docker, &app.name).await;
+    let images = crate::deploy::docker::app_images(docker, &app.name).await;
     for image in images {
         if used_ids.contains(&image.id) {
             continue;

@@ -41,6 +41,11 @@ pub fn reachable(address: IpAddr) -> IpAddr {
 /// container's host port). Taken below the kernel's ephemeral range, so the local ends of
 /// outgoing connections (which come from that range) cannot take it in between.
 pub fn free_port(address: IpAddr) -> Result<u16, String> {
+    bind_free(address).map(|(port, _)| port)
+}
+
+/// `free_port`, still bound: the caller holds the port until it uses the listener.
+fn bind_free(address: IpAddr) -> Result<(u16, std::net::TcpListener), String> {
     let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
         .ok()
         .and_then(|range| range.split_whitespace().next()?.parse::<u16>().ok())
@@ -48,13 +53,12 @@ pub fn free_port(address: IpAddr) -> Result<u16, String> {
     let (low, high) = (10_000u16, ephemeral_low.max(10_100));
     for _ in 0..200 {
         let port = rand::Rng::gen_range(&mut rand::thread_rng(), low..high);
-        if std::net::TcpListener::bind(SocketAddr::new(address, port)).is_ok() {
-            return Ok(port);
+        if let Ok(listener) = std::net::TcpListener::bind(SocketAddr::new(address, port)) {
+            return Ok((port, listener));
         }
     }
     std::net::TcpListener::bind(SocketAddr::new(address, 0))
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
+        .and_then(|l| Ok((l.local_addr()?.port(), l)))
         .map_err(|e| format!("cannot find a free port on {address}: {e}"))
 }
 
@@ -189,6 +193,9 @@ pub struct Routes {
     publish_address: IpAddr,
     balance: Balance,
     apps: RwLock<HashMap<String, Arc<Route>>>,
+    /// Ports given to new apps, held bound until their first deploy serves on them (else
+    /// another process, e.g. the engine publishing a container, could take one in between).
+    reserved: Mutex<HashMap<u16, std::net::TcpListener>>,
 }
 
 struct Route {
@@ -281,12 +288,18 @@ impl Routes {
             publish_address,
             balance,
             apps: RwLock::new(HashMap::new()),
+            reserved: Mutex::default(),
         }
     }
 
-    /// A port free on the publish address right now, for a new app.
+    /// A port for a new app, kept bound by berth until the app's first deploy serves on it.
     pub fn free_port(&self) -> Result<u16, String> {
-        free_port(self.publish_address)
+        let (port, listener) = bind_free(self.publish_address)?;
+        self.reserved
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(port, listener);
+        Ok(port)
     }
 
     fn addresses(&self, host_ports: &[u16]) -> Vec<SocketAddr> {
@@ -389,13 +402,21 @@ impl Routes {
             return Ok(route.clone());
         }
         apps.remove(app);
-        let std_listener = std::net::TcpListener::bind(SocketAddr::new(self.publish_address, port))
-            .map_err(|e| {
-                format!(
-                    "cannot listen on {}:{port} for {app}: {e}",
-                    self.publish_address
-                )
-            })?;
+        let reserved = self
+            .reserved
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&port);
+        let std_listener = match reserved {
+            Some(listener) => listener,
+            None => std::net::TcpListener::bind(SocketAddr::new(self.publish_address, port))
+                .map_err(|e| {
+                    format!(
+                        "cannot listen on {}:{port} for {app}: {e}",
+                        self.publish_address
+                    )
+                })?,
+        };
         std_listener
             .set_nonblocking(true)
             .map_err(|e| e.to_string())?;
@@ -621,6 +642,20 @@ mod tests {
             }),
         });
         (routes, route)
+    }
+
+    #[tokio::test]
+    async fn a_new_apps_port_stays_taken_until_it_serves_there() {
+        let routes = Routes::new(IpAddr::V4(Ipv4Addr::LOCALHOST), Balance::RoundRobin);
+        let port = routes.free_port().unwrap();
+        let address = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port);
+        assert!(
+            std::net::TcpListener::bind(address).is_err(),
+            "nobody else may take {port} before the first deploy"
+        );
+        routes.point("shop", port, &[]).unwrap();
+        assert!(std::net::TcpStream::connect(address).is_ok());
+        routes.remove("shop");
     }
 
     #[test]

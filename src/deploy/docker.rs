@@ -420,7 +420,7 @@ pub struct ContainerReport {
 }
 
 /// Every container (running or not) carrying all of these label filters.
-pub(super) async fn list_labeled(
+pub async fn list_labeled(
     docker: &Docker,
     labels: Vec<String>,
 ) -> Result<Vec<ContainerSummary>, String> {
@@ -456,15 +456,19 @@ pub async fn all_instances(
     Ok(by_app)
 }
 
-/// Removes every image labeled as the app's (all releases and build tags).
-pub async fn remove_images(docker: &Docker, app: &str) -> usize {
+/// The local images labeled as the app's (release and build tags, dangling build results);
+/// none when the engine does not answer.
+pub async fn app_images(docker: &Docker, app: &str) -> Vec<bollard::models::ImageSummary> {
     let filters = HashMap::from([("label", vec![format!("{LABEL_APP}={app}")])]);
     let options = bollard::query_parameters::ListImagesOptionsBuilder::default()
         .filters(&filters)
         .build();
-    let Ok(images) = docker.list_images(Some(options)).await else {
-        return 0;
-    };
+    docker.list_images(Some(options)).await.unwrap_or_default()
+}
+
+/// Removes every image labeled as the app's (all releases and build tags).
+pub async fn remove_images(docker: &Docker, app: &str) -> usize {
+    let images = app_images(docker, app).await;
     let mut removed = 0;
     for image in images {
         let remove = bollard::query_parameters::RemoveImageOptionsBuilder::default()
