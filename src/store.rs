@@ -773,7 +773,7 @@ impl Store {
             .await
     }
 
-    /// Every mount of every app: (app name, mount).
+    /// Every named volume any app mounts: (app name, the volume's engine name).
     pub async fn all_volumes(&self) -> StoreResult<Vec<(String, String)>> {
         sqlx::query_as("SELECT apps.name, mounts.source FROM mounts JOIN apps ON apps.id = mounts.app_id WHERE mounts.kind = 'volume'")
             .fetch_all(&self.pool)

@@ -155,8 +155,29 @@ fn volumes_survive_redeploys_and_rollbacks_and_go_with_the_app() {
             .expect("boots")
             .starts_with("one\ntwo\n")
     );
-    // Without it the volume goes with the app.
+    // A rename keeps the data; a new app of the old name gets a volume of its own, and
+    // destroying it leaves the renamed app's volume alone.
+    let renamed = format!("{app}-r");
+    ok(&server.ssh(&["apps:rename", &app, &renamed]));
+    assert!(
+        page(&server, &renamed, "/boots.txt")
+            .expect("boots")
+            .starts_with("one\ntwo\n")
+    );
+    assert!(server.push(repo.path(), &app, "main").status.success());
+    ok(&server.ssh(&["storage:mount", &app, "data:/data"]));
+    let fresh = page(&server, &app, "/boots.txt").expect("boots");
+    assert!(
+        !fresh.contains("one"),
+        "a new app must not see another app's data: {fresh:?}"
+    );
     let destroyed = ok(&server.ssh(&["apps:destroy", &app, "--confirm", &app]));
+    assert!(
+        volume_exists(&volume),
+        "the renamed app's volume must stay: {destroyed}"
+    );
+    // Without --keep-data the volume goes with the app.
+    let destroyed = ok(&server.ssh(&["apps:destroy", &renamed, "--confirm", &renamed]));
     assert!(
         destroyed.contains(&format!("removed volumes {volume}")),
         "{destroyed}"

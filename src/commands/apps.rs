@@ -489,6 +489,17 @@ pub async fn destroy(berth: &Berth, who: &Identity, args: &Args) -> Result<Strin
     let _guard = berth.lock_app(&app.name).await;
     let docker = engine::connect().await?;
     let mounts = berth.store.mounts(app.id).await.map_err(internal)?;
+    // Volumes another app mounts stay, whatever their label says (an app renamed from this
+    // name keeps its volumes' old labels).
+    let others: Vec<String> = berth
+        .store
+        .all_volumes()
+        .await
+        .map_err(internal)?
+        .into_iter()
+        .filter(|(owner, _)| *owner != app.name)
+        .map(|(_, source)| source)
+        .collect();
     let _ = berth
         .store
         .set_app_state(app.id, "deleting", &who.key_name)
@@ -522,7 +533,7 @@ pub async fn destroy(berth: &Berth, who: &Identity, args: &Args) -> Result<Strin
         .map(|m| m.source)
         .collect();
     for volume in docker::labeled_volumes(&docker, name.as_str()).await {
-        if !volumes.contains(&volume) {
+        if !volumes.contains(&volume) && !others.contains(&volume) {
             volumes.push(volume);
         }
     }

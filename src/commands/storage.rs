@@ -152,6 +152,19 @@ pub async fn mount(
             app.name, existing.name, existing.path, app.name, existing.path
         ));
     }
+    // An app renamed from this name still mounts its volumes under the old name: a new app of
+    // that name gets volumes of its own.
+    let taken = store
+        .all_volumes()
+        .await
+        .map_err(internal)?
+        .into_iter()
+        .any(|(owner, source)| owner != app.name && source == engine_name);
+    let engine_name = if taken {
+        format!("{engine_name}-{:06x}", rand::random::<u32>() & 0xff_ffff)
+    } else {
+        engine_name
+    };
     if kind == "volume" {
         let docker = crate::engine::connect().await?;
         crate::deploy::docker::ensure_volume(&docker, &engine_name, &app.name).await?;
