@@ -74,23 +74,37 @@ async fn containers_of(docker: &Docker, app: &str) -> Vec<bollard::models::Conta
         .unwrap_or_default()
 }
 
-/// What the app uses on disk now.
-pub async fn usage(berth: &Berth, docker: &Docker, app: &App) -> Usage {
-    let images = crate::deploy::docker::app_images(docker, &app.name).await;
+/// The engine names of the app's volumes: those it mounts, and those it mounted before
+/// (labeled with its name), except what another app mounts (an app renamed from this name
+/// keeps its volumes' old labels).
+pub async fn volumes_of(berth: &Berth, docker: &Docker, app: &App) -> Result<Vec<String>, String> {
+    let internal = |e: sqlx::Error| format!("internal error reading mounts: {e}");
     let mut volumes: Vec<String> = berth
         .store
         .mounts(app.id)
         .await
-        .unwrap_or_default()
+        .map_err(internal)?
         .into_iter()
         .filter(|m| m.kind == "volume")
         .map(|m| m.source)
         .collect();
+    let others = berth
+        .store
+        .volumes_of_other_apps(app.id)
+        .await
+        .map_err(internal)?;
     for labeled in crate::deploy::docker::labeled_volumes(docker, &app.name).await {
-        if !volumes.contains(&labeled) {
+        if !volumes.contains(&labeled) && !others.contains(&labeled) {
             volumes.push(labeled);
         }
     }
+    Ok(volumes)
+}
+
+/// What the app uses on disk now.
+pub async fn usage(berth: &Berth, docker: &Docker, app: &App) -> Usage {
+    let images = crate::deploy::docker::app_images(docker, &app.name).await;
+    let volumes = volumes_of(berth, docker, app).await.unwrap_or_default();
     let mut volumes_bytes = 0;
     for volume in &volumes {
         if let Ok(info) = docker.inspect_volume(volume).await {

@@ -103,14 +103,7 @@ pub async fn on_push(
         Ok(()) => true,
         Err(message) => {
             out.error(&message);
-            let _ = berth
-                .store
-                .set_app_state(push.app_id, "failed", &push.actor)
-                .await;
-            let _ = berth
-                .store
-                .record_event(Some(push.app_id), "deploy", &push.actor, "failed", &message)
-                .await;
+            record_failed_deploy(berth, push.app_id, &push.actor, &message).await;
             match previous {
                 Some(release) => out.error(&format!(
                     "push rejected: v{} keeps serving; fix the problem and push again",
@@ -157,6 +150,16 @@ async fn deploy_branch_for(
         }
     }
     Ok(default)
+}
+
+/// A build or deploy of a commit failed: the app is `failed` and the event says why (webhooks
+/// send it as `deploy.failed`).
+async fn record_failed_deploy(berth: &Berth, app_id: i64, actor: &str, message: &str) {
+    let _ = berth.store.set_app_state(app_id, "failed", actor).await;
+    let _ = berth
+        .store
+        .record_event(Some(app_id), "deploy", actor, "failed", message)
+        .await;
 }
 
 /// A commit to build and release.
@@ -455,10 +458,7 @@ pub async fn sync(
         actor,
     };
     if let Err(message) = build_and_release(berth, &request, out).await {
-        let _ = store.set_app_state(app.id, "failed", actor).await;
-        let _ = store
-            .record_event(Some(app.id), "deploy", actor, "failed", &message)
-            .await;
+        record_failed_deploy(berth, app.id, actor, &message).await;
         let kept = running.map_or("nothing was deployed".to_string(), |r| {
             format!("v{} keeps serving", r.number)
         });

@@ -79,7 +79,15 @@ pub async fn create_and_deploy(
             }
         }
         let manifest = Manifest::from_json(plan.manifest);
-        let binds = binds(&mounts(berth, Some(docker), app).await?);
+        let phases = manifest.processes.contains_key("release")
+            || manifest.predeploy.is_some()
+            || manifest.postdeploy.is_some();
+        // One-off phase containers get the mounts too (looked up only when one runs).
+        let binds = if phases {
+            binds(&mounts(berth, Some(docker), app).await?)
+        } else {
+            Vec::new()
+        };
         let env: Vec<String> = plan
             .config
             .iter()

@@ -773,9 +773,10 @@ impl Store {
             .await
     }
 
-    /// Every named volume any app mounts: (app name, the volume's engine name).
-    pub async fn all_volumes(&self) -> StoreResult<Vec<(String, String)>> {
-        sqlx::query_as("SELECT apps.name, mounts.source FROM mounts JOIN apps ON apps.id = mounts.app_id WHERE mounts.kind = 'volume'")
+    /// The engine names of the named volumes other apps than this one mount.
+    pub async fn volumes_of_other_apps(&self, app_id: i64) -> StoreResult<Vec<String>> {
+        sqlx::query_scalar("SELECT source FROM mounts WHERE kind = 'volume' AND app_id != ?")
+            .bind(app_id)
             .fetch_all(&self.pool)
             .await
     }

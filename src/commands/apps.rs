@@ -488,18 +488,7 @@ pub async fn destroy(berth: &Berth, who: &Identity, args: &Args) -> Result<Strin
     }
     let _guard = berth.lock_app(&app.name).await;
     let docker = engine::connect().await?;
-    let mounts = berth.store.mounts(app.id).await.map_err(internal)?;
-    // Volumes another app mounts stay, whatever their label says (an app renamed from this
-    // name keeps its volumes' old labels).
-    let others: Vec<String> = berth
-        .store
-        .all_volumes()
-        .await
-        .map_err(internal)?
-        .into_iter()
-        .filter(|(owner, _)| *owner != app.name)
-        .map(|(_, source)| source)
-        .collect();
+    let volumes = crate::disk::volumes_of(berth, &docker, &app).await?;
     let _ = berth
         .store
         .set_app_state(app.id, "deleting", &who.key_name)
@@ -526,17 +515,6 @@ pub async fn destroy(berth: &Berth, who: &Identity, args: &Args) -> Result<Strin
             &format!("{name}: {containers} containers, {images} images"),
         )
         .await;
-    // The app's named volumes: those it mounts, and those it mounted before (labeled with it).
-    let mut volumes: Vec<String> = mounts
-        .into_iter()
-        .filter(|m| m.kind == "volume")
-        .map(|m| m.source)
-        .collect();
-    for volume in docker::labeled_volumes(&docker, name.as_str()).await {
-        if !volumes.contains(&volume) && !others.contains(&volume) {
-            volumes.push(volume);
-        }
-    }
     let kept = if volumes.is_empty() {
         String::new()
     } else if args.has("--keep-data") {

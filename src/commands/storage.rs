@@ -155,11 +155,10 @@ pub async fn mount(
     // An app renamed from this name still mounts its volumes under the old name: a new app of
     // that name gets volumes of its own.
     let taken = store
-        .all_volumes()
+        .volumes_of_other_apps(app.id)
         .await
         .map_err(internal)?
-        .into_iter()
-        .any(|(owner, source)| owner != app.name && source == engine_name);
+        .contains(&engine_name);
     let engine_name = if taken {
         format!("{engine_name}-{:06x}", rand::random::<u32>() & 0xff_ffff)
     } else {
