@@ -78,37 +78,51 @@ impl TestServer {
     /// Starts a server with extra config lines and extra environment variables.
     pub fn start_with_env(extra_config: &str, env: &[(&str, &str)]) -> TestServer {
         let dir = tempfile::tempdir().expect("temp dir");
-        let port = free_port();
-        let http_port = free_port();
-        let admin_port = free_port();
-        let https_port = free_port();
         let data = dir.path().join("data");
         let config = dir.path().join("berth.toml");
-        // Apps answer through the router at APP.localhost:HTTP_PORT (see http_get).
-        std::fs::write(
-            &config,
-            format!(
-                "data_dir = \"{}\"\nssh_listen = \"127.0.0.1:{port}\"\npublic_host = \"127.0.0.1\"\npublish_address = \"127.0.0.1\"\nbase_domain = \"localhost\"\nhttp_listen = \"127.0.0.1:{http_port}\"\nadmin_listen = \"127.0.0.1:{admin_port}\"\nhttps_listen = \"127.0.0.1:{https_port}\"\naccess_log = \"json\"\n{extra_config}",
-                data.display()
-            ),
-        )
-        .expect("write config");
         let key = dir.path().join("admin_key");
         keygen(&key);
-        register_key(&config, "admin", "admin", &key);
-        let child = spawn_server(&config, &dir.path().join("server.log"), env);
-        let server = TestServer {
-            dir,
-            port,
-            http_port,
-            admin_port,
-            https_port,
-            key,
-            child,
-            apps: Default::default(),
-        };
-        server.wait_listening();
-        server
+        // The ports are free when picked, but another test's server (or the engine publishing
+        // a container) can take one before berth binds it: then berth exits at once, naming
+        // the port, and it is started again on fresh ports.
+        for attempt in 1.. {
+            let (port, http_port, admin_port, https_port) =
+                (free_port(), free_port(), free_port(), free_port());
+            // Apps answer through the router at APP.localhost:HTTP_PORT (see http_get).
+            std::fs::write(
+                &config,
+                format!(
+                    "data_dir = \"{}\"\nssh_listen = \"127.0.0.1:{port}\"\npublic_host = \"127.0.0.1\"\npublish_address = \"127.0.0.1\"\nbase_domain = \"localhost\"\nhttp_listen = \"127.0.0.1:{http_port}\"\nadmin_listen = \"127.0.0.1:{admin_port}\"\nhttps_listen = \"127.0.0.1:{https_port}\"\naccess_log = \"json\"\n{extra_config}",
+                    data.display()
+                ),
+            )
+            .expect("write config");
+            if attempt == 1 {
+                register_key(&config, "admin", "admin", &key);
+            }
+            let log = dir.path().join("server.log");
+            let mut child = spawn_server(&config, &log, env);
+            let port_taken = exited_before_listening(&mut child, port)
+                && std::fs::read_to_string(&log)
+                    .unwrap_or_default()
+                    .contains("Address already in use");
+            if port_taken && attempt < 3 {
+                continue;
+            }
+            let server = TestServer {
+                dir,
+                port,
+                http_port,
+                admin_port,
+                https_port,
+                key,
+                child,
+                apps: Default::default(),
+            };
+            server.wait_listening();
+            return server;
+        }
+        unreachable!("the loop returns")
     }
 
     /// Registers the key at `key` (its `.pub` beside it) from the host's shell.
@@ -270,6 +284,21 @@ fn register_key(config: &Path, name: &str, role: &str, key: &Path) {
         "keys add: {}",
         String::from_utf8_lossy(&added.stderr)
     );
+}
+
+/// Waits until berth listens on `port` (false) or has exited (true), at most 20 s.
+fn exited_before_listening(child: &mut Child, port: u16) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return false;
+        }
+        if child.try_wait().ok().flatten().is_some() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
 }
 
 /// `berth serve`, its output appended to `log`.
