@@ -204,11 +204,24 @@ pub fn read_dir_files(
     let Some(subtree) = entry.to_object(&repository)?.as_tree().cloned() else {
         return Ok(Vec::new());
     };
+    let odb = repository.odb()?;
     let mut files = Vec::new();
     for item in subtree.iter() {
         if item.kind() == Some(ObjectType::Blob)
             && let Some(name) = item.name()
         {
+            if files.len() >= TEMPLATE_FILES_LIMIT {
+                return Err(git2::Error::from_str(&format!(
+                    "{dir}/ has more than {TEMPLATE_FILES_LIMIT} files"
+                )));
+            }
+            let (size, _) = odb.read_header(item.id())?;
+            if size > TEMPLATE_SIZE_LIMIT {
+                return Err(git2::Error::from_str(&format!(
+                    "{dir}/{name} is over {} KiB",
+                    TEMPLATE_SIZE_LIMIT >> 10
+                )));
+            }
             files.push((
                 name.to_string(),
                 repository.find_blob(item.id())?.content().to_vec(),
@@ -216,6 +229,28 @@ pub fn read_dir_files(
         }
     }
     Ok(files)
+}
+
+/// The most files one `.berth/templates/<target>/` may hold.
+pub const TEMPLATE_FILES_LIMIT: usize = 32;
+/// The largest template file berth reads from a repo.
+pub const TEMPLATE_SIZE_LIMIT: usize = 64 << 10;
+
+/// The id of the tree at `path` in the commit (`.berth/templates`), if there is one: what an
+/// admin approves with `templates:approve`.
+pub fn tree_id(
+    repo: &Path,
+    quarantine: Option<&Path>,
+    commit: &str,
+    path: &str,
+) -> Result<Option<String>, git2::Error> {
+    let repository = open_with_quarantine(repo, quarantine)?;
+    let tree = repository.find_commit(Oid::from_str(commit)?)?.tree()?;
+    Ok(tree
+        .get_path(Path::new(path))
+        .ok()
+        .filter(|entry| entry.kind() == Some(ObjectType::Tree))
+        .map(|entry| entry.id().to_string()))
 }
 
 /// The commit's tree as a tar archive (no work tree), keeping the files `include(path)` accepts.

@@ -53,6 +53,9 @@ enum Top {
         #[arg(long, default_value_t = 200)]
         iterations: usize,
     },
+    /// Internal: render templates that are not berth's own, under limits (deploy::sandbox).
+    #[command(hide = true)]
+    RenderSandbox,
     /// An operator command, as over SSH: `berth apps:list --config FILE`.
     #[command(external_subcommand)]
     Other(Vec<String>),
@@ -80,6 +83,9 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
         return ExitCode::from(u8::try_from(berth::push::run_pre_receive_hook()).unwrap_or(1));
+    }
+    if let Top::RenderSandbox = &cli.command {
+        return ExitCode::from(u8::try_from(berth::deploy::sandbox::child_main()).unwrap_or(2));
     }
     if let Top::BenchRender { iterations } = &cli.command {
         berth::deploy::render::bench(*iterations);
@@ -166,7 +172,7 @@ async fn run(command: Top) -> Result<u8, String> {
             println!("{}", berth::backup::restore(&config, &file).await?);
             Ok(0)
         }
-        Top::Hook { .. } | Top::BenchRender { .. } => Ok(1),
+        Top::Hook { .. } | Top::BenchRender { .. } | Top::RenderSandbox => Ok(1),
         Top::Other(mut args) => {
             let mut config = None;
             if let Some(index) = args.iter().position(|a| a == "--config") {

@@ -205,14 +205,31 @@ pub async fn build_and_release(
         config.buildpack_images.clone(),
         config_vars.get("BUILDPACK").cloned(),
     );
-    let (plan, context) = tokio::task::spawn_blocking(move || {
+    let (plan, context, templates) = tokio::task::spawn_blocking(move || {
         let plan = plan_build(&source_commit, forced.as_deref(), &images)?;
         let context =
             source_commit.context(plan.generated.as_ref().map(|g| g.dockerfile.as_str()))?;
-        Ok::<_, String>((plan, context))
+        let templates = git::tree_id(
+            &source_commit.repo,
+            source_commit.quarantine.as_deref(),
+            &source_commit.commit,
+            ".berth/templates",
+        )
+        .map_err(|e| source_commit.unreadable(e))?;
+        Ok::<_, String>((plan, context, templates))
     })
     .await
     .map_err(|e| format!("internal error: {e}"))??;
+    if let Some(tree) = templates
+        && !store
+            .templates_approved(app_id, &tree)
+            .await
+            .map_err(|e| format!("internal error reading template approvals: {e}"))?
+    {
+        out.step(&format!(
+            ".berth/templates/ is not approved: berth's built-in templates are used (an admin approves these with templates:approve {app})"
+        ));
+    }
     if let Some(generated) = &plan.generated {
         out.step(&format!(
             "Detected {} ({})",

@@ -466,7 +466,7 @@ pub async fn spec_for(
     } else {
         let context = render_context(berth, app, release).await?;
         let overrides = template_overrides(berth, app, release, target).await?;
-        render::render(target, &context, &overrides)?
+        crate::deploy::sandbox::render(target, &context, overrides).await?
     };
     let manifest = manifest(release);
     let formation = formation(app);
@@ -676,8 +676,36 @@ pub async fn render_context(
     })
 }
 
+/// The `.berth/templates/` tree of the app's repo at `commit`: its id and whether an admin
+/// approved it (`templates:approve`). `None` when the commit has none.
+pub async fn repo_templates(
+    berth: &Berth,
+    app: &App,
+    commit: &str,
+) -> Result<Option<(String, bool)>, String> {
+    let name = crate::names::AppName::parse(&app.name)?;
+    let repo = crate::git::repo_path(&berth.config.repos_dir(), &name);
+    let commit = commit.to_string();
+    let tree = tokio::task::spawn_blocking(move || {
+        crate::git::tree_id(&repo, None, &commit, ".berth/templates")
+    })
+    .await
+    .map_err(|e| e.to_string())?
+    .unwrap_or_default();
+    let Some(tree) = tree else {
+        return Ok(None);
+    };
+    let approved = berth
+        .store
+        .templates_approved(app.id, &tree)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(Some((tree, approved)))
+}
+
 /// Template overrides for the target: the app's repo (`.berth/templates/<target>/` at the
-/// release's commit) first, then the server's `template_dir`.
+/// release's commit, only when an admin approved that tree: a member's templates could ask for
+/// host mounts or privileges), then the server's `template_dir`.
 pub async fn template_overrides(
     berth: &Berth,
     app: &App,
@@ -685,26 +713,28 @@ pub async fn template_overrides(
     target: Target,
 ) -> Result<render::Overrides, String> {
     let mut overrides = render::Overrides::default();
-    let name = crate::names::AppName::parse(&app.name)?;
-    let repo = crate::git::repo_path(&berth.config.repos_dir(), &name);
-    let (commit, dir) = (
-        release.commit_sha.clone(),
-        format!(".berth/templates/{target}"),
-    );
-    let from_repo =
-        tokio::task::spawn_blocking(move || crate::git::read_dir_files(&repo, &commit, &dir))
-            .await
-            .map_err(|e| e.to_string())?
-            .unwrap_or_default();
     let text_files = |files: Vec<(String, Vec<u8>)>| -> BTreeMap<String, String> {
         files
             .into_iter()
             .filter_map(|(n, bytes)| Some((n, String::from_utf8(bytes).ok()?)))
             .collect()
     };
-    overrides
-        .sources
-        .push(("app repo".to_string(), text_files(from_repo)));
+    if let Some((_, true)) = repo_templates(berth, app, &release.commit_sha).await? {
+        let name = crate::names::AppName::parse(&app.name)?;
+        let repo = crate::git::repo_path(&berth.config.repos_dir(), &name);
+        let (commit, dir) = (
+            release.commit_sha.clone(),
+            format!(".berth/templates/{target}"),
+        );
+        let from_repo =
+            tokio::task::spawn_blocking(move || crate::git::read_dir_files(&repo, &commit, &dir))
+                .await
+                .map_err(|e| e.to_string())?
+                .map_err(|e| format!("templates refused: {}", e.message()))?;
+        overrides
+            .sources
+            .push(("app repo".to_string(), text_files(from_repo)));
+    }
     if let Some(dir) = &berth.config.template_dir {
         let dir = dir.join(target.name());
         let mut files = Vec::new();

@@ -1057,6 +1057,41 @@ impl Store {
             .await
     }
 
+    // ---- template approvals
+
+    /// Records that an admin approved this `.berth/templates/` tree for the app.
+    pub async fn approve_templates(&self, app_id: i64, tree: &str, by: &str) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO template_approvals (app_id, tree, approved_by) VALUES (?, ?, ?) \
+             ON CONFLICT (app_id, tree) DO NOTHING",
+        )
+        .bind(app_id)
+        .bind(tree)
+        .bind(by)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn templates_approved(&self, app_id: i64, tree: &str) -> StoreResult<bool> {
+        let row: Option<(i64,)> =
+            sqlx::query_as("SELECT 1 FROM template_approvals WHERE app_id = ? AND tree = ?")
+                .bind(app_id)
+                .bind(tree)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(row.is_some())
+    }
+
+    /// Withdraws every approval of the app's templates; how many there were.
+    pub async fn revoke_templates(&self, app_id: i64) -> StoreResult<u64> {
+        Ok(sqlx::query("DELETE FROM template_approvals WHERE app_id = ?")
+            .bind(app_id)
+            .execute(&self.pool)
+            .await?
+            .rows_affected())
+    }
+
     // ---- backup
 
     /// SQLite's own check of the DB file.

@@ -248,6 +248,8 @@ fn templates_from_the_repo_win_and_bad_ones_name_themselves() {
     );
     commit(repo.path(), "custom template");
     assert!(server.push(repo.path(), &app, "main").status.success());
+    // Repo templates are used once an admin approved them (tests/security.rs has the attack).
+    ok(&server.ssh(&["templates:approve", &app]));
     let rendered = ok(&server.ssh(&["deploy:render", &app, "--target", "swarm"]));
     assert!(
         rendered.contains(&format!("# custom stack for {app} v1")),
@@ -269,6 +271,7 @@ fn templates_from_the_repo_win_and_bad_ones_name_themselves() {
         server.push(repo.path(), &app, "main").status.success(),
         "the docker target does not use swarm templates"
     );
+    ok(&server.ssh(&["templates:approve", &app]));
     let broken = server.ssh(&["deploy:render", &app, "--target", "swarm"]);
     assert_eq!(broken.status.code(), Some(1));
     let message = text(&broken);

@@ -361,7 +361,7 @@ pub const SPECS: &[Spec] = &[
     Spec {
         name: "apps:set",
         usage: "apps:set APP target=docker|systemd|swarm|kubernetes | deploy_branch=NAME",
-        summary: "where the app runs (a running app moves there now; refused when this host cannot apply it), or which branch deploys",
+        summary: "where the app runs (admins only; a running app moves there now; refused when this host cannot apply it), or which branch deploys",
         flags: &[],
         positional: (2, None),
     },
@@ -448,6 +448,20 @@ pub const SPECS: &[Spec] = &[
         summary: "fetch REF (default HEAD) of a repository and deploy it as if pushed to the deploy branch",
         flags: &[],
         positional: (2, Some(3)),
+    },
+    Spec {
+        name: "templates:approve",
+        usage: "templates:approve APP [--release vN]",
+        summary: "let the app use the .berth/templates/ of that release's commit (default the running one); a push that changes them needs a new approval (admins only)",
+        flags: &[("--release", true)],
+        positional: (1, Some(1)),
+    },
+    Spec {
+        name: "templates:revoke",
+        usage: "templates:revoke APP",
+        summary: "use berth's built-in templates for the app again (admins only)",
+        flags: &[],
+        positional: (1, Some(1)),
     },
     Spec {
         name: "keys:add",
@@ -649,6 +663,8 @@ pub async fn run(berth: &Berth, who: &Identity, raw: &[String], stdin: &[u8]) ->
         "resources:set" => targets::resources(berth, who, &args).await,
         "deploy:render" => targets::render_units(berth, who, &args).await,
         "deploy:plan" => targets::plan(berth, who, &args).await,
+        "templates:approve" => targets::approve(berth, who, &args).await,
+        "templates:revoke" => targets::revoke(berth, who, &args).await,
         "run" => Err(
             "run attaches to your terminal: use `ssh -t berth@HOST run APP COMMAND`".to_string(),
         ),

@@ -1,7 +1,9 @@
 //! `apps:set`, `resources:set`, `deploy:render` and `deploy:plan`: where and with what an app
 //! runs, and the dry run of it.
 
-use super::{Access, Args, app_for, current_release, internal, numbered_release, to_json};
+use super::{
+    Access, Args, admin_only_for, app_for, current_release, internal, numbered_release, to_json,
+};
 use crate::deploy::render::{self, Resources, Target};
 use crate::output::Output;
 use crate::release;
@@ -23,6 +25,13 @@ pub async fn set(
         })?;
         match key {
             "target" => {
+                // Each target runs the app through other machinery (swarm services, units):
+                // moving an app is the host's decision, not a member's.
+                if !who.is_admin() {
+                    return Err(
+                        "not allowed: only admins may move an app to another target".to_string()
+                    );
+                }
                 let target = Target::parse(value)?;
                 release::applicable(target).await.map_err(|reason| {
                     format!("target {target} cannot be used here: {reason}; nothing changed")
@@ -201,7 +210,7 @@ pub async fn render_units(berth: &Berth, who: &Identity, args: &Args) -> Result<
     };
     let context = release::render_context(berth, &app, &release).await?;
     let overrides = release::template_overrides(berth, &app, &release, target).await?;
-    let units = render::render(target, &context, &overrides)?;
+    let units = crate::deploy::sandbox::render(target, &context, overrides).await?;
     if args.json() {
         return to_json(&units);
     }
@@ -244,4 +253,68 @@ pub async fn plan(berth: &Berth, who: &Identity, args: &Args) -> Result<String, 
         );
     }
     Ok(text)
+}
+
+/// `templates:approve APP [--release vN]` (admins): the `.berth/templates/` of that release's
+/// commit (default the running release) may be used from now on. The approval is of that exact
+/// tree: a push that changes any template is not used until approved again.
+pub async fn approve(berth: &Berth, who: &Identity, args: &Args) -> Result<String, String> {
+    admin_only_for(who, "templates:approve")?;
+    let app = app_for(berth, who, &args.positional[0], Access::Operate).await?;
+    let release = match args.value("--release") {
+        Some(wanted) => numbered_release(berth, &app, wanted).await?,
+        None => current_release(berth, &app, "has no release yet: push one first").await?,
+    };
+    let Some((tree, _)) = release::repo_templates(berth, &app, &release.commit_sha).await? else {
+        return Err(format!(
+            "{} v{} has no .berth/templates/ in its commit; nothing to approve",
+            app.name, release.number
+        ));
+    };
+    berth
+        .store
+        .approve_templates(app.id, &tree, &who.key_name)
+        .await
+        .map_err(internal)?;
+    let _ = berth
+        .store
+        .record_event(
+            Some(app.id),
+            "templates:approve",
+            &who.key_name,
+            "ok",
+            &format!("v{} tree {tree}", release.number),
+        )
+        .await;
+    Ok(format!(
+        "-----> {}: .berth/templates/ of v{} (tree {}) approved; used from the next deploy\n",
+        app.name,
+        release.number,
+        &tree[..12.min(tree.len())]
+    ))
+}
+
+/// `templates:revoke APP` (admins): no repo template of the app is used any more.
+pub async fn revoke(berth: &Berth, who: &Identity, args: &Args) -> Result<String, String> {
+    admin_only_for(who, "templates:revoke")?;
+    let app = app_for(berth, who, &args.positional[0], Access::Operate).await?;
+    let removed = berth
+        .store
+        .revoke_templates(app.id)
+        .await
+        .map_err(internal)?;
+    let _ = berth
+        .store
+        .record_event(
+            Some(app.id),
+            "templates:revoke",
+            &who.key_name,
+            "ok",
+            &format!("{removed} approval(s)"),
+        )
+        .await;
+    Ok(format!(
+        "-----> {}: {removed} template approval(s) withdrawn; built-in templates from the next deploy\n",
+        app.name
+    ))
 }

@@ -10,6 +10,7 @@
 
 pub mod docker;
 pub mod render;
+pub mod sandbox;
 pub mod swarm;
 
 use std::net::IpAddr;

@@ -8,10 +8,11 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Where a release runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Target {
     Docker,
     Systemd,
@@ -152,7 +153,7 @@ fn memory_k8s(text: &str) -> String {
 }
 
 /// One process type of a release.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Process {
     pub name: String,
     /// The command; empty means the image's own CMD.
@@ -186,7 +187,7 @@ impl Process {
 }
 
 /// One mount of the app: a named volume berth owns, or a host directory.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Volume {
     /// The name the operator gave (`NAME` of `NAME:/path`), or the host directory.
     pub name: String,
@@ -200,7 +201,7 @@ pub struct Volume {
 }
 
 /// Everything a template may use (see templates/README.md).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Context {
     pub app: String,
     pub release: i64,
@@ -219,19 +220,24 @@ pub struct Context {
 }
 
 /// One rendered file: its name and text.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Unit {
     pub name: String,
     pub text: String,
 }
 
 /// Template texts that replace built-in ones, by file name (nearest source first).
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Serialize, Deserialize)]
 pub struct Overrides {
     pub sources: Vec<(String, BTreeMap<String, String>)>,
 }
 
 impl Overrides {
+    /// No template replaces a built-in one: only berth's own templates render.
+    pub fn is_empty(&self) -> bool {
+        self.sources.iter().all(|(_, files)| files.is_empty())
+    }
+
     fn find(&self, file: &str) -> Option<(&str, &str)> {
         self.sources.iter().find_map(|(origin, files)| {
             files.get(file).map(|text| (origin.as_str(), text.as_str()))
@@ -263,14 +269,62 @@ fn systemd_arg(
     Ok(tera::Value::String(quoted))
 }
 
+/// The most items `range` gives in a template (tera's own has no bound: `range(end=10^10)`
+/// would fill memory before anything else runs).
+pub const RANGE_LIMIT: usize = 10_000;
+
+/// tera's `range`, refusing more than [`RANGE_LIMIT`] items.
+fn bounded_range(args: &std::collections::HashMap<String, tera::Value>) -> tera::Result<tera::Value> {
+    let number = |key: &str, default: Option<u64>| -> tera::Result<u64> {
+        match args.get(key) {
+            Some(value) => value
+                .as_u64()
+                .ok_or_else(|| tera::Error::msg(format!("range: {key} must be a whole number"))),
+            None => default.ok_or_else(|| tera::Error::msg("range needs end=N")),
+        }
+    };
+    let (start, end, step) = (number("start", Some(0))?, number("end", None)?, number("step_by", Some(1))?);
+    if step == 0 {
+        return Err(tera::Error::msg("range: step_by must be at least 1"));
+    }
+    let count = end.saturating_sub(start).div_ceil(step);
+    if count > RANGE_LIMIT as u64 {
+        return Err(tera::Error::msg(format!(
+            "range of {count} items refused: at most {RANGE_LIMIT}"
+        )));
+    }
+    Ok(tera::Value::from(
+        (start..end).step_by(step as usize).collect::<Vec<u64>>(),
+    ))
+}
+
+/// A Tera with what templates need and nothing that reaches the host: `get_env` (which would
+/// read the server's environment) fails the render, and `range` is bounded. Templates from an
+/// app's repo run in a child process besides (`deploy::sandbox`), which bounds time, memory and
+/// a macro that calls itself.
+fn sandboxed_tera() -> tera::Tera {
+    let mut tera = tera::Tera::default();
+    tera.register_function(
+        "get_env",
+        |_: &std::collections::HashMap<String, tera::Value>| -> tera::Result<tera::Value> {
+            Err(tera::Error::msg(
+                "get_env is not available in berth templates (config reaches them as `env`)",
+            ))
+        },
+    );
+    tera.register_function("range", bounded_range);
+    tera.register_filter("systemd_arg", systemd_arg);
+    tera
+}
+
 /// Renders the release's units for `target`. A template that fails names itself and the line.
+/// In-process: callers with overrides from an app's repo go through `deploy::sandbox::render`.
 pub fn render(
     target: Target,
     context: &Context,
     overrides: &Overrides,
 ) -> Result<Vec<Unit>, String> {
-    let mut tera = tera::Tera::default();
-    tera.register_filter("systemd_arg", systemd_arg);
+    let mut tera = sandboxed_tera();
     for (file, builtin) in target.builtin() {
         let (origin, text) = overrides.find(file).unwrap_or(("built-in", builtin));
         let name = format!("{origin}:{}/{file}", target.name());
@@ -610,6 +664,34 @@ mod tests {
             ]
         );
         assert!(kube[1].text.contains("memory: \"256Mi\""));
+    }
+
+    #[test]
+    fn templates_cannot_read_the_environment_or_fill_memory() {
+        // Attack: a template override asks for the server's environment (tokens, cloud
+        // credentials of the shell that started berth) or for a 10^10-item range.
+        let mut overrides = Overrides::default();
+        overrides.sources.push((
+            "app repo".into(),
+            BTreeMap::from([(
+                "stack.yml.tera".into(),
+                "{{ get_env(name=\"PATH\", default=\"-\") }}".into(),
+            )]),
+        ));
+        let error = render(Target::Swarm, &sample(), &overrides).unwrap_err();
+        assert!(error.contains("get_env is not available"), "{error}");
+        overrides.sources[0].1.insert(
+            "stack.yml.tera".into(),
+            "{% for i in range(end=10000000000) %}{% endfor %}".into(),
+        );
+        let error = render(Target::Swarm, &sample(), &overrides).unwrap_err();
+        assert!(error.contains("at most 10000"), "{error}");
+        // Control: a small range works as tera's own does.
+        overrides.sources[0].1.insert(
+            "stack.yml.tera".into(),
+            "{% for i in range(start=1, end=7, step_by=2) %}{{ i }}{% endfor %}".into(),
+        );
+        assert_eq!(render(Target::Swarm, &sample(), &overrides).unwrap()[0].text, "135");
     }
 
     #[test]
