@@ -62,6 +62,9 @@ pub struct Config {
     /// Images of the buildpacks (`python = "python:3.12-slim"`, `go_runtime = ...`), over their
     /// defaults.
     pub buildpack_images: std::collections::BTreeMap<String, String>,
+    /// Whether members' webhooks and `git:sync` may reach loopback, link-local and private
+    /// addresses (admins' always may). Off: such destinations are refused (`netguard`).
+    pub allow_private_destinations: bool,
 }
 
 impl Default for Config {
@@ -92,6 +95,7 @@ impl Default for Config {
             drain_timeout: 30,
             access_log: "text".into(),
             keep_releases: 5,
+            allow_private_destinations: false,
         }
     }
 }
@@ -121,7 +125,11 @@ const KEYS: &[&str] = &[
     "drain_timeout",
     "access_log",
     "keep_releases",
+    "allow_private_destinations",
 ];
+
+/// Keys whose environment values are true or false.
+const BOOL_KEYS: &[&str] = &["allow_private_destinations"];
 
 /// Keys whose environment values are whole numbers.
 const NUMBER_KEYS: &[&str] = &[
@@ -165,6 +173,12 @@ impl Config {
                     value
                         .parse()
                         .map_err(|_| format!("{name}={value:?} is not a whole number"))?,
+                )
+            } else if BOOL_KEYS.contains(&key.as_str()) {
+                toml::Value::Boolean(
+                    value
+                        .parse()
+                        .map_err(|_| format!("{name}={value:?} is not true or false"))?,
                 )
             } else {
                 toml::Value::String(value.clone())

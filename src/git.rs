@@ -335,15 +335,112 @@ pub fn archive_tree(
 /// Where `fetch` leaves what it fetched.
 const SYNC_REF: &str = "refs/berth/sync";
 
+/// How `fetch` reaches a remote's host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    Http,
+    Ssh,
+    Git,
+}
+
+/// The host and port a repository URL makes git connect to (`None` for local paths and
+/// `file://`): `https://h[:p]/…`, `http://…`, `ssh://[u@]h[:p]/…`, `git://h[:p]/…`, `u@h:path`.
+pub fn remote_destination(url: &str) -> Option<(Transport, String, u16)> {
+    let authority = |rest: &str| rest.split(['/', '?', '#']).next().unwrap_or("").to_string();
+    let split_port = |authority: &str, default: u16| -> Option<(String, u16)> {
+        let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+        if let Some(rest) = host_port.strip_prefix('[') {
+            let (host, after) = rest.split_once(']')?;
+            let port = match after.strip_prefix(':') {
+                Some(p) => p.parse().ok()?,
+                None if after.is_empty() => default,
+                None => return None,
+            };
+            return Some((host.to_string(), port));
+        }
+        match host_port.rsplit_once(':') {
+            Some((host, port)) => Some((host.to_string(), port.parse().ok()?)),
+            None => Some((host_port.to_string(), default)),
+        }
+    };
+    let (transport, host, port) = if let Some(rest) = url.strip_prefix("https://") {
+        let (h, p) = split_port(&authority(rest), 443)?;
+        (Transport::Http, h, p)
+    } else if let Some(rest) = url.strip_prefix("http://") {
+        let (h, p) = split_port(&authority(rest), 80)?;
+        (Transport::Http, h, p)
+    } else if let Some(rest) = url.strip_prefix("ssh://") {
+        let (h, p) = split_port(&authority(rest), 22)?;
+        (Transport::Ssh, h, p)
+    } else if let Some(rest) = url.strip_prefix("git://") {
+        let (h, p) = split_port(&authority(rest), 9418)?;
+        (Transport::Git, h, p)
+    } else if let Some((user_host, _)) = url.split_once(':')
+        && user_host.contains('@')
+        && !user_host.contains('/')
+    {
+        let host = user_host.rsplit_once('@').map_or(user_host, |(_, h)| h);
+        (Transport::Ssh, host.to_string(), 22)
+    } else {
+        return None;
+    };
+    (!host.is_empty()).then_some((transport, host, port))
+}
+
+/// A remote's host pinned to the address that was checked (`netguard`), so git cannot resolve
+/// the name again to somewhere else.
+#[derive(Debug, Clone)]
+pub struct Pin {
+    pub transport: Transport,
+    pub host: String,
+    pub port: u16,
+    pub address: std::net::IpAddr,
+}
+
 /// Fetches `git_ref` (a branch, tag or commit; none: the remote's HEAD) of the repository at
 /// `url` into the bare repo and gives the commit it names. The real `git`, argv only, with a
-/// clean environment: no prompts, no `ext::` transport, no hooks, a time limit.
+/// clean environment: no prompts, no `ext::` transport, no hooks, a time limit. ssh gets none
+/// of root's identity: no `~/.ssh/config`, keys, agent or known_hosts (`known_hosts` is
+/// berth's own file, first contact accepted, a changed key refused). With a `pin`, git
+/// connects to that address only.
 pub async fn fetch(
     repo: &Path,
     url: &str,
     git_ref: Option<&str>,
     limit: std::time::Duration,
+    known_hosts: &Path,
+    pin: Option<&Pin>,
 ) -> Result<String, String> {
+    let known_hosts = known_hosts.to_string_lossy();
+    if known_hosts.contains('\'') {
+        return Err("berth's data_dir has a quote in its path: git:sync over ssh cannot name its known_hosts".into());
+    }
+    let mut ssh = format!(
+        "ssh -F /dev/null -o BatchMode=yes -o IdentitiesOnly=yes -o IdentityFile=/dev/null -o IdentityAgent=none -o ForwardAgent=no -o ControlMaster=no -o ControlPath=none -o ProxyCommand=none -o ProxyJump=none -o GlobalKnownHostsFile=/dev/null -o UserKnownHostsFile='{known_hosts}' -o StrictHostKeyChecking=accept-new -o ConnectTimeout=20"
+    );
+    let mut url = url.to_string();
+    let mut pin_args: Vec<String> = Vec::new();
+    if let Some(pin) = pin {
+        let literal = match pin.address {
+            std::net::IpAddr::V4(v4) => v4.to_string(),
+            std::net::IpAddr::V6(v6) => format!("[{v6}]"),
+        };
+        match pin.transport {
+            Transport::Http => {
+                pin_args.extend([
+                    "-c".to_string(),
+                    format!("http.curloptResolve={}:{}:{literal}", pin.host, pin.port),
+                ]);
+            }
+            Transport::Ssh => {
+                // Host names are checked to a charset by netguard's caller (no shell words).
+                ssh += &format!(" -o HostName={} -o HostKeyAlias={}", pin.address, pin.host);
+            }
+            Transport::Git => {
+                url = url.replacen(&format!("git://{}", pin.host), &format!("git://{literal}"), 1);
+            }
+        }
+    }
     let mut command = tokio::process::Command::new("git");
     command
         .env_clear()
@@ -353,7 +450,9 @@ pub async fn fetch(
         )
         .env("HOME", "/nonexistent")
         .env("GIT_TERMINAL_PROMPT", "0")
-        .env("GIT_SSH_COMMAND", "ssh -o BatchMode=yes")
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_SSH_COMMAND", ssh)
+        .args(pin_args)
         .args([
             "-c",
             "protocol.ext.allow=never",
@@ -361,13 +460,15 @@ pub async fn fetch(
             "core.hooksPath=/dev/null",
             "-c",
             "receive.unpackLimit=1",
+            "-c",
+            "http.followRedirects=false",
             "fetch",
             "--quiet",
             "--no-tags",
             "--no-recurse-submodules",
             "--no-write-fetch-head",
             "--",
-            url,
+            &url,
         ])
         .arg(format!("+{}:{SYNC_REF}", git_ref.unwrap_or("HEAD")))
         .current_dir(repo)
@@ -415,6 +516,27 @@ pub fn set_branch(repo: &Path, branch: &str, commit: &str) -> Result<(), git2::E
 #[cfg(test)]
 mod tests {
     use super::RefUpdate;
+
+    #[test]
+    fn remote_destinations_name_the_host_git_connects_to() {
+        use super::{Transport, remote_destination};
+        let cases = [
+            ("https://github.com/a/b.git", Some((Transport::Http, "github.com", 443))),
+            ("http://127.0.0.1:9180/x", Some((Transport::Http, "127.0.0.1", 9180))),
+            ("http://u@h.example:81/x", Some((Transport::Http, "h.example", 81))),
+            ("ssh://berth@127.0.0.1:2222/victim", Some((Transport::Ssh, "127.0.0.1", 2222))),
+            ("ssh://[::1]:2222/v", Some((Transport::Ssh, "::1", 2222))),
+            ("git://10.0.0.5:6379/", Some((Transport::Git, "10.0.0.5", 6379))),
+            ("git@github.com:org/repo.git", Some((Transport::Ssh, "github.com", 22))),
+            ("/srv/git/b.git", None),
+            ("file:///srv/b.git", None),
+        ];
+        for (url, expected) in cases {
+            let got = remote_destination(url);
+            let got = got.as_ref().map(|(t, h, p)| (*t, h.as_str(), *p));
+            assert_eq!(got, expected, "{url}");
+        }
+    }
 
     #[test]
     fn parses_hook_lines() {

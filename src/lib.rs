@@ -9,6 +9,7 @@
 //! - `disk`: disk usage and retention; `webhooks`: outbound events and inbound syncs;
 //!   `backup`: one-file backup and restore.
 //! - `store`: SQLite state; `commands`: the operator commands; `config`, `names`, `output`.
+//! - `netguard`: which destinations members may make the host connect to.
 //!
 //! See ARCHITECTURE.md for the invariants.
 
@@ -25,6 +26,7 @@ pub mod git;
 pub mod manifest;
 pub mod metrics;
 pub mod names;
+pub mod netguard;
 pub mod output;
 pub mod pipeline;
 pub mod push;

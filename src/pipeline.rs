@@ -386,6 +386,30 @@ pub fn plan_build(
     })
 }
 
+/// Where a sync may connect: unless `allow_internal`, the URL's host must resolve to public
+/// addresses only, and git is pinned to the first of them.
+async fn sync_pin(url: &str, allow_internal: bool) -> Result<Option<git::Pin>, String> {
+    let Some((transport, host, port)) = git::remote_destination(url) else {
+        return Ok(None);
+    };
+    let plain = host
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b".-_:".contains(&b));
+    if !plain {
+        return Err(format!("{host:?} is not a host name"));
+    }
+    if allow_internal {
+        return Ok(None);
+    }
+    let addresses = crate::netguard::resolve(&host, port, false).await?;
+    Ok(Some(git::Pin {
+        transport,
+        host,
+        port,
+        address: addresses[0].ip(),
+    }))
+}
+
 /// Where `git:sync` fetches from: a URL and an optional ref (branch, tag or commit).
 pub struct SyncSource<'a> {
     pub url: &'a str,
@@ -402,6 +426,7 @@ pub async fn sync(
     source: Option<SyncSource<'_>>,
     pushed_ref: Option<&str>,
     actor: &str,
+    allow_internal: bool,
     out: &Output,
 ) -> Result<String, String> {
     let store = &berth.store;
@@ -431,16 +456,19 @@ pub async fn sync(
     let repo = git::repo_path(&berth.config.repos_dir(), &name);
     let shown_ref = git_ref.as_deref().unwrap_or("HEAD");
     out.step(&format!("Fetching {shown_ref} from {url}"));
+    let pin = sync_pin(&url, allow_internal).await?;
     let commit = git::fetch(
         &repo,
         &url,
         git_ref.as_deref(),
         std::time::Duration::from_secs(300),
+        &berth.config.data_dir.join("sync_known_hosts"),
+        pin.as_ref(),
     )
     .await?;
     if source.is_some() {
         store
-            .set_sync(app.id, &url, git_ref.as_deref())
+            .set_sync(app.id, &url, git_ref.as_deref(), actor)
             .await
             .map_err(internal)?;
     }

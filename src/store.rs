@@ -748,6 +748,8 @@ pub struct Sync {
     pub git_ref: Option<String>,
     pub token_hash: Option<String>,
     pub refused: i64,
+    /// The key that set this source (`git:sync`).
+    pub created_by: String,
 }
 
 /// An event as the webhook dispatcher reads it.
@@ -1017,17 +1019,24 @@ impl Store {
     // ---- git:sync and inbound webhooks
 
     pub async fn sync(&self, app_id: i64) -> StoreResult<Option<Sync>> {
-        sqlx::query_as("SELECT url, git_ref, token_hash, refused FROM syncs WHERE app_id = ?")
+        sqlx::query_as("SELECT url, git_ref, token_hash, refused, created_by FROM syncs WHERE app_id = ?")
             .bind(app_id)
             .fetch_optional(&self.pool)
             .await
     }
 
-    pub async fn set_sync(&self, app_id: i64, url: &str, git_ref: Option<&str>) -> StoreResult<()> {
-        sqlx::query("INSERT INTO syncs (app_id, url, git_ref) VALUES (?, ?, ?) ON CONFLICT (app_id) DO UPDATE SET url = excluded.url, git_ref = excluded.git_ref")
+    pub async fn set_sync(
+        &self,
+        app_id: i64,
+        url: &str,
+        git_ref: Option<&str>,
+        created_by: &str,
+    ) -> StoreResult<()> {
+        sqlx::query("INSERT INTO syncs (app_id, url, git_ref, created_by) VALUES (?, ?, ?, ?) ON CONFLICT (app_id) DO UPDATE SET url = excluded.url, git_ref = excluded.git_ref, created_by = excluded.created_by")
             .bind(app_id)
             .bind(url)
             .bind(git_ref)
+            .bind(created_by)
             .execute(&self.pool)
             .await?;
         Ok(())

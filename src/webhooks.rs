@@ -99,6 +99,11 @@ pub fn check_url(url: &str) -> Result<hyper::Uri, String> {
         return Err(bad());
     }
     let uri: hyper::Uri = url.parse().map_err(|_| bad())?;
+    if uri.authority().is_some_and(|a| a.as_str().contains('@')) {
+        return Err(format!(
+            "{url:?} has credentials in it: they would be listed and sent as the Host; each POST is signed instead (X-Berth-Signature)"
+        ));
+    }
     match (uri.scheme_str(), uri.host()) {
         (Some("http" | "https"), Some(host)) if !host.is_empty() => Ok(uri),
         _ => Err(bad()),
@@ -106,22 +111,30 @@ pub fn check_url(url: &str) -> Result<hyper::Uri, String> {
 }
 
 /// POSTs `body` to `url` with berth's headers; gives the HTTP status, or why nothing answered.
+/// Unless `allow_internal`, a URL whose host resolves to a loopback, link-local or private
+/// address is refused before anything connects, and the connection goes to the address that
+/// was checked (`netguard`).
 pub async fn post(
     url: &str,
     event: &str,
     delivery: i64,
     secret: &str,
     body: &str,
+    allow_internal: bool,
 ) -> Result<u16, String> {
     let uri = check_url(url)?;
     let https = uri.scheme_str() == Some("https");
     let host = uri.host().unwrap_or_default().to_string();
     let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
     let path = uri.path_and_query().map_or("/", |p| p.as_str()).to_string();
+    let addresses = crate::netguard::resolve(&host, port, allow_internal).await?;
     let request = hyper::Request::post(path)
         .header(
             hyper::header::HOST,
-            uri.authority().map_or(host.clone(), |a| a.to_string()),
+            match uri.port_u16() {
+                Some(port) => format!("{host}:{port}"),
+                None => host.clone(),
+            },
         )
         .header(hyper::header::CONTENT_TYPE, "application/json")
         .header(hyper::header::USER_AGENT, "berth-webhook")
@@ -131,7 +144,7 @@ pub async fn post(
         .body(Full::new(Bytes::from(body.to_string())))
         .map_err(|e| format!("bad request: {e}"))?;
     let send = async {
-        let tcp = tokio::net::TcpStream::connect((host.as_str(), port))
+        let tcp = tokio::net::TcpStream::connect(&addresses[..])
             .await
             .map_err(|e| format!("cannot connect to {host}:{port}: {e}"))?;
         if https {
@@ -139,7 +152,9 @@ pub async fn post(
             let config = rustls::ClientConfig::builder()
                 .with_root_certificates(roots)
                 .with_no_client_auth();
-            let name = rustls::pki_types::ServerName::try_from(host.clone())
+            let name = rustls::pki_types::ServerName::try_from(
+                host.trim_start_matches('[').trim_end_matches(']').to_string(),
+            )
                 .map_err(|e| format!("bad host name {host}: {e}"))?;
             let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
                 .connect(name, tcp)
@@ -168,8 +183,11 @@ where
         .await
         .map_err(|e| format!("the request failed: {e}"))?;
     let status = response.status().as_u16();
-    // Read (and drop) the body so the receiver sees a complete exchange.
-    let _ = response.into_body().collect().await;
+    // Read (and drop) up to 64 KiB of the body so the receiver sees a complete exchange; a
+    // receiver that streams more is cut off (its status counts).
+    let _ = http_body_util::Limited::new(response.into_body(), RESPONSE_LIMIT)
+        .collect()
+        .await;
     Ok(status)
 }
 
@@ -295,6 +313,19 @@ async fn send_due(berth: &Arc<Berth>, busy: &Arc<std::sync::Mutex<HashSet<i64>>>
     }
 }
 
+/// The most of a receiver's answer berth reads.
+const RESPONSE_LIMIT: usize = 64 << 10;
+
+/// Whether a webhook may reach internal addresses: its creator is (still) an admin, or the
+/// server allows it for members too.
+pub async fn may_reach_internal(berth: &Berth, created_by: &str) -> bool {
+    berth.config.allow_private_destinations
+        || matches!(
+            berth.store.key_by_name(created_by).await,
+            Ok(Some(key)) if key.role == "admin"
+        )
+}
+
 /// One attempt at one delivery, recorded: delivered on 2xx, else retried after 1, 2, 4, 8, 16 s
 /// and failed after `ATTEMPTS`.
 async fn attempt(berth: &Berth, hook: &crate::store::Webhook, delivery: &crate::store::Delivery) {
@@ -304,6 +335,7 @@ async fn attempt(berth: &Berth, hook: &crate::store::Webhook, delivery: &crate::
         delivery.id,
         &hook.secret,
         &delivery.payload,
+        may_reach_internal(berth, &hook.created_by).await,
     )
     .await;
     let attempts = delivery.attempts + 1;
@@ -434,6 +466,26 @@ pub async fn inbound_loop(berth: Arc<Berth>) {
                 .await;
             continue;
         }
+        // The sync runs with the rights of the key that set the source: gone, or no longer
+        // allowed to operate the app, it does not run at all.
+        let Ok(Some(source)) = berth.store.sync(app.id).await else {
+            continue;
+        };
+        if !crate::commands::key_may_operate(&berth, &source.created_by, &app).await {
+            tracing::warn!(app = %app.name, key = %source.created_by, "inbound webhook refused: the key that set the sync source may no longer operate the app");
+            let _ = berth
+                .store
+                .record_event(
+                    Some(app.id),
+                    "sync",
+                    "webhook",
+                    "refused",
+                    "the key that set the sync source was removed or lost access",
+                )
+                .await;
+            continue;
+        }
+        let allow_internal = may_reach_internal(&berth, &source.created_by).await;
         let out = Output::discard();
         match crate::pipeline::sync(
             &berth,
@@ -441,6 +493,7 @@ pub async fn inbound_loop(berth: Arc<Berth>) {
             None,
             trigger.pushed_ref.as_deref(),
             "webhook",
+            allow_internal,
             &out,
         )
         .await

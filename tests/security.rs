@@ -207,3 +207,171 @@ fn hostile_templates_fail_the_render_and_berth_keeps_running() {
         );
     }
 }
+
+/// A loopback HTTP receiver answering 200 to everything: (port, number of requests seen).
+fn receiver() -> (u16, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let seen = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = seen.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let mut stream = stream;
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let _ = stream.set_read_timeout(Some(std::time::Duration::from_secs(2)));
+            let mut buffer = [0u8; 65536];
+            let _ = stream.read(&mut buffer);
+            let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+        }
+    });
+    (port, seen)
+}
+
+/// Finding 5 (medium). Attack: a member adds a webhook of its own app pointing at the host's
+/// loopback (the registry, metrics, any internal HTTP service): berth POSTs there, and the ping's
+/// error tells what answered, so a loop over ports is a scanner. Now a member's webhook to a
+/// loopback, link-local or private address is refused with one line before anything connects,
+/// whatever the spelling (name, IPv6, IPv4-mapped); credentials in URLs are refused. Control: the
+/// same receiver is accepted from an admin.
+#[test]
+fn member_webhooks_cannot_reach_the_host_network() {
+    let server = TestServer::start();
+    let mallory = member(&server, "mallory");
+    let app = app_name("sec-hook");
+    ok(&server.ssh_as(&mallory, &["apps:create", &app]));
+    let (port, seen) = receiver();
+    for url in [
+        format!("http://127.0.0.1:{port}/hook"),
+        format!("http://localhost:{port}/hook"),
+        format!("http://127.0.0.2:{port}/hook"),
+        format!("http://[::ffff:127.0.0.1]:{port}/hook"),
+        format!("http://[::1]:{port}/hook"),
+        format!("http://0.0.0.0:{port}/hook"),
+    ] {
+        let added = server.ssh_as(&mallory, &["webhooks:add", &url, "--app", &app]);
+        let message = text(&added);
+        assert_eq!(added.status.code(), Some(1), "{url}: {message}");
+        assert!(message.contains("refused:"), "{url}: {message}");
+        assert!(!message.contains("HTTP"), "no status leaks: {message}");
+    }
+    assert_eq!(
+        seen.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "berth connected to the member's internal target"
+    );
+    let listed = ok(&server.ssh_as(&mallory, &["webhooks:list", "--json"]));
+    assert_eq!(listed.trim(), "[]", "nothing stored: {listed}");
+    // Finding 33: credentials in the URL would be listed and sent as the Host header.
+    let with_userinfo = server.ssh(&[
+        "webhooks:add",
+        &format!("http://user:pass@127.0.0.1:{port}/hook"),
+    ]);
+    assert!(
+        text(&with_userinfo).contains("credentials"),
+        "{}",
+        text(&with_userinfo)
+    );
+    // Control: an admin's receiver on loopback is trusted and answers the ping.
+    ok(&server.ssh(&[
+        "webhooks:add",
+        &format!("http://127.0.0.1:{port}/hook"),
+        "--app",
+        &app,
+    ]));
+    assert!(seen.load(std::sync::atomic::Ordering::SeqCst) >= 1);
+}
+
+/// Finding 4 (high, conditional) and 5. Attack: root's own SSH key is berth's admin key (the
+/// README's install example) and root has berth in its known_hosts. A member runs
+/// `git:sync m1 ssh://berth@127.0.0.1:PORT/victim`: git ran ssh as root, which used root's
+/// `~/.ssh` (OpenSSH ignores `$HOME`) and fetched another tenant's repo as admin. Now members
+/// cannot sync from loopback at all, and even an admin's sync has no identity but its own (no
+/// root keys, agent, config or known_hosts), so the fetch is denied. Control: the same fetch with
+/// the old ssh command succeeds, so root's identity really was usable.
+#[test]
+fn git_sync_has_no_ambient_identity_and_members_cannot_reach_loopback() {
+    let server = TestServer::start();
+    let mallory = member(&server, "mallory");
+    let victim = app_name("sec-victim");
+    let repo = web_app("victim secret code");
+    assert!(server.push(repo.path(), &victim, "main").status.success());
+    let own = app_name("sec-sync");
+    ok(&server.ssh_as(&mallory, &["apps:create", &own]));
+
+    // Root's identity: its default key (made for this test when there is none) is an admin key
+    // of berth, and berth's host key is in root's known_hosts.
+    let home = std::path::PathBuf::from("/root/.ssh");
+    std::fs::create_dir_all(&home).expect("/root/.ssh");
+    let root_key = home.join("id_ed25519");
+    let made_key = !root_key.exists();
+    if made_key {
+        keygen(&root_key);
+    } else if !root_key.with_extension("pub").exists() {
+        let public = Command::new("ssh-keygen")
+            .arg("-y")
+            .arg("-f")
+            .arg(&root_key)
+            .output()
+            .expect("ssh-keygen -y");
+        std::fs::write(root_key.with_extension("pub"), public.stdout).expect("write pub");
+    }
+    server.add_key("rootkey", "admin", &root_key);
+    let scanned = Command::new("ssh-keyscan")
+        .args(["-p", &server.port.to_string(), "127.0.0.1"])
+        .output()
+        .expect("ssh-keyscan");
+    let known_line = String::from_utf8_lossy(&scanned.stdout).to_string();
+    assert!(known_line.contains("ssh-ed25519"), "{known_line}");
+    let known_hosts = home.join("known_hosts");
+    let before = std::fs::read_to_string(&known_hosts).unwrap_or_default();
+    std::fs::write(&known_hosts, format!("{before}{known_line}")).expect("known_hosts");
+    let url = format!("ssh://berth@127.0.0.1:{}/{victim}", server.port);
+
+    let outcome = std::panic::catch_unwind(|| {
+        // Control: what berth used to run reads the victim's repo with root's identity.
+        let control = Command::new("git")
+            .args(["ls-remote", &url])
+            .env("HOME", "/nonexistent")
+            .env("GIT_SSH_COMMAND", "ssh -o BatchMode=yes")
+            .output()
+            .expect("git ls-remote");
+        assert!(
+            control.status.success(),
+            "control: root's identity reaches berth: {}",
+            String::from_utf8_lossy(&control.stderr)
+        );
+
+        // The member is refused before anything connects.
+        let refused = server.ssh_as(&mallory, &["git:sync", &own, &url]);
+        assert_eq!(refused.status.code(), Some(1), "{}", text(&refused));
+        assert!(text(&refused).contains("refused:"), "{}", text(&refused));
+        for other in [
+            format!("http://127.0.0.1:{}/v2/", server.http_port),
+            format!("git://localhost:{}/x", server.port),
+            format!("berth@127.0.0.1:{victim}"),
+        ] {
+            let refused = server.ssh_as(&mallory, &["git:sync", &own, &other]);
+            assert!(text(&refused).contains("refused:"), "{other}: {}", text(&refused));
+        }
+
+        // An admin may sync from loopback, but the fetch has no identity of root's.
+        let denied = server.ssh(&["git:sync", &own, &url]);
+        let message = text(&denied);
+        assert_eq!(denied.status.code(), Some(1), "{message}");
+        assert!(
+            message.contains("cannot fetch") && !message.contains("is live"),
+            "{message}"
+        );
+        let releases = ok(&server.ssh(&["releases", &own, "--json"]));
+        assert_eq!(releases.trim(), "[]", "nothing deployed: {releases}");
+    });
+    std::fs::write(&known_hosts, before).expect("restore known_hosts");
+    if made_key {
+        let _ = std::fs::remove_file(&root_key);
+        let _ = std::fs::remove_file(root_key.with_extension("pub"));
+    }
+    if let Err(panic) = outcome {
+        std::panic::resume_unwind(panic);
+    }
+}

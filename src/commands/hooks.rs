@@ -50,12 +50,16 @@ pub async fn add(berth: &Berth, who: &Identity, args: &Args) -> Result<String, S
         "webhooks:add",
         &crate::metrics::rfc3339(std::time::SystemTime::now()),
     );
-    match webhooks::post(url, "ping", 0, &secret, &ping).await {
+    let internal_ok = who.is_admin() || berth.config.allow_private_destinations;
+    match webhooks::post(url, "ping", 0, &secret, &ping, internal_ok).await {
         Ok(code) if (200..300).contains(&code) => {}
         Ok(code) => {
             return Err(format!(
                 "{url} answered the ping with HTTP {code}: nothing was added (it must answer 2xx)"
             ));
+        }
+        Err(message) if message.starts_with("refused") => {
+            return Err(format!("{message}: nothing was added"));
         }
         Err(message) => {
             return Err(format!(
@@ -237,7 +241,17 @@ pub async fn sync(
         check_ref(git_ref)?;
     }
     let source = SyncSource { url, git_ref };
-    let outcome = pipeline::sync(berth, &app, Some(source), None, &who.key_name, out).await?;
+    let allow_internal = who.is_admin() || berth.config.allow_private_destinations;
+    let outcome = pipeline::sync(
+        berth,
+        &app,
+        Some(source),
+        None,
+        &who.key_name,
+        allow_internal,
+        out,
+    )
+    .await?;
     Ok(format!("-----> {outcome}\n"))
 }
 

@@ -892,6 +892,19 @@ pub async fn check_may_push(berth: &Berth, who: &Identity, app: &AppName) -> Res
     }
 }
 
+/// Whether the key named `key_name` exists and may operate `app` (admin, owner or granted):
+/// for capabilities a key set up earlier (a sync source, a webhook) that act later in its name.
+pub async fn key_may_operate(berth: &Berth, key_name: &str, app: &App) -> bool {
+    let Ok(Some(key)) = berth.store.key_by_name(key_name).await else {
+        return false;
+    };
+    let who = Identity {
+        key_name: key.name,
+        role: key.role,
+    };
+    may(berth, &who, app, Access::Operate).await.unwrap_or(false)
+}
+
 /// The bare repo of an app the caller may read (used for `git clone`).
 pub async fn readable_repo(
     berth: &Berth,
