@@ -9,10 +9,63 @@ use futures_util::StreamExt;
 use crate::engine;
 use crate::output::Output;
 
+/// A build context tar file, removed when this is dropped.
+pub struct Context {
+    path: std::path::PathBuf,
+}
+
+impl Context {
+    /// A new empty file `build-<random>.tar` in `dir` (made 0700 if missing), mode 0600.
+    pub fn create(dir: &std::path::Path) -> std::io::Result<Context> {
+        use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)?;
+        let path = dir.join(format!("build-{:016x}.tar", rand::random::<u64>()));
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)?;
+        Ok(Context { path })
+    }
+
+    pub fn file(&self) -> std::io::Result<std::fs::File> {
+        std::fs::OpenOptions::new().write(true).open(&self.path)
+    }
+
+    /// The file as a stream of 64 KiB chunks, for the engine's build API.
+    async fn body(
+        &self,
+    ) -> std::io::Result<
+        impl futures_util::Stream<Item = Result<hyper::body::Bytes, std::io::Error>> + Send + 'static,
+    > {
+        let file = tokio::fs::File::open(&self.path).await?;
+        let chunks = futures_util::stream::try_unfold(file, |mut file| async move {
+            use tokio::io::AsyncReadExt;
+            let mut buffer = vec![0u8; 64 * 1024];
+            let read = file.read(&mut buffer).await?;
+            if read == 0 {
+                return Ok(None);
+            }
+            buffer.truncate(read);
+            Ok(Some((hyper::body::Bytes::from(buffer), file)))
+        });
+        Ok(chunks)
+    }
+}
+
+impl Drop for Context {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
 /// Builds `tag` from a tar build context; never pulls a base image that is present locally.
 pub async fn build(
     docker: &Docker,
-    context: Vec<u8>,
+    context: Context,
     tag: &str,
     labels: HashMap<String, String>,
     out: &Output,
@@ -24,17 +77,17 @@ pub async fn build(
         .forcerm(true)
         .labels(&labels)
         .build();
-    let mut stream = docker.build_image(options, None, Some(bollard::body_full(context.into())));
-    let mut pending = String::new();
+    let body = context
+        .body()
+        .await
+        .map_err(|e| format!("internal error: cannot read the build context: {e}"))?;
+    let mut stream = docker.build_image(options, None, Some(bollard::body_try_stream(body)));
+    let mut lines = crate::output::Lines::default();
     while let Some(item) = stream.next().await {
         match item {
             Ok(info) => {
                 if let Some(text) = info.stream {
-                    pending.push_str(&text);
-                    while let Some(end) = pending.find('\n') {
-                        let line: String = pending.drain(..=end).collect();
-                        out.detail(line.trim_end());
-                    }
+                    lines.feed(text.as_bytes(), out);
                 }
                 if let Some(detail) = info.error_detail {
                     return Err(format!(
@@ -44,16 +97,12 @@ pub async fn build(
                 }
             }
             Err(error) => {
-                if !pending.trim().is_empty() {
-                    out.detail(pending.trim_end());
-                }
+                lines.finish(out);
                 return Err(format!("build failed: {}", engine::describe(&error)));
             }
         }
     }
-    if !pending.trim().is_empty() {
-        out.detail(pending.trim_end());
-    }
+    lines.finish(out);
     Ok(())
 }
 
@@ -105,32 +154,79 @@ impl DockerIgnore {
     }
 }
 
+/// Whether `pattern` (components, `**` spanning any number) matches `path` exactly. Dynamic
+/// programming over (pattern, path) positions: time is their product, never exponential
+/// (a pushed `.dockerignore` is a member's input).
 fn match_parts(pattern: &[String], path: &[&str]) -> bool {
-    match pattern.split_first() {
-        None => path.is_empty(),
-        Some((first, rest)) if first == "**" => {
-            (0..=path.len()).any(|skip| match_parts(rest, &path[skip..]))
+    // matches[j]: pattern[i..] matches path[j..], for the current i (from the end).
+    let mut matches = vec![false; path.len() + 1];
+    matches[path.len()] = true;
+    for first in pattern.iter().rev() {
+        let mut next = vec![false; path.len() + 1];
+        for j in (0..=path.len()).rev() {
+            next[j] = if first == "**" {
+                // Skip nothing (pattern moves on), or swallow path[j] and stay on `**`.
+                matches[j] || (j < path.len() && next[j + 1])
+            } else {
+                j < path.len() && matches[j + 1] && glob(first.as_bytes(), path[j].as_bytes())
+            };
         }
-        Some((first, rest)) => match path.split_first() {
-            Some((head, tail)) => {
-                glob(first.as_bytes(), head.as_bytes()) && match_parts(rest, tail)
-            }
-            None => false,
-        },
+        matches = next;
     }
+    matches[0]
 }
 
-/// `*` and `?` within one path component; a backslash escapes the next character.
+#[derive(Clone, Copy, PartialEq)]
+enum Token {
+    Star,
+    Any,
+    Byte(u8),
+}
+
+/// `*` and `?` within one path component; a backslash escapes the next character. The classic
+/// two-pointer matcher that backtracks only to the last `*`: O(pattern × name) at worst.
 fn glob(pattern: &[u8], name: &[u8]) -> bool {
-    match pattern.split_first() {
-        None => name.is_empty(),
-        Some((b'*', rest)) => (0..=name.len()).any(|skip| glob(rest, &name[skip..])),
-        Some((b'?', rest)) => !name.is_empty() && glob(rest, &name[1..]),
-        Some((b'\\', rest)) if !rest.is_empty() => {
-            name.first() == rest.first() && glob(&rest[1..], &name[1..])
-        }
-        Some((c, rest)) => name.first() == Some(c) && glob(rest, &name[1..]),
+    let mut tokens = Vec::with_capacity(pattern.len());
+    let mut index = 0;
+    while index < pattern.len() {
+        tokens.push(match pattern[index] {
+            b'*' => Token::Star,
+            b'?' => Token::Any,
+            b'\\' if index + 1 < pattern.len() => {
+                index += 1;
+                Token::Byte(pattern[index])
+            }
+            c => Token::Byte(c),
+        });
+        index += 1;
     }
+    let (mut t, mut n) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while n < name.len() {
+        match tokens.get(t) {
+            Some(Token::Star) => {
+                star = Some((t, n));
+                t += 1;
+            }
+            Some(Token::Any) => {
+                t += 1;
+                n += 1;
+            }
+            Some(Token::Byte(c)) if *c == name[n] => {
+                t += 1;
+                n += 1;
+            }
+            _ => match star {
+                Some((star_t, star_n)) => {
+                    t = star_t + 1;
+                    n = star_n + 1;
+                    star = Some((star_t, star_n + 1));
+                }
+                None => return false,
+            },
+        }
+    }
+    tokens[t..].iter().all(|token| *token == Token::Star)
 }
 
 #[cfg(test)]
@@ -155,5 +251,28 @@ mod tests {
         assert!(!ignore.excludes("src/build.rs"));
         assert!(!ignore.excludes("Dockerfile"));
         assert!(!ignore.excludes("index.html"));
+        let escaped = DockerIgnore::parse("a\\*b\n?.txt\n**/x/**/y\n");
+        assert!(escaped.excludes("a*b") && !escaped.excludes("aXb"));
+        assert!(escaped.excludes("1.txt") && !escaped.excludes("12.txt"));
+        assert!(escaped.excludes("x/y") && escaped.excludes("p/x/q/r/y/z"));
+    }
+
+    #[test]
+    fn hostile_patterns_match_in_linear_time() {
+        // Attack (finding 7): a pushed .dockerignore whose pattern backtracks exponentially
+        // against one long file name, pinning a core with no time limit.
+        let started = std::time::Instant::now();
+        let ignore = DockerIgnore::parse(&format!(
+            "*a*a*a*a*a*a*a*a*a*a*a*a*b\n{}\n",
+            "**/".repeat(30) + "z"
+        ));
+        assert!(!ignore.excludes(&"a".repeat(200)));
+        let deep: Vec<String> = (0..200).map(|i| format!("d{i}")).collect();
+        assert!(!ignore.excludes(&deep.join("/")));
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(1),
+            "took {:?}",
+            started.elapsed()
+        );
     }
 }

@@ -65,6 +65,11 @@ pub struct Config {
     /// Whether members' webhooks and `git:sync` may reach loopback, link-local and private
     /// addresses (admins' always may). Off: such destinations are refused (`netguard`).
     pub allow_private_destinations: bool,
+    /// Seconds the release phase, predeploy or postdeploy may run before it is stopped and the
+    /// deploy fails (the app's lock is held meanwhile).
+    pub phase_timeout: u64,
+    /// The largest push git accepts, in bytes (`receive.maxInputSize`).
+    pub max_push_size: u64,
 }
 
 impl Default for Config {
@@ -96,6 +101,8 @@ impl Default for Config {
             access_log: "text".into(),
             keep_releases: 5,
             allow_private_destinations: false,
+            phase_timeout: 3600,
+            max_push_size: 1 << 30,
         }
     }
 }
@@ -126,6 +133,8 @@ const KEYS: &[&str] = &[
     "access_log",
     "keep_releases",
     "allow_private_destinations",
+    "phase_timeout",
+    "max_push_size",
 ];
 
 /// Keys whose environment values are true or false.
@@ -133,6 +142,8 @@ const BOOL_KEYS: &[&str] = &["allow_private_destinations"];
 
 /// Keys whose environment values are whole numbers.
 const NUMBER_KEYS: &[&str] = &[
+    "phase_timeout",
+    "max_push_size",
     "ready_timeout",
     "acme_renew_days",
     "request_timeout",

@@ -34,6 +34,7 @@ impl GitService {
         repo: &Path,
         hooks_dir: &Path,
         env: &[(String, String)],
+        max_input: u64,
     ) -> tokio::process::Command {
         let mut command = tokio::process::Command::new("git");
         command.env_clear();
@@ -46,9 +47,12 @@ impl GitService {
             GitService::ReceivePack => {
                 let mut hooks = std::ffi::OsString::from("core.hooksPath=");
                 hooks.push(hooks_dir);
+                // A push larger than max_input is refused by git itself, before it is stored.
                 command
                     .arg("-c")
                     .arg(hooks)
+                    .arg("-c")
+                    .arg(format!("receive.maxInputSize={max_input}"))
                     .args(["-c", "receive.unpackLimit=1", "receive-pack"]);
             }
             GitService::UploadPack => {
@@ -167,8 +171,19 @@ pub fn read_root_file(
     if entry.kind() != Some(ObjectType::Blob) {
         return Ok(None);
     }
+    let (size, _) = repository.odb()?.read_header(entry.id())?;
+    if size > ROOT_FILE_LIMIT {
+        return Err(git2::Error::from_str(&format!(
+            "{name} is {} KiB: berth reads at most {} KiB of it",
+            size >> 10,
+            ROOT_FILE_LIMIT >> 10
+        )));
+    }
     Ok(Some(repository.find_blob(entry.id())?.content().to_vec()))
 }
+
+/// The largest Procfile, app.json, `.dockerignore` or `.buildpacks` berth reads.
+pub const ROOT_FILE_LIMIT: usize = 1 << 20;
 
 /// The names at the root of a commit's tree: (files, directories), each sorted.
 pub fn root_names(
@@ -254,18 +269,19 @@ pub fn tree_id(
 }
 
 /// The commit's tree as a tar archive (no work tree), keeping the files `include(path)` accepts.
-pub fn archive_tree(
+pub fn archive_tree<W: std::io::Write>(
     repo: &Path,
     quarantine: Option<&Path>,
     commit: &str,
     include: &dyn Fn(&str) -> bool,
     extra: &[(&str, &[u8])],
-) -> Result<Vec<u8>, git2::Error> {
+    sink: W,
+) -> Result<W, git2::Error> {
     let repository = open_with_quarantine(repo, quarantine)?;
     let commit = repository.find_commit(Oid::from_str(commit)?)?;
     let mtime = u64::try_from(commit.time().seconds()).unwrap_or(0);
     let tree = commit.tree()?;
-    let mut builder = tar::Builder::new(Vec::new());
+    let mut builder = tar::Builder::new(sink);
     let mut failure: Option<git2::Error> = None;
     tree.walk(TreeWalkMode::PreOrder, |root, entry| {
         let Some(name) = entry.name() else {

@@ -129,14 +129,24 @@ fn apply_app_json(manifest: &mut Manifest, text: &str) -> Result<(), String> {
                 "app.json: healthchecks.web status {status} is not an HTTP status"
             ));
         }
-        manifest.healthcheck = Some(Healthcheck {
+        let healthcheck = Healthcheck {
             path,
             status: check.status,
             timeout: check.timeout.unwrap_or(5).clamp(1, 120),
             attempts: check.attempts.unwrap_or(5).clamp(1, 100),
             wait: check.wait.unwrap_or(2).min(60),
             initial_delay: check.initial_delay.unwrap_or(0).min(600),
-        });
+        };
+        // A deploy holds the app's lock while it checks: bound the worst case.
+        let worst = u64::from(healthcheck.initial_delay)
+            + u64::from(healthcheck.attempts)
+                * (u64::from(healthcheck.timeout) + u64::from(healthcheck.wait));
+        if worst > HEALTHCHECK_LIMIT {
+            return Err(format!(
+                "app.json: healthchecks.web could take {worst} s (initialDelay + attempts × (timeout + wait)); at most {HEALTHCHECK_LIMIT}"
+            ));
+        }
+        manifest.healthcheck = Some(healthcheck);
     }
     let dokku = parsed.scripts.dokku.as_deref();
     manifest.predeploy = parsed
@@ -159,8 +169,19 @@ fn apply_app_json(manifest: &mut Manifest, text: &str) -> Result<(), String> {
             "app.json: formation asks for {count} instances (at most 50)"
         ));
     }
+    let total: u64 = manifest.formation.values().map(|n| u64::from(*n)).sum();
+    if total > 50 {
+        return Err(format!(
+            "app.json: formation asks for {total} instances in all (at most 50)"
+        ));
+    }
     Ok(())
 }
+
+/// The longest a web health check may take in the worst case, in seconds.
+pub const HEALTHCHECK_LIMIT: u64 = 900;
+/// The most process types a Procfile may name.
+pub const PROCESS_TYPES_LIMIT: usize = 20;
 
 /// Procfile: process type → shell command. Errors name the line and the reason.
 pub fn parse(text: &str) -> Result<BTreeMap<String, String>, String> {
@@ -193,6 +214,11 @@ pub fn parse(text: &str) -> Result<BTreeMap<String, String>, String> {
             .is_some()
         {
             return Err(at(format!("process type {name:?} is defined twice")));
+        }
+        if processes.len() > PROCESS_TYPES_LIMIT {
+            return Err(at(format!(
+                "more than {PROCESS_TYPES_LIMIT} process types"
+            )));
         }
     }
     Ok(processes)

@@ -205,10 +205,11 @@ pub async fn build_and_release(
         config.buildpack_images.clone(),
         config_vars.get("BUILDPACK").cloned(),
     );
+    let tmp = config.data_dir.join("tmp");
     let (plan, context, templates) = tokio::task::spawn_blocking(move || {
         let plan = plan_build(&source_commit, forced.as_deref(), &images)?;
         let context =
-            source_commit.context(plan.generated.as_ref().map(|g| g.dockerfile.as_str()))?;
+            source_commit.context(plan.generated.as_ref().map(|g| g.dockerfile.as_str()), &tmp)?;
         let templates = git::tree_id(
             &source_commit.repo,
             source_commit.quarantine.as_deref(),
@@ -312,20 +313,34 @@ impl SourceCommit {
             .map_err(|e| self.unreadable(e))
     }
 
-    /// The build context: the tree minus `.dockerignore`d files, plus a generated Dockerfile.
-    fn context(&self, dockerfile: Option<&str>) -> Result<Vec<u8>, String> {
+    /// The build context: the tree minus `.dockerignore`d files, plus a generated Dockerfile,
+    /// written as a tar file under `dir` (0600; removed when the returned guard is dropped), so
+    /// that a large repo never sits in memory whole.
+    fn context(&self, dockerfile: Option<&str>, dir: &Path) -> Result<build::Context, String> {
         let ignore = DockerIgnore::parse(&self.read(".dockerignore")?.unwrap_or_default());
         let extra: Vec<(&str, &[u8])> = dockerfile
             .map(|text| vec![("Dockerfile", text.as_bytes())])
             .unwrap_or_default();
-        git::archive_tree(
+        let context = build::Context::create(dir)
+            .map_err(|e| format!("internal error: cannot write the build context: {e}"))?;
+        let file = std::io::BufWriter::new(
+            context
+                .file()
+                .map_err(|e| format!("internal error: cannot write the build context: {e}"))?,
+        );
+        let written = git::archive_tree(
             &self.repo,
             self.quarantine.as_deref(),
             &self.commit,
             &|path| !ignore.excludes(path),
             &extra,
+            file,
         )
-        .map_err(|e| self.unreadable(e))
+        .map_err(|e| self.unreadable(e))?;
+        written
+            .into_inner()
+            .map_err(|e| format!("internal error: cannot write the build context: {e}"))?;
+        Ok(context)
     }
 }
 

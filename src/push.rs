@@ -270,8 +270,7 @@ async fn handle_hook(berth: Arc<Berth>, stream: UnixStream) -> std::io::Result<(
             return write_frame(&mut write, b'x', &[1]).await;
         }
     };
-    let (sender, mut receiver) = tokio::sync::mpsc::unbounded_channel();
-    let out = Output::new(sender);
+    let (out, mut receiver) = Output::bounded(crate::output::PUSH_BUDGET);
     // The pipeline runs in its own task: a pusher who disconnects does not stop it half-way.
     let task = tokio::spawn(async move {
         pipeline::on_push(

@@ -82,6 +82,7 @@ pub async fn create_and_deploy(
         let phases = manifest.processes.contains_key("release")
             || manifest.predeploy.is_some()
             || manifest.postdeploy.is_some();
+        let phase_limit = std::time::Duration::from_secs(berth.config.phase_timeout);
         // One-off phase containers get the mounts too (looked up only when one runs).
         let binds = if phases {
             binds(&mounts(berth, Some(docker), app).await?)
@@ -103,7 +104,8 @@ pub async fn create_and_deploy(
             ("predeploy script (app.json)", manifest.predeploy.as_ref()),
         ] {
             if let Some(command) = command {
-                run_phase(docker, app, &release, &env, &binds, what, command, out).await?;
+                run_phase(docker, app, &release, &env, &binds, what, command, phase_limit, out)
+                    .await?;
             }
         }
         match plan.canary {
@@ -125,6 +127,7 @@ pub async fn create_and_deploy(
                 &binds,
                 "postdeploy script (app.json)",
                 command,
+                phase_limit,
                 out,
             )
             .await
@@ -171,6 +174,7 @@ async fn run_phase(
     binds: &[String],
     what: &str,
     command: &str,
+    limit: std::time::Duration,
     out: &Output,
 ) -> Result<(), String> {
     out.step(&format!("Running the {what}: {command}"));
@@ -181,9 +185,16 @@ async fn run_phase(
         env.to_vec(),
         crate::manifest::command_vector(command),
         binds.to_vec(),
+        limit,
         out,
     )
-    .await?;
+    .await
+    .map_err(|message| {
+        format!(
+            "the {what} failed: {message}; v{} was not deployed",
+            release.number
+        )
+    })?;
     if code == 0 {
         Ok(())
     } else {

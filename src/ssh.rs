@@ -467,7 +467,12 @@ async fn serve_git(
             }
         },
     };
-    let command = service.command(&repo, &berth.config.hooks_dir(), &env);
+    let command = service.command(
+        &repo,
+        &berth.config.hooks_dir(),
+        &env,
+        berth.config.max_push_size,
+    );
     let code = pipe_child(command, read, &write).await;
     if let Some(ticket) = ticket
         && code == 0

@@ -375,3 +375,139 @@ fn git_sync_has_no_ambient_identity_and_members_cannot_reach_loopback() {
         std::panic::resume_unwind(panic);
     }
 }
+
+/// A line of /proc/PID/status in KiB (`VmHWM`: the peak resident set).
+fn status_kib(pid: u32, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .expect("status")
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{field}:")))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .expect("field")
+}
+
+/// Finding 6 (medium). Attack: a build that prints one endless line (`yes | tr -d '\n'`) or a
+/// flood of lines: berth held every byte until a newline came, and queued every line for a
+/// client that may never read, so its memory grew with the member's output until the OOM
+/// killer took the whole server. Now lines are cut, the queue is bounded and a push shows at
+/// most 8 MiB: 60 MB of build output leave berth's peak memory nearly where it was, and the
+/// pusher is told what was cut.
+#[test]
+fn endless_build_output_keeps_berth_memory_bounded() {
+    let server = TestServer::start();
+    let app = app_name("sec-output");
+    let repo = web_app("flood");
+    // Never from the engine's build cache: the output must really flow.
+    let unique = format!(
+        "{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_nanos()
+    );
+    write(
+        repo.path(),
+        "Dockerfile",
+        &format!(
+            "FROM {BASE_IMAGE}\nRUN echo {unique} && yes | head -c 60000000 | tr -d '\\n'\nRUN yes | head -c 4000000\nCOPY www /www\nCMD [\"sh\", \"-c\", \"exec httpd -f -p $PORT -h /www\"]\n"
+        ),
+    );
+    commit(repo.path(), "flood");
+    let before = status_kib(server.pid(), "VmHWM");
+    let push = server.push(repo.path(), &app, "main");
+    let transcript = text(&push);
+    assert!(push.status.success(), "{}", &transcript[transcript.len().saturating_sub(2000)..]);
+    let after = status_kib(server.pid(), "VmHWM");
+    assert!(
+        after < before + 40 * 1024,
+        "berth's peak memory grew from {before} KiB to {after} KiB"
+    );
+    assert!(transcript.contains("[line cut at 4096 bytes]"));
+    assert!(transcript.len() < 12 << 20, "{} bytes shown", transcript.len());
+    assert!(transcript.contains("is live at"));
+}
+
+/// Findings 7 and 29. Attacks: a pushed app.json of megabytes (read whole, several times over),
+/// a push larger than the server takes, and a release command that never ends (it held the
+/// app's lock for ever). Each is refused or stopped with one clear line, and the previous
+/// release keeps serving.
+#[test]
+fn oversized_pushes_and_endless_release_phases_are_refused() {
+    let registry = require_environment();
+    let server = TestServer::start_with(&format!(
+        "registry = \"{registry}\"\nready_timeout = 10\nphase_timeout = 3\nmax_push_size = 4000000\n"
+    ));
+    let app = app_name("sec-sizes");
+    let repo = web_app("first");
+    let push = server.push(repo.path(), &app, "main");
+    assert!(push.status.success(), "{}", text(&push));
+    let url = live_url(&push);
+
+    let serving = || http_get(&url).as_deref().map(str::trim).map(String::from);
+    // app.json over 1 MiB.
+    write(
+        repo.path(),
+        "app.json",
+        &format!("{{\"description\": \"{}\"}}", "x".repeat(1_200_000)),
+    );
+    commit(repo.path(), "huge app.json");
+    let refused = server.push(repo.path(), &app, "main");
+    assert!(!refused.status.success());
+    assert!(
+        text(&refused).contains("app.json is 1171 KiB: berth reads at most 1024 KiB"),
+        "{}",
+        text(&refused)
+    );
+    assert_eq!(serving().as_deref(), Some("first"));
+    git(repo.path(), &["reset", "-q", "--hard", "HEAD~1"]);
+
+    // A push over max_push_size (random bytes do not compress).
+    let mut noise = vec![0u8; 6_000_000];
+    std::io::Read::read_exact(
+        &mut std::fs::File::open("/dev/urandom").expect("urandom"),
+        &mut noise,
+    )
+    .expect("noise");
+    std::fs::write(repo.path().join("noise.bin"), noise).expect("noise");
+    commit(repo.path(), "noise");
+    let refused = server.push(repo.path(), &app, "main");
+    assert!(!refused.status.success());
+    assert!(
+        text(&refused).contains("exceeds maximum allowed size"),
+        "{}",
+        text(&refused)
+    );
+    assert_eq!(serving().as_deref(), Some("first"));
+    git(repo.path(), &["reset", "-q", "--hard", "HEAD~1"]);
+
+    // A release command that never ends is stopped after phase_timeout.
+    write(repo.path(), "Procfile", "release: sleep 600\nweb: sh -c 'exec httpd -f -p $PORT -h /www'\n");
+    write_web_app(repo.path(), "second");
+    commit(repo.path(), "endless release");
+    let started = std::time::Instant::now();
+    let stopped = server.push(repo.path(), &app, "main");
+    assert!(!stopped.status.success());
+    assert!(
+        text(&stopped).contains("did not finish within 3 s (phase_timeout)"),
+        "{}",
+        text(&stopped)
+    );
+    assert!(started.elapsed().as_secs() < 60);
+    assert_eq!(serving().as_deref(), Some("first"));
+    let leftovers = Command::new("docker")
+        .args([
+            "ps",
+            "-aq",
+            "--filter",
+            &format!("name=berth-{app}-run-"),
+        ])
+        .output()
+        .expect("docker ps");
+    assert!(
+        String::from_utf8_lossy(&leftovers.stdout).trim().is_empty(),
+        "the release container is gone"
+    );
+    // The lock was released: a command that needs it answers.
+    ok(&server.ssh(&["config:set", &app, "A=1"]));
+}

@@ -1176,28 +1176,35 @@ pub async fn run_to_end(
     env: Vec<String>,
     command: Vec<String>,
     binds: Vec<String>,
+    limit: Duration,
     out: &Output,
 ) -> Result<i64, String> {
     let OneOff {
         mut output,
         input,
         exit,
-        ..
+        abort,
     } = run_one_off(docker, app, image, env, command, binds, false).await?;
     drop(input);
-    let mut pending = Vec::new();
-    while let Some(chunk) = output.next().await {
-        let (Chunk::Out(bytes) | Chunk::Err(bytes)) = chunk;
-        pending.extend_from_slice(&bytes);
-        while let Some(end) = pending.iter().position(|b| *b == b'\n') {
-            let line: Vec<u8> = pending.drain(..=end).collect();
-            out.detail(String::from_utf8_lossy(&line).trim_end());
+    let run = async {
+        let mut lines = crate::output::Lines::default();
+        while let Some(chunk) = output.next().await {
+            let (Chunk::Out(bytes) | Chunk::Err(bytes)) = chunk;
+            lines.feed(&bytes, out);
+        }
+        lines.finish(out);
+        exit.await
+    };
+    match tokio::time::timeout(limit, run).await {
+        Ok(code) => Ok(code),
+        Err(_) => {
+            abort().await;
+            Err(format!(
+                "it did not finish within {} s (phase_timeout) and was stopped",
+                limit.as_secs()
+            ))
         }
     }
-    if !pending.is_empty() {
-        out.detail(String::from_utf8_lossy(&pending).trim_end());
-    }
-    Ok(exit.await)
 }
 
 /// The named volumes labeled as the app's.

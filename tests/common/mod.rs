@@ -160,6 +160,11 @@ impl TestServer {
         }
     }
 
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn config_path(&self) -> PathBuf {
         self.dir.path().join("berth.toml")
     }
