@@ -9,7 +9,8 @@
 //! - `disk`: disk usage and retention; `webhooks`: outbound events and inbound syncs;
 //!   `backup`: one-file backup and restore.
 //! - `store`: SQLite state; `commands`: the operator commands; `config`, `names`, `output`.
-//! - `netguard`: which destinations members may make the host connect to.
+//! - `netguard`: which destinations members may make the host connect to; `dockerfile`: what
+//!   a member's Dockerfile may ask the shared engine for.
 //!
 //! See ARCHITECTURE.md for the invariants.
 
@@ -21,6 +22,7 @@ pub mod commands;
 pub mod config;
 pub mod deploy;
 pub mod disk;
+pub mod dockerfile;
 pub mod engine;
 pub mod git;
 pub mod manifest;

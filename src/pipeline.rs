@@ -206,7 +206,7 @@ pub async fn build_and_release(
         config_vars.get("BUILDPACK").cloned(),
     );
     let tmp = config.data_dir.join("tmp");
-    let (plan, context, templates) = tokio::task::spawn_blocking(move || {
+    let (plan, context, templates, dockerfile) = tokio::task::spawn_blocking(move || {
         let plan = plan_build(&source_commit, forced.as_deref(), &images)?;
         let context =
             source_commit.context(plan.generated.as_ref().map(|g| g.dockerfile.as_str()), &tmp)?;
@@ -217,10 +217,26 @@ pub async fn build_and_release(
             ".berth/templates",
         )
         .map_err(|e| source_commit.unreadable(e))?;
-        Ok::<_, String>((plan, context, templates))
+        let dockerfile = match plan.generated {
+            Some(_) => None,
+            None => source_commit.read("Dockerfile")?,
+        };
+        Ok::<_, String>((plan, context, templates, dockerfile))
     })
     .await
     .map_err(|e| format!("internal error: {e}"))??;
+    // A member's Dockerfile runs on the engine every app shares: no other app's images, no
+    // fetches into this host's network (`dockerfile`, `netguard`).
+    if let Some(text) = &dockerfile
+        && !actor_is_admin(berth, request.actor).await
+    {
+        let urls = crate::dockerfile::check(text, app, config.registry.as_deref())?;
+        for (host, port) in urls {
+            crate::netguard::resolve(&host, port, config.allow_private_destinations)
+                .await
+                .map_err(|message| format!("Dockerfile: ADD from {host}: {message}"))?;
+        }
+    }
     if let Some(tree) = templates
         && !store
             .templates_approved(app_id, &tree)
@@ -399,6 +415,12 @@ pub fn plan_build(
         }),
         manifest,
     })
+}
+
+/// Whether `actor` (a key name; "webhook" for inbound syncs) is an admin key now.
+async fn actor_is_admin(berth: &Berth, actor: &str) -> bool {
+    actor == "host"
+        || matches!(berth.store.key_by_name(actor).await, Ok(Some(key)) if key.role == "admin")
 }
 
 /// Where a sync may connect: unless `allow_internal`, the URL's host must resolve to public

@@ -511,3 +511,61 @@ fn oversized_pushes_and_endless_release_phases_are_refused() {
     // The lock was released: a command that needs it answers.
     ok(&server.ssh(&["config:set", &app, "A=1"]));
 }
+
+/// Finding 3 (high). Attack: a member's Dockerfile builds on the engine every app shares, so
+/// `FROM <registry>/victim:v1` or `COPY --from=<registry>/victim:v1 / /loot` gave it another
+/// tenant's code and baked-in files, and `ADD http://127.0.0.1:5055/v2/_catalog` made the engine
+/// fetch from the host's own network into the member's image. Now these are refused before the
+/// build with one line, and nothing is deployed. Control: an admin's push of the same
+/// Dockerfile builds (the image really was reachable).
+#[test]
+fn member_builds_cannot_use_other_apps_images_or_the_host_network() {
+    let registry = require_environment();
+    let server = TestServer::start();
+    let mallory = member(&server, "mallory");
+    let victim = app_name("sec-victim3");
+    let victim_repo = web_app("victim's code");
+    assert!(server.push(victim_repo.path(), &victim, "main").status.success());
+    let attacker = app_name("sec-thief");
+    let repo = web_app("thief");
+    let attacks = [
+        format!("FROM {registry}/{victim}:v1\n"),
+        format!("FROM berth/{victim}:v1\n"),
+        format!("ARG FROM_IMAGE={registry}/{victim}:v1\nFROM $FROM_IMAGE\n"),
+        format!("FROM {BASE_IMAGE}\nCOPY --from={registry}/{victim}:v1 /www /loot\n"),
+        format!("FROM {BASE_IMAGE}\nADD http://{registry}/v2/_catalog /catalog\n"),
+        format!("FROM {BASE_IMAGE}\nADD http://localhost:{}/metrics /m\n", server.admin_port),
+    ];
+    for dockerfile in &attacks {
+        write(
+            repo.path(),
+            "Dockerfile",
+            &format!("{dockerfile}CMD [\"sh\", \"-c\", \"exec httpd -f -p $PORT -h /www\"]\n"),
+        );
+        commit(repo.path(), "attack");
+        let push = server.push_as(&mallory, repo.path(), &attacker, "main");
+        let transcript = text(&push);
+        assert!(!push.status.success(), "{dockerfile}: {transcript}");
+        assert!(
+            transcript.contains("not this app's image") || transcript.contains("refused:"),
+            "{dockerfile}: {transcript}"
+        );
+        assert!(!transcript.contains("Step 1/"), "nothing was built: {transcript}");
+    }
+    let releases = ok(&server.ssh(&["releases", &attacker, "--json"]));
+    assert_eq!(releases.trim(), "[]", "{releases}");
+    // Control: the admin's push of the first attack's Dockerfile builds from the victim's image.
+    let control = app_name("sec-control3");
+    write(
+        repo.path(),
+        "Dockerfile",
+        &format!("{}CMD [\"sh\", \"-c\", \"exec httpd -f -p $PORT -h /www\"]\n", attacks[0]),
+    );
+    commit(repo.path(), "control");
+    let push = server.push(repo.path(), &control, "main");
+    assert!(push.status.success(), "{}", text(&push));
+    assert_eq!(
+        http_get(&live_url(&push)).as_deref().map(str::trim),
+        Some("victim's code")
+    );
+}

@@ -1,0 +1,316 @@
+//! What a pushed Dockerfile may ask the shared engine for. Pure: text in, a verdict out.
+//!
+//! Every app is built by the host's one engine, which holds every other app's images and can
+//! reach the host's own network. So a member's Dockerfile may not name another app's images
+//! (`FROM berth/other:v3`, `FROM 127.0.0.1:5055/other:v3`, `COPY --from=…`), nor any image of a
+//! loopback registry but its own app's; and `ADD <url>` (fetched by the engine from the host's
+//! network namespace, not from the build container's) must point at the public internet, which
+//! the caller checks on the resolved address (`netguard`). Admins' pushes are trusted.
+
+use std::collections::HashMap;
+
+/// One instruction: its keyword (upper-cased) and the rest of the line.
+fn instructions(text: &str) -> Vec<(String, String)> {
+    let mut escape = '\\';
+    let mut out = Vec::new();
+    let mut current = String::new();
+    let mut in_directives = true;
+    for raw in text.lines() {
+        let line = raw.trim_end_matches('\r');
+        let trimmed = line.trim_start();
+        if trimmed.starts_with('#') {
+            // Parser directives (`# escape=`` `) come first; any other comment ends them.
+            if in_directives && current.is_empty() {
+                let directive = trimmed[1..].trim();
+                if let Some((key, value)) = directive.split_once('=') {
+                    if key.trim().eq_ignore_ascii_case("escape") {
+                        if let Some(c) = value.trim().chars().next() {
+                            escape = c;
+                        }
+                    }
+                    continue;
+                }
+                in_directives = false;
+            }
+            continue;
+        }
+        if trimmed.is_empty() && current.is_empty() {
+            continue;
+        }
+        in_directives = false;
+        if let Some(body) = line.strip_suffix(escape) {
+            current.push_str(body);
+            current.push(' ');
+            continue;
+        }
+        current.push_str(line);
+        let whole = std::mem::take(&mut current);
+        let whole = whole.trim();
+        if whole.is_empty() {
+            continue;
+        }
+        let (keyword, rest) = whole.split_once(char::is_whitespace).unwrap_or((whole, ""));
+        out.push((keyword.to_ascii_uppercase(), rest.trim().to_string()));
+    }
+    if !current.trim().is_empty() {
+        let whole = current.trim().to_string();
+        let (keyword, rest) = whole.split_once(char::is_whitespace).unwrap_or((&whole, ""));
+        out.push((keyword.to_ascii_uppercase(), rest.trim().to_string()));
+    }
+    out
+}
+
+/// `$NAME`, `${NAME}` and `${NAME:-default}` expanded from `args`; an unknown name is an error
+/// (berth passes no build arguments, so only defaults apply).
+fn expand(text: &str, args: &HashMap<String, String>) -> Result<String, String> {
+    let mut out = String::new();
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c != '$' {
+            out.push(c);
+            continue;
+        }
+        let (name, default) = if chars.peek() == Some(&'{') {
+            chars.next();
+            let mut inner = String::new();
+            for c in chars.by_ref() {
+                if c == '}' {
+                    break;
+                }
+                inner.push(c);
+            }
+            match inner.split_once(":-") {
+                Some((name, default)) => (name.to_string(), Some(default.to_string())),
+                None => (inner, None),
+            }
+        } else {
+            let mut name = String::new();
+            while let Some(c) = chars.peek() {
+                if c.is_ascii_alphanumeric() || *c == '_' {
+                    name.push(*c);
+                    chars.next();
+                } else {
+                    break;
+                }
+            }
+            (name, None)
+        };
+        match args.get(&name).filter(|v| !v.is_empty()).cloned().or(default) {
+            Some(value) => out.push_str(&value),
+            None => {
+                return Err(format!(
+                    "Dockerfile: ${name} has no default (berth passes no build arguments)"
+                ));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// An image reference as the engine resolves it: (registry host or "", path, lowercased).
+fn split_reference(reference: &str) -> (String, String) {
+    let reference = reference.to_ascii_lowercase();
+    let without_digest = reference.split('@').next().unwrap_or("");
+    let (first, rest) = without_digest.split_once('/').unwrap_or(("", without_digest));
+    let is_host = first.contains('.') || first.contains(':') || first == "localhost";
+    let (host, path) = if is_host {
+        (first.to_string(), rest.to_string())
+    } else if first.is_empty() {
+        (String::new(), rest.to_string())
+    } else {
+        (String::new(), format!("{first}/{rest}"))
+    };
+    // The tag goes: `path:tag` (a colon after the last slash).
+    let path = match path.rsplit_once(':') {
+        Some((name, tag)) if !tag.contains('/') => name.to_string(),
+        _ => path,
+    };
+    (host, path)
+}
+
+fn loopback_host(host: &str) -> bool {
+    let bare = host.rsplit_once(':').map_or(host, |(h, p)| {
+        if p.chars().all(|c| c.is_ascii_digit()) {
+            h
+        } else {
+            host
+        }
+    });
+    let bare = bare.trim_start_matches('[').trim_end_matches(']');
+    bare == "localhost"
+        || bare
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(crate::netguard::is_internal)
+}
+
+/// Checks one image reference a member's Dockerfile names (`FROM`, `COPY --from`).
+fn check_image(reference: &str, app: &str, registry: Option<&str>) -> Result<(), String> {
+    let (host, path) = split_reference(reference);
+    let own = path == app || path == format!("berth/{app}");
+    let registry_host = registry.map(str::to_ascii_lowercase);
+    if (host.is_empty() && path.starts_with("berth/") && !own)
+        || ((registry_host.as_deref() == Some(host.as_str()) || loopback_host(&host))
+            && !host.is_empty()
+            && path != app)
+    {
+        return Err(format!(
+            "Dockerfile: {reference:?} is not this app's image: builds may not use other apps' images or this host's registries"
+        ));
+    }
+    Ok(())
+}
+
+/// What a member's Dockerfile fetches with `ADD <url>`: (host, port) of each URL, for the caller
+/// to check against the host's network. Errors name the refused instruction.
+pub fn check(text: &str, app: &str, registry: Option<&str>) -> Result<Vec<(String, u16)>, String> {
+    let mut args: HashMap<String, String> = HashMap::new();
+    let mut stages: Vec<String> = Vec::new();
+    let mut urls = Vec::new();
+    for (keyword, rest) in instructions(text) {
+        match keyword.as_str() {
+            "ARG" => {
+                for word in rest.split_whitespace() {
+                    let (name, value) = word.split_once('=').unwrap_or((word, ""));
+                    let value = value.trim_matches('"').trim_matches('\'');
+                    args.entry(name.to_string())
+                        .or_insert_with(|| value.to_string());
+                }
+            }
+            "FROM" => {
+                let words: Vec<&str> = rest
+                    .split_whitespace()
+                    .filter(|w| !w.starts_with("--"))
+                    .collect();
+                let Some(image) = words.first() else {
+                    continue;
+                };
+                let image = expand(image, &args)?;
+                if !stages.contains(&image.to_ascii_lowercase()) && image != "scratch" {
+                    check_image(&image, app, registry)?;
+                }
+                if let (Some(as_word), Some(name)) = (words.get(1), words.get(2))
+                    && as_word.eq_ignore_ascii_case("as")
+                {
+                    stages.push(name.to_ascii_lowercase());
+                }
+            }
+            "COPY" | "ADD" => {
+                let mut sources = Vec::new();
+                for word in rest.split_whitespace() {
+                    if let Some(from) = word.strip_prefix("--from=") {
+                        let from = expand(from, &args)?;
+                        let is_stage = stages.contains(&from.to_ascii_lowercase())
+                            || from.parse::<usize>().is_ok_and(|n| n < stages.len().max(1));
+                        if !is_stage {
+                            check_image(&from, app, registry)?;
+                        }
+                    } else if !word.starts_with("--") {
+                        sources.push(word.trim_matches(['[', ']', ',', '"']).to_string());
+                    }
+                }
+                if keyword == "ADD" {
+                    sources.pop(); // the destination
+                    for source in sources {
+                        if let Some(destination) = url_host(&source) {
+                            urls.push(destination);
+                        } else if source.contains("://") || source.starts_with("git@") {
+                            return Err(format!(
+                                "Dockerfile: ADD {source:?}: only http:// and https:// URLs are fetched"
+                            ));
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(urls)
+}
+
+/// The host and port of an `http(s)://` URL.
+fn url_host(source: &str) -> Option<(String, u16)> {
+    let (rest, default) = if let Some(rest) = source.strip_prefix("https://") {
+        (rest, 443)
+    } else if let Some(rest) = source.get(..7).filter(|p| p.eq_ignore_ascii_case("http://")) {
+        let _ = rest;
+        (&source[7..], 80)
+    } else {
+        return None;
+    };
+    let authority = rest.split(['/', '?', '#']).next()?;
+    let authority = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    if let Some(inner) = authority.strip_prefix('[') {
+        let (host, after) = inner.split_once(']')?;
+        let port = after.strip_prefix(':').map_or(Some(default), |p| p.parse().ok())?;
+        return Some((host.to_string(), port));
+    }
+    match authority.rsplit_once(':') {
+        Some((host, port)) => Some((host.to_string(), port.parse().ok()?)),
+        None => Some((authority.to_string(), default)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const REGISTRY: Option<&str> = Some("127.0.0.1:5055");
+
+    #[test]
+    fn other_apps_images_are_refused() {
+        // Attack (finding 3): build FROM, or copy out of, another tenant's image.
+        for bad in [
+            "FROM berth/victim:v3\n",
+            "FROM 127.0.0.1:5055/victim:v3\n",
+            "FROM localhost:5055/victim\n",
+            "FROM [::1]:5055/victim:v1\n",
+            "FROM 127.0.0.1:5000/anything\n",
+            "from BERTH/Victim:v3\n",
+            "ARG BASE=berth/victim:v2\nFROM $BASE\n",
+            "ARG R=127.0.0.1:5055\nFROM ${R}/victim:v1 AS x\n",
+            "FROM busybox\nCOPY --from=127.0.0.1:5055/victim:v3 / /loot\n",
+            "FROM busybox\nCOPY --from=berth/victim:v3 /app /loot\n",
+            "FROM busybox\nCOPY \\\n  --from=berth/victim:v3 / /loot\n",
+            "FROM berth/mine-2:v1\n",
+            "FROM $UNSET\n",
+            "FROM busybox\nADD git@github.com:a/b.git /src\n",
+        ] {
+            assert!(check(bad, "mine", REGISTRY).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn own_images_stages_and_public_ones_pass() {
+        for good in [
+            "FROM busybox:1.36\n",
+            "FROM python:3.12-slim AS build\nFROM busybox\nCOPY --from=build /x /x\n",
+            "FROM busybox\nCOPY --from=0 /x /x\n",
+            "FROM berth/mine:v1\n",
+            "FROM 127.0.0.1:5055/mine:v2\n",
+            "FROM docker.io/library/busybox\n",
+            "FROM ghcr.io/org/image:1\n",
+            "FROM scratch\n",
+            "ARG V=3.12\nFROM python:${V}-slim\n",
+            "# escape=`\nFROM busybox\nRUN echo `\n  hi\n",
+        ] {
+            assert!(check(good, "mine", REGISTRY).is_ok(), "{good}");
+        }
+    }
+
+    #[test]
+    fn add_urls_are_listed_for_the_network_check() {
+        let urls = check(
+            "FROM busybox\nADD http://127.0.0.1:5055/v2/_catalog /c\nADD https://example.com/a.tgz local.txt /d/\nCOPY a b\n",
+            "mine",
+            REGISTRY,
+        )
+        .unwrap();
+        assert_eq!(
+            urls,
+            vec![
+                ("127.0.0.1".to_string(), 5055),
+                ("example.com".to_string(), 443)
+            ]
+        );
+    }
+}
