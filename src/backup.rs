@@ -55,6 +55,11 @@ pub async fn backup(
         .snapshot(&snapshot)
         .await
         .map_err(|e| format!("cannot snapshot the DB: {e}"))?;
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&snapshot, std::fs::Permissions::from_mode(0o600))
+            .map_err(|e| format!("cannot restrict the snapshot: {e}"))?;
+    }
     let partial = PathBuf::from(format!("{}.partial", file.display()));
     let written = (|| -> std::io::Result<()> {
         let out = private_file(&partial)?;
@@ -208,7 +213,9 @@ async fn unpack_and_check(file: &Path, staging: &Path) -> Result<usize, String> 
     let archive =
         std::fs::File::open(file).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
     let mut tar = tar::Archive::new(std::io::BufReader::new(archive));
-    tar.set_preserve_permissions(true);
+    // Modes come from the archive only masked: no setuid/setgid/sticky, nothing for others.
+    tar.set_preserve_permissions(false);
+    tar.set_mask(0o7077);
     tar.set_overwrite(false);
     let mut manifest = None;
     for entry in tar.entries().map_err(|e| not_backup(e.to_string()))? {
@@ -280,9 +287,17 @@ fn tempdir_beside(file: &Path) -> Result<PathBuf, String> {
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    let dir = parent.join(format!(".berth-backup-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir)
+    // Private and new: in a shared directory (/tmp) nobody else may own or read it, even for
+    // the moment the snapshot sits there.
+    use std::os::unix::fs::DirBuilderExt;
+    let dir = parent.join(format!(
+        ".berth-backup-{}-{:016x}",
+        std::process::id(),
+        rand::random::<u64>()
+    ));
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(&dir)
         .map_err(|e| format!("cannot write in {}: {e}", parent.display()))?;
     Ok(dir)
 }

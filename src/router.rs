@@ -353,6 +353,17 @@ fn host_of(request: &Request<Incoming>) -> String {
     host.trim_end_matches('.').to_ascii_lowercase()
 }
 
+/// The path as the access log keeps it: an inbound webhook's secret token is replaced.
+fn redact(path: &str) -> String {
+    match path.strip_prefix(crate::webhooks::INBOUND_PREFIX) {
+        Some(rest) => {
+            let app = rest.split(['/', '?']).next().unwrap_or("");
+            format!("{}{app}/[token]", crate::webhooks::INBOUND_PREFIX)
+        }
+        None => path.to_string(),
+    }
+}
+
 /// What became of one request, for the metrics and the access log.
 struct Outcome {
     app: Option<String>,
@@ -372,11 +383,12 @@ async fn handle(
     let method = request.method().clone();
     let version = request.version();
     let logged_path = berth.access_log.as_ref().map(|_| {
-        request
-            .uri()
-            .path_and_query()
-            .map_or("/", |p| p.as_str())
-            .to_string()
+        redact(
+            request
+                .uri()
+                .path_and_query()
+                .map_or("/", |p| p.as_str()),
+        )
     });
     let mut outcome = Outcome {
         app: None,
@@ -442,11 +454,14 @@ async fn route(
         };
         return match berth.inbound.receive(&path, &body.to_bytes()) {
             Some(202) => text(StatusCode::ACCEPTED, "202: sync queued\n"),
-            Some(403) => {
+            Some(429) => text(
+                StatusCode::TOO_MANY_REQUESTS,
+                "429: too many syncs waiting; try again later\n",
+            ),
+            _ => {
                 berth.metrics.inbound_refused();
                 text(StatusCode::FORBIDDEN, "403: wrong token\n")
             }
-            _ => text(StatusCode::NOT_FOUND, "404: no such inbound webhook\n"),
         };
     }
     let not_found = || {
@@ -483,6 +498,14 @@ async fn route(
         .path_and_query()
         .map_or("/", |p| p.as_str())
         .to_string();
+    // The app sees the host it was routed by: a request whose target names one host (absolute
+    // form, or HTTP/2's :authority) and whose Host header names another gets the target's
+    // (RFC 9112 §3.2.2), so no app is reached with a Host chosen to poison its links.
+    if let Some(authority) = request.uri().authority().map(|a| a.as_str().to_string())
+        && let Ok(value) = HeaderValue::from_str(&authority)
+    {
+        request.headers_mut().insert(header::HOST, value);
+    }
     forwarded(request.headers_mut(), client.remote, client.secure, host);
     let request = request.map(|body| Limited::new(body, limit as usize));
     if wants_upgrade(request.headers()) {
@@ -771,6 +794,15 @@ async fn tunnel(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn inbound_tokens_are_not_logged() {
+        assert_eq!(
+            redact("/.berth/hooks/shop/0123456789abcdef?x=1"),
+            "/.berth/hooks/shop/[token]"
+        );
+        assert_eq!(redact("/index.html?q=1"), "/index.html?q=1");
+    }
 
     #[test]
     fn hop_by_hop_headers_go_and_forwarded_ones_come() {

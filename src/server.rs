@@ -49,16 +49,32 @@ pub struct Berth {
     domains: std::sync::RwLock<HashMap<String, String>>,
 }
 
+/// Sets `path`'s permission bits to `mode`.
+fn private_mode(path: &std::path::Path, mode: u32) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .map_err(|e| format!("cannot restrict {}: {e}", path.display()))
+}
+
 impl Berth {
     pub async fn open(config: Config) -> Result<Arc<Berth>, String> {
         std::fs::create_dir_all(&config.data_dir)
             .map_err(|e| format!("cannot create data_dir {}: {e}", config.data_dir.display()))?;
+        // The data dir holds config values, webhook secrets and every repo: root's only,
+        // whatever the umask or the installer did.
+        private_mode(&config.data_dir, 0o700)?;
         let store = Store::open(&config.db_path()).await.map_err(|e| {
             format!(
                 "cannot open the state DB {}: {e}",
                 config.db_path().display()
             )
         })?;
+        for file in ["berth.db", "berth.db-wal", "berth.db-shm"] {
+            let path = config.data_dir.join(file);
+            if path.exists() {
+                private_mode(&path, 0o600)?;
+            }
+        }
         let routes = Routes::new(config.publish_address, config.balance);
         let access_log = crate::metrics::AccessLog::open(&config.access_log, &config.logs_dir())?;
         let certs = crate::tls::Certs::load(config.certs_dir());

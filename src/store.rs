@@ -173,6 +173,16 @@ impl Store {
         .await
     }
 
+    pub async fn app_by_id(&self, id: i64) -> StoreResult<Option<App>> {
+        sqlx::query_as(&format!(
+            "SELECT {} FROM apps WHERE id = ?",
+            Self::APP_COLUMNS
+        ))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await
+    }
+
     pub async fn apps(&self) -> StoreResult<Vec<App>> {
         sqlx::query_as(&format!(
             "SELECT {} FROM apps ORDER BY name",
@@ -1051,17 +1061,18 @@ impl Store {
         Ok(())
     }
 
-    pub async fn count_refused_sync(&self, app_id: i64) -> StoreResult<()> {
-        sqlx::query("UPDATE syncs SET refused = refused + 1 WHERE app_id = ?")
+    pub async fn count_refused_sync(&self, app_id: i64, count: u64) -> StoreResult<()> {
+        sqlx::query("UPDATE syncs SET refused = refused + ? WHERE app_id = ?")
+            .bind(i64::try_from(count).unwrap_or(i64::MAX))
             .bind(app_id)
             .execute(&self.pool)
             .await?;
         Ok(())
     }
 
-    /// Every inbound webhook: (app name, token hash).
-    pub async fn inbound_tokens(&self) -> StoreResult<Vec<(String, String)>> {
-        sqlx::query_as("SELECT apps.name, syncs.token_hash FROM syncs JOIN apps ON apps.id = syncs.app_id WHERE syncs.token_hash IS NOT NULL")
+    /// Every inbound webhook: (app name, app id, token hash).
+    pub async fn inbound_tokens(&self) -> StoreResult<Vec<(String, i64, String)>> {
+        sqlx::query_as("SELECT apps.name, apps.id, syncs.token_hash FROM syncs JOIN apps ON apps.id = syncs.app_id WHERE syncs.token_hash IS NOT NULL")
             .fetch_all(&self.pool)
             .await
     }

@@ -363,29 +363,41 @@ async fn attempt(berth: &Berth, hook: &crate::store::Webhook, delivery: &crate::
 }
 
 /// Inbound webhooks: token hashes by app (read by the router, which never touches the DB),
-/// and the queue of triggered syncs.
+/// and the queue of triggered syncs. Unauthenticated clients reach this, so it is bounded: a
+/// wrong token is only counted (one event per app and second, not one per POST), an app has at
+/// most one sync waiting (more POSTs join it), and the queue holds [`INBOUND_QUEUE`] apps
+/// (past that: 429).
 pub struct Inbound {
-    tokens: std::sync::RwLock<HashMap<String, String>>,
-    queue: tokio::sync::mpsc::UnboundedSender<Trigger>,
-    receiver: std::sync::Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<Trigger>>>,
+    /// App name → (app id, token hash); reloaded when tokens, names or apps change.
+    tokens: std::sync::RwLock<HashMap<String, (i64, String)>>,
+    queue: tokio::sync::mpsc::Sender<Trigger>,
+    receiver: std::sync::Mutex<Option<tokio::sync::mpsc::Receiver<Trigger>>>,
+    /// Apps with a sync waiting in the queue.
+    queued: std::sync::Mutex<HashSet<i64>>,
+    /// Wrong tokens per app since the last flush.
+    refused: std::sync::Mutex<HashMap<i64, u64>>,
 }
 
-/// A POST to an app's inbound URL: the token was right (`accepted`) or wrong; the body's `ref`
-/// when it had one (GitHub and Gitea push payloads).
+/// Apps whose syncs may wait at once.
+pub const INBOUND_QUEUE: usize = 64;
+
+/// A POST to an app's inbound URL with the right token; the body's `ref` when it had one
+/// (GitHub and Gitea push payloads).
 #[derive(Debug)]
 pub struct Trigger {
-    pub app: String,
-    pub accepted: bool,
+    pub app_id: i64,
     pub pushed_ref: Option<String>,
 }
 
 impl Default for Inbound {
     fn default() -> Self {
-        let (queue, receiver) = tokio::sync::mpsc::unbounded_channel();
+        let (queue, receiver) = tokio::sync::mpsc::channel(INBOUND_QUEUE);
         Inbound {
             tokens: Default::default(),
             queue,
             receiver: std::sync::Mutex::new(Some(receiver)),
+            queued: Default::default(),
+            refused: Default::default(),
         }
     }
 }
@@ -399,11 +411,17 @@ impl Inbound {
             .inbound_tokens()
             .await
             .map_err(|e| format!("cannot read inbound webhooks: {e}"))?;
-        *self.tokens.write().unwrap_or_else(|p| p.into_inner()) = tokens.into_iter().collect();
+        *self.tokens.write().unwrap_or_else(|p| p.into_inner()) = tokens
+            .into_iter()
+            .map(|(name, id, hash)| (name, (id, hash)))
+            .collect();
         Ok(())
     }
 
-    /// For the router: a POST to `path`. Some(status) when the path is an inbound webhook's.
+    /// For the router: a POST to `path`. Some(status) when the path is under the inbound
+    /// prefix: 202 queued (or joined a waiting sync), 403 for a wrong token or an app without
+    /// one (the same answer, so it tells nobody which apps have hooks), 429 when the queue is
+    /// full.
     pub fn receive(&self, path: &str, body: &[u8]) -> Option<u16> {
         let rest = path.strip_prefix(INBOUND_PREFIX)?;
         let (app, token) = rest.split_once('/').unwrap_or((rest, ""));
@@ -413,22 +431,40 @@ impl Inbound {
             .unwrap_or_else(|p| p.into_inner())
             .get(app)
             .cloned();
-        let Some(expected) = known else {
-            return Some(404);
+        let Some((app_id, expected)) = known else {
+            return Some(403);
         };
-        let accepted = constant_time_eq(token_hash(token).as_bytes(), expected.as_bytes());
+        if !constant_time_eq(token_hash(token).as_bytes(), expected.as_bytes()) {
+            *self
+                .refused
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .entry(app_id)
+                .or_default() += 1;
+            return Some(403);
+        }
         let pushed_ref = serde_json::from_slice::<serde_json::Value>(body)
             .ok()
             .and_then(|v| v.get("ref").and_then(|r| r.as_str()).map(String::from));
-        let _ = self.queue.send(Trigger {
-            app: app.to_string(),
-            accepted,
-            pushed_ref,
-        });
-        Some(if accepted { 202 } else { 403 })
+        let mut queued = self.queued.lock().unwrap_or_else(|p| p.into_inner());
+        if queued.contains(&app_id) {
+            return Some(202);
+        }
+        match self.queue.try_send(Trigger { app_id, pushed_ref }) {
+            Ok(()) => {
+                queued.insert(app_id);
+                Some(202)
+            }
+            Err(_) => Some(429),
+        }
     }
 
-    fn take_receiver(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<Trigger>> {
+    /// The wrong-token counts since the last call, by app id.
+    fn take_refused(&self) -> HashMap<i64, u64> {
+        std::mem::take(&mut *self.refused.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    fn take_receiver(&self) -> Option<tokio::sync::mpsc::Receiver<Trigger>> {
         self.receiver
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -440,32 +476,46 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// Runs the syncs inbound webhooks trigger, one at a time; counts refused tokens.
+/// Runs the syncs inbound webhooks trigger, one at a time; records refused tokens once a
+/// second per app.
 pub async fn inbound_loop(berth: Arc<Berth>) {
     let Some(mut receiver) = berth.inbound.take_receiver() else {
         return;
     };
-    while let Some(trigger) = receiver.recv().await {
-        let Ok(name) = crate::names::AppName::parse(&trigger.app) else {
+    let mut flush = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        let trigger = tokio::select! {
+            trigger = receiver.recv() => match trigger {
+                Some(trigger) => trigger,
+                None => return,
+            },
+            _ = flush.tick() => {
+                for (app_id, count) in berth.inbound.take_refused() {
+                    let _ = berth.store.count_refused_sync(app_id, count).await;
+                    let _ = berth
+                        .store
+                        .record_event(
+                            Some(app_id),
+                            "sync",
+                            "webhook",
+                            "refused",
+                            &format!("{count} wrong inbound webhook token(s)"),
+                        )
+                        .await;
+                }
+                continue;
+            }
+        };
+        // From here on a new POST queues the next sync.
+        berth
+            .inbound
+            .queued
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&trigger.app_id);
+        let Ok(Some(app)) = berth.store.app_by_id(trigger.app_id).await else {
             continue;
         };
-        let Ok(Some(app)) = berth.store.app(&name).await else {
-            continue;
-        };
-        if !trigger.accepted {
-            let _ = berth.store.count_refused_sync(app.id).await;
-            let _ = berth
-                .store
-                .record_event(
-                    Some(app.id),
-                    "sync",
-                    "webhook",
-                    "refused",
-                    "wrong inbound webhook token",
-                )
-                .await;
-            continue;
-        }
         // The sync runs with the rights of the key that set the source: gone, or no longer
         // allowed to operate the app, it does not run at all.
         let Ok(Some(source)) = berth.store.sync(app.id).await else {
@@ -544,16 +594,31 @@ mod tests {
             .tokens
             .write()
             .unwrap()
-            .insert("shop".into(), token_hash("secret"));
+            .insert("shop".into(), (7, token_hash("secret")));
         assert_eq!(
             inbound.receive("/.berth/hooks/shop/secret", b"{}"),
             Some(202)
         );
-        assert_eq!(inbound.receive("/.berth/hooks/shop/wrong", b""), Some(403));
+        // Attack (finding 13): a flood of wrong tokens queues nothing and is one count.
+        for _ in 0..10_000 {
+            assert_eq!(inbound.receive("/.berth/hooks/shop/wrong", b""), Some(403));
+        }
+        assert_eq!(inbound.take_refused(), HashMap::from([(7, 10_000)]));
+        // An app without a hook answers the same as a wrong token (finding 27).
         assert_eq!(
             inbound.receive("/.berth/hooks/other/secret", b""),
-            Some(404)
+            Some(403)
         );
+        // More POSTs for an app whose sync waits join it; the queue holds one entry.
+        for _ in 0..100 {
+            assert_eq!(
+                inbound.receive("/.berth/hooks/shop/secret", b"{}"),
+                Some(202)
+            );
+        }
+        let mut receiver = inbound.take_receiver().unwrap();
+        assert_eq!(receiver.try_recv().unwrap().app_id, 7);
+        assert!(receiver.try_recv().is_err());
         assert_eq!(inbound.receive("/elsewhere", b""), None);
     }
 }

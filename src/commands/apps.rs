@@ -435,6 +435,9 @@ pub async fn rename(
     berth.certs.rename(old_name.as_str(), new_name.as_str());
     berth.metrics.forget(old_name.as_str());
     berth.reload_domains().await?;
+    // Inbound tokens follow the app's id: a renamed app keeps its hook under its new name, a
+    // destroyed one's token stops working, and no later app of the old name inherits it.
+    berth.inbound.reload(&berth.store).await?;
     if let (Some(current), false) = (
         berth
             .store
@@ -505,6 +508,9 @@ pub async fn destroy(berth: &Berth, who: &Identity, args: &Args) -> Result<Strin
     }
     berth.store.delete_app(app.id).await.map_err(internal)?;
     berth.reload_domains().await?;
+    // Inbound tokens follow the app's id: a renamed app keeps its hook under its new name, a
+    // destroyed one's token stops working, and no later app of the old name inherits it.
+    berth.inbound.reload(&berth.store).await?;
     let _ = berth
         .store
         .record_event(

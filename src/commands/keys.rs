@@ -73,6 +73,10 @@ pub async fn add_key(
             "invalid key name {name:?}: use letters, digits, '.', '_', '@' and '-'"
         ));
     }
+    // The host CLI acts as "host" (and owns the apps it creates): no key may take that name.
+    if name == "host" {
+        return Err("the key name \"host\" is reserved for the host's own CLI".to_string());
+    }
     if role != "admin" && role != "member" {
         return Err(format!("unknown role {role:?}: use admin or member"));
     }

@@ -682,13 +682,38 @@ pub async fn run(berth: &Berth, who: &Identity, raw: &[String], stdin: &[u8]) ->
     };
     drop(out);
     let progress = progress.await;
+    // Values members set (labels, config, event details) reach other people's terminals:
+    // control characters are shown escaped, never sent (no ESC/OSC sequences).
     match result {
-        Ok(text) => CommandResult::ok(progress + &text),
+        Ok(text) => CommandResult::ok(printable(&(progress + &text))),
         Err(message) => CommandResult {
-            stdout: progress.into_bytes(),
-            ..CommandResult::fail(&message)
+            stdout: printable(&progress).into_bytes(),
+            ..CommandResult::fail(&printable(&message))
         },
     }
+}
+
+/// `text` with control characters other than newline and tab shown as `\xNN` / `\u{..}`.
+pub fn printable(text: &str) -> String {
+    if !text
+        .chars()
+        .any(|c| c.is_control() && c != '\n' && c != '\t')
+    {
+        return text.to_string();
+    }
+    text.chars()
+        .map(|c| {
+            if c.is_control() && c != '\n' && c != '\t' {
+                if (c as u32) < 0x100 {
+                    format!("\\x{:02x}", c as u32)
+                } else {
+                    format!("\\u{{{:x}}}", c as u32)
+                }
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
 }
 
 fn help(topic: Option<&str>) -> String {
@@ -816,10 +841,9 @@ async fn app_for(
             Access::Operate => {
                 format!("not allowed: app {name} belongs to another key; ask an admin for access")
             }
-            Access::Own => format!(
-                "not allowed: only {}'s owner or an admin may do that to {name}",
-                app.owner
-            ),
+            Access::Own => {
+                format!("not allowed: only the owner of {name} or an admin may do that")
+            }
         });
     }
     Ok(app)
@@ -956,6 +980,17 @@ mod tests {
                 .unwrap_err()
                 .contains("-n needs a value")
         );
+    }
+
+    #[test]
+    fn control_characters_are_escaped() {
+        // Attack (finding 22): a label value with an OSC sequence that retitles (or worse) the
+        // terminal of the admin who runs apps:info.
+        assert_eq!(
+            printable("team=\u{1b}]0;owned\u{7}\nnext\tcol"),
+            "team=\\x1b]0;owned\\x07\nnext\tcol"
+        );
+        assert_eq!(printable("plain"), "plain");
     }
 
     #[test]
