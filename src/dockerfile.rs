@@ -54,7 +54,9 @@ fn instructions(text: &str) -> Vec<(String, String)> {
     }
     if !current.trim().is_empty() {
         let whole = current.trim().to_string();
-        let (keyword, rest) = whole.split_once(char::is_whitespace).unwrap_or((&whole, ""));
+        let (keyword, rest) = whole
+            .split_once(char::is_whitespace)
+            .unwrap_or((&whole, ""));
         out.push((keyword.to_ascii_uppercase(), rest.trim().to_string()));
     }
     out
@@ -95,7 +97,12 @@ fn expand(text: &str, args: &HashMap<String, String>) -> Result<String, String> 
             }
             (name, None)
         };
-        match args.get(&name).filter(|v| !v.is_empty()).cloned().or(default) {
+        match args
+            .get(&name)
+            .filter(|v| !v.is_empty())
+            .cloned()
+            .or(default)
+        {
             Some(value) => out.push_str(&value),
             None => {
                 return Err(format!(
@@ -111,7 +118,9 @@ fn expand(text: &str, args: &HashMap<String, String>) -> Result<String, String> 
 fn split_reference(reference: &str) -> (String, String) {
     let reference = reference.to_ascii_lowercase();
     let without_digest = reference.split('@').next().unwrap_or("");
-    let (first, rest) = without_digest.split_once('/').unwrap_or(("", without_digest));
+    let (first, rest) = without_digest
+        .split_once('/')
+        .unwrap_or(("", without_digest));
     let is_host = first.contains('.') || first.contains(':') || first == "localhost";
     let (host, path) = if is_host {
         (first.to_string(), rest.to_string())
@@ -231,7 +240,10 @@ pub fn check(text: &str, app: &str, registry: Option<&str>) -> Result<Vec<(Strin
 fn url_host(source: &str) -> Option<(String, u16)> {
     let (rest, default) = if let Some(rest) = source.strip_prefix("https://") {
         (rest, 443)
-    } else if let Some(rest) = source.get(..7).filter(|p| p.eq_ignore_ascii_case("http://")) {
+    } else if let Some(rest) = source
+        .get(..7)
+        .filter(|p| p.eq_ignore_ascii_case("http://"))
+    {
         let _ = rest;
         (&source[7..], 80)
     } else {
@@ -241,7 +253,9 @@ fn url_host(source: &str) -> Option<(String, u16)> {
     let authority = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
     if let Some(inner) = authority.strip_prefix('[') {
         let (host, after) = inner.split_once(']')?;
-        let port = after.strip_prefix(':').map_or(Some(default), |p| p.parse().ok())?;
+        let port = after
+            .strip_prefix(':')
+            .map_or(Some(default), |p| p.parse().ok())?;
         return Some((host.to_string(), port));
     }
     match authority.rsplit_once(':') {

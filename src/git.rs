@@ -453,7 +453,11 @@ pub async fn fetch(
                 ssh += &format!(" -o HostName={} -o HostKeyAlias={}", pin.address, pin.host);
             }
             Transport::Git => {
-                url = url.replacen(&format!("git://{}", pin.host), &format!("git://{literal}"), 1);
+                url = url.replacen(
+                    &format!("git://{}", pin.host),
+                    &format!("git://{literal}"),
+                    1,
+                );
             }
         }
     }
@@ -537,13 +541,31 @@ mod tests {
     fn remote_destinations_name_the_host_git_connects_to() {
         use super::{Transport, remote_destination};
         let cases = [
-            ("https://github.com/a/b.git", Some((Transport::Http, "github.com", 443))),
-            ("http://127.0.0.1:9180/x", Some((Transport::Http, "127.0.0.1", 9180))),
-            ("http://u@h.example:81/x", Some((Transport::Http, "h.example", 81))),
-            ("ssh://berth@127.0.0.1:2222/victim", Some((Transport::Ssh, "127.0.0.1", 2222))),
+            (
+                "https://github.com/a/b.git",
+                Some((Transport::Http, "github.com", 443)),
+            ),
+            (
+                "http://127.0.0.1:9180/x",
+                Some((Transport::Http, "127.0.0.1", 9180)),
+            ),
+            (
+                "http://u@h.example:81/x",
+                Some((Transport::Http, "h.example", 81)),
+            ),
+            (
+                "ssh://berth@127.0.0.1:2222/victim",
+                Some((Transport::Ssh, "127.0.0.1", 2222)),
+            ),
             ("ssh://[::1]:2222/v", Some((Transport::Ssh, "::1", 2222))),
-            ("git://10.0.0.5:6379/", Some((Transport::Git, "10.0.0.5", 6379))),
-            ("git@github.com:org/repo.git", Some((Transport::Ssh, "github.com", 22))),
+            (
+                "git://10.0.0.5:6379/",
+                Some((Transport::Git, "10.0.0.5", 6379)),
+            ),
+            (
+                "git@github.com:org/repo.git",
+                Some((Transport::Ssh, "github.com", 22)),
+            ),
             ("/srv/git/b.git", None),
             ("file:///srv/b.git", None),
         ];

@@ -119,6 +119,23 @@ fn main() -> ExitCode {
     }
 }
 
+/// Raises the soft limit on open files to the hard one (the background mode of install.sh and
+/// hand-started servers get the shell's 1024 otherwise; systemd's unit sets LimitNOFILE).
+fn raise_file_limit() {
+    // SAFETY: plain syscalls on a local struct.
+    unsafe {
+        let mut limit = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
+        {
+            limit.rlim_cur = limit.rlim_max.min(1 << 20);
+            let _ = libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        }
+    }
+}
+
 /// `--config` given, else `/etc/berth/berth.toml` when it exists, else defaults and environment.
 fn load_config(path: Option<PathBuf>) -> Result<Config, String> {
     Config::load(config_path(path).as_deref())
@@ -133,6 +150,7 @@ fn config_path(path: Option<PathBuf>) -> Option<PathBuf> {
 async fn run(command: Top) -> Result<u8, String> {
     match command {
         Top::Serve { config } => {
+            raise_file_limit();
             let config = load_config(config)?;
             let listener = tokio::net::TcpListener::bind(config.ssh_listen)
                 .await

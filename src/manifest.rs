@@ -216,9 +216,7 @@ pub fn parse(text: &str) -> Result<BTreeMap<String, String>, String> {
             return Err(at(format!("process type {name:?} is defined twice")));
         }
         if processes.len() > PROCESS_TYPES_LIMIT {
-            return Err(at(format!(
-                "more than {PROCESS_TYPES_LIMIT} process types"
-            )));
+            return Err(at(format!("more than {PROCESS_TYPES_LIMIT} process types")));
         }
     }
     Ok(processes)

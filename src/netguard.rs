@@ -67,7 +67,11 @@ pub fn refusal(host: &str) -> String {
 /// Resolves `host:port` and gives the addresses to connect to. With `allow_internal` false, a
 /// name with any internal address is refused as a whole (one public and one private answer is
 /// the DNS-rebinding shape).
-pub async fn resolve(host: &str, port: u16, allow_internal: bool) -> Result<Vec<SocketAddr>, String> {
+pub async fn resolve(
+    host: &str,
+    port: u16,
+    allow_internal: bool,
+) -> Result<Vec<SocketAddr>, String> {
     let bare = host.trim_start_matches('[').trim_end_matches(']');
     let addresses: Vec<SocketAddr> = match bare.parse::<IpAddr>() {
         Ok(ip) => vec![SocketAddr::new(ip, port)],

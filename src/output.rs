@@ -239,7 +239,10 @@ mod tests {
         assert_eq!(seen, QUEUE);
         out.step("Deploying");
         let next = String::from_utf8(receiver.recv().await.unwrap()).unwrap();
-        assert!(next.starts_with("       ... 10 line(s) not shown"), "{next}");
+        assert!(
+            next.starts_with("       ... 10 line(s) not shown"),
+            "{next}"
+        );
         assert!(next.ends_with("-----> Deploying\n"), "{next}");
         let long = "x".repeat(LINE_LIMIT * 3);
         out.detail(&long);

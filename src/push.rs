@@ -128,6 +128,10 @@ pub async fn prepare_receive(
         .ensure_app(&app, &who.key_name)
         .await
         .map_err(internal)?;
+    if !created {
+        // Another key may have made the app between the check and here: check what exists.
+        commands::check_may_push(berth, who, &app).await?;
+    }
     let repo = git::repo_path(&berth.config.repos_dir(), &app);
     let path = repo.clone();
     let branch = berth.config.deploy_branch.clone();
@@ -259,6 +263,25 @@ async fn handle_hook(berth: Arc<Berth>, stream: UnixStream) -> std::io::Result<(
         .await?;
         return write_frame(&mut write, b'x', &[1]).await;
     };
+    // Access is checked again now that the pack is in: a key removed, or a grant revoked,
+    // while the client was sending deploys nothing.
+    let still_allowed = match berth.store.app_by_id(session.app_id).await {
+        Ok(Some(app)) => commands::key_may_operate(&berth, &session.actor, &app).await,
+        _ => false,
+    };
+    if !still_allowed {
+        write_frame(
+            &mut write,
+            b'o',
+            format!(
+                " !     {}: this key may no longer push to the app (its access was removed during the push); nothing was deployed\n",
+                session.app
+            )
+            .as_bytes(),
+        )
+        .await?;
+        return write_frame(&mut write, b'x', &[1]).await;
+    }
     let quarantine = match request
         .quarantine
         .map(|q| check_quarantine(&session.repo, &q))

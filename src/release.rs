@@ -104,8 +104,18 @@ pub async fn create_and_deploy(
             ("predeploy script (app.json)", manifest.predeploy.as_ref()),
         ] {
             if let Some(command) = command {
-                run_phase(docker, app, &release, &env, &binds, what, command, phase_limit, out)
-                    .await?;
+                run_phase(
+                    docker,
+                    app,
+                    &release,
+                    &env,
+                    &binds,
+                    what,
+                    command,
+                    phase_limit,
+                    out,
+                )
+                .await?;
             }
         }
         match plan.canary {

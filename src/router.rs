@@ -382,14 +382,10 @@ async fn handle(
     let host = host_of(&request);
     let method = request.method().clone();
     let version = request.version();
-    let logged_path = berth.access_log.as_ref().map(|_| {
-        redact(
-            request
-                .uri()
-                .path_and_query()
-                .map_or("/", |p| p.as_str()),
-        )
-    });
+    let logged_path = berth
+        .access_log
+        .as_ref()
+        .map(|_| redact(request.uri().path_and_query().map_or("/", |p| p.as_str())));
     let mut outcome = Outcome {
         app: None,
         upstream: None,

@@ -43,6 +43,9 @@ pub struct Berth {
     pub access_log: Option<Arc<crate::metrics::AccessLog>>,
     /// Inbound webhook tokens (for the router) and the syncs they trigger.
     pub inbound: crate::webhooks::Inbound,
+    /// Fingerprints of keys just removed (`keys:remove`): the SSH layer closes their
+    /// connections at once.
+    pub revoked: tokio::sync::broadcast::Sender<String>,
     /// One deploy lock per app: a second push waits for the first.
     locks: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Custom domain → app, for the router (the DB's `domains`, reloaded when they change).
@@ -88,6 +91,7 @@ impl Berth {
             challenges: Default::default(),
             access_log,
             inbound: Default::default(),
+            revoked: tokio::sync::broadcast::channel(64).0,
             locks: Default::default(),
             domains: Default::default(),
         });

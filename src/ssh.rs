@@ -68,6 +68,7 @@ pub async fn serve(berth: Arc<Berth>, listener: TcpListener) -> Result<(), Strin
         ..Default::default()
     };
     let config = Arc::new(config);
+    let limits = Arc::new(ConnectionLimits::default());
     // Our own accept loop (as warpgate does), so each socket can be wrapped before the handshake.
     loop {
         let (stream, peer) = match listener.accept().await {
@@ -78,30 +79,142 @@ pub async fn serve(berth: Arc<Berth>, listener: TcpListener) -> Result<(), Strin
                 continue;
             }
         };
+        // Unauthenticated clients cannot hold every file descriptor: a cap in all and per
+        // address (a refused socket is closed at once).
+        let Some(slot) = limits.enter(peer.ip()) else {
+            tracing::warn!(?peer, "ssh connection refused: too many connections");
+            drop(stream);
+            continue;
+        };
         let _ = stream.set_nodelay(true);
         let stream = QuickAck {
             inner: stream,
             reads_left: QUICKACK_READS,
         };
+        let fingerprint: Arc<std::sync::Mutex<Option<String>>> = Default::default();
         let connection = Connection {
             berth: berth.clone(),
             peer: Some(peer),
             identity: None,
+            fingerprint: fingerprint.clone(),
             channels: HashMap::new(),
             env: HashMap::new(),
             ptys: Default::default(),
         };
         let config = config.clone();
+        let mut revoked = berth.revoked.subscribe();
         tokio::spawn(async move {
-            match russh::server::run_stream(config, stream, connection).await {
-                Ok(session) => {
-                    if let Err(error) = session.await {
+            let _slot = slot;
+            let run = russh::server::run_stream(config, stream, connection);
+            let session = match tokio::time::timeout(PRE_AUTH_DEADLINE, run).await {
+                Ok(Ok(session)) => session,
+                Ok(Err(error)) => {
+                    tracing::debug!(%error, ?peer, "ssh handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(?peer, "ssh handshake took too long");
+                    return;
+                }
+            };
+            let handle = session.handle();
+            let watch = async {
+                // Authenticate within the deadline, or go; and whenever its key is removed, go.
+                let deadline = tokio::time::sleep(PRE_AUTH_DEADLINE);
+                tokio::pin!(deadline);
+                let mut past_deadline = false;
+                let current = || {
+                    fingerprint
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .clone()
+                };
+                loop {
+                    tokio::select! {
+                        () = &mut deadline, if !past_deadline => {
+                            past_deadline = true;
+                            if current().is_none() {
+                                tracing::info!(?peer, "ssh client did not authenticate in time");
+                                return;
+                            }
+                        }
+                        gone = revoked.recv() => match gone {
+                            Ok(gone) if current().as_deref() == Some(gone.as_str()) => {
+                                tracing::info!(?peer, "closing the connection of a removed key");
+                                return;
+                            }
+                            Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                            Err(tokio::sync::broadcast::error::RecvError::Closed) => {
+                                std::future::pending::<()>().await;
+                            }
+                        },
+                    }
+                }
+            };
+            tokio::select! {
+                ended = session => {
+                    if let Err(error) = ended {
                         tracing::debug!(%error, ?peer, "ssh session ended with an error");
                     }
                 }
-                Err(error) => tracing::debug!(%error, ?peer, "ssh handshake failed"),
+                () = watch => {
+                    let _ = handle
+                        .disconnect(
+                            russh::Disconnect::ByApplication,
+                            "access revoked or not authenticated in time".into(),
+                            String::new(),
+                        )
+                        .await;
+                }
             }
         });
+    }
+}
+
+/// How long a client may take from connecting to authenticating.
+const PRE_AUTH_DEADLINE: Duration = Duration::from_secs(30);
+/// SSH connections at once, in all and from one address.
+pub const MAX_CONNECTIONS: usize = 512;
+pub const MAX_PER_ADDRESS: usize = 32;
+
+/// Open connections in all and per client address.
+#[derive(Default)]
+struct ConnectionLimits {
+    open: std::sync::Mutex<(usize, HashMap<std::net::IpAddr, usize>)>,
+}
+
+/// A counted connection; leaving is counted when it is dropped.
+struct Slot {
+    limits: Arc<ConnectionLimits>,
+    address: std::net::IpAddr,
+}
+
+impl ConnectionLimits {
+    fn enter(self: &Arc<Self>, address: std::net::IpAddr) -> Option<Slot> {
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        let here = open.1.get(&address).copied().unwrap_or(0);
+        if open.0 >= MAX_CONNECTIONS || here >= MAX_PER_ADDRESS {
+            return None;
+        }
+        open.0 += 1;
+        open.1.insert(address, here + 1);
+        Some(Slot {
+            limits: self.clone(),
+            address,
+        })
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut open = self.limits.open.lock().unwrap_or_else(|p| p.into_inner());
+        open.0 = open.0.saturating_sub(1);
+        if let Some(count) = open.1.get_mut(&self.address) {
+            *count -= 1;
+            if *count == 0 {
+                open.1.remove(&self.address);
+            }
+        }
     }
 }
 
@@ -160,6 +273,9 @@ struct Connection {
     peer: Option<SocketAddr>,
     /// Set only after a signature was verified (`auth_publickey`), never on an offer.
     identity: Option<Identity>,
+    /// The authenticated key's fingerprint: every exec looks the key up again by it, and the
+    /// accept loop closes the connection when it is removed.
+    fingerprint: Arc<std::sync::Mutex<Option<String>>>,
     /// Opened session channels not yet given to a command.
     channels: HashMap<ChannelId, Channel<Msg>>,
     /// Allowed environment variables (only `GIT_PROTOCOL`), per channel, sent before exec.
@@ -208,6 +324,8 @@ impl russh::server::Handler for Connection {
             Some(identity) => {
                 tracing::info!(peer = ?self.peer, key = %identity.key_name, "authenticated");
                 self.identity = Some(identity);
+                *self.fingerprint.lock().unwrap_or_else(|p| p.into_inner()) =
+                    Some(key.public_key.fingerprint(HashAlg::Sha256).to_string());
                 Ok(Auth::Accept)
             }
             None => {
@@ -382,12 +500,34 @@ impl Connection {
         let env = self.env.remove(&id).unwrap_or_default();
         let tty = self.ptys.remove(&id);
         let berth = self.berth.clone();
-        let identity = self.identity.clone();
+        let fingerprint = self.identity.as_ref().and_then(|_| {
+            self.fingerprint
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone()
+        });
         tokio::spawn(async move {
             let (read, write) = channel.split();
-            let Some(identity) = identity else {
+            let Some(fingerprint) = fingerprint else {
                 tokio::spawn(drain(read));
                 return finish(&write, b"not authenticated\n", 1).await;
+            };
+            // Every exec looks the key up again: a removed key runs nothing more, and a changed
+            // role applies at once (a multiplexed connection outlives both).
+            let identity = match berth.store.key_by_fingerprint(&fingerprint).await {
+                Ok(Some(record)) => Identity {
+                    key_name: record.name,
+                    role: record.role,
+                },
+                Ok(None) => {
+                    tokio::spawn(drain(read));
+                    return finish(&write, b"ERROR: this key is no longer allowed\n", 1).await;
+                }
+                Err(error) => {
+                    tracing::error!(%error, "key lookup failed");
+                    tokio::spawn(drain(read));
+                    return finish(&write, b"ERROR: internal error\n", 1).await;
+                }
             };
             if let Request::Git { service, app } = request {
                 return serve_git(&berth, &identity, service, &app, env, read, write).await;

@@ -1029,10 +1029,12 @@ impl Store {
     // ---- git:sync and inbound webhooks
 
     pub async fn sync(&self, app_id: i64) -> StoreResult<Option<Sync>> {
-        sqlx::query_as("SELECT url, git_ref, token_hash, refused, created_by FROM syncs WHERE app_id = ?")
-            .bind(app_id)
-            .fetch_optional(&self.pool)
-            .await
+        sqlx::query_as(
+            "SELECT url, git_ref, token_hash, refused, created_by FROM syncs WHERE app_id = ?",
+        )
+        .bind(app_id)
+        .fetch_optional(&self.pool)
+        .await
     }
 
     pub async fn set_sync(
@@ -1105,11 +1107,13 @@ impl Store {
 
     /// Withdraws every approval of the app's templates; how many there were.
     pub async fn revoke_templates(&self, app_id: i64) -> StoreResult<u64> {
-        Ok(sqlx::query("DELETE FROM template_approvals WHERE app_id = ?")
-            .bind(app_id)
-            .execute(&self.pool)
-            .await?
-            .rows_affected())
+        Ok(
+            sqlx::query("DELETE FROM template_approvals WHERE app_id = ?")
+                .bind(app_id)
+                .execute(&self.pool)
+                .await?
+                .rows_affected(),
+        )
     }
 
     // ---- backup

@@ -76,7 +76,11 @@ services:
     // The member cannot move the app.
     let moved = server.ssh_as(&mallory, &["apps:set", &app, "target=swarm"]);
     assert_eq!(moved.status.code(), Some(1), "{}", text(&moved));
-    assert!(text(&moved).contains("only admins may move"), "{}", text(&moved));
+    assert!(
+        text(&moved).contains("only admins may move"),
+        "{}",
+        text(&moved)
+    );
 
     // An admin's move deploys with the built-in stack file: no host mount, no marker.
     let moved = server.ssh(&["apps:set", &app, "target=swarm"]);
@@ -193,12 +197,11 @@ fn hostile_templates_fail_the_render_and_berth_keeps_running() {
         assert_eq!(rendered.status.code(), Some(1), "case {index}: {message}");
         assert!(message.contains(expected), "case {index}: {message}");
         assert!(!message.contains("s3cret-value"), "{message}");
-        assert_eq!(
-            message.trim().lines().count(),
-            1,
-            "one line: {message}"
+        assert_eq!(message.trim().lines().count(), 1, "one line: {message}");
+        assert!(
+            started.elapsed().as_secs() < 15,
+            "case {index} took too long"
         );
-        assert!(started.elapsed().as_secs() < 15, "case {index} took too long");
         // berth is alive: commands answer and the app serves.
         ok(&server.ssh(&["apps:list"]));
         assert_eq!(
@@ -222,7 +225,8 @@ fn receiver() -> (u16, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
             let _ = stream.set_read_timeout(Some(std::time::Duration::from_secs(2)));
             let mut buffer = [0u8; 65536];
             let _ = stream.read(&mut buffer);
-            let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+            let _ = stream
+                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
         }
     });
     (port, seen)
@@ -352,7 +356,11 @@ fn git_sync_has_no_ambient_identity_and_members_cannot_reach_loopback() {
             format!("berth@127.0.0.1:{victim}"),
         ] {
             let refused = server.ssh_as(&mallory, &["git:sync", &own, &other]);
-            assert!(text(&refused).contains("refused:"), "{other}: {}", text(&refused));
+            assert!(
+                text(&refused).contains("refused:"),
+                "{other}: {}",
+                text(&refused)
+            );
         }
 
         // An admin may sync from loopback, but the fetch has no identity of root's.
@@ -417,14 +425,22 @@ fn endless_build_output_keeps_berth_memory_bounded() {
     let before = status_kib(server.pid(), "VmHWM");
     let push = server.push(repo.path(), &app, "main");
     let transcript = text(&push);
-    assert!(push.status.success(), "{}", &transcript[transcript.len().saturating_sub(2000)..]);
+    assert!(
+        push.status.success(),
+        "{}",
+        &transcript[transcript.len().saturating_sub(2000)..]
+    );
     let after = status_kib(server.pid(), "VmHWM");
     assert!(
         after < before + 40 * 1024,
         "berth's peak memory grew from {before} KiB to {after} KiB"
     );
     assert!(transcript.contains("[line cut at 4096 bytes]"));
-    assert!(transcript.len() < 12 << 20, "{} bytes shown", transcript.len());
+    assert!(
+        transcript.len() < 12 << 20,
+        "{} bytes shown",
+        transcript.len()
+    );
     assert!(transcript.contains("is live at"));
 }
 
@@ -482,7 +498,11 @@ fn oversized_pushes_and_endless_release_phases_are_refused() {
     git(repo.path(), &["reset", "-q", "--hard", "HEAD~1"]);
 
     // A release command that never ends is stopped after phase_timeout.
-    write(repo.path(), "Procfile", "release: sleep 600\nweb: sh -c 'exec httpd -f -p $PORT -h /www'\n");
+    write(
+        repo.path(),
+        "Procfile",
+        "release: sleep 600\nweb: sh -c 'exec httpd -f -p $PORT -h /www'\n",
+    );
     write_web_app(repo.path(), "second");
     commit(repo.path(), "endless release");
     let started = std::time::Instant::now();
@@ -496,12 +516,7 @@ fn oversized_pushes_and_endless_release_phases_are_refused() {
     assert!(started.elapsed().as_secs() < 60);
     assert_eq!(serving().as_deref(), Some("first"));
     let leftovers = Command::new("docker")
-        .args([
-            "ps",
-            "-aq",
-            "--filter",
-            &format!("name=berth-{app}-run-"),
-        ])
+        .args(["ps", "-aq", "--filter", &format!("name=berth-{app}-run-")])
         .output()
         .expect("docker ps");
     assert!(
@@ -525,7 +540,12 @@ fn member_builds_cannot_use_other_apps_images_or_the_host_network() {
     let mallory = member(&server, "mallory");
     let victim = app_name("sec-victim3");
     let victim_repo = web_app("victim's code");
-    assert!(server.push(victim_repo.path(), &victim, "main").status.success());
+    assert!(
+        server
+            .push(victim_repo.path(), &victim, "main")
+            .status
+            .success()
+    );
     let attacker = app_name("sec-thief");
     let repo = web_app("thief");
     let attacks = [
@@ -534,7 +554,10 @@ fn member_builds_cannot_use_other_apps_images_or_the_host_network() {
         format!("ARG FROM_IMAGE={registry}/{victim}:v1\nFROM $FROM_IMAGE\n"),
         format!("FROM {BASE_IMAGE}\nCOPY --from={registry}/{victim}:v1 /www /loot\n"),
         format!("FROM {BASE_IMAGE}\nADD http://{registry}/v2/_catalog /catalog\n"),
-        format!("FROM {BASE_IMAGE}\nADD http://localhost:{}/metrics /m\n", server.admin_port),
+        format!(
+            "FROM {BASE_IMAGE}\nADD http://localhost:{}/metrics /m\n",
+            server.admin_port
+        ),
     ];
     for dockerfile in &attacks {
         write(
@@ -550,7 +573,10 @@ fn member_builds_cannot_use_other_apps_images_or_the_host_network() {
             transcript.contains("not this app's image") || transcript.contains("refused:"),
             "{dockerfile}: {transcript}"
         );
-        assert!(!transcript.contains("Step 1/"), "nothing was built: {transcript}");
+        assert!(
+            !transcript.contains("Step 1/"),
+            "nothing was built: {transcript}"
+        );
     }
     let releases = ok(&server.ssh(&["releases", &attacker, "--json"]));
     assert_eq!(releases.trim(), "[]", "{releases}");
@@ -559,7 +585,10 @@ fn member_builds_cannot_use_other_apps_images_or_the_host_network() {
     write(
         repo.path(),
         "Dockerfile",
-        &format!("{}CMD [\"sh\", \"-c\", \"exec httpd -f -p $PORT -h /www\"]\n", attacks[0]),
+        &format!(
+            "{}CMD [\"sh\", \"-c\", \"exec httpd -f -p $PORT -h /www\"]\n",
+            attacks[0]
+        ),
     );
     commit(repo.path(), "control");
     let push = server.push(repo.path(), &control, "main");
@@ -568,4 +597,82 @@ fn member_builds_cannot_use_other_apps_images_or_the_host_network() {
         http_get(&live_url(&push)).as_deref().map(str::trim),
         Some("victim's code")
     );
+}
+
+/// Finding 9 (medium). Attack: a key is removed, but its holder keeps an OpenSSH ControlMaster
+/// connection open and goes on running commands through it (as admin, if it was one), and a
+/// push authorised before a revoke still deploys. Now every exec looks the key up again, the
+/// removal closes the key's connections at once, and the pre-receive step checks access again.
+#[test]
+fn removed_keys_lose_their_open_connections() {
+    let server = TestServer::start();
+    let eve = server.dir.path().join("eve");
+    keygen(&eve);
+    server.add_key("eve", "admin", &eve);
+    let control = server.dir.path().join("cm.sock");
+    let ssh_base = format!(
+        "{} -o ControlPath={} -p {} berth@127.0.0.1",
+        server.ssh_command(&eve),
+        control.display(),
+        server.port
+    );
+    // A master connection that stays up in the background.
+    let master = Command::new("sh")
+        .arg("-c")
+        .arg(format!("{ssh_base} -M -N -o ControlPersist=no"))
+        .spawn()
+        .expect("ssh master");
+    let mut master = master;
+    wait_for("the control master", || control.exists().then_some(()));
+    let through_master = |args: &str| {
+        Command::new("sh")
+            .arg("-c")
+            .arg(format!("{ssh_base} -o ControlMaster=no {args}"))
+            .output()
+            .expect("ssh")
+    };
+    // Control: the multiplexed connection runs admin commands.
+    assert!(
+        through_master("keys:list").status.success(),
+        "{}",
+        text(&through_master("keys:list"))
+    );
+    ok(&server.ssh(&["keys:remove", "eve"]));
+    // The master is closed by the server.
+    let ended = wait_for("the master connection to end", || {
+        master.try_wait().ok().flatten()
+    });
+    let _ = ended;
+    let after = through_master("keys:list");
+    assert!(!after.status.success(), "{}", text(&after));
+    assert!(
+        !String::from_utf8_lossy(&after.stdout).contains("eve"),
+        "a removed key ran a command: {}",
+        text(&after)
+    );
+}
+
+/// Finding 16 (low/medium). Attack: a local non-root user reads config values, webhook secrets
+/// and repos from a data dir, DB or backup snapshot created with the default umask. Now the
+/// data dir is 0700 and the DB files 0600 whatever the umask berth started with, and the access
+/// log is 0600.
+#[test]
+fn the_data_dir_and_db_are_private_whatever_the_umask() {
+    let server = TestServer::start();
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |path: &Path| {
+        std::fs::metadata(path)
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+            .permissions()
+            .mode()
+            & 0o777
+    };
+    let data = server.data_dir();
+    assert_eq!(mode(&data), 0o700);
+    assert_eq!(mode(&data.join("berth.db")), 0o600);
+    assert_eq!(mode(&data.join("berth.db-wal")), 0o600);
+    let access_log = data.join("logs").join("access.log");
+    if access_log.exists() {
+        assert_eq!(mode(&access_log), 0o600);
+    }
 }

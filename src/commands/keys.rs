@@ -45,8 +45,18 @@ pub async fn remove(berth: &Berth, who: &Identity, args: &Args) -> Result<String
     if *name == who.key_name {
         return Err("refusing to remove the key you are connected with".to_string());
     }
+    let fingerprint = berth
+        .store
+        .key_by_name(name)
+        .await
+        .map_err(internal)?
+        .map(|key| key.fingerprint);
     if !berth.store.remove_key(name).await.map_err(internal)? {
         return Err(format!("no key named {name}; see keys:list"));
+    }
+    // Its open connections (a ControlMaster's too) are closed now, not when they idle out.
+    if let Some(fingerprint) = fingerprint {
+        let _ = berth.revoked.send(fingerprint);
     }
     let _ = berth
         .store

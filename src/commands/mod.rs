@@ -919,6 +919,9 @@ pub async fn check_may_push(berth: &Berth, who: &Identity, app: &AppName) -> Res
 /// Whether the key named `key_name` exists and may operate `app` (admin, owner or granted):
 /// for capabilities a key set up earlier (a sync source, a webhook) that act later in its name.
 pub async fn key_may_operate(berth: &Berth, key_name: &str, app: &App) -> bool {
+    if key_name == "host" {
+        return true; // the host CLI (a reserved name) is the host's root
+    }
     let Ok(Some(key)) = berth.store.key_by_name(key_name).await else {
         return false;
     };
@@ -926,7 +929,9 @@ pub async fn key_may_operate(berth: &Berth, key_name: &str, app: &App) -> bool {
         key_name: key.name,
         role: key.role,
     };
-    may(berth, &who, app, Access::Operate).await.unwrap_or(false)
+    may(berth, &who, app, Access::Operate)
+        .await
+        .unwrap_or(false)
 }
 
 /// The bare repo of an app the caller may read (used for `git clone`).

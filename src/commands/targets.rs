@@ -159,7 +159,9 @@ pub async fn resources(berth: &Berth, who: &Identity, args: &Args) -> Result<Str
     // Stored as checked: trimmed and lower-cased (a trailing newline would end up in a unit).
     let wanted = Resources {
         cpu: args.value("--cpu").map(|c| c.trim().to_string()),
-        memory: args.value("--memory").map(|m| m.trim().to_ascii_lowercase()),
+        memory: args
+            .value("--memory")
+            .map(|m| m.trim().to_ascii_lowercase()),
     };
     if wanted.cpu.is_none() && wanted.memory.is_none() {
         return Err("usage: resources:set APP PROCESS [--cpu N] [--memory SIZE]".to_string());

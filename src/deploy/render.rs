@@ -274,7 +274,9 @@ fn systemd_arg(
 pub const RANGE_LIMIT: usize = 10_000;
 
 /// tera's `range`, refusing more than [`RANGE_LIMIT`] items.
-fn bounded_range(args: &std::collections::HashMap<String, tera::Value>) -> tera::Result<tera::Value> {
+fn bounded_range(
+    args: &std::collections::HashMap<String, tera::Value>,
+) -> tera::Result<tera::Value> {
     let number = |key: &str, default: Option<u64>| -> tera::Result<u64> {
         match args.get(key) {
             Some(value) => value
@@ -283,7 +285,11 @@ fn bounded_range(args: &std::collections::HashMap<String, tera::Value>) -> tera:
             None => default.ok_or_else(|| tera::Error::msg("range needs end=N")),
         }
     };
-    let (start, end, step) = (number("start", Some(0))?, number("end", None)?, number("step_by", Some(1))?);
+    let (start, end, step) = (
+        number("start", Some(0))?,
+        number("end", None)?,
+        number("step_by", Some(1))?,
+    );
     if step == 0 {
         return Err(tera::Error::msg("range: step_by must be at least 1"));
     }
@@ -691,7 +697,10 @@ mod tests {
             "stack.yml.tera".into(),
             "{% for i in range(start=1, end=7, step_by=2) %}{{ i }}{% endfor %}".into(),
         );
-        assert_eq!(render(Target::Swarm, &sample(), &overrides).unwrap()[0].text, "135");
+        assert_eq!(
+            render(Target::Swarm, &sample(), &overrides).unwrap()[0].text,
+            "135"
+        );
     }
 
     #[test]

@@ -178,7 +178,11 @@ pub fn child_main() -> i32 {
         return 2;
     };
     let mut stdout = std::io::stdout().lock();
-    if stdout.write_all(&text).and_then(|()| stdout.flush()).is_err() {
+    if stdout
+        .write_all(&text)
+        .and_then(|()| stdout.flush())
+        .is_err()
+    {
         return 2;
     }
     0
