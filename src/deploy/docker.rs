@@ -824,9 +824,26 @@ async fn wait_until_ready(
             .inspect_container(name, None)
             .await
             .map_err(|e| format!("lost container {name}: {}", engine::describe(&e)))?;
-        let state = info.state.clone().unwrap_or_default();
+        let mut state = info.state.clone().unwrap_or_default();
         if info.restart_count.unwrap_or(0) > restarts_before || state.running != Some(true) {
-            let code = state.exit_code.unwrap_or(0);
+            // Restarted by the policy and running again: its exit code is the next exit's.
+            // Catch that one (the policy waits 100 ms and more between restarts).
+            for _ in 0..50 {
+                if state.running != Some(true) {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                state = docker
+                    .inspect_container(name, None)
+                    .await
+                    .ok()
+                    .and_then(|i| i.state)
+                    .unwrap_or_default();
+            }
+            let code = match (state.running, state.exit_code) {
+                (Some(true), _) | (_, None) => "unknown: it was restarted".to_string(),
+                (_, Some(code)) => code.to_string(),
+            };
             return Err(format!(
                 "the app exited at start (exit code {code}) instead of listening on PORT {}",
                 spec.port
