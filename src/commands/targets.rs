@@ -207,10 +207,7 @@ pub async fn render_units(berth: &Berth, who: &Identity, args: &Args) -> Result<
         Some(name) => Target::parse(name)?,
         None => release::target(berth, &app)?,
     };
-    let release = match args.value("--release") {
-        Some(wanted) => numbered_release(berth, &app, wanted).await?,
-        None => current_release(berth, &app, "has no release yet: push one first").await?,
-    };
+    let release = release_arg(berth, &app, args).await?;
     let context = release::render_context(berth, &app, &release).await?;
     let overrides = release::template_overrides(berth, &app, &release, target).await?;
     let units = crate::deploy::sandbox::render(target, &context, overrides).await?;
@@ -228,6 +225,18 @@ pub async fn render_units(berth: &Berth, who: &Identity, args: &Args) -> Result<
             )
         })
         .collect())
+}
+
+/// `--release vN`, else the running release.
+async fn release_arg(
+    berth: &Berth,
+    app: &crate::store::App,
+    args: &Args,
+) -> Result<crate::store::Release, String> {
+    match args.value("--release") {
+        Some(wanted) => numbered_release(berth, app, wanted).await,
+        None => current_release(berth, app, "has no release yet: push one first").await,
+    }
 }
 
 pub async fn plan(berth: &Berth, who: &Identity, args: &Args) -> Result<String, String> {
@@ -264,10 +273,7 @@ pub async fn plan(berth: &Berth, who: &Identity, args: &Args) -> Result<String, 
 pub async fn approve(berth: &Berth, who: &Identity, args: &Args) -> Result<String, String> {
     admin_only_for(who, "templates:approve")?;
     let app = app_for(berth, who, &args.positional[0], Access::Operate).await?;
-    let release = match args.value("--release") {
-        Some(wanted) => numbered_release(berth, &app, wanted).await?,
-        None => current_release(berth, &app, "has no release yet: push one first").await?,
-    };
+    let release = release_arg(berth, &app, args).await?;
     let Some((tree, _)) = release::repo_templates(berth, &app, &release.commit_sha).await? else {
         return Err(format!(
             "{} v{} has no .berth/templates/ in its commit; nothing to approve",
