@@ -35,7 +35,7 @@ export BERTH_TEST_REGISTRY=127.0.0.1:${BERTH_REGISTRY_PORT:-5055}
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 set +e
-cargo test --release --locked "$@" 2>&1 | tee "$log"
+cargo test --release --locked --no-fail-fast "$@" 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 set -e
 # One closing line over every test binary.

@@ -826,10 +826,14 @@ async fn wait_until_ready(
             .map_err(|e| format!("lost container {name}: {}", engine::describe(&e)))?;
         let mut state = info.state.clone().unwrap_or_default();
         if info.restart_count.unwrap_or(0) > restarts_before || state.running != Some(true) {
-            // Restarted by the policy and running again: its exit code is the next exit's.
-            // Catch that one (the policy waits 100 ms and more between restarts).
+            // Restarted by the policy: while the engine waits to start it again (`Restarting`,
+            // which also says `Running`) the exit code is the last exit's. Caught already
+            // running again, wait a moment for its next exit or restart.
+            let settled = |state: &bollard::models::ContainerState| {
+                state.running != Some(true) || state.restarting == Some(true)
+            };
             for _ in 0..50 {
-                if state.running != Some(true) {
+                if settled(&state) {
                     break;
                 }
                 tokio::time::sleep(Duration::from_millis(20)).await;
@@ -840,9 +844,9 @@ async fn wait_until_ready(
                     .and_then(|i| i.state)
                     .unwrap_or_default();
             }
-            let code = match (state.running, state.exit_code) {
-                (Some(true), _) | (_, None) => "unknown: it was restarted".to_string(),
-                (_, Some(code)) => code.to_string(),
+            let code = match (settled(&state), state.exit_code) {
+                (true, Some(code)) => code.to_string(),
+                _ => "unknown: it was restarted".to_string(),
             };
             return Err(format!(
                 "the app exited at start (exit code {code}) instead of listening on PORT {}",
