@@ -155,7 +155,7 @@ fn cut(message: &str) -> std::borrow::Cow<'_, str> {
 pub struct Lines {
     pending: Vec<u8>,
     /// The current line was cut: the rest of it, up to its newline, is dropped.
-    skipping: bool,
+    discarding: bool,
 }
 
 impl Lines {
@@ -163,8 +163,8 @@ impl Lines {
     pub fn feed(&mut self, bytes: &[u8], out: &Output) {
         for chunk in bytes.split_inclusive(|b| *b == b'\n') {
             let ends = chunk.ends_with(b"\n");
-            if self.skipping {
-                self.skipping = !ends;
+            if self.discarding {
+                self.discarding = !ends;
                 continue;
             }
             let room = LINE_LIMIT - self.pending.len();
@@ -179,14 +179,14 @@ impl Lines {
                     String::from_utf8_lossy(&self.pending)
                 ));
                 self.pending.clear();
-                self.skipping = !ends;
+                self.discarding = !ends;
             }
         }
     }
 
     /// What is left of an unfinished last line.
     pub fn finish(&mut self, out: &Output) {
-        self.skipping = false;
+        self.discarding = false;
         if !String::from_utf8_lossy(&self.pending).trim().is_empty() {
             out.detail(String::from_utf8_lossy(&self.pending).trim_end());
         }

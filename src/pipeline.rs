@@ -228,7 +228,7 @@ pub async fn build_and_release(
     // A member's Dockerfile runs on the engine every app shares: no other app's images, no
     // fetches into this host's network (`dockerfile`, `netguard`).
     if let Some(text) = &dockerfile
-        && !actor_is_admin(berth, request.actor).await
+        && !crate::commands::key_is_admin(berth, request.actor).await
     {
         let urls = crate::dockerfile::check(text, app, config.registry.as_deref())?;
         for (host, port) in urls {
@@ -415,12 +415,6 @@ pub fn plan_build(
         }),
         manifest,
     })
-}
-
-/// Whether `actor` (a key name; "webhook" for inbound syncs) is an admin key now.
-async fn actor_is_admin(berth: &Berth, actor: &str) -> bool {
-    actor == "host"
-        || matches!(berth.store.key_by_name(actor).await, Ok(Some(key)) if key.role == "admin")
 }
 
 /// Where a sync may connect: unless `allow_internal`, the URL's host must resolve to public

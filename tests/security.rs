@@ -18,18 +18,6 @@ fn member(server: &TestServer, name: &str) -> std::path::PathBuf {
     key
 }
 
-fn require_swarm() {
-    let state = Command::new("docker")
-        .args(["info", "--format", "{{.Swarm.LocalNodeState}}"])
-        .output()
-        .expect("docker info");
-    assert_eq!(
-        String::from_utf8_lossy(&state.stdout).trim(),
-        "active",
-        "the engine is not a swarm: run the tests with tests/run.sh (it runs `docker swarm init`)"
-    );
-}
-
 /// Writes `.berth/templates/<target>/<file>` into the repo.
 fn template(repo: &Path, target: &str, file: &str, text: &str) {
     std::fs::create_dir_all(repo.join(format!(".berth/templates/{target}"))).expect("mkdir");

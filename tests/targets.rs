@@ -386,18 +386,6 @@ fn service_image(app: &str) -> Option<String> {
     })
 }
 
-fn require_swarm() {
-    let state = Command::new("docker")
-        .args(["info", "--format", "{{.Swarm.LocalNodeState}}"])
-        .output()
-        .expect("docker info");
-    assert_eq!(
-        String::from_utf8_lossy(&state.stdout).trim(),
-        "active",
-        "the engine is not a swarm: run the tests with tests/run.sh (it runs `docker swarm init`)"
-    );
-}
-
 #[test]
 fn swarm_target_deploys_scales_updates_and_rolls_back_a_crashing_release() {
     require_swarm();

@@ -916,6 +916,12 @@ pub async fn check_may_push(berth: &Berth, who: &Identity, app: &AppName) -> Res
     }
 }
 
+/// Whether the key named `key_name` is an admin now (the host CLI's reserved `host` is).
+pub async fn key_is_admin(berth: &Berth, key_name: &str) -> bool {
+    key_name == "host"
+        || matches!(berth.store.key_by_name(key_name).await, Ok(Some(key)) if key.role == "admin")
+}
+
 /// Whether the key named `key_name` exists and may operate `app` (admin, owner or granted):
 /// for capabilities a key set up earlier (a sync source, a webhook) that act later in its name.
 pub async fn key_may_operate(berth: &Berth, key_name: &str, app: &App) -> bool {

@@ -583,3 +583,16 @@ pub fn require_langs_image() {
         "the base image {LANGS} is missing: run the tests with tests/run.sh (tests/base_images.sh makes it)"
     );
 }
+
+/// Fails unless the engine is a swarm (tests/run.sh runs `docker swarm init`).
+pub fn require_swarm() {
+    let state = Command::new("docker")
+        .args(["info", "--format", "{{.Swarm.LocalNodeState}}"])
+        .output()
+        .expect("docker info");
+    assert_eq!(
+        String::from_utf8_lossy(&state.stdout).trim(),
+        "active",
+        "the engine is not a swarm: run the tests with tests/run.sh (it runs `docker swarm init`)"
+    );
+}
