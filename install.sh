@@ -42,6 +42,7 @@ command -v docker-registry >/dev/null || need+=(docker-registry)
 command -v git >/dev/null || need+=(git)
 command -v ssh-keygen >/dev/null || need+=(openssh-client)
 command -v curl >/dev/null || need+=(curl)
+command -v htpasswd >/dev/null || need+=(apache2-utils)
 if [ ${#need[@]} -gt 0 ]; then
   say "Installing ${need[*]}"
   apt-get update -qq
@@ -61,8 +62,22 @@ if ! docker info >/dev/null 2>&1; then
   docker info >/dev/null 2>&1 || die "the Docker engine did not start: see $data_dir/dockerd.log"
 fi
 
-# --- Registry on loopback, no auth (the engine trusts 127.0.0.0/8 over plain HTTP).
+# --- Registry on loopback with htpasswd auth: local users can neither read nor write images
+# (the engine trusts 127.0.0.0/8 over plain HTTP). berth's own credentials live in a root-only
+# file; releases are pulled back by digest.
 mkdir -p "$config_dir" /var/lib/berth-registry
+chmod 700 /var/lib/berth-registry
+registry_credentials="$config_dir/registry.credentials"
+registry_htpasswd="$config_dir/registry.htpasswd"
+if [ ! -s "$registry_credentials" ]; then
+  (umask 077 && printf 'berth:%s\n' "$(head -c 32 /dev/urandom | base64 | tr -dc 'A-Za-z0-9' | head -c 32)" >"$registry_credentials")
+fi
+chmod 600 "$registry_credentials"
+registry_password=$(cut -d: -f2- "$registry_credentials")
+if ! htpasswd -vb "$registry_htpasswd" berth "$registry_password" >/dev/null 2>&1; then
+  (umask 077 && htpasswd -Bbc "$registry_htpasswd" berth "$registry_password" 2>/dev/null)
+fi
+chmod 600 "$registry_htpasswd"
 registry_config="$config_dir/registry.yml"
 wanted_registry=$(cat <<YML
 version: 0.1
@@ -75,12 +90,33 @@ storage:
     enabled: true
 http:
   addr: 127.0.0.1:$registry_port
+auth:
+  htpasswd:
+    realm: berth
+    path: $registry_htpasswd
 YML
 )
+registry_answers() {
+  case "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$registry_port/v2/" 2>/dev/null)" in
+    200|401) return 0 ;;
+    *) return 1 ;;
+  esac
+}
+registry_changed=0
 if [ "$(cat "$registry_config" 2>/dev/null)" != "$wanted_registry" ]; then
   printf '%s\n' "$wanted_registry" >"$registry_config"
+  registry_changed=1
 fi
-if ! curl -fsS "http://127.0.0.1:$registry_port/v2/" >/dev/null 2>&1; then
+if registry_answers && [ "$registry_changed" -eq 1 ]; then
+  say "Restarting the registry with its new configuration"
+  if systemd_running && systemctl is-active --quiet berth-registry; then
+    systemctl restart berth-registry
+  else
+    pkill -f "docker-registry serve $registry_config" || true
+    for _ in $(seq 1 40); do registry_answers || break; sleep 0.25; done
+  fi
+fi
+if ! registry_answers; then
   say "Starting the registry on 127.0.0.1:$registry_port"
   if systemd_running; then
     install -m 644 "$here/systemd/berth-registry.service" /etc/systemd/system/berth-registry.service
@@ -90,14 +126,11 @@ if ! curl -fsS "http://127.0.0.1:$registry_port/v2/" >/dev/null 2>&1; then
     mkdir -p "$data_dir"
     nohup docker-registry serve "$registry_config" >>"$data_dir/registry.log" 2>&1 &
   fi
-  for _ in $(seq 1 40); do curl -fsS "http://127.0.0.1:$registry_port/v2/" >/dev/null 2>&1 && break; sleep 0.25; done
-  curl -fsS "http://127.0.0.1:$registry_port/v2/" >/dev/null || die "the registry did not start: see $data_dir/registry.log"
+  for _ in $(seq 1 40); do registry_answers && break; sleep 0.25; done
+  registry_answers || die "the registry did not start: see $data_dir/registry.log"
 fi
-# The engine network every app's containers join (linked apps reach each other by name there).
-# Made here once, so that concurrent first deploys never race to make it.
-if [ -z "$(docker network ls -q --filter name='^berth$')" ]; then
-  docker network create --driver bridge berth >/dev/null
-fi
+[ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$registry_port/v2/")" = 401 ] \
+  || die "the registry on 127.0.0.1:$registry_port answers without auth: stop it (an older one?) and run install.sh again"
 [ "$deps_only" -eq 1 ] && { say "Docker engine and registry are running"; exit 0; }
 
 # --- Build and install the binary (replaced only when it changed).
@@ -132,6 +165,7 @@ ssh_listen = "0.0.0.0:$ssh_port"
 public_host = "$public_host"
 publish_address = "0.0.0.0"
 registry = "127.0.0.1:$registry_port"
+registry_credentials = "$registry_credentials"
 ready_timeout = 30
 # The HTTP router: apps at http://APP.<base_domain> (point a wildcard DNS record at this host).
 http_listen = "$http_listen"
@@ -143,6 +177,13 @@ https_listen = "$https_listen"
 admin_listen = "127.0.0.1:9180"
 # access_log = "text"                # or "json", "off": <data_dir>/logs/access.log
 TOML
+fi
+# A config written before the registry had auth gets its credentials (as its first line: a
+# top-level key must come before any [table]); berth restarts to read them.
+if grep -q '^registry = "127.0.0.1:' "$config" && ! grep -q '^registry_credentials' "$config"; then
+  say "Giving berth the registry's credentials ($registry_credentials)"
+  sed -i "1i registry_credentials = \"$registry_credentials\"" "$config"
+  changed=1
 fi
 mkdir -p "$data_dir"
 chmod 700 "$data_dir"

@@ -12,7 +12,8 @@ docker image inspect berth-test/busybox:latest >/dev/null 2>&1 || "$root/tests/r
 
 start_berth local ""
 local_port=$berth_port local_pid=$berth_pid
-start_berth withreg "registry = \"$registry\""
+start_berth withreg "registry = \"$registry\"
+registry_credentials = \"${BERTH_CONFIG_DIR:-/etc/berth}/registry.credentials\""
 reg_port=$berth_port
 start_sshd
 sleep 1

@@ -219,7 +219,11 @@ pub async fn renew_due(berth: &Berth) {
         if !due {
             continue;
         }
-        let _guard = berth.lock_app(&app).await;
+        let _guard = berth.lock_app(app_id).await;
+        // Under the lock: renamed or destroyed meanwhile, it is renewed next round.
+        if !matches!(berth.store.app_by_id(app_id).await, Ok(Some(now)) if now.name == app) {
+            continue;
+        }
         let (outcome, detail) = match provision(berth, &app, &Output::discard()).await {
             Ok(info) => (
                 "renewed",

@@ -19,6 +19,9 @@ pub struct Config {
     pub publish_address: IpAddr,
     /// `host:port` of the image registry; none means single-host mode (images stay local).
     pub registry: Option<String>,
+    /// A root-only file holding `user:password` for the registry (install.sh makes it, and
+    /// gives the registry htpasswd auth); none: the registry takes anonymous pushes.
+    pub registry_credentials: Option<PathBuf>,
     /// Seconds a new release has to answer before the deploy is abandoned.
     pub ready_timeout: u64,
     /// The branch that deploys when an app has no branch of its own.
@@ -51,6 +54,18 @@ pub struct Config {
     pub request_timeout: u64,
     /// Seconds a client connection may stay idle (or take to send a request's headers).
     pub idle_timeout: u64,
+    /// The IPv4 range each app's own engine network takes a /24 of (at most /24 wide).
+    pub app_networks: String,
+    /// Seconds a connection to an app's own TCP port may pass with no byte either way.
+    pub tcp_idle_timeout: u64,
+    /// Connections one client address may hold open to the router (and to each app's port).
+    pub max_connections_per_address: usize,
+    /// Apps a member key may own (admins: no limit).
+    pub member_max_apps: usize,
+    /// Builds (pushes, `ps:rebuild`, syncs) one member key may have running at once.
+    pub member_max_builds: usize,
+    /// `run` containers one member key may have at once.
+    pub member_max_runs: usize,
     /// Largest request body the router passes on, in bytes; bigger gets 413.
     pub max_body_size: u64,
     /// Most seconds an instance that left the serving set gets to finish its requests.
@@ -80,6 +95,7 @@ impl Default for Config {
             public_host: "localhost".into(),
             publish_address: "0.0.0.0".parse().expect("literal address"),
             registry: None,
+            registry_credentials: None,
             ready_timeout: 30,
             deploy_branch: "main".into(),
             default_target: "docker".into(),
@@ -96,6 +112,12 @@ impl Default for Config {
             balance: crate::route::Balance::RoundRobin,
             request_timeout: 60,
             idle_timeout: 75,
+            tcp_idle_timeout: 3600,
+            app_networks: "10.200.0.0/14".into(),
+            max_connections_per_address: 1024,
+            member_max_apps: 50,
+            member_max_builds: 2,
+            member_max_runs: 4,
             max_body_size: 100 * 1024 * 1024,
             drain_timeout: 30,
             access_log: "text".into(),
@@ -113,6 +135,7 @@ const KEYS: &[&str] = &[
     "public_host",
     "publish_address",
     "registry",
+    "registry_credentials",
     "ready_timeout",
     "deploy_branch",
     "default_target",
@@ -128,6 +151,12 @@ const KEYS: &[&str] = &[
     "balance",
     "request_timeout",
     "idle_timeout",
+    "tcp_idle_timeout",
+    "app_networks",
+    "max_connections_per_address",
+    "member_max_apps",
+    "member_max_builds",
+    "member_max_runs",
     "max_body_size",
     "drain_timeout",
     "access_log",
@@ -148,10 +177,32 @@ const NUMBER_KEYS: &[&str] = &[
     "acme_renew_days",
     "request_timeout",
     "idle_timeout",
+    "tcp_idle_timeout",
+    "max_connections_per_address",
+    "member_max_apps",
+    "member_max_builds",
+    "member_max_runs",
     "max_body_size",
     "drain_timeout",
     "keep_releases",
 ];
+
+/// `app_networks` by default: 10.200.0.0/14, 1024 apps.
+pub const DEFAULT_APP_NETWORKS: (u32, u8) = (0x0ac8_0000, 14);
+
+/// `a.b.c.d/N` (N at most 24, the address on a /24 boundary) as (address, N).
+pub fn parse_pool(text: &str) -> Result<(u32, u8), String> {
+    let bad =
+        || format!("app_networks {text:?} must be an IPv4 range like 10.200.0.0/14 (at most /24)");
+    let (address, prefix) = text.split_once('/').ok_or_else(bad)?;
+    let address: std::net::Ipv4Addr = address.parse().map_err(|_| bad())?;
+    let prefix: u8 = prefix.parse().map_err(|_| bad())?;
+    let address = u32::from(address);
+    if !(8..=24).contains(&prefix) || address & ((1u32 << (32 - prefix)) - 1) != 0 {
+        return Err(bad());
+    }
+    Ok((address, prefix))
+}
 
 impl Config {
     /// Loads the file (if given) and applies `BERTH_*` overrides from the process environment.
@@ -198,6 +249,7 @@ impl Config {
         }
         for optional in [
             "registry",
+            "registry_credentials",
             "template_dir",
             "base_domain",
             "acme_ca_cert",
@@ -215,6 +267,7 @@ impl Config {
     }
 
     fn validate(&self) -> Result<(), String> {
+        parse_pool(&self.app_networks)?;
         if let Some(registry) = &self.registry {
             let ok = !registry.is_empty()
                 && registry
@@ -264,6 +317,11 @@ impl Config {
         for (key, value) in [
             ("request_timeout", self.request_timeout),
             ("idle_timeout", self.idle_timeout),
+            ("tcp_idle_timeout", self.tcp_idle_timeout),
+            (
+                "max_connections_per_address",
+                self.max_connections_per_address as u64,
+            ),
             ("max_body_size", self.max_body_size),
         ] {
             if value == 0 {

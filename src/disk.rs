@@ -75,8 +75,7 @@ async fn containers_of(docker: &Docker, app: &str) -> Vec<bollard::models::Conta
 }
 
 /// The engine names of the app's volumes: those it mounts, and those it mounted before
-/// (labeled with its name), except what another app mounts (an app renamed from this name
-/// keeps its volumes' old labels).
+/// (labeled with its uid), except what another app mounts.
 pub async fn volumes_of(berth: &Berth, docker: &Docker, app: &App) -> Result<Vec<String>, String> {
     let internal = |e: sqlx::Error| format!("internal error reading mounts: {e}");
     let mut volumes: Vec<String> = berth
@@ -93,7 +92,7 @@ pub async fn volumes_of(berth: &Berth, docker: &Docker, app: &App) -> Result<Vec
         .volumes_of_other_apps(app.id)
         .await
         .map_err(internal)?;
-    for labeled in crate::deploy::docker::labeled_volumes(docker, &app.name).await {
+    for labeled in crate::deploy::docker::labeled_volumes(docker, &app.uid).await {
         if !volumes.contains(&labeled) && !others.contains(&labeled) {
             volumes.push(labeled);
         }
@@ -247,7 +246,9 @@ pub async fn prune_app(berth: &Berth, docker: &Docker, app: &App, dry_run: bool)
         }
     }
     // Objects of pushes that never finished (quarantine directories git leaves when killed).
-    if let Some(repo) = repo_dir(berth, &app.name) {
+    // While a push to the app is in progress none is touched: a slow upload, or one waiting
+    // for the lock behind a long deploy, keeps its quarantine however old (finding 32).
+    if let Some(repo) = repo_dir(berth, &app.name).filter(|_| !berth.pushes.in_progress(app.id)) {
         let objects = repo.join("objects");
         for entry in std::fs::read_dir(&objects).into_iter().flatten().flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
@@ -280,8 +281,12 @@ pub async fn prune_app(berth: &Berth, docker: &Docker, app: &App, dry_run: bool)
 pub async fn prune_all(berth: &Berth, docker: &Docker, dry_run: bool) -> Vec<Removal> {
     let mut removed = Vec::new();
     for app in berth.store.apps().await.unwrap_or_default() {
-        let lock = berth.app_lock(&app.name);
+        let lock = berth.app_lock(app.id);
         let Ok(_guard) = lock.try_lock() else {
+            continue;
+        };
+        // Read again under the lock: a rename may have come first.
+        let Ok(Some(app)) = berth.store.app_by_id(app.id).await else {
             continue;
         };
         removed.extend(prune_app(berth, docker, &app, dry_run).await);

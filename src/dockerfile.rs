@@ -169,12 +169,22 @@ fn check_image(reference: &str, app: &str, registry: Option<&str>) -> Result<(),
     Ok(())
 }
 
-/// What a member's Dockerfile fetches with `ADD <url>`: (host, port) of each URL, for the caller
-/// to check against the host's network. Errors name the refused instruction.
-pub fn check(text: &str, app: &str, registry: Option<&str>) -> Result<Vec<(String, u16)>, String> {
+/// What a member's Dockerfile reaches beyond its context, for the caller to check on the host.
+#[derive(Debug, Default, PartialEq)]
+pub struct Reaches {
+    /// (host, port) of each `ADD <url>`: checked against the host's network.
+    pub urls: Vec<(String, u16)>,
+    /// Each image named by `FROM` or `COPY --from` (not a stage): checked on the engine.
+    pub images: Vec<String>,
+}
+
+/// Checks what a member's Dockerfile names and says what it reaches. Errors name the refused
+/// instruction.
+pub fn check(text: &str, app: &str, registry: Option<&str>) -> Result<Reaches, String> {
     let mut args: HashMap<String, String> = HashMap::new();
     let mut stages: Vec<String> = Vec::new();
     let mut urls = Vec::new();
+    let mut images = Vec::new();
     for (keyword, rest) in instructions(text) {
         match keyword.as_str() {
             "ARG" => {
@@ -196,6 +206,7 @@ pub fn check(text: &str, app: &str, registry: Option<&str>) -> Result<Vec<(Strin
                 let image = expand(image, &args)?;
                 if !stages.contains(&image.to_ascii_lowercase()) && image != "scratch" {
                     check_image(&image, app, registry)?;
+                    images.push(image.clone());
                 }
                 if let (Some(as_word), Some(name)) = (words.get(1), words.get(2))
                     && as_word.eq_ignore_ascii_case("as")
@@ -212,6 +223,7 @@ pub fn check(text: &str, app: &str, registry: Option<&str>) -> Result<Vec<(Strin
                             || from.parse::<usize>().is_ok_and(|n| n < stages.len().max(1));
                         if !is_stage {
                             check_image(&from, app, registry)?;
+                            images.push(from.clone());
                         }
                     } else if !word.starts_with("--") {
                         sources.push(word.trim_matches(['[', ']', ',', '"']).to_string());
@@ -233,7 +245,52 @@ pub fn check(text: &str, app: &str, registry: Option<&str>) -> Result<Vec<(Strin
             _ => {}
         }
     }
-    Ok(urls)
+    Ok(Reaches { urls, images })
+}
+
+/// Whether an image a member's Dockerfile names, as the engine resolves it (`labels`, tags and
+/// digests of what `reference` finds there), may be used by `app`: not another app's (berth
+/// labels what it builds), and found by its name, not by an image id or id prefix (which
+/// reaches any image on the engine, untagged build layers of other apps included).
+pub fn engine_image_allowed(
+    reference: &str,
+    app: &str,
+    owner: Option<&str>,
+    repo_tags: &[String],
+    repo_digests: &[String],
+) -> Result<(), String> {
+    if owner.is_some_and(|owner| owner != app) {
+        return Err(format!(
+            "Dockerfile: {reference:?} is another app's image: builds may not use other apps' images"
+        ));
+    }
+    let short = reference
+        .strip_prefix("docker.io/library/")
+        .or_else(|| reference.strip_prefix("docker.io/"))
+        .unwrap_or(reference);
+    let last = short.rsplit('/').next().unwrap_or(short);
+    let tagged = if short.contains('@') || last.contains(':') {
+        short.to_string()
+    } else {
+        format!("{short}:latest")
+    };
+    let named = repo_tags.contains(&tagged)
+        || repo_digests.iter().any(|d| *d == short)
+        || (short.contains('@')
+            && repo_digests.iter().any(|d| {
+                let (name, digest) = short.split_once('@').unwrap_or_default();
+                let name = name
+                    .rsplit_once(':')
+                    .filter(|(_, t)| !t.contains('/'))
+                    .map_or(name, |(n, _)| n);
+                *d == format!("{name}@{digest}")
+            }));
+    if !named {
+        return Err(format!(
+            "Dockerfile: {reference:?} names an image by its id: use repository:tag"
+        ));
+    }
+    Ok(())
 }
 
 /// The host and port of an `http(s)://` URL.
@@ -313,18 +370,49 @@ mod tests {
 
     #[test]
     fn add_urls_are_listed_for_the_network_check() {
-        let urls = check(
+        let reaches = check(
             "FROM busybox\nADD http://127.0.0.1:5055/v2/_catalog /c\nADD https://example.com/a.tgz local.txt /d/\nCOPY a b\n",
             "mine",
             REGISTRY,
         )
         .unwrap();
+        assert_eq!(reaches.images, vec!["busybox".to_string()]);
         assert_eq!(
-            urls,
+            reaches.urls,
             vec![
                 ("127.0.0.1".to_string(), 5055),
                 ("example.com".to_string(), 443)
             ]
+        );
+    }
+
+    #[test]
+    fn images_found_by_id_or_owned_by_another_app_are_refused() {
+        let tags = vec!["busybox:latest".to_string()];
+        let none: Vec<String> = Vec::new();
+        assert!(engine_image_allowed("busybox", "mine", None, &tags, &none).is_ok());
+        assert!(
+            engine_image_allowed(
+                "docker.io/library/busybox:latest",
+                "mine",
+                None,
+                &tags,
+                &none
+            )
+            .is_ok()
+        );
+        // An id prefix finds the image too, but not by its name.
+        assert!(engine_image_allowed("3f2a", "mine", None, &tags, &none).is_err());
+        assert!(engine_image_allowed("sha256:3f2a", "mine", None, &none, &none).is_err());
+        // Another app's image, whatever it is called; this app's own is fine.
+        assert!(engine_image_allowed("busybox", "mine", Some("victim"), &tags, &none).is_err());
+        assert!(engine_image_allowed("busybox", "mine", Some("mine"), &tags, &none).is_ok());
+        let digests = vec!["r.example/x@sha256:ab".to_string()];
+        assert!(
+            engine_image_allowed("r.example/x@sha256:ab", "mine", None, &none, &digests).is_ok()
+        );
+        assert!(
+            engine_image_allowed("r.example/x:v1@sha256:ab", "mine", None, &none, &digests).is_ok()
         );
     }
 }

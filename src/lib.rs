@@ -25,6 +25,7 @@ pub mod disk;
 pub mod dockerfile;
 pub mod engine;
 pub mod git;
+pub mod limits;
 pub mod manifest;
 pub mod metrics;
 pub mod names;

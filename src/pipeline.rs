@@ -53,7 +53,7 @@ pub async fn on_push(
         ));
         return true;
     }
-    let lock = berth.app_lock(push.app.as_str());
+    let lock = berth.app_lock(push.app_id);
     let guard = match lock.clone().try_lock_owned() {
         Ok(guard) => guard,
         Err(_) => {
@@ -93,6 +93,7 @@ pub async fn on_push(
     let short = &update.new[..update.new.len().min(7)];
     let request = BuildRequest {
         app: &push.app,
+        app_id: push.app_id,
         repo: &push.repo,
         commit: &update.new,
         quarantine,
@@ -165,6 +166,7 @@ async fn record_failed_deploy(berth: &Berth, app_id: i64, actor: &str, message: 
 /// A commit to build and release.
 pub struct BuildRequest<'a> {
     pub app: &'a AppName,
+    pub app_id: i64,
     pub repo: &'a Path,
     pub commit: &'a str,
     /// Git's quarantine directory while a push is undecided; `None` for committed objects.
@@ -184,9 +186,22 @@ pub async fn build_and_release(
     let config = &berth.config;
     let app = request.app.as_str();
     let commit = request.commit;
+    // One member cannot take every core and the engine with parallel builds (finding 28).
+    let _build =
+        if crate::commands::key_is_admin(berth, request.actor).await {
+            None
+        } else {
+            Some(berth.builds.enter(request.actor.to_string()).ok_or_else(|| {
+            format!(
+                "{} already has {} builds running (member_max_builds): wait for one to end",
+                request.actor, config.member_max_builds
+            )
+        })?)
+        };
     let docker = engine::connect().await?;
+    // By id: the name the push came in for may have gone to another app meanwhile (finding 19).
     let record = store
-        .app(request.app)
+        .app_by_id(request.app_id)
         .await
         .map_err(|e| format!("internal error reading the app: {e}"))?
         .ok_or_else(|| format!("app {app} vanished"))?;
@@ -230,8 +245,25 @@ pub async fn build_and_release(
     if let Some(text) = &dockerfile
         && !crate::commands::key_is_admin(berth, request.actor).await
     {
-        let urls = crate::dockerfile::check(text, app, config.registry.as_deref())?;
-        for (host, port) in urls {
+        let reaches = crate::dockerfile::check(text, app, config.registry.as_deref())?;
+        for image in &reaches.images {
+            // As the engine resolves it: by name, and not another app's (finding 3).
+            if let Ok(found) = docker.inspect_image(image).await {
+                let owner = found
+                    .config
+                    .as_ref()
+                    .and_then(|c| c.labels.as_ref())
+                    .and_then(|l| l.get(crate::deploy::docker::LABEL_APP));
+                crate::dockerfile::engine_image_allowed(
+                    image,
+                    app,
+                    owner.map(String::as_str),
+                    found.repo_tags.as_deref().unwrap_or_default(),
+                    found.repo_digests.as_deref().unwrap_or_default(),
+                )?;
+            }
+        }
+        for (host, port) in reaches.urls {
             crate::netguard::resolve(&host, port, config.allow_private_destinations)
                 .await
                 .map_err(|message| format!("Dockerfile: ADD from {host}: {message}"))?;
@@ -481,9 +513,8 @@ pub async fn sync(
             ));
         }
     }
+    let (_guard, app) = berth.lock(&app).await?;
     let name = AppName::parse(&app.name)?;
-    let lock = berth.app_lock(name.as_str());
-    let _guard = lock.lock().await;
     let repo = git::repo_path(&berth.config.repos_dir(), &name);
     let shown_ref = git_ref.as_deref().unwrap_or("HEAD");
     out.step(&format!("Fetching {shown_ref} from {url}"));
@@ -527,6 +558,7 @@ pub async fn sync(
     out.detail(&format!("{shown_ref} is {short}"));
     let request = BuildRequest {
         app: &name,
+        app_id: app.id,
         repo: &repo,
         commit: &commit,
         quarantine: None,

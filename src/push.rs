@@ -96,6 +96,14 @@ impl Drop for PushTicket {
 }
 
 impl PushRegistry {
+    /// Whether a push to the app (by id) is in progress: its quarantine directory is live.
+    pub fn in_progress(&self, app_id: i64) -> bool {
+        self.sessions
+            .lock()
+            .map(|sessions| sessions.values().any(|s| s.app_id == app_id))
+            .unwrap_or(true)
+    }
+
     fn take(&self, token: &str) -> Option<PushSession> {
         let sessions = self.sessions.lock().ok()?;
         let session = sessions.get(token)?.clone();
@@ -123,6 +131,9 @@ pub async fn prepare_receive(
 ) -> Result<ReceiveSetup, String> {
     let app = AppName::parse(raw_name)?;
     commands::check_may_push(berth, who, &app).await?;
+    if berth.store.app(&app).await.map_err(internal)?.is_none() {
+        commands::check_app_quota(berth, who).await?;
+    }
     let (record, created) = berth
         .store
         .ensure_app(&app, &who.key_name)

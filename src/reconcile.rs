@@ -22,10 +22,26 @@ const CRASH_LOOP_RESTARTS: i64 = 5;
 const ACTOR: &str = "reconciler";
 
 pub async fn run(berth: Arc<Berth>) {
+    adopt_legacy_network(&berth).await;
     loop {
         reconcile_once(&berth).await;
         tokio::time::sleep(INTERVAL).await;
     }
+}
+
+/// Containers started by a berth from before networks per app move onto their apps' networks
+/// (and those of the apps they are linked to) once, at start.
+async fn adopt_legacy_network(berth: &Berth) {
+    let Ok(docker) = engine::connect_within(Duration::from_secs(2)).await else {
+        return;
+    };
+    let mut links = std::collections::HashMap::new();
+    for app in berth.store.apps().await.unwrap_or_default() {
+        if let Ok(deps) = release::active_links(berth, &app).await {
+            links.insert(app.name.clone(), deps);
+        }
+    }
+    docker::adopt_legacy_network(&docker, &links).await;
 }
 
 /// States the reconciler may move an app out of; every other state belongs to an operation.
@@ -61,10 +77,17 @@ pub async fn reconcile_once(berth: &Berth) {
         if app.stopped || !settled(&app.state) {
             continue;
         }
-        let lock = berth.app_lock(&app.name);
+        let lock = berth.app_lock(app.id);
         let Ok(_guard) = lock.try_lock() else {
             continue;
         };
+        // Read again under the lock: an operation may have renamed or changed it first.
+        let Ok(Some(app)) = berth.store.app_by_id(app.id).await else {
+            continue;
+        };
+        if app.stopped || !settled(&app.state) {
+            continue;
+        }
         let containers = by_app.remove(&app.name).unwrap_or_default();
         if let Err(error) = reconcile_app(berth, &docker, &app, &containers).await {
             tracing::warn!(app = %app.name, %error, "reconcile failed");

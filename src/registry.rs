@@ -1,6 +1,7 @@
 //! The registry stage: push the release image to the configured registry.
 
 use bollard::Docker;
+use bollard::auth::DockerCredentials;
 use bollard::query_parameters::{
     PushImageOptionsBuilder, RemoveImageOptionsBuilder, TagImageOptionsBuilder,
 };
@@ -36,18 +37,57 @@ pub async fn retag(docker: &Docker, build_tag: &str, image: &str) -> Result<(), 
     Ok(())
 }
 
-/// Pushes `image` (`repo:tag`) and reports the digest line.
+static CREDENTIALS: std::sync::OnceLock<Option<DockerCredentials>> = std::sync::OnceLock::new();
+
+/// Reads the registry's credentials (`user:password` in a root-only file) once, at start.
+pub fn load_credentials(path: Option<&std::path::Path>) -> Result<(), String> {
+    let credentials = match path {
+        None => None,
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| format!("cannot read registry_credentials {}: {e}", path.display()))?;
+            let (username, password) = text.trim().split_once(':').ok_or_else(|| {
+                format!(
+                    "registry_credentials {} must hold user:password",
+                    path.display()
+                )
+            })?;
+            Some(DockerCredentials {
+                username: Some(username.to_string()),
+                password: Some(password.to_string()),
+                ..Default::default()
+            })
+        }
+    };
+    let _ = CREDENTIALS.set(credentials);
+    Ok(())
+}
+
+fn credentials(registry: &str) -> Option<DockerCredentials> {
+    CREDENTIALS
+        .get()
+        .cloned()
+        .flatten()
+        .map(|c| DockerCredentials {
+            serveraddress: Some(registry.to_string()),
+            ..c
+        })
+}
+
+/// Pushes `image` (`repo:tag`), reports the digest line, and returns the digest
+/// (`sha256:…`) the registry gave it.
 pub async fn push(
     docker: &Docker,
     image: &str,
     registry: &str,
     out: &Output,
-) -> Result<(), String> {
+) -> Result<String, String> {
     let (repository, tag) = image
         .rsplit_once(':')
         .ok_or_else(|| format!("image {image} has no tag"))?;
     let options = PushImageOptionsBuilder::default().tag(tag).build();
-    let mut stream = docker.push_image(repository, Some(options), None);
+    let mut stream = docker.push_image(repository, Some(options), credentials(registry));
+    let mut digest = None;
     while let Some(item) = stream.next().await {
         let fail = |message: String| {
             format!(
@@ -60,21 +100,41 @@ pub async fn push(
                     return Err(fail(detail.message.unwrap_or_default().trim().to_string()));
                 }
                 if let Some(status) = info.status.filter(|s| s.contains("digest:")) {
+                    digest = status
+                        .split_whitespace()
+                        .find(|word| word.starts_with("sha256:"))
+                        .map(str::to_string);
                     out.detail(&status);
                 }
             }
             Err(error) => return Err(fail(engine::describe(&error))),
         }
     }
-    Ok(())
+    digest.ok_or_else(|| format!("pushing {image} to {registry} gave no digest"))
 }
 
 /// Makes sure the engine has `image`: pulls it from its registry when it is missing locally
 /// (a restored server, a release whose local image was pruned). Local-only images
 /// (`berth/APP:vN`) cannot be pulled: then the engine's own "no such image" stands.
-pub async fn ensure_local(docker: &Docker, image: &str, out: &Output) -> Result<(), String> {
-    if docker.inspect_image(image).await.is_ok() {
-        return Ok(());
+/// With the release's `digest` the pull is by digest, then tagged `image`: a tag moved in the
+/// registry since (by whoever could write it) is never what runs (finding 17).
+pub async fn ensure_local(
+    docker: &Docker,
+    image: &str,
+    digest: Option<&str>,
+    out: &Output,
+) -> Result<(), String> {
+    if let Ok(local) = docker.inspect_image(image).await {
+        let pinned = digest.is_none_or(|digest| {
+            local
+                .repo_digests
+                .iter()
+                .flatten()
+                .any(|d| d.ends_with(&format!("@{digest}")))
+        });
+        if pinned {
+            return Ok(());
+        }
     }
     let Some((repository, tag)) = image.rsplit_once(':').filter(|(r, _)| r.contains('/')) else {
         return Ok(());
@@ -86,9 +146,9 @@ pub async fn ensure_local(docker: &Docker, image: &str, out: &Output) -> Result<
     out.detail(&format!("pulling {image} from the registry"));
     let options = bollard::query_parameters::CreateImageOptionsBuilder::default()
         .from_image(repository)
-        .tag(tag)
+        .tag(digest.unwrap_or(tag))
         .build();
-    let mut stream = docker.create_image(Some(options), None, None);
+    let mut stream = docker.create_image(Some(options), None, credentials(registry));
     while let Some(item) = stream.next().await {
         let fail = |message: String| {
             format!(
@@ -103,6 +163,16 @@ pub async fn ensure_local(docker: &Docker, image: &str, out: &Output) -> Result<
             }
             Err(error) => return Err(fail(engine::describe(&error))),
         }
+    }
+    if let Some(digest) = digest {
+        let options = TagImageOptionsBuilder::default()
+            .repo(repository)
+            .tag(tag)
+            .build();
+        docker
+            .tag_image(&format!("{repository}@{digest}"), Some(options))
+            .await
+            .map_err(|e| format!("cannot tag {image}: {}", engine::describe(&e)))?;
     }
     Ok(())
 }

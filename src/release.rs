@@ -56,7 +56,7 @@ pub async fn create_and_deploy(
     };
     let config_json =
         serde_json::to_string(plan.config).map_err(|e| format!("internal error: {e}"))?;
-    let release = store
+    let mut release = store
         .create_release(NewRelease {
             app_id: app.id,
             commit_sha: plan.commit,
@@ -75,7 +75,12 @@ pub async fn create_and_deploy(
             registry::retag(docker, build_tag, &release.image).await?;
             if let Some(registry_address) = berth.config.registry.as_deref() {
                 out.step(&format!("Pushing image {}", release.image));
-                registry::push(docker, &release.image, registry_address, out).await?;
+                let digest = registry::push(docker, &release.image, registry_address, out).await?;
+                store
+                    .set_release_digest(release.id, &digest)
+                    .await
+                    .map_err(|e| format!("internal error recording the digest: {e}"))?;
+                release.digest = Some(digest);
             }
         }
         let manifest = Manifest::from_json(plan.manifest);
@@ -83,11 +88,12 @@ pub async fn create_and_deploy(
             || manifest.predeploy.is_some()
             || manifest.postdeploy.is_some();
         let phase_limit = std::time::Duration::from_secs(berth.config.phase_timeout);
-        // One-off phase containers get the mounts too (looked up only when one runs).
-        let binds = if phases {
-            binds(&mounts(berth, Some(docker), app).await?)
+        // One-off phase containers get the mounts, links and limits too (looked up only when
+        // one runs).
+        let within = if phases {
+            run_in(berth, docker, app, &release).await?
         } else {
-            Vec::new()
+            deploy::docker::RunIn::default()
         };
         let env: Vec<String> = plan
             .config
@@ -109,7 +115,7 @@ pub async fn create_and_deploy(
                     app,
                     &release,
                     &env,
-                    &binds,
+                    &within,
                     what,
                     command,
                     phase_limit,
@@ -134,7 +140,7 @@ pub async fn create_and_deploy(
                 app,
                 &release,
                 &env,
-                &binds,
+                &within,
                 "postdeploy script (app.json)",
                 command,
                 phase_limit,
@@ -181,7 +187,7 @@ async fn run_phase(
     app: &App,
     release: &Release,
     env: &[String],
-    binds: &[String],
+    within: &deploy::docker::RunIn,
     what: &str,
     command: &str,
     limit: std::time::Duration,
@@ -194,7 +200,7 @@ async fn run_phase(
         &release.image,
         env.to_vec(),
         crate::manifest::command_vector(command),
-        binds.to_vec(),
+        within.clone(),
         limit,
         out,
     )
@@ -493,8 +499,19 @@ pub async fn spec_for(
     let formation = formation(app);
     let all_resources = resources(app);
     let binds = binds(&mounts(berth, Some(docker), app).await?);
+    let links = active_links(berth, app).await?;
+    // The image is read (its port) before anything starts: pulled back first if it is gone
+    // from this engine, by its digest.
+    registry::ensure_local(
+        docker,
+        &release.image,
+        release.digest.as_deref(),
+        &Output::discard(),
+    )
+    .await?;
     Ok(DeploySpec {
         binds,
+        links,
         web_command: manifest
             .processes
             .get("web")
@@ -515,6 +532,7 @@ pub async fn spec_for(
         app: app.name.clone(),
         release: release.number,
         image: release.image.clone(),
+        digest: release.digest.clone(),
         port: deploy::docker::web_port(docker, &release.image).await?,
         env: config.into_iter().collect(),
         web: formation.get("web").copied().unwrap_or(1),
@@ -539,8 +557,19 @@ pub async fn mounts(
     let mut volumes = Vec::new();
     for mount in mounts {
         let host = mount.kind == "host";
+        // The engine resolves a host directory at each start: one swapped for a symlink since
+        // it was mounted would reach somewhere nobody checked (finding 24).
+        if host {
+            let real = std::fs::canonicalize(&mount.source).ok();
+            if real.as_deref() != Some(std::path::Path::new(&mount.source)) {
+                return Err(format!(
+                    "the host directory {} is no longer a directory of its own (moved or a symlink now): storage:unmount {} {} and mount it again",
+                    mount.source, app.name, mount.path
+                ));
+            }
+        }
         if let (Some(docker), false) = (docker, host) {
-            deploy::docker::ensure_volume(docker, &mount.source, &app.name).await?;
+            deploy::docker::ensure_volume(docker, &mount.source, &app.name, &app.uid).await?;
         }
         volumes.push(render::Volume {
             name: mount.name,
@@ -553,6 +582,51 @@ pub async fn mounts(
 }
 
 /// Mounts as the engine takes them: `source:path`.
+/// Where the app's one-off containers (`run`, the release phase) run: its mounts, the apps
+/// it is linked to, the limits of its web process.
+pub async fn run_in(
+    berth: &Berth,
+    docker: &Docker,
+    app: &App,
+    release: &Release,
+) -> Result<deploy::docker::RunIn, String> {
+    Ok(deploy::docker::RunIn {
+        digest: release.digest.clone(),
+        binds: binds(&mounts(berth, Some(docker), app).await?),
+        links: active_links(berth, app).await?,
+        resources: resources(app).get("web").cloned().unwrap_or_default(),
+    })
+}
+
+/// The apps `app` is linked to whose link still stands: the key that made it may still operate
+/// the dependency (finding 9). A link of an ex-grantee or a removed key no longer joins its
+/// app to the dependency's network, nor keeps the dependency from being destroyed.
+pub async fn active_links(berth: &Berth, app: &App) -> Result<Vec<String>, String> {
+    let mut active = Vec::new();
+    for link in berth
+        .store
+        .links_from(app.id)
+        .await
+        .map_err(|e| format!("internal error reading links: {e}"))?
+    {
+        if link_stands(berth, &link).await {
+            active.push(link.dep);
+        }
+    }
+    Ok(active)
+}
+
+/// Whether the key that made `link` may still operate its dependency.
+pub async fn link_stands(berth: &Berth, link: &crate::store::Link) -> bool {
+    let Ok(name) = crate::names::AppName::parse(&link.dep) else {
+        return false;
+    };
+    match berth.store.app(&name).await {
+        Ok(Some(dep)) => crate::commands::key_may_operate(berth, &link.created_by, &dep).await,
+        _ => false,
+    }
+}
+
 pub fn binds(volumes: &[render::Volume]) -> Vec<String> {
     volumes
         .iter()
@@ -685,7 +759,11 @@ pub async fn render_context(
     Ok(render::Context {
         app: app.name.clone(),
         release: release.number,
-        image: release.image.clone(),
+        // Units that pull the image pull it by its digest once it has one (`repo:vN@sha256:…`).
+        image: match &release.digest {
+            Some(digest) => format!("{}@{digest}", release.image),
+            None => release.image.clone(),
+        },
         registry: berth.config.registry.is_some(),
         env: config,
         labels: serde_json::from_str(&app.labels).unwrap_or_default(),
@@ -840,8 +918,10 @@ pub fn refresh_dependents<'a>(
             let Ok(name) = crate::names::AppName::parse(&link.app) else {
                 continue;
             };
-            let _guard = berth.lock_app(name.as_str()).await;
             let Ok(Some(app)) = berth.store.app(&name).await else {
+                continue;
+            };
+            let Ok((_guard, app)) = berth.lock(&app).await else {
                 continue;
             };
             let result = relink(berth, docker, &app, dep, &link.alias, actor, out).await;

@@ -192,6 +192,9 @@ impl Set {
 pub struct Routes {
     publish_address: IpAddr,
     balance: Balance,
+    /// Bounds on each app port's clients: idle time, connections per client address.
+    tcp_idle: Duration,
+    per_address: usize,
     apps: RwLock<HashMap<String, Arc<Route>>>,
     /// Ports given to new apps, held bound until their first deploy serves on them (else
     /// another process, e.g. the engine publishing a container, could take one in between).
@@ -284,7 +287,20 @@ fn same_pool(pool: &Pool, make: &dyn Fn(&[SocketAddr]) -> Pool) -> Pool {
 
 impl Routes {
     pub fn new(publish_address: IpAddr, balance: Balance) -> Routes {
+        Routes::bounded(publish_address, balance, Duration::from_secs(3600), 1024)
+    }
+
+    /// Routes whose app ports close connections idle for `tcp_idle` and take at most
+    /// `per_address` connections from one client address (4096 in all per app).
+    pub fn bounded(
+        publish_address: IpAddr,
+        balance: Balance,
+        tcp_idle: Duration,
+        per_address: usize,
+    ) -> Routes {
         Routes {
+            tcp_idle,
+            per_address,
             publish_address,
             balance,
             apps: RwLock::new(HashMap::new()),
@@ -423,7 +439,14 @@ impl Routes {
         let listener = TcpListener::from_std(std_listener).map_err(|e| e.to_string())?;
         let balance = self.balance;
         let route = Arc::new_cyclic(|weak: &std::sync::Weak<Route>| {
-            let accept = tokio::spawn(accept_loop(listener, weak.clone(), balance));
+            let limits = crate::limits::ConnectionLimits::new(PORT_CONNECTIONS, self.per_address);
+            let accept = tokio::spawn(accept_loop(
+                listener,
+                weak.clone(),
+                balance,
+                limits,
+                self.tcp_idle,
+            ));
             let health = tokio::spawn(health_loop(weak.clone()));
             Route {
                 port,
@@ -537,20 +560,37 @@ impl Serving for AppPort<'_> {
     }
 }
 
-async fn accept_loop(listener: TcpListener, route: std::sync::Weak<Route>, balance: Balance) {
+/// Connections one app's port takes at once.
+const PORT_CONNECTIONS: usize = 4096;
+
+async fn accept_loop(
+    listener: TcpListener,
+    route: std::sync::Weak<Route>,
+    balance: Balance,
+    limits: Arc<crate::limits::ConnectionLimits>,
+    idle: Duration,
+) {
     loop {
-        let Ok((client, _)) = listener.accept().await else {
+        let Ok((client, peer)) = listener.accept().await else {
             tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
         };
         let Some(route) = route.upgrade() else { return };
-        tokio::spawn(forward(client, route, balance));
+        // One client cannot hold every descriptor: a refused socket is closed at once.
+        let Some(slot) = limits.enter(peer.ip()) else {
+            continue;
+        };
+        let _ = client.set_nodelay(true);
+        let client = crate::limits::IdleIo::new(client, idle);
+        tokio::spawn(async move {
+            forward(client, route, balance).await;
+            drop(slot);
+        });
     }
 }
 
 /// Connects the client to a picked instance; one that refuses is taken out and the next tried.
-async fn forward(mut client: TcpStream, route: Arc<Route>, balance: Balance) {
-    let _ = client.set_nodelay(true);
+async fn forward(mut client: crate::limits::IdleIo, route: Arc<Route>, balance: Balance) {
     let tries = route.set().all().count();
     for _ in 0..tries.max(1) {
         let Some(lease) = route.pick(balance) else {

@@ -13,7 +13,6 @@
 //! counts; it never touches the engine or the DB.
 
 use std::convert::Infallible;
-use std::future::Future as _;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -99,6 +98,9 @@ pub fn serve(
     Ok(())
 }
 
+/// Client connections the router (each of its listeners) takes at once.
+const ROUTER_CONNECTIONS: usize = 16384;
+
 async fn accept_loop(
     berth: Arc<Berth>,
     listener: TcpListener,
@@ -123,9 +125,18 @@ async fn accept_loop(
         .keep_alive_interval(idle)
         .keep_alive_timeout(Duration::from_secs(20));
     let builder = Arc::new(builder);
+    let limits = crate::limits::ConnectionLimits::new(
+        ROUTER_CONNECTIONS,
+        berth.config.max_connections_per_address,
+    );
     loop {
         let Ok((stream, remote)) = listener.accept().await else {
             tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        // One client cannot hold every descriptor (slow headers, idle keep-alives): a cap per
+        // address and in all; a refused socket is closed at once.
+        let Some(held) = limits.enter(remote.ip()) else {
             continue;
         };
         let _ = stream.set_nodelay(true);
@@ -133,6 +144,7 @@ async fn accept_loop(
         let tls = tls.clone();
         let slot: Slot = Arc::default();
         tokio::spawn(async move {
+            let _held = held;
             let _counted = berth.metrics.connection();
             let secure = tls.is_some();
             let service = {
@@ -146,7 +158,7 @@ async fn accept_loop(
                     handle(berth.clone(), upstream.clone(), client, request)
                 })
             };
-            let stream = IdleIo::new(stream, idle);
+            let stream = crate::limits::IdleIo::new(stream, idle);
             let _ = match tls {
                 None => {
                     builder
@@ -164,110 +176,6 @@ async fn accept_loop(
                 }
             };
         });
-    }
-}
-
-/// A client connection that ends after `idle` with no byte either way (keep-alive waits,
-/// stalled clients and quiet upgraded tunnels alike).
-struct IdleIo {
-    inner: TcpStream,
-    idle: Duration,
-    /// The last byte either way.
-    last: tokio::time::Instant,
-    /// Fires at the earliest moment the connection can have been idle for `idle`; moved on
-    /// only then (not at every byte, which would touch the timer wheel per read and write).
-    timer: Pin<Box<tokio::time::Sleep>>,
-}
-
-impl IdleIo {
-    fn new(inner: TcpStream, idle: Duration) -> IdleIo {
-        IdleIo {
-            inner,
-            idle,
-            last: tokio::time::Instant::now(),
-            timer: Box::pin(tokio::time::sleep(idle)),
-        }
-    }
-
-    fn active(&mut self) {
-        self.last = tokio::time::Instant::now();
-    }
-
-    /// Whether the connection has been idle too long (registers for a wake-up otherwise).
-    fn expired(&mut self, cx: &mut Context<'_>) -> bool {
-        while self.timer.as_mut().poll(cx).is_ready() {
-            let deadline = self.last + self.idle;
-            if tokio::time::Instant::now() >= deadline {
-                return true;
-            }
-            self.timer.as_mut().reset(deadline);
-        }
-        false
-    }
-}
-
-fn idle_error() -> std::io::Error {
-    std::io::Error::new(std::io::ErrorKind::TimedOut, "idle too long")
-}
-
-impl tokio::io::AsyncRead for IdleIo {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut tokio::io::ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        match Pin::new(&mut self.inner).poll_read(cx, buf) {
-            Poll::Ready(result) => {
-                self.active();
-                Poll::Ready(result)
-            }
-            Poll::Pending if self.expired(cx) => Poll::Ready(Err(idle_error())),
-            Poll::Pending => Poll::Pending,
-        }
-    }
-}
-
-impl tokio::io::AsyncWrite for IdleIo {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        match Pin::new(&mut self.inner).poll_write(cx, buf) {
-            Poll::Ready(result) => {
-                self.active();
-                Poll::Ready(result)
-            }
-            Poll::Pending if self.expired(cx) => Poll::Ready(Err(idle_error())),
-            Poll::Pending => Poll::Pending,
-        }
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> Poll<std::io::Result<usize>> {
-        match Pin::new(&mut self.inner).poll_write_vectored(cx, bufs) {
-            Poll::Ready(result) => {
-                self.active();
-                Poll::Ready(result)
-            }
-            Poll::Pending if self.expired(cx) => Poll::Ready(Err(idle_error())),
-            Poll::Pending => Poll::Pending,
-        }
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
 

@@ -46,8 +46,13 @@ pub struct Berth {
     /// Fingerprints of keys just removed (`keys:remove`): the SSH layer closes their
     /// connections at once.
     pub revoked: tokio::sync::broadcast::Sender<String>,
-    /// One deploy lock per app: a second push waits for the first.
-    locks: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Builds and `run` containers each member key has going (`member_max_builds`,
+    /// `member_max_runs`).
+    pub builds: Arc<crate::limits::Limits<String>>,
+    pub runs: Arc<crate::limits::Limits<String>>,
+    /// Each app's deploy lock, by app id: a rename keeps the lock, a new app of a destroyed
+    /// app's name does not share it.
+    locks: std::sync::Mutex<HashMap<i64, Arc<tokio::sync::Mutex<()>>>>,
     /// Custom domain → app, for the router (the DB's `domains`, reloaded when they change).
     domains: std::sync::RwLock<HashMap<String, String>>,
 }
@@ -66,6 +71,8 @@ impl Berth {
         // The data dir holds config values, webhook secrets and every repo: root's only,
         // whatever the umask or the installer did.
         private_mode(&config.data_dir, 0o700)?;
+        crate::registry::load_credentials(config.registry_credentials.as_deref())?;
+        crate::deploy::docker::set_network_pool(crate::config::parse_pool(&config.app_networks)?);
         let store = Store::open(&config.db_path()).await.map_err(|e| {
             format!(
                 "cannot open the state DB {}: {e}",
@@ -78,14 +85,23 @@ impl Berth {
                 private_mode(&path, 0o600)?;
             }
         }
-        let routes = Routes::new(config.publish_address, config.balance);
+        let routes = Routes::bounded(
+            config.publish_address,
+            config.balance,
+            std::time::Duration::from_secs(config.tcp_idle_timeout),
+            config.max_connections_per_address,
+        );
         let access_log = crate::metrics::AccessLog::open(&config.access_log, &config.logs_dir())?;
         let certs = crate::tls::Certs::load(config.certs_dir());
+        let builds = crate::limits::Limits::new(usize::MAX, config.member_max_builds);
+        let runs = crate::limits::Limits::new(usize::MAX, config.member_max_runs);
         let berth = Arc::new(Berth {
             config,
             store,
             routes,
             pushes: PushRegistry::default(),
+            builds,
+            runs,
             metrics: Default::default(),
             certs,
             challenges: Default::default(),
@@ -181,17 +197,39 @@ impl Berth {
         }
     }
 
-    pub fn app_lock(&self, app: &str) -> Arc<tokio::sync::Mutex<()>> {
+    pub fn app_lock(&self, app_id: i64) -> Arc<tokio::sync::Mutex<()>> {
         let mut locks = self
             .locks
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        locks.entry(app.to_string()).or_default().clone()
+        locks.entry(app_id).or_default().clone()
     }
 
     /// Takes the app's deploy lock, waiting for whoever holds it.
-    pub async fn lock_app(&self, app: &str) -> tokio::sync::OwnedMutexGuard<()> {
-        self.app_lock(app).lock_owned().await
+    pub async fn lock_app(&self, app_id: i64) -> tokio::sync::OwnedMutexGuard<()> {
+        self.app_lock(app_id).lock_owned().await
+    }
+
+    /// Takes the app's deploy lock and reads the app again: what a command looked up before
+    /// waiting may have been renamed or destroyed meanwhile (finding 19), and what it does
+    /// next must act on the app as it is now.
+    pub async fn lock(
+        &self,
+        app: &crate::store::App,
+    ) -> Result<(tokio::sync::OwnedMutexGuard<()>, crate::store::App), String> {
+        let guard = self.lock_app(app.id).await;
+        match self.store.app_by_id(app.id).await {
+            Ok(Some(now)) if now.name == app.name => Ok((guard, now)),
+            Ok(Some(now)) => Err(format!(
+                "{} was renamed to {} meanwhile: run the command again with its new name",
+                app.name, now.name
+            )),
+            Ok(None) => Err(format!("app {} was destroyed meanwhile", app.name)),
+            Err(error) => {
+                tracing::error!(%error, "cannot read the app again");
+                Err("internal error: see the berth server log".to_string())
+            }
+        }
     }
 
     pub fn url(&self, host_port: u16) -> String {

@@ -68,7 +68,7 @@ pub async fn serve(berth: Arc<Berth>, listener: TcpListener) -> Result<(), Strin
         ..Default::default()
     };
     let config = Arc::new(config);
-    let limits = Arc::new(ConnectionLimits::default());
+    let limits = crate::limits::ConnectionLimits::new(MAX_CONNECTIONS, MAX_PER_ADDRESS);
     // Our own accept loop (as warpgate does), so each socket can be wrapped before the handshake.
     loop {
         let (stream, peer) = match listener.accept().await {
@@ -176,47 +176,6 @@ const PRE_AUTH_DEADLINE: Duration = Duration::from_secs(30);
 /// SSH connections at once, in all and from one address.
 pub const MAX_CONNECTIONS: usize = 512;
 pub const MAX_PER_ADDRESS: usize = 32;
-
-/// Open connections in all and per client address.
-#[derive(Default)]
-struct ConnectionLimits {
-    open: std::sync::Mutex<(usize, HashMap<std::net::IpAddr, usize>)>,
-}
-
-/// A counted connection; leaving is counted when it is dropped.
-struct Slot {
-    limits: Arc<ConnectionLimits>,
-    address: std::net::IpAddr,
-}
-
-impl ConnectionLimits {
-    fn enter(self: &Arc<Self>, address: std::net::IpAddr) -> Option<Slot> {
-        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
-        let here = open.1.get(&address).copied().unwrap_or(0);
-        if open.0 >= MAX_CONNECTIONS || here >= MAX_PER_ADDRESS {
-            return None;
-        }
-        open.0 += 1;
-        open.1.insert(address, here + 1);
-        Some(Slot {
-            limits: self.clone(),
-            address,
-        })
-    }
-}
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        let mut open = self.limits.open.lock().unwrap_or_else(|p| p.into_inner());
-        open.0 = open.0.saturating_sub(1);
-        if let Some(count) = open.1.get_mut(&self.address) {
-            *count -= 1;
-            if *count == 0 {
-                open.1.remove(&self.address);
-            }
-        }
-    }
-}
 
 /// Reads during which every received segment is acknowledged at once.
 const QUICKACK_READS: u8 = 16;

@@ -59,6 +59,24 @@ pub struct App {
     pub resources: String,
     pub created_at: String,
     pub updated_at: String,
+    /// Random, never reused (SQLite may reuse a destroyed app's id): names and labels the
+    /// app's engine volumes.
+    #[serde(skip)]
+    pub uid: String,
+}
+
+/// Follows an error message that quotes a container's last log lines (`deploy::docker`).
+pub const LOG_LINES_MARKER: &str = "\nlast log lines:";
+
+/// An event's detail as kept and sent to webhooks: never a container's log lines (apps print
+/// secrets when they crash; finding 30), at most 2 KiB.
+pub fn event_detail(detail: &str) -> &str {
+    let detail = detail.split(LOG_LINES_MARKER).next().unwrap_or_default();
+    let mut end = detail.len().min(2048);
+    while !detail.is_char_boundary(end) {
+        end -= 1;
+    }
+    &detail[..end]
 }
 
 /// What a new release is made of (`create_release`).
@@ -94,6 +112,8 @@ pub struct Release {
     /// JSON of the release's manifest (`manifest::Manifest`: Procfile, app.json).
     #[serde(skip)]
     pub manifest: String,
+    /// `sha256:…` of the image in the registry, once pushed: pulls are by digest.
+    pub digest: Option<String>,
 }
 
 #[derive(Debug, Clone, FromRow, Serialize)]
@@ -161,7 +181,7 @@ impl Store {
 
     // ---- apps
 
-    const APP_COLUMNS: &str = "id, name, owner, deploy_branch, state, labels, formation, stopped, port, target, resources, created_at, updated_at";
+    const APP_COLUMNS: &str = "id, name, owner, deploy_branch, state, labels, formation, stopped, port, target, resources, created_at, updated_at, uid";
 
     pub async fn app(&self, name: &AppName) -> StoreResult<Option<App>> {
         sqlx::query_as(&format!(
@@ -195,7 +215,7 @@ impl Store {
     /// Creates the app if missing and returns it; `created` says whether this call made it.
     pub async fn ensure_app(&self, name: &AppName, owner: &str) -> StoreResult<(App, bool)> {
         let inserted = sqlx::query(
-            "INSERT INTO apps (name, owner) VALUES (?, ?) ON CONFLICT (name) DO NOTHING",
+            "INSERT INTO apps (name, owner, uid) VALUES (?, ?, lower(hex(randomblob(8)))) ON CONFLICT (name) DO NOTHING",
         )
         .bind(name.as_str())
         .bind(owner)
@@ -221,7 +241,7 @@ impl Store {
                 .bind(app_id)
                 .execute(&mut *tx)
                 .await?;
-            sqlx::query("INSERT INTO events (app_id, kind, actor, outcome, detail) VALUES (?, 'state', ?, ?, ?)")
+            sqlx::query("INSERT INTO events (app_id, app_name, kind, actor, outcome, detail) VALUES (?1, COALESCE((SELECT name FROM apps WHERE id = ?1), ''), 'state', ?2, ?3, ?4)")
                 .bind(app_id)
                 .bind(actor)
                 .bind(state)
@@ -242,7 +262,7 @@ impl Store {
 
     // ---- releases
 
-    const RELEASE_COLUMNS: &str = "id, app_id, number, commit_sha, image, status, created_by, description, host_port, created_at, config, manifest";
+    const RELEASE_COLUMNS: &str = "id, app_id, number, commit_sha, image, status, created_by, description, host_port, created_at, config, manifest, digest";
 
     /// Allocates the next release number for the app and records it with status `releasing`.
     /// `image` is `Image::Repository` for a new build (tagged `repo:vN`) or `Image::Existing`
@@ -268,8 +288,10 @@ impl Store {
             ReleaseImage::Existing(image) => image.to_string(),
         };
         let release: Release = sqlx::query_as(&format!(
-            "INSERT INTO releases (app_id, number, commit_sha, image, status, created_by, description, config, manifest)
-             VALUES (?, ?, ?, ?, 'releasing', ?, ?, ?, ?) RETURNING {}",
+            "INSERT INTO releases (app_id, number, commit_sha, image, status, created_by, description, config, manifest, digest)
+             VALUES (?1, ?2, ?3, ?4, 'releasing', ?5, ?6, ?7, ?8,
+                     (SELECT digest FROM releases WHERE app_id = ?1 AND image = ?4 AND digest IS NOT NULL ORDER BY number DESC LIMIT 1))
+             RETURNING {}",
             Self::RELEASE_COLUMNS
         ))
         .bind(app_id)
@@ -284,6 +306,15 @@ impl Store {
         .await?;
         tx.commit().await?;
         Ok(release)
+    }
+
+    pub async fn set_release_digest(&self, release_id: i64, digest: &str) -> StoreResult<()> {
+        sqlx::query("UPDATE releases SET digest = ? WHERE id = ?")
+            .bind(digest)
+            .bind(release_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
     }
 
     pub async fn set_release_status(&self, release_id: i64, status: &str) -> StoreResult<()> {
@@ -342,8 +373,9 @@ impl Store {
         outcome: &str,
         detail: &str,
     ) -> StoreResult<()> {
+        let detail = event_detail(detail);
         sqlx::query(
-            "INSERT INTO events (app_id, kind, actor, outcome, detail) VALUES (?, ?, ?, ?, ?)",
+            "INSERT INTO events (app_id, app_name, kind, actor, outcome, detail) VALUES (?1, COALESCE((SELECT name FROM apps WHERE id = ?1), ''), ?2, ?3, ?4, ?5)",
         )
         .bind(app_id)
         .bind(kind)
@@ -367,7 +399,53 @@ impl Store {
         Ok(events)
     }
 
+    /// The kept events of destroyed apps once named `name` (the audit trail: admins only).
+    pub async fn events_of_destroyed(&self, name: &str, limit: i64) -> StoreResult<Vec<Event>> {
+        let mut events: Vec<Event> = sqlx::query_as(
+            "SELECT id, kind, actor, outcome, detail, created_at FROM events WHERE app_id IS NULL AND app_name = ? ORDER BY id DESC LIMIT ?",
+        )
+        .bind(name)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        events.reverse();
+        Ok(events)
+    }
+
     // ---- more keys, grants
+
+    /// What a key name still holds besides a key: owned apps, webhooks, sync sources, links
+    /// (`["apps a, b", "1 webhook"]`); empty when the name is free of history.
+    pub async fn left_by_key_name(&self, name: &str) -> StoreResult<Vec<String>> {
+        let apps: Vec<String> =
+            sqlx::query_scalar("SELECT name FROM apps WHERE owner = ? ORDER BY name")
+                .bind(name)
+                .fetch_all(&self.pool)
+                .await?;
+        let mut left = Vec::new();
+        if !apps.is_empty() {
+            left.push(format!("apps {}", apps.join(", ")));
+        }
+        for (table, what) in [
+            ("webhooks", "webhook"),
+            ("syncs", "git:sync source"),
+            ("links", "link"),
+        ] {
+            let count: i64 = sqlx::query_scalar(&format!(
+                "SELECT COUNT(*) FROM {table} WHERE created_by = ?"
+            ))
+            .bind(name)
+            .fetch_one(&self.pool)
+            .await?;
+            if count > 0 {
+                left.push(format!(
+                    "{count} {what}{}",
+                    if count == 1 { "" } else { "s" }
+                ));
+            }
+        }
+        Ok(left)
+    }
 
     pub async fn keys(&self) -> StoreResult<Vec<Key>> {
         sqlx::query_as(
@@ -554,10 +632,11 @@ impl Store {
 
     // ---- domains
 
-    /// Every custom domain: (domain, app name).
+    /// Every approved custom domain (what the router serves and ACME certifies):
+    /// (domain, app name).
     pub async fn domains(&self) -> StoreResult<Vec<(String, String)>> {
         sqlx::query_as(
-            "SELECT domains.name, apps.name FROM domains JOIN apps ON apps.id = domains.app_id ORDER BY domains.name",
+            "SELECT domains.name, apps.name FROM domains JOIN apps ON apps.id = domains.app_id WHERE domains.approved = 1 ORDER BY domains.name",
         )
         .fetch_all(&self.pool)
         .await
@@ -573,13 +652,36 @@ impl Store {
         .await
     }
 
-    pub async fn add_domain(&self, app_id: i64, domain: &str) -> StoreResult<()> {
-        sqlx::query("INSERT INTO domains (name, app_id) VALUES (?, ?)")
+    pub async fn add_domain(&self, app_id: i64, domain: &str, approved: bool) -> StoreResult<()> {
+        sqlx::query("INSERT INTO domains (name, app_id, approved) VALUES (?, ?, ?)")
             .bind(domain)
             .bind(app_id)
+            .bind(approved)
             .execute(&self.pool)
             .await?;
         Ok(())
+    }
+
+    /// Approves the app's pending domain; whether it was pending.
+    pub async fn approve_domain(&self, app_id: i64, domain: &str) -> StoreResult<bool> {
+        let done = sqlx::query(
+            "UPDATE domains SET approved = 1 WHERE name = ? AND app_id = ? AND approved = 0",
+        )
+        .bind(domain)
+        .bind(app_id)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// The app's domains waiting for an admin's approval.
+    pub async fn pending_domains(&self, app_id: i64) -> StoreResult<Vec<String>> {
+        sqlx::query_scalar(
+            "SELECT name FROM domains WHERE app_id = ? AND approved = 0 ORDER BY name",
+        )
+        .bind(app_id)
+        .fetch_all(&self.pool)
+        .await
     }
 
     /// Removes the app's domain; whether it was there.
@@ -931,7 +1033,7 @@ impl Store {
 
     /// Events after `after` (by id), oldest first, with their app's name.
     pub async fn events_after(&self, after: i64, limit: i64) -> StoreResult<Vec<AppEvent>> {
-        sqlx::query_as("SELECT events.id, events.app_id, apps.name AS app, events.kind, events.actor, events.outcome, events.detail, events.created_at FROM events LEFT JOIN apps ON apps.id = events.app_id WHERE events.id > ? ORDER BY events.id LIMIT ?")
+        sqlx::query_as("SELECT events.id, events.app_id, COALESCE(apps.name, NULLIF(events.app_name, '')) AS app, events.kind, events.actor, events.outcome, events.detail, events.created_at FROM events LEFT JOIN apps ON apps.id = events.app_id WHERE events.id > ? ORDER BY events.id LIMIT ?")
             .bind(after)
             .bind(limit)
             .fetch_all(&self.pool)

@@ -18,6 +18,7 @@ use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
 use sha2::{Digest, Sha256};
 
+use crate::names::AppName;
 use crate::output::Output;
 use crate::server::Berth;
 use crate::store::AppEvent;
@@ -239,23 +240,25 @@ async fn enqueue(berth: &Berth, events: &[AppEvent]) -> Result<(), sqlx::Error> 
     if hooks.is_empty() {
         return Ok(());
     }
+    // A webhook sends only while the key that added it may still see what it reports
+    // (finding 9): an ex-grantee's or a removed key's hooks go quiet, `apps:info` says so.
+    let mut checked = Vec::with_capacity(hooks.len());
+    for hook in hooks {
+        let active = webhook_active(berth, &hook).await;
+        checked.push((hook, active));
+    }
+    let hooks = checked;
     for event in events {
         let Some(name) = event_name(&event.kind, &event.outcome) else {
             continue;
         };
-        // A destroyed app's event has no app row any more; its detail starts with its name.
-        let app = event.app.clone().or_else(|| {
-            (event.kind == "app.destroyed").then(|| {
-                event
-                    .detail
-                    .split(':')
-                    .next()
-                    .unwrap_or_default()
-                    .to_string()
-            })
-        });
-        for hook in &hooks {
+        // A destroyed app's events keep the name it had (`events.app_name`).
+        let app = event.app.clone();
+        for (hook, active) in &hooks {
             let for_app = hook.app.is_none() || hook.app == app;
+            if !active {
+                continue;
+            }
             if for_app && wants(&hook.events, name) {
                 let body = payload(
                     name,
@@ -320,6 +323,23 @@ const RESPONSE_LIMIT: usize = 64 << 10;
 
 /// Whether a webhook may reach internal addresses: its creator is (still) an admin, or the
 /// server allows it for members too.
+/// Whether a webhook's creator may still see its events: an app's hook needs a key that may
+/// operate the app, a hook of every app an admin.
+pub async fn webhook_active(berth: &Berth, hook: &crate::store::Webhook) -> bool {
+    match &hook.app {
+        None => crate::commands::key_is_admin(berth, &hook.created_by).await,
+        Some(name) => match AppName::parse(name) {
+            Ok(name) => match berth.store.app(&name).await {
+                Ok(Some(app)) => {
+                    crate::commands::key_may_operate(berth, &hook.created_by, &app).await
+                }
+                _ => false,
+            },
+            Err(_) => false,
+        },
+    }
+}
+
 pub async fn may_reach_internal(berth: &Berth, created_by: &str) -> bool {
     berth.config.allow_private_destinations
         || crate::commands::key_is_admin(berth, created_by).await

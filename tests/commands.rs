@@ -5,12 +5,6 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
-use serde_json::Value;
-
-fn json(output: &std::process::Output) -> Value {
-    serde_json::from_str(&ok(output))
-        .unwrap_or_else(|e| panic!("bad JSON ({e}):\n{}", text(output)))
-}
 
 /// A web app whose page is the value of GREETING (config reaches it as the environment), and
 /// which writes a tick line to its output every half second.

@@ -8,11 +8,6 @@ use std::process::Command;
 use common::*;
 use serde_json::Value;
 
-fn json(output: &std::process::Output) -> Value {
-    serde_json::from_str(&ok(output))
-        .unwrap_or_else(|e| panic!("bad JSON ({e}):\n{}", text(output)))
-}
-
 fn page(server: &TestServer, app: &str, path: &str) -> Option<String> {
     http_get_at(
         &format!("127.0.0.1:{}", server.http_port),
@@ -101,9 +96,14 @@ fn volumes_survive_redeploys_and_rollbacks_and_go_with_the_app() {
         mounted_text.contains("Mounted data at /data"),
         "{mounted_text}"
     );
-    let volume = format!("berth-{app}-data");
-    assert!(volume_exists(&volume));
     let list = json(&server.ssh(&["storage:list", &app, "--json"]));
+    // Named by the app's never-reused uid, not its name (finding 12).
+    let volume = list[0]["source"].as_str().expect("source").to_string();
+    assert!(
+        volume.starts_with("berth.") && volume.ends_with(".data"),
+        "{volume}"
+    );
+    assert!(volume_exists(&volume));
     assert_eq!(list[0]["name"], "data");
     assert_eq!(list[0]["path"], "/data");
     assert_eq!(list[0]["kind"], "volume");
@@ -141,20 +141,6 @@ fn volumes_survive_redeploys_and_rollbacks_and_go_with_the_app() {
     let info = json(&server.ssh(&["apps:info", &app, "--json"]));
     assert_eq!(info["mounts"][0]["path"], "/data", "{info}");
 
-    // Destroy with --keep-data keeps the volume; a new app of that name mounting it gets the data.
-    let destroyed = ok(&server.ssh(&["apps:destroy", &app, "--confirm", &app, "--keep-data"]));
-    assert!(
-        destroyed.contains(&format!("kept volumes {volume}")),
-        "{destroyed}"
-    );
-    assert!(volume_exists(&volume));
-    assert!(server.push(repo.path(), &app, "main").status.success());
-    ok(&server.ssh(&["storage:mount", &app, "data:/data"]));
-    assert!(
-        page(&server, &app, "/boots.txt")
-            .expect("boots")
-            .starts_with("one\ntwo\n")
-    );
     // A rename keeps the data; a new app of the old name gets a volume of its own, and
     // destroying it leaves the renamed app's volume alone.
     let renamed = format!("{app}-r");
@@ -176,16 +162,46 @@ fn volumes_survive_redeploys_and_rollbacks_and_go_with_the_app() {
         volume_exists(&volume),
         "the renamed app's volume must stay: {destroyed}"
     );
-    // Without --keep-data the volume goes with the app.
+    // Destroy with --keep-data keeps the volume, but it belongs to no app any more: a new app
+    // of the same name mounting the same name gets a fresh volume, not the data (squatting).
+    let destroyed = ok(&server.ssh(&[
+        "apps:destroy",
+        &renamed,
+        "--confirm",
+        &renamed,
+        "--keep-data",
+    ]));
+    assert!(
+        destroyed.contains(&format!("kept volumes {volume}")),
+        "{destroyed}"
+    );
+    assert!(volume_exists(&volume));
+    assert!(server.push(repo.path(), &renamed, "main").status.success());
+    ok(&server.ssh(&["storage:mount", &renamed, "data:/data"]));
+    let squatted = page(&server, &renamed, "/boots.txt").expect("boots");
+    assert!(
+        !squatted.contains("one"),
+        "a new app of a destroyed app's name must not get its kept data: {squatted:?}"
+    );
+    let second = json(&server.ssh(&["storage:list", &renamed, "--json"]))[0]["source"]
+        .as_str()
+        .expect("source")
+        .to_string();
+    assert_ne!(second, volume);
+    // Without --keep-data the volume goes with the app; the kept one stays.
     let destroyed = ok(&server.ssh(&["apps:destroy", &renamed, "--confirm", &renamed]));
     assert!(
-        destroyed.contains(&format!("removed volumes {volume}")),
+        destroyed.contains(&format!("removed volumes {second}")),
         "{destroyed}"
     );
     assert!(
-        !volume_exists(&volume),
+        !volume_exists(&second),
         "the volume must be gone after destroy"
     );
+    assert!(volume_exists(&volume), "the kept volume must stay");
+    let _ = std::process::Command::new("docker")
+        .args(["volume", "rm", &volume])
+        .output();
 }
 
 /// A web app whose page, made when a container starts, is what `$VAR` answers (fetched with

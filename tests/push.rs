@@ -34,9 +34,7 @@ fn push_deploys_and_a_second_push_replaces_the_release() {
     assert_eq!(http_get(&url1).as_deref(), Some("hello from v1\n"));
 
     // The image is in the registry under <registry>/<app>:v1.
-    let registry = std::env::var("BERTH_TEST_REGISTRY").unwrap_or_default();
-    let tags = http_get(&format!("http://{registry}/v2/{app}/tags/list"))
-        .expect("registry answers for the app");
+    let tags = registry_get(&format!("/v2/{app}/tags/list")).expect("registry answers for the app");
     assert!(tags.contains("\"v1\""), "{tags}");
 
     // The v1 container's own address, to check it is gone later.
@@ -620,7 +618,7 @@ fn members_push_and_see_only_their_own_apps() {
     assert!(!refused.status.success());
     assert!(
         text(&refused).contains(&format!(
-            "not allowed: app {admin_app} belongs to another key"
+            "not allowed: app {admin_app} is not one you may push to"
         )),
         "{}",
         text(&refused)

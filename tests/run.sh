@@ -32,6 +32,8 @@ fi
 
 [ "${1:-}" = "--no-run" ] && exit 0
 export BERTH_TEST_REGISTRY=127.0.0.1:${BERTH_REGISTRY_PORT:-5055}
+# The registry has auth (install.sh): every berth a test starts reads its credentials from here.
+export BERTH_REGISTRY_CREDENTIALS=${BERTH_CONFIG_DIR:-/etc/berth}/registry.credentials
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 set +e

@@ -536,6 +536,31 @@ fn member_builds_cannot_use_other_apps_images_or_the_host_network() {
     );
     let attacker = app_name("sec-thief");
     let repo = web_app("thief");
+    // The victim's image and its untagged build layer (its code without berth's label), named
+    // by id and by id prefix, as the engine resolves them too.
+    let inspect = |format: &str, what: &str| {
+        let output = Command::new("docker")
+            .args(["image", "inspect", "-f", format, what])
+            .output()
+            .expect("docker image inspect");
+        String::from_utf8_lossy(&output.stdout).trim().to_string()
+    };
+    let victim_id = inspect("{{.Id}}", &format!("{registry}/{victim}:v1"));
+    let layer_id = inspect("{{.Parent}}", &victim_id);
+    assert!(victim_id.starts_with("sha256:"), "{victim_id}");
+    let mut by_id = vec![
+        format!("FROM {victim_id}\n"),
+        format!(
+            "FROM {}\n",
+            &victim_id["sha256:".len().."sha256:".len() + 12]
+        ),
+    ];
+    if layer_id.starts_with("sha256:") {
+        by_id.push(format!(
+            "FROM {}\n",
+            &layer_id["sha256:".len().."sha256:".len() + 12]
+        ));
+    }
     let attacks = [
         format!("FROM {registry}/{victim}:v1\n"),
         format!("FROM berth/{victim}:v1\n"),
@@ -547,7 +572,7 @@ fn member_builds_cannot_use_other_apps_images_or_the_host_network() {
             server.admin_port
         ),
     ];
-    for dockerfile in &attacks {
+    for dockerfile in attacks.iter().chain(&by_id) {
         write(
             repo.path(),
             "Dockerfile",
@@ -558,7 +583,10 @@ fn member_builds_cannot_use_other_apps_images_or_the_host_network() {
         let transcript = text(&push);
         assert!(!push.status.success(), "{dockerfile}: {transcript}");
         assert!(
-            transcript.contains("not this app's image") || transcript.contains("refused:"),
+            transcript.contains("not this app's image")
+                || transcript.contains("refused:")
+                || transcript.contains("another app's image")
+                || transcript.contains("by its id"),
             "{dockerfile}: {transcript}"
         );
         assert!(
@@ -663,4 +691,508 @@ fn the_data_dir_and_db_are_private_whatever_the_umask() {
     if access_log.exists() {
         assert_eq!(mode(&access_log), 0o600);
     }
+}
+
+/// Runs `script` with `sh -c` in a one-off container of `app` (`ssh berth@HOST run`). (The
+/// base image's busybox wget crashes with `-T`: bound it with `busybox timeout`.)
+fn run_in(server: &TestServer, app: &str, script: &str) -> String {
+    let output = server.ssh(&["run", app, "sh", "-c", &format!("'{script}'")]);
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+/// The address of the app's first web container on the app's own network.
+fn container_address(app: &str) -> String {
+    let name = running_containers(app)
+        .into_iter()
+        .find(|n| n.contains("-web-"))
+        .expect("a web container");
+    let output = Command::new("docker")
+        .args([
+            "inspect",
+            "-f",
+            "{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}",
+            &name,
+        ])
+        .output()
+        .expect("docker inspect");
+    String::from_utf8_lossy(&output.stdout)
+        .split_whitespace()
+        .next()
+        .expect("an address")
+        .to_string()
+}
+
+/// Finding 10 (medium). Attack: every app's containers shared the `berth` network, so a
+/// member's `run` shell reached any other tenant's containers on every port
+/// (`nc victim-db 5432`), by name or by address. Now each app has a network of its own; a link
+/// joins the dependent to its dependency's network only. Control: a linked app reaches the
+/// dependency by its name, so the victim was reachable for whoever is meant to reach it.
+#[test]
+fn apps_do_not_share_a_network() {
+    let server = TestServer::start();
+    let victim = app_name("net-victim");
+    let intruder = app_name("net-intruder");
+    let friend = app_name("net-friend");
+    for (app, page) in [
+        (&victim, "victim's secret"),
+        (&intruder, "intruder"),
+        (&friend, "friend"),
+    ] {
+        let repo = web_app(page);
+        let push = server.push(repo.path(), app, "main");
+        assert!(push.status.success(), "{}", text(&push));
+    }
+    ok(&server.ssh(&["apps:link", &friend, &victim, "--as", "DEP"]));
+    let port = run_in(&server, &friend, "echo $DEP_PORT");
+    let port = port.trim();
+    assert!(port.parse::<u16>().is_ok(), "the link's port: {port:?}");
+    let address = container_address(&victim);
+    // Control: the linked app reaches the victim by its name.
+    let linked = run_in(
+        &server,
+        &friend,
+        &format!("busybox timeout 10 wget -q -O - http://{victim}:{port}/"),
+    );
+    assert!(linked.contains("victim's secret"), "{linked}");
+    // The intruder reaches it neither by name nor by address.
+    for target in [victim.as_str(), address.as_str()] {
+        let seen = run_in(
+            &server,
+            &intruder,
+            &format!("busybox timeout 10 wget -q -O - http://{target}:{port}/ || echo unreachable"),
+        );
+        assert!(
+            !seen.contains("victim's secret") && seen.contains("unreachable"),
+            "{target}: {seen}"
+        );
+    }
+}
+
+/// Finding 12 (medium/low). Attack: volume engine names were `berth-APP-NAME`, and both parts
+/// may hold `-`: app `X` mounting `shop-data` got `berth-X-shop-data`, the volume of app
+/// `X-shop`'s `data`, with its data, and destroying `X` deleted it. Now volumes are named by the
+/// app's never-reused uid; destroying one app never removes another's volume.
+#[test]
+fn volume_names_cannot_be_squatted() {
+    let server = TestServer::start();
+    let alice = member(&server, "alice");
+    let mallory = member(&server, "mallory");
+    let prefix = app_name("vol");
+    let victim = format!("{prefix}-shop");
+    ok(&server.ssh_as(&alice, &["apps:create", &victim]));
+    ok(&server.ssh_as(&alice, &["storage:mount", &victim, "data:/data"]));
+    ok(&server.ssh_as(&mallory, &["apps:create", &prefix]));
+    ok(&server.ssh_as(&mallory, &["storage:mount", &prefix, "shop-data:/data"]));
+    let source = |key: &Path, app: &str| {
+        json(&server.ssh_as(key, &["storage:list", app, "--json"]))[0]["source"]
+            .as_str()
+            .expect("source")
+            .to_string()
+    };
+    let (theirs, ours) = (source(&alice, &victim), source(&mallory, &prefix));
+    assert_ne!(theirs, ours, "two apps share one volume");
+    let exists = |name: &str| {
+        Command::new("docker")
+            .args(["volume", "inspect", name])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    assert!(exists(&theirs) && exists(&ours));
+    ok(&server.ssh_as(&mallory, &["apps:destroy", &prefix, "--confirm", &prefix]));
+    assert!(
+        exists(&theirs),
+        "the victim's volume went with the intruder's app"
+    );
+    assert!(!exists(&ours));
+    ok(&server.ssh_as(&alice, &["apps:destroy", &victim, "--confirm", &victim]));
+}
+
+/// Finding 9 (medium). Attack: a grantee added a webhook to the app and linked an app of their
+/// own to it; after `apps:revoke` the webhook kept sending them the app's events and the link
+/// kept the owner from destroying the app. Now what a key set up acts only while that key may
+/// still operate the app: the webhook goes quiet, the link no longer holds, `apps:info` says so.
+/// Control: before the revoke the webhook delivers and the link holds.
+#[test]
+fn revoked_grantees_lose_their_webhooks_and_links() {
+    // Members' receivers may be on loopback here, so that the hook can deliver at all.
+    let registry = require_environment();
+    let server = TestServer::start_with(&format!(
+        "registry = \"{registry}\"\nallow_private_destinations = true\n"
+    ));
+    let alice = member(&server, "alice");
+    let bob = member(&server, "bob");
+    let app = app_name("revoke-v");
+    let bobs = app_name("revoke-b");
+    for (key, name) in [(&alice, &app), (&bob, &bobs)] {
+        let repo = web_app(name);
+        let push = server.push_as(key, repo.path(), name, "main");
+        assert!(push.status.success(), "{}", text(&push));
+    }
+    ok(&server.ssh_as(&alice, &["apps:grant", &app, "bob"]));
+    let (port, seen) = receiver();
+    ok(&server.ssh_as(
+        &bob,
+        &[
+            "webhooks:add",
+            &format!("http://127.0.0.1:{port}/hook"),
+            "--app",
+            &app,
+        ],
+    ));
+    ok(&server.ssh_as(&bob, &["apps:link", &bobs, &app]));
+    // Control: an event reaches bob's receiver; the link holds the app.
+    let before = seen.load(std::sync::atomic::Ordering::SeqCst);
+    ok(&server.ssh_as(&alice, &["config:set", &app, "A=1"]));
+    wait_for("bob's webhook to deliver", || {
+        (seen.load(std::sync::atomic::Ordering::SeqCst) > before).then_some(())
+    });
+    let held = server.ssh_as(&alice, &["apps:destroy", &app, "--confirm", &app]);
+    assert!(text(&held).contains("is linked from"), "{}", text(&held));
+
+    ok(&server.ssh_as(&alice, &["apps:revoke", &app, "bob"]));
+    let info = json(&server.ssh_as(&alice, &["apps:info", &app, "--json"]));
+    let disabled = info["disabled"].to_string();
+    assert!(
+        disabled.contains("webhook") && disabled.contains("bob"),
+        "{info}"
+    );
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let after_revoke = seen.load(std::sync::atomic::Ordering::SeqCst);
+    ok(&server.ssh_as(&alice, &["config:set", &app, "A=2"]));
+    std::thread::sleep(std::time::Duration::from_secs(4));
+    assert_eq!(
+        seen.load(std::sync::atomic::Ordering::SeqCst),
+        after_revoke,
+        "an ex-grantee's webhook still delivered"
+    );
+    ok(&server.ssh_as(&alice, &["apps:destroy", &app, "--confirm", &app]));
+}
+
+/// Findings 26 and 27. Attack: ownership was by key name, so a new key given a removed key's
+/// name inherited its apps; refusals told "not found" from "not allowed", enumerating apps.
+/// Now a name that still owns apps (or webhooks, sources, links) cannot be given to another
+/// key, and a member gets the same line for another's app as for a missing one.
+#[test]
+fn key_names_and_refusals_give_nothing_away() {
+    let server = TestServer::start();
+    let carol = member(&server, "carol");
+    let app = app_name("names");
+    ok(&server.ssh_as(&carol, &["apps:create", &app]));
+    ok(&server.ssh(&["keys:remove", "carol"]));
+    let heir = server.dir.path().join("heir");
+    keygen(&heir);
+    let reused = Command::new(env!("CARGO_BIN_EXE_berth"))
+        .args(["keys", "add", "carol", "--role", "member", "--key-file"])
+        .arg(heir.with_extension("pub"))
+        .arg("--config")
+        .arg(server.config_path())
+        .output()
+        .expect("berth keys add");
+    assert!(!reused.status.success(), "{}", text(&reused));
+    assert!(
+        text(&reused).contains("belonged to a removed key"),
+        "{}",
+        text(&reused)
+    );
+    // Control: the same key under a fresh name is fine.
+    server.add_key("dave", "member", &heir);
+    let theirs = text(&server.ssh_as(&heir, &["apps:info", &app]));
+    let missing = text(&server.ssh_as(&heir, &["apps:info", "no-such-app-here"]));
+    assert_eq!(
+        theirs.replace(&app, "APP"),
+        missing.replace("no-such-app-here", "APP"),
+        "another's app and a missing one must look the same"
+    );
+    assert!(!theirs.contains("carol"), "{theirs}");
+}
+
+/// Findings 30 and 31. Attack: a failed deploy put the container's last log lines in the event
+/// (and in every webhook payload): apps that print secrets when they crash leaked them; and the
+/// audit trail was deleted with the app. Now events never carry log lines (the pusher still sees
+/// them), and a destroyed app's events stay, for admins, under its name.
+#[test]
+fn events_carry_no_log_lines_and_outlive_their_app() {
+    let server = TestServer::start();
+    let app = app_name("audit");
+    let repo = web_app("fine");
+    assert!(server.push(repo.path(), &app, "main").status.success());
+    write(
+        repo.path(),
+        "Dockerfile",
+        &format!(
+            "FROM {BASE_IMAGE}\nCMD [\"sh\", \"-c\", \"echo DATABASE_PASSWORD=hunter2; exit 3\"]\n"
+        ),
+    );
+    commit(repo.path(), "crashes");
+    let push = server.push(repo.path(), &app, "main");
+    assert!(!push.status.success());
+    // Control: the pusher sees the log line, so it was there to leak.
+    assert!(text(&push).contains("hunter2"), "{}", text(&push));
+    let events = ok(&server.ssh(&["events", &app, "--json"]));
+    assert!(events.contains("failed"), "{events}");
+    assert!(!events.contains("hunter2"), "{events}");
+    ok(&server.ssh(&["apps:destroy", &app, "--confirm", &app]));
+    let kept = json(&server.ssh(&["events", &app, "--json"]));
+    let kinds: Vec<&str> = kept
+        .as_array()
+        .expect("events")
+        .iter()
+        .filter_map(|e| e["kind"].as_str())
+        .collect();
+    assert!(
+        kinds.contains(&"deploy") && kinds.contains(&"app.destroyed"),
+        "{kept}"
+    );
+    // Members never read a destroyed app's trail.
+    let mallory = member(&server, "mallory");
+    assert!(!server.ssh_as(&mallory, &["events", &app]).status.success());
+}
+
+/// Finding 11 (medium). Attack: a member claimed any unclaimed name (`www.company.com`, the
+/// server's own name, `127.0.0.1`) and got it routed and certified. Now a member's domain waits,
+/// unrouted, until an admin approves it; IP-like names and the server's own name are refused.
+#[test]
+fn custom_domains_wait_for_an_admin() {
+    let server = TestServer::start();
+    let mallory = member(&server, "mallory");
+    let app = app_name("domain");
+    let repo = web_app("claimed");
+    assert!(
+        server
+            .push_as(&mallory, repo.path(), &app, "main")
+            .status
+            .success()
+    );
+    for bad in ["127.0.0.1", "10.1.2.3", "example.123"] {
+        let refused = server.ssh_as(&mallory, &["domains:add", &app, bad]);
+        assert!(!refused.status.success(), "{bad}: {}", text(&refused));
+    }
+    let claimed = ok(&server.ssh_as(&mallory, &["domains:add", &app, "www.company.test"]));
+    assert!(claimed.contains("waits for an admin"), "{claimed}");
+    let router = format!("127.0.0.1:{}", server.http_port);
+    assert_eq!(
+        http_get_at(&router, "www.company.test", "/"),
+        None,
+        "a pending domain was routed"
+    );
+    let listed = json(&server.ssh_as(&mallory, &["domains:list", &app, "--json"]));
+    assert_eq!(listed["pending"][0], "www.company.test", "{listed}");
+    let denied = server.ssh_as(&mallory, &["domains:approve", &app, "www.company.test"]);
+    assert!(!denied.status.success());
+    // Control: an admin's approval routes it.
+    ok(&server.ssh(&["domains:approve", &app, "www.company.test"]));
+    assert_eq!(
+        http_get_at(&router, "www.company.test", "/").as_deref(),
+        Some("claimed\n")
+    );
+}
+
+/// Finding 15 (low/medium). Attack: an absolute-form request names app V in its target but
+/// carries `Host: evil.example`; the router picked V by the target and passed the forged Host
+/// on (V builds links, redirects and tenant lookups from Host). Now V sees the authority it was
+/// routed by.
+#[test]
+fn the_app_sees_the_host_it_was_routed_by() {
+    let server = TestServer::start();
+    let app = app_name("hosthdr");
+    let repo = web_app("unused");
+    std::fs::create_dir_all(repo.path().join("www/cgi-bin")).expect("mkdir");
+    write(
+        repo.path(),
+        "www/cgi-bin/host",
+        "#!/bin/sh\nprintf 'Content-Type: text/plain\\r\\n\\r\\n%s\\n' \"$HTTP_HOST\"\n",
+    );
+    write(
+        repo.path(),
+        "Dockerfile",
+        &format!(
+            "FROM {BASE_IMAGE}\nCOPY www /www\nRUN chmod 755 /www/cgi-bin/host\nCMD [\"sh\", \"-c\", \"exec httpd -f -p $PORT -h /www\"]\n"
+        ),
+    );
+    commit(repo.path(), "echo host");
+    assert!(server.push(repo.path(), &app, "main").status.success());
+    let authority = format!("{app}.localhost:{}", server.http_port);
+    let mut stream =
+        std::net::TcpStream::connect(("127.0.0.1", server.http_port)).expect("connect");
+    use std::io::{Read, Write};
+    write!(
+        stream,
+        "GET http://{authority}/cgi-bin/host HTTP/1.1\r\nHost: evil.example\r\nConnection: close\r\n\r\n"
+    )
+    .expect("write");
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let body = answer.split("\r\n\r\n").nth(1).unwrap_or_default();
+    assert!(body.contains(&authority), "{answer}");
+    assert!(!body.contains("evil.example"), "{answer}");
+}
+
+/// Finding 17 (low/medium). Attack: the registry took anonymous pushes, so any local user could
+/// overwrite `127.0.0.1:5055/victim:v1`; berth pulled it back by tag whenever the local copy was
+/// gone (after a restore, a prune), running the attacker's image with the victim's secrets. Now
+/// the registry needs credentials (root-only), and a release is pulled by the digest recorded
+/// when it was pushed: even a tag moved by someone holding the credentials never runs.
+#[test]
+fn the_registry_needs_auth_and_releases_are_pulled_by_digest() {
+    let registry = require_environment();
+    let anonymous = Command::new("curl")
+        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}"])
+        .arg(format!("http://{registry}/v2/_catalog"))
+        .output()
+        .expect("curl");
+    assert_eq!(String::from_utf8_lossy(&anonymous.stdout), "401");
+    let server = TestServer::start();
+    let app = app_name("digest");
+    let repo = web_app("the real release");
+    let push = server.push(repo.path(), &app, "main");
+    assert!(push.status.success(), "{}", text(&push));
+    let url = live_url(&push);
+    let releases = json(&server.ssh(&["releases", &app, "--json"]));
+    assert!(
+        releases[0]["digest"]
+            .as_str()
+            .is_some_and(|d| d.starts_with("sha256:")),
+        "{releases}"
+    );
+    // Someone who can write the registry moves the tag to an image of their own.
+    let image = format!("{registry}/{app}:v1");
+    let forged = tempfile::tempdir().expect("dir");
+    std::fs::create_dir_all(forged.path().join("www")).expect("mkdir");
+    write(forged.path(), "www/index.html", "forged\n");
+    write(
+        forged.path(),
+        "Dockerfile",
+        &format!(
+            "FROM {BASE_IMAGE}\nCOPY www /www\nCMD [\"sh\", \"-c\", \"exec httpd -f -p $PORT -h /www\"]\n"
+        ),
+    );
+    let docker_config = tempfile::tempdir().expect("dir");
+    let credentials =
+        std::fs::read_to_string(std::env::var("BERTH_REGISTRY_CREDENTIALS").expect("credentials"))
+            .expect("read credentials");
+    let (user, password) = credentials.trim().split_once(':').expect("user:password");
+    let docker = |args: &[&str], input: Option<&str>| {
+        let mut command = Command::new("docker");
+        command
+            .arg("--config")
+            .arg(docker_config.path())
+            .args(args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        let mut child = command.spawn().expect("docker");
+        if let Some(input) = input {
+            use std::io::Write;
+            child
+                .stdin
+                .take()
+                .expect("stdin")
+                .write_all(input.as_bytes())
+                .expect("write");
+        }
+        let output = child.wait_with_output().expect("docker");
+        assert!(
+            output.status.success(),
+            "docker {args:?}: {}",
+            text(&output)
+        );
+    };
+    docker(
+        &["login", "-u", user, "--password-stdin", &registry],
+        Some(password),
+    );
+    docker(
+        &[
+            "build",
+            "-q",
+            "-t",
+            &image,
+            forged.path().to_str().expect("path"),
+        ],
+        None,
+    );
+    docker(&["push", &image], None);
+    // The local copy is gone (a prune, a restored server): berth must pull it back.
+    docker(&["rmi", &image], None);
+    ok(&server.ssh(&["ps:scale", &app, "web=2"]));
+    for _ in 0..6 {
+        assert_eq!(
+            http_get(&url).as_deref(),
+            Some("the real release\n"),
+            "a moved tag ran"
+        );
+    }
+}
+
+/// Findings 8 and 28. Attack: unauthenticated clients held router connections and idle
+/// connections to an app's own TCP port without bound (slow headers refreshed, `nc` left
+/// open), until berth ran out of descriptors; one member created apps without bound. Now the
+/// router and each app port take at most `max_connections_per_address` connections from one
+/// address (more are closed at once), idle app-port connections end after `tcp_idle_timeout`,
+/// and a member owns at most `member_max_apps` apps. Control: connections within the cap are
+/// served.
+#[test]
+fn one_client_or_member_cannot_hold_everything() {
+    use std::io::{Read, Write};
+    let registry = require_environment();
+    let server = TestServer::start_with(&format!(
+        "registry = \"{registry}\"\nmax_connections_per_address = 3\ntcp_idle_timeout = 2\nmember_max_apps = 1\n"
+    ));
+    let app = app_name("caps");
+    let repo = web_app("capped");
+    let push = server.push(repo.path(), &app, "main");
+    assert!(push.status.success(), "{}", text(&push));
+    let info = json(&server.ssh(&["apps:info", &app, "--json"]));
+    let app_port: u16 = info["direct_url"]
+        .as_str()
+        .and_then(|u| u.rsplit(':').next())
+        .and_then(|p| p.trim_end_matches('/').parse().ok())
+        .expect("the app's port");
+    let closed_at_once = |port: u16| {
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        stream
+            .set_read_timeout(Some(std::time::Duration::from_secs(1)))
+            .expect("timeout");
+        let mut byte = [0u8; 1];
+        matches!(stream.read(&mut byte), Ok(0))
+            || matches!(stream.read(&mut byte), Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset)
+    };
+    for port in [server.http_port, app_port] {
+        let held: Vec<std::net::TcpStream> = (0..3)
+            .map(|_| std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect"))
+            .collect();
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        assert!(closed_at_once(port), "a 4th connection to {port} was kept");
+        drop(held);
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        // Control: within the cap the app answers.
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        write!(stream, "GET / HTTP/1.0\r\nHost: {app}.localhost\r\n\r\n").expect("write");
+        let mut answer = String::new();
+        let _ = stream.read_to_string(&mut answer);
+        assert!(answer.contains("capped"), "{port}: {answer}");
+    }
+    // An idle connection to the app's port ends after tcp_idle_timeout.
+    let mut idle = std::net::TcpStream::connect(("127.0.0.1", app_port)).expect("connect");
+    idle.set_read_timeout(Some(std::time::Duration::from_secs(6)))
+        .expect("timeout");
+    let started = std::time::Instant::now();
+    let mut byte = [0u8; 1];
+    let ended = idle.read(&mut byte);
+    assert!(matches!(ended, Ok(0)), "{ended:?}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    // A member's second app is refused.
+    let mallory = member(&server, "mallory");
+    ok(&server.ssh_as(&mallory, &["apps:create", &app_name("caps-one")]));
+    let second = server.ssh_as(&mallory, &["apps:create", &app_name("caps-two")]);
+    assert!(
+        !second.status.success() && text(&second).contains("member_max_apps"),
+        "{}",
+        text(&second)
+    );
 }

@@ -64,7 +64,14 @@ fn rendered_units_pass_the_real_validators_and_resources_reach_every_target() {
         &app,
         &format!("{}:/srv/files", host_dir.path().display()),
     ]));
-    let volume = format!("berth-{app}-data");
+    let volume = json(&server.ssh(&["storage:list", &app, "--json"]))
+        .as_array()
+        .expect("mounts")
+        .iter()
+        .find(|m| m["name"] == "data")
+        .and_then(|m| m["source"].as_str())
+        .expect("the data volume")
+        .to_string();
 
     // docker: the limits reach the containers of the new release (v2, from config:set).
     wait_for("the v1 containers to retire", || {
@@ -138,7 +145,7 @@ fn rendered_units_pass_the_real_validators_and_resources_reach_every_target() {
         );
         if unit.to_string_lossy().contains("-web-") {
             assert!(
-                text.contains(&format!("--network berth --network-alias {app}")),
+                text.contains(&format!("--network berth.{app} --network-alias {app}")),
                 "{text}"
             );
             assert!(text.contains("--cpus 0.5 --memory 64m"), "{text}");
@@ -379,10 +386,19 @@ fn service_image(app: &str) -> Option<String> {
         ])
         .output()
         .expect("docker service inspect");
+    // Deployed by digest (`repo:vN@sha256:… N`): shown as `repo:vN N`.
     inspected.status.success().then(|| {
-        String::from_utf8_lossy(&inspected.stdout)
+        let shown = String::from_utf8_lossy(&inspected.stdout)
             .trim()
-            .to_string()
+            .to_string();
+        assert!(shown.contains("@sha256:"), "not pinned by digest: {shown}");
+        match shown.split_once('@') {
+            Some((name, rest)) => format!(
+                "{name} {}",
+                rest.split_whitespace().nth(1).unwrap_or_default()
+            ),
+            None => shown,
+        }
     })
 }
 
@@ -429,7 +445,12 @@ fn swarm_target_deploys_scales_updates_and_rolls_back_a_crashing_release() {
         .output()
         .expect("inspect");
     assert!(
-        String::from_utf8_lossy(&mounts.stdout).contains(&format!("berth-{app}-data:/data")),
+        String::from_utf8_lossy(&mounts.stdout).contains(&format!(
+            "{}:/data",
+            json(&server.ssh(&["storage:list", &app, "--json"]))[0]["source"]
+                .as_str()
+                .expect("source")
+        )),
         "{}",
         String::from_utf8_lossy(&mounts.stdout)
     );

@@ -8,11 +8,6 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
 use common::*;
-use serde_json::Value;
-
-fn json(output: &std::process::Output) -> Value {
-    serde_json::from_str(&ok(output)).expect("json")
-}
 
 fn run(program: &str, args: &[&str]) -> String {
     let output = Command::new(program)

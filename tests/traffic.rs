@@ -101,10 +101,6 @@ fn traffic_repo() -> tempfile::TempDir {
     repo
 }
 
-fn json(output: &std::process::Output) -> Value {
-    serde_json::from_str(&ok(output)).expect("json")
-}
-
 fn router(server: &TestServer) -> String {
     format!("127.0.0.1:{}", server.http_port)
 }

@@ -190,6 +190,45 @@ pub async fn list(berth: &Berth, who: &Identity, args: &Args) -> Result<String, 
     Ok(text)
 }
 
+/// What was set up for the app by a key that may no longer operate it (an ex-grantee, a removed
+/// key), and so no longer acts (finding 9): webhooks, the git:sync source, links.
+async fn disabled(berth: &Berth, app: &App) -> Result<Vec<String>, String> {
+    let mut disabled = Vec::new();
+    let gone = |key: &str| format!("{key} may no longer operate {}", app.name);
+    for hook in berth.store.webhooks().await.map_err(internal)? {
+        if hook.app.as_deref() == Some(app.name.as_str())
+            && !crate::webhooks::webhook_active(berth, &hook).await
+        {
+            disabled.push(format!(
+                "webhook {} (added by {}; {})",
+                hook.id,
+                hook.created_by,
+                gone(&hook.created_by)
+            ));
+        }
+    }
+    if let Some(sync) = berth.store.sync(app.id).await.map_err(internal)?
+        && !super::key_may_operate(berth, &sync.created_by, app).await
+    {
+        disabled.push(format!(
+            "git:sync source (set by {}; {})",
+            sync.created_by,
+            gone(&sync.created_by)
+        ));
+    }
+    for link in berth.store.links_to(app.id).await.map_err(internal)? {
+        if !release::link_stands(berth, &link).await {
+            disabled.push(format!(
+                "link from {} (made by {}; {})",
+                link.app,
+                link.created_by,
+                gone(&link.created_by)
+            ));
+        }
+    }
+    Ok(disabled)
+}
+
 pub async fn info(berth: &Berth, who: &Identity, args: &Args) -> Result<String, String> {
     let app = app_for(berth, who, &args.positional[0], Access::Operate).await?;
     let live = live_containers(LIVE_LIMIT).await;
@@ -234,6 +273,7 @@ pub async fn info(berth: &Berth, who: &Identity, args: &Args) -> Result<String, 
     let links = berth.store.links_from(app.id).await.map_err(internal)?;
     let linked_from = berth.store.links_to(app.id).await.map_err(internal)?;
     let mounts = berth.store.mounts(app.id).await.map_err(internal)?;
+    let disabled = disabled(berth, &app).await?;
     if args.json() {
         #[derive(Serialize)]
         struct Info<'a> {
@@ -248,8 +288,12 @@ pub async fn info(berth: &Berth, who: &Identity, args: &Args) -> Result<String, 
             /// The apps linked to this one.
             linked_from: &'a [crate::store::Link],
             mounts: &'a [crate::store::Mount],
+            /// What a key set up for the app that no longer acts, because that key may no
+            /// longer operate the app (revoked, removed).
+            disabled: &'a [String],
         }
         return to_json(&Info {
+            disabled: &disabled,
             app: &v,
             grants: &grants,
             current_release: running.as_ref(),
@@ -327,6 +371,9 @@ pub async fn info(berth: &Berth, who: &Identity, args: &Args) -> Result<String, 
             .collect();
         text += &format!("links to:      {}\n", each.join(", "));
     }
+    for what in &disabled {
+        text += &format!("disabled:      {what}\n");
+    }
     if !linked_from.is_empty() {
         let each: Vec<String> = linked_from
             .iter()
@@ -346,6 +393,7 @@ pub async fn info(berth: &Berth, who: &Identity, args: &Args) -> Result<String, 
 
 pub async fn create(berth: &Berth, who: &Identity, args: &Args) -> Result<String, String> {
     let name = AppName::parse(&args.positional[0])?;
+    super::check_app_quota(berth, who).await?;
     let repo = git::repo_path(&berth.config.repos_dir(), &name);
     if !berth
         .store
@@ -392,7 +440,7 @@ pub async fn rename(
 ) -> Result<String, String> {
     let app = app_for(berth, who, &args.positional[0], Access::Own).await?;
     let new_name = AppName::parse(&args.positional[1])?;
-    let _guard = berth.lock_app(&app.name).await;
+    let (_guard, app) = berth.lock(&app).await?;
     if berth
         .store
         .app(&new_name)
@@ -466,6 +514,7 @@ pub async fn rename(
         }
         release::deploy_release(berth, &docker, &renamed, &current, &who.key_name, out).await?;
         release::stop_everywhere(berth, &docker, old_name.as_str(), true).await?;
+        docker::remove_app_network(&docker, old_name.as_str()).await;
     }
     Ok(String::new())
 }
@@ -478,7 +527,13 @@ pub async fn destroy(berth: &Berth, who: &Identity, args: &Args) -> Result<Strin
             app.name
         ));
     }
-    let dependents = berth.store.links_to(app.id).await.map_err(internal)?;
+    // A link whose maker may no longer operate this app does not hold it (finding 9).
+    let mut dependents = Vec::new();
+    for link in berth.store.links_to(app.id).await.map_err(internal)? {
+        if release::link_stands(berth, &link).await {
+            dependents.push(link);
+        }
+    }
     if !dependents.is_empty() {
         let names: Vec<&str> = dependents.iter().map(|l| l.app.as_str()).collect();
         return Err(format!(
@@ -489,7 +544,7 @@ pub async fn destroy(berth: &Berth, who: &Identity, args: &Args) -> Result<Strin
             app.name
         ));
     }
-    let _guard = berth.lock_app(&app.name).await;
+    let (_guard, app) = berth.lock(&app).await?;
     let docker = engine::connect().await?;
     let volumes = crate::disk::volumes_of(berth, &docker, &app).await?;
     let _ = berth
@@ -500,32 +555,34 @@ pub async fn destroy(berth: &Berth, who: &Identity, args: &Args) -> Result<Strin
     berth.certs.remove(&app.name);
     berth.metrics.forget(&app.name);
     let containers = release::stop_everywhere(berth, &docker, &app.name, true).await?;
+    docker::remove_app_network(&docker, &app.name).await;
     let images = docker::remove_images(&docker, &app.name).await;
     let name = AppName::parse(&app.name)?;
     let repo = git::repo_path(&berth.config.repos_dir(), &name);
     if repo.exists() {
         std::fs::remove_dir_all(&repo).map_err(|e| format!("cannot remove the repo: {e}"))?;
     }
-    berth.store.delete_app(app.id).await.map_err(internal)?;
-    berth.reload_domains().await?;
-    // Inbound tokens follow the app's id: a renamed app keeps its hook under its new name, a
-    // destroyed one's token stops working, and no later app of the old name inherits it.
-    berth.inbound.reload(&berth.store).await?;
+    // Recorded while the app exists: its events (this one too) are kept under its name.
     let _ = berth
         .store
         .record_event(
-            None,
+            Some(app.id),
             "app.destroyed",
             &who.key_name,
             "ok",
             &format!("{name}: {containers} containers, {images} images"),
         )
         .await;
+    berth.store.delete_app(app.id).await.map_err(internal)?;
+    berth.reload_domains().await?;
+    // Inbound tokens follow the app's id: a renamed app keeps its hook under its new name, a
+    // destroyed one's token stops working, and no later app of the old name inherits it.
+    berth.inbound.reload(&berth.store).await?;
     let kept = if volumes.is_empty() {
         String::new()
     } else if args.has("--keep-data") {
         format!(
-            "; kept volumes {} (--keep-data: an app named {name} that mounts the same names gets them back)",
+            "; kept volumes {} (--keep-data: they belong to no app now; `docker volume rm` removes them)",
             volumes.join(", ")
         )
     } else {

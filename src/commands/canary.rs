@@ -26,7 +26,7 @@ pub async fn start(
 ) -> Result<String, String> {
     let app = app_for(berth, who, &args.positional[0], Access::Operate).await?;
     let weight = weight(args.value("--weight").unwrap_or("10"))?;
-    let _guard = berth.lock_app(&app.name).await;
+    let (_guard, app) = berth.lock(&app).await?;
     let store = &berth.store;
     if let Some(canary) = store.canary(app.id).await.map_err(internal)? {
         return Err(format!(
@@ -116,7 +116,7 @@ pub async fn start(
 pub async fn set_weight(berth: &Berth, who: &Identity, args: &Args) -> Result<String, String> {
     let app = app_for(berth, who, &args.positional[0], Access::Operate).await?;
     let weight = weight(&args.positional[1])?;
-    let _guard = berth.lock_app(&app.name).await;
+    let (_guard, app) = berth.lock(&app).await?;
     let store = &berth.store;
     let canary = store
         .canary(app.id)
@@ -160,7 +160,7 @@ pub async fn promote(
     out: &Output,
 ) -> Result<String, String> {
     let app = app_for(berth, who, &args.positional[0], Access::Operate).await?;
-    let _guard = berth.lock_app(&app.name).await;
+    let (_guard, app) = berth.lock(&app).await?;
     let store = &berth.store;
     let canary = store
         .canary(app.id)
@@ -192,7 +192,7 @@ pub async fn abort(
     out: &Output,
 ) -> Result<String, String> {
     let app = app_for(berth, who, &args.positional[0], Access::Operate).await?;
-    let _guard = berth.lock_app(&app.name).await;
+    let (_guard, app) = berth.lock(&app).await?;
     let canary = berth
         .store
         .canary(app.id)

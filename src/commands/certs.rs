@@ -50,7 +50,7 @@ pub async fn add(
             stdin.len()
         ));
     }
-    let _guard = berth.lock_app(&app.name).await;
+    let (_guard, app) = berth.lock(&app).await?;
     let (certs, key) = tls::split_bundle(stdin);
     let info = berth.certs.install(&app.name, &certs, &key)?;
     berth
@@ -78,7 +78,7 @@ pub async fn add(
 
 pub async fn remove(berth: &Berth, who: &Identity, args: &Args) -> Result<String, String> {
     let app = app_for(berth, who, &args.positional[0], Access::Operate).await?;
-    let _guard = berth.lock_app(&app.name).await;
+    let (_guard, app) = berth.lock(&app).await?;
     if !berth.certs.remove(&app.name) {
         return Err(format!("{} has no certificate", app.name));
     }
@@ -148,7 +148,7 @@ pub async fn letsencrypt(
     renew: bool,
 ) -> Result<String, String> {
     let app = app_for(berth, who, &args.positional[0], Access::Operate).await?;
-    let _guard = berth.lock_app(&app.name).await;
+    let (_guard, app) = berth.lock(&app).await?;
     let source = berth
         .store
         .certificate_source(app.id)

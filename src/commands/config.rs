@@ -84,7 +84,8 @@ async fn change(
     out: &Output,
     edit: impl FnOnce(&mut BTreeMap<String, String>),
 ) -> Result<String, String> {
-    let _guard = berth.lock_app(&app.name).await;
+    let (_guard, app) = berth.lock(app).await?;
+    let app = &app;
     let store = &berth.store;
     let old = store.config(app.id).await.map_err(internal)?;
     let mut new = old.clone();

@@ -121,6 +121,16 @@ pub async fn add_key(
     {
         return Err(format!("a different key is already named {name}"));
     }
+    // Ownership and what a key set up (webhooks, sync sources, links) are recorded by name: a
+    // new key given a removed key's name would inherit them (finding 26). Such a name stays
+    // taken while anything is left in it.
+    let left = berth.store.left_by_key_name(name).await.map_err(internal)?;
+    if !left.is_empty() {
+        return Err(format!(
+            "the name {name} belonged to a removed key that still has {}: choose another name",
+            left.join(", ")
+        ));
+    }
     berth
         .store
         .add_key(name, &fingerprint, line, role)

@@ -62,7 +62,7 @@ pub async fn link(
         return Err(format!("{} cannot link to itself", app.name));
     }
     let alias = alias_for(&dep.name, args.value("--as"))?;
-    let _guard = berth.lock_app(&app.name).await;
+    let (_guard, app) = berth.lock(&app).await?;
     let store = &berth.store;
     let links = store.links_from(app.id).await.map_err(internal)?;
     if let Some(existing) = links.iter().find(|l| l.dep == dep.name) {
@@ -112,7 +112,7 @@ pub async fn unlink(
 ) -> Result<String, String> {
     let app = app_for(berth, who, &args.positional[0], Access::Operate).await?;
     let dep_name = crate::names::AppName::parse(&args.positional[1])?;
-    let _guard = berth.lock_app(&app.name).await;
+    let (_guard, app) = berth.lock(&app).await?;
     let store = &berth.store;
     let links = store.links_from(app.id).await.map_err(internal)?;
     let Some(link) = links.into_iter().find(|l| l.dep == dep_name.as_str()) else {

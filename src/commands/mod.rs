@@ -268,6 +268,13 @@ pub const SPECS: &[Spec] = &[
         positional: (2, Some(2)),
     },
     Spec {
+        name: "domains:approve",
+        usage: "domains:approve APP DOMAIN",
+        summary: "(admins) serve a member's domain: until then it waits, unrouted and uncertified",
+        flags: &[],
+        positional: (2, Some(2)),
+    },
+    Spec {
         name: "domains:remove",
         usage: "domains:remove APP DOMAIN",
         summary: "stop serving the app at DOMAIN",
@@ -648,6 +655,7 @@ pub async fn run(berth: &Berth, who: &Identity, raw: &[String], stdin: &[u8]) ->
         "apps:set" => targets::set(berth, who, &args, &out).await,
         "buildpacks:list" => buildpacks::list(berth, &args).await,
         "domains:add" => domains::add(berth, who, &args).await,
+        "domains:approve" => domains::approve(berth, who, &args).await,
         "domains:remove" => domains::remove(berth, who, &args).await,
         "domains:list" => domains::list(berth, who, &args).await,
         "buildpacks:detect" => buildpacks::detect(berth, who, &args).await,
@@ -830,21 +838,23 @@ async fn app_for(
     access: Access,
 ) -> Result<App, String> {
     let name = AppName::parse(raw_name)?;
-    let app = berth
-        .store
-        .app(&name)
-        .await
-        .map_err(internal)?
-        .ok_or_else(|| format!("app {name} not found"))?;
-    if !may(berth, who, &app, access).await? {
-        return Err(match access {
-            Access::Operate => {
-                format!("not allowed: app {name} belongs to another key; ask an admin for access")
-            }
-            Access::Own => {
-                format!("not allowed: only the owner of {name} or an admin may do that")
-            }
+    // A member is told the same thing whether the app does not exist or is not theirs: app
+    // names are not enumerated through refusals (finding 27).
+    let hidden = || format!("not allowed or not found: {name} is not an app you may operate");
+    let Some(app) = berth.store.app(&name).await.map_err(internal)? else {
+        return Err(if who.is_admin() {
+            format!("app {name} not found")
+        } else {
+            hidden()
         });
+    };
+    if !may(berth, who, &app, access).await? {
+        if !may(berth, who, &app, Access::Operate).await? {
+            return Err(hidden());
+        }
+        return Err(format!(
+            "not allowed: only the owner of {name} or an admin may do that"
+        ));
     }
     Ok(app)
 }
@@ -910,10 +920,32 @@ fn admin_only_for(who: &Identity, command: &str) -> Result<(), String> {
 pub async fn check_may_push(berth: &Berth, who: &Identity, app: &AppName) -> Result<(), String> {
     match berth.store.app(app).await.map_err(internal)? {
         Some(existing) if !may(berth, who, &existing, Access::Operate).await? => Err(format!(
-            "not allowed: app {app} belongs to another key; ask an admin for access"
+            "not allowed: app {app} is not one you may push to (the name is taken); choose another name or ask an admin for access"
         )),
         _ => Ok(()),
     }
+}
+
+/// Members own at most `member_max_apps` apps (finding 28); admins have no limit.
+pub async fn check_app_quota(berth: &Berth, who: &Identity) -> Result<(), String> {
+    if who.is_admin() {
+        return Ok(());
+    }
+    let owned = berth
+        .store
+        .apps()
+        .await
+        .map_err(internal)?
+        .iter()
+        .filter(|a| a.owner == who.key_name)
+        .count();
+    if owned >= berth.config.member_max_apps {
+        return Err(format!(
+            "you own {owned} apps already (member_max_apps = {}): destroy one or ask an admin",
+            berth.config.member_max_apps
+        ));
+    }
+    Ok(())
 }
 
 /// Whether the key named `key_name` is an admin now (the host CLI's reserved `host` is).

@@ -56,7 +56,7 @@ pub async fn scale(
             })?;
         wanted.insert(process.to_string(), count);
     }
-    let _guard = berth.lock_app(&app.name).await;
+    let (_guard, app) = berth.lock(&app).await?;
     let store = &berth.store;
     let formation_json = serde_json::to_string(&wanted).map_err(internal)?;
     let current = store.running_release(app.id).await.map_err(internal)?;
@@ -133,7 +133,7 @@ pub async fn stop(
     out: &Output,
 ) -> Result<String, String> {
     let app = app_for(berth, who, &args.positional[0], Access::Operate).await?;
-    let _guard = berth.lock_app(&app.name).await;
+    let (_guard, app) = berth.lock(&app).await?;
     let store = &berth.store;
     let docker = engine::connect().await?;
     let _ = store.set_app_state(app.id, "stopping", &who.key_name).await;
@@ -163,7 +163,7 @@ pub async fn start(
     out: &Output,
 ) -> Result<String, String> {
     let app = app_for(berth, who, &args.positional[0], Access::Operate).await?;
-    let _guard = berth.lock_app(&app.name).await;
+    let (_guard, app) = berth.lock(&app).await?;
     let store = &berth.store;
     let current = current_release(berth, &app, "has no release to start: push one first").await?;
     let docker = engine::connect().await?;
@@ -185,7 +185,7 @@ pub async fn restart(
     out: &Output,
 ) -> Result<String, String> {
     let app = app_for(berth, who, &args.positional[0], Access::Operate).await?;
-    let _guard = berth.lock_app(&app.name).await;
+    let (_guard, app) = berth.lock(&app).await?;
     if app.stopped {
         return Err(format!("{} is stopped: use ps:start", app.name));
     }
@@ -282,7 +282,7 @@ async fn rebuild_all(berth: &Berth, who: &Identity, out: &Output) -> Result<Stri
 }
 
 async fn rebuild_one(berth: &Berth, who: &Identity, app: &App, out: &Output) -> Result<(), String> {
-    let _guard = berth.lock_app(&app.name).await;
+    let (_guard, app) = berth.lock(app).await?;
     let current = berth
         .store
         .latest_release(app.id)
@@ -294,6 +294,7 @@ async fn rebuild_one(berth: &Berth, who: &Identity, app: &App, out: &Output) -> 
     let short = &current.commit_sha[..current.commit_sha.len().min(7)];
     let request = BuildRequest {
         app: &name,
+        app_id: app.id,
         repo: &repo,
         commit: &current.commit_sha,
         quarantine: None,

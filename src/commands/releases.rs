@@ -47,7 +47,7 @@ pub async fn rollback(
     out: &Output,
 ) -> Result<String, String> {
     let app = app_for(berth, who, &args.positional[0], Access::Operate).await?;
-    let _guard = berth.lock_app(&app.name).await;
+    let (_guard, app) = berth.lock(&app).await?;
     release::refuse_during_canary(berth, &app).await?;
     let store = &berth.store;
     let current = current_release(berth, &app, "has no release running to roll back from").await?;
@@ -117,12 +117,26 @@ pub async fn rollback(
 }
 
 pub async fn events(berth: &Berth, who: &Identity, args: &Args) -> Result<String, String> {
-    let app = app_for(berth, who, &args.positional[0], Access::Operate).await?;
-    let events = berth
-        .store
-        .events(app.id, args.count("-n", 20)?)
-        .await
-        .map_err(internal)?;
+    let limit = args.count("-n", 20)?;
+    let events = match app_for(berth, who, &args.positional[0], Access::Operate).await {
+        Ok(app) => berth.store.events(app.id, limit).await.map_err(internal)?,
+        // The audit trail of a destroyed app stays: admins read it by the name it had.
+        Err(missing) => {
+            let kept = if who.is_admin() {
+                berth
+                    .store
+                    .events_of_destroyed(&args.positional[0], limit)
+                    .await
+                    .map_err(internal)?
+            } else {
+                Vec::new()
+            };
+            if kept.is_empty() {
+                return Err(missing);
+            }
+            kept
+        }
+    };
     if args.json() {
         return to_json(&events);
     }
@@ -206,6 +220,17 @@ pub async fn run(
         return Err("usage: run APP COMMAND [ARGS...]".to_string());
     }
     let app = app_for(berth, who, app_name, Access::Operate).await?;
+    // One member cannot fill the host with one-off containers (finding 28).
+    let slot = if who.is_admin() {
+        None
+    } else {
+        Some(berth.runs.enter(who.key_name.clone()).ok_or_else(|| {
+            format!(
+                "you already have {} run containers (member_max_runs): end one first",
+                berth.config.member_max_runs
+            )
+        })?)
+    };
     let current = current_release(berth, &app, "has no release yet: push one first").await?;
     let config: BTreeMap<String, String> =
         serde_json::from_str(&current.config).unwrap_or_default();
@@ -220,15 +245,23 @@ pub async fn run(
         .store
         .record_event(Some(app.id), "run", &who.key_name, "started", &detail)
         .await;
-    let binds = release::binds(&release::mounts(berth, Some(&docker), &app).await?);
-    docker::run_one_off(
+    let within = release::run_in(berth, &docker, &app, &current).await?;
+    let mut one_off = docker::run_one_off(
         &docker,
         &app.name,
         &current.image,
         env,
         command.to_vec(),
-        binds,
+        within,
         tty,
     )
-    .await
+    .await?;
+    // The slot is held until the container has exited (or the caller went away).
+    let exit = one_off.exit;
+    one_off.exit = Box::pin(async move {
+        let code = exit.await;
+        drop(slot);
+        code
+    });
+    Ok(one_off)
 }

@@ -117,6 +117,9 @@ pub async fn mount(
                 ));
             }
         };
+        // What is stored (and reaches the templates) is the real path: checked again, since a
+        // symlink may point at a name with `"`, `:` or a newline (finding 24).
+        check_path(&dir, "the host directory's real path")?;
         let data_dir = std::fs::canonicalize(&berth.config.data_dir)
             .unwrap_or_else(|_| berth.config.data_dir.clone())
             .to_string_lossy()
@@ -135,10 +138,10 @@ pub async fn mount(
         (
             "volume",
             source.to_string(),
-            format!("berth-{}-{source}", app.name),
+            crate::deploy::docker::volume_name(&app.uid, source),
         )
     };
-    let _guard = berth.lock_app(&app.name).await;
+    let (_guard, app) = berth.lock(&app).await?;
     let store = &berth.store;
     if let Some(existing) = store
         .mounts(app.id)
@@ -152,21 +155,9 @@ pub async fn mount(
             app.name, existing.name, existing.path, app.name, existing.path
         ));
     }
-    // An app renamed from this name still mounts its volumes under the old name: a new app of
-    // that name gets volumes of its own.
-    let taken = store
-        .volumes_of_other_apps(app.id)
-        .await
-        .map_err(internal)?
-        .contains(&engine_name);
-    let engine_name = if taken {
-        format!("{engine_name}-{:06x}", rand::random::<u32>() & 0xff_ffff)
-    } else {
-        engine_name
-    };
     if kind == "volume" {
         let docker = crate::engine::connect().await?;
-        crate::deploy::docker::ensure_volume(&docker, &engine_name, &app.name).await?;
+        crate::deploy::docker::ensure_volume(&docker, &engine_name, &app.name, &app.uid).await?;
     }
     store
         .add_mount(app.id, &name, kind, &engine_name, &path, &who.key_name)
@@ -193,7 +184,7 @@ pub async fn unmount(
     // `storage:unmount APP /path` or the same `NAME:/path` that mounted it.
     let given = &args.positional[1];
     let path = normalized(given.rsplit_once(':').map_or(given.as_str(), |(_, p)| p));
-    let _guard = berth.lock_app(&app.name).await;
+    let (_guard, app) = berth.lock(&app).await?;
     let store = &berth.store;
     let mounts = store.mounts(app.id).await.map_err(internal)?;
     let Some(mount) = mounts.into_iter().find(|m| m.path == path) else {

@@ -16,7 +16,7 @@ pub async fn set(
     out: &Output,
 ) -> Result<String, String> {
     let app = app_for(berth, who, &args.positional[0], Access::Operate).await?;
-    let _guard = berth.lock_app(&app.name).await;
+    let (_guard, app) = berth.lock(&app).await?;
     let mut done = Vec::new();
     let mut moved_to = None;
     for pair in &args.positional[1..] {
@@ -167,7 +167,7 @@ pub async fn resources(berth: &Berth, who: &Identity, args: &Args) -> Result<Str
         return Err("usage: resources:set APP PROCESS [--cpu N] [--memory SIZE]".to_string());
     }
     wanted.validate()?;
-    let _guard = berth.lock_app(&app.name).await;
+    let (_guard, app) = berth.lock(&app).await?;
     let mut all = release::resources(&app);
     let entry = all.entry(process.clone()).or_default();
     if wanted.cpu.is_some() {

@@ -35,19 +35,27 @@ pub const LABEL_PORT: &str = "berth.port";
 const LABEL_SWARM_SERVICE: &str = "com.docker.swarm.service.name";
 const LABEL_SWARM_TASK: &str = "com.docker.swarm.task.name";
 
-/// The engine network every berth container joins: a web container answers there to its app's
-/// name (how linked apps reach each other, `apps:link`).
-pub const NETWORK: &str = "berth";
+/// The engine network every berth container joined before networks per app (finding 10):
+/// containers of an earlier berth are moved off it at start (`adopt_legacy_network`).
+pub const LEGACY_NETWORK: &str = "berth";
+
+/// The engine network of one app. Its containers (web, workers, release phase, `run`) join it and
+/// no other app's, so apps cannot reach each other's containers; its web instances answer there
+/// to the app's name. An app linked to it (`apps:link APP DEP`) joins DEP's network too. The `.`
+/// cannot be part of an app name, so no app's network is another's.
+pub fn app_network(app: &str) -> String {
+    format!("berth.{app}")
+}
 
 /// The docker target.
 pub struct Containers;
 
-/// The `berth` network's id, made if it is not there yet. The engine lets concurrent creates
+/// The id of the named network, made if it is not there yet. The engine lets concurrent creates
 /// make several networks of one name: everyone uses the lowest id, and unused others go.
-pub async fn ensure_network(docker: &Docker) -> Result<String, String> {
+pub async fn ensure_network(docker: &Docker, name: &str) -> Result<String, String> {
     static CREATING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
     let ids = || async {
-        let filters = HashMap::from([("name", vec![NETWORK.to_string()])]);
+        let filters = HashMap::from([("name", vec![name.to_string()])]);
         let options = bollard::query_parameters::ListNetworksOptionsBuilder::default()
             .filters(&filters)
             .build();
@@ -56,7 +64,7 @@ pub async fn ensure_network(docker: &Docker) -> Result<String, String> {
             .await
             .map_err(|e| format!("cannot list engine networks: {}", engine::describe(&e)))?
             .into_iter()
-            .filter(|n| n.name.as_deref() == Some(NETWORK))
+            .filter(|n| n.name.as_deref() == Some(name))
             .filter_map(|n| n.id)
             .collect();
         ids.sort();
@@ -67,17 +75,7 @@ pub async fn ensure_network(docker: &Docker) -> Result<String, String> {
         let _creating = CREATING.lock().await;
         found = ids().await?;
         if found.is_empty() {
-            let request = NetworkCreateRequest {
-                name: NETWORK.to_string(),
-                driver: Some("bridge".to_string()),
-                ..Default::default()
-            };
-            docker.create_network(request).await.map_err(|e| {
-                format!(
-                    "cannot make the engine network {NETWORK}: {}",
-                    engine::describe(&e)
-                )
-            })?;
+            create_app_network(docker, name).await?;
             found = ids().await?;
         }
     }
@@ -88,14 +86,209 @@ pub async fn ensure_network(docker: &Docker) -> Result<String, String> {
     found
         .into_iter()
         .next()
-        .ok_or_else(|| format!("the engine network {NETWORK} vanished as it was made"))
+        .ok_or_else(|| format!("the engine network {name} vanished as it was made"))
 }
 
-/// Makes the named volume (labeled with its app) unless it exists.
-pub async fn ensure_volume(docker: &Docker, name: &str, app: &str) -> Result<(), String> {
+/// The pool app networks take their /24 subnets from: the engine's own default pools give
+/// about 30 bridge networks, far fewer than a host has apps.
+static NETWORK_POOL: std::sync::OnceLock<(u32, u8)> = std::sync::OnceLock::new();
+
+/// Sets the pool (`app_networks`, e.g. `10.200.0.0/14`), once at start.
+pub fn set_network_pool(pool: (u32, u8)) {
+    let _ = NETWORK_POOL.set(pool);
+}
+
+/// Makes the bridge network `name` on the first /24 of the pool that no engine network uses
+/// (another berth making one at the same moment makes the engine refuse the overlap: the next
+/// is tried).
+async fn create_app_network(docker: &Docker, name: &str) -> Result<(), String> {
+    let (base, prefix) = *NETWORK_POOL.get_or_init(|| crate::config::DEFAULT_APP_NETWORKS);
+    let used: std::collections::HashSet<String> = docker
+        .list_networks(None::<bollard::query_parameters::ListNetworksOptions>)
+        .await
+        .map_err(|e| format!("cannot list engine networks: {}", engine::describe(&e)))?
+        .into_iter()
+        .filter_map(|n| n.ipam.and_then(|i| i.config))
+        .flatten()
+        .filter_map(|c| c.subnet)
+        .collect();
+    let count = 1u32 << (24 - u32::from(prefix.min(24)));
+    let mut last_error = String::from("every /24 of the pool is in use");
+    for index in 0..count {
+        let subnet = std::net::Ipv4Addr::from(base + (index << 8));
+        let subnet = format!("{subnet}/24");
+        if used.contains(&subnet) {
+            continue;
+        }
+        let request = NetworkCreateRequest {
+            name: name.to_string(),
+            driver: Some("bridge".to_string()),
+            ipam: Some(bollard::models::Ipam {
+                config: Some(vec![bollard::models::IpamConfig {
+                    subnet: Some(subnet.clone()),
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            }),
+            labels: Some(HashMap::from([(
+                LABEL_APP.to_string(),
+                name.trim_start_matches("berth.").to_string(),
+            )])),
+            ..Default::default()
+        };
+        match docker.create_network(request).await {
+            Ok(_) => return Ok(()),
+            Err(error) => {
+                last_error = engine::describe(&error);
+                if !last_error.contains("overlap") {
+                    break;
+                }
+            }
+        }
+    }
+    Err(format!(
+        "cannot make the engine network {name}: {last_error} (app_networks)"
+    ))
+}
+
+/// Joins a created (not yet started) container to the networks of the apps it is linked to,
+/// where it reaches their web instances by their names.
+async fn join_links(docker: &Docker, container: &str, links: &[String]) -> Result<(), String> {
+    for dep in links {
+        let network = ensure_network(docker, &app_network(dep)).await?;
+        let request = bollard::models::NetworkConnectRequest {
+            container: container.to_string(),
+            endpoint_config: None,
+        };
+        docker
+            .connect_network(&network, request)
+            .await
+            .map_err(|e| {
+                format!(
+                    "cannot join {container} to {dep}'s network: {}",
+                    engine::describe(&e)
+                )
+            })?;
+    }
+    Ok(())
+}
+
+/// Removes the app's network once nothing of it runs; containers of other apps still joined
+/// to it (through a link) are let go first. A network already gone is not an error.
+pub async fn remove_app_network(docker: &Docker, app: &str) {
+    let name = app_network(app);
+    let Ok(network) = docker
+        .inspect_network(
+            &name,
+            None::<bollard::query_parameters::InspectNetworkOptions>,
+        )
+        .await
+    else {
+        return;
+    };
+    for container in network.containers.unwrap_or_default().into_keys() {
+        let request = bollard::models::NetworkDisconnectRequest {
+            container,
+            force: Some(true),
+        };
+        let _ = docker.disconnect_network(&name, request).await;
+    }
+    if let Err(error) = docker.remove_network(&name).await {
+        tracing::warn!(network = %name, error = %engine::describe(&error), "network left behind");
+    }
+}
+
+/// Moves the running containers of an earlier berth off the shared `berth` network onto their
+/// apps' own (web instances keeping their name as alias there), then removes it; `links`
+/// gives each app the apps it is linked to. Run once at start; traffic through the router is
+/// not affected (it reaches containers by their published ports).
+pub async fn adopt_legacy_network(docker: &Docker, links: &HashMap<String, Vec<String>>) {
+    let Ok(network) = docker
+        .inspect_network(
+            LEGACY_NETWORK,
+            None::<bollard::query_parameters::InspectNetworkOptions>,
+        )
+        .await
+    else {
+        return;
+    };
+    for id in network.containers.unwrap_or_default().into_keys() {
+        let Ok(container) = docker
+            .inspect_container(
+                &id,
+                None::<bollard::query_parameters::InspectContainerOptions>,
+            )
+            .await
+        else {
+            continue;
+        };
+        let labels = container.config.and_then(|c| c.labels).unwrap_or_default();
+        let Some(app) = labels.get(LABEL_APP) else {
+            continue;
+        };
+        let web = labels.get(LABEL_PROCESS).map(String::as_str) == Some("web");
+        let Ok(own) = ensure_network(docker, &app_network(app)).await else {
+            continue;
+        };
+        let request = bollard::models::NetworkConnectRequest {
+            container: id.clone(),
+            endpoint_config: web.then(|| EndpointSettings {
+                aliases: Some(vec![app.clone()]),
+                ..Default::default()
+            }),
+        };
+        let _ = docker.connect_network(&own, request).await;
+        for dep in links.get(app).into_iter().flatten() {
+            if let Ok(theirs) = ensure_network(docker, &app_network(dep)).await {
+                let request = bollard::models::NetworkConnectRequest {
+                    container: id.clone(),
+                    endpoint_config: None,
+                };
+                let _ = docker.connect_network(&theirs, request).await;
+            }
+        }
+        let request = bollard::models::NetworkDisconnectRequest {
+            container: id,
+            force: Some(true),
+        };
+        let _ = docker.disconnect_network(LEGACY_NETWORK, request).await;
+    }
+    let _ = docker.remove_network(LEGACY_NETWORK).await;
+}
+
+/// The label that names a volume's app by its never-reused uid (`apps.uid`).
+pub const LABEL_APP_UID: &str = "berth.app_uid";
+
+/// The engine name of an app's named volume: `berth.<uid>.<name>`. Neither part can hold a
+/// `.`, and the uid is the app's for good, so no other app (nor a later app of the same name)
+/// can ever name it (finding 12).
+pub fn volume_name(app_uid: &str, name: &str) -> String {
+    format!("berth.{app_uid}.{name}")
+}
+
+/// Makes the named volume (labeled with its app) unless it exists; an existing one labeled
+/// with another app's uid is refused. (Volumes of a berth from before uids have no uid label:
+/// they are reached only through the app's own mounts.)
+pub async fn ensure_volume(
+    docker: &Docker,
+    name: &str,
+    app: &str,
+    app_uid: &str,
+) -> Result<(), String> {
+    if let Ok(existing) = docker.inspect_volume(name).await {
+        return match existing.labels.get(LABEL_APP_UID) {
+            Some(owner) if owner != app_uid => Err(format!(
+                "volume {name} belongs to another app: mount a volume of another name"
+            )),
+            _ => Ok(()),
+        };
+    }
     let request = VolumeCreateRequest {
         name: Some(name.to_string()),
-        labels: Some(HashMap::from([(LABEL_APP.to_string(), app.to_string())])),
+        labels: Some(HashMap::from([
+            (LABEL_APP.to_string(), app.to_string()),
+            (LABEL_APP_UID.to_string(), app_uid.to_string()),
+        ])),
         ..Default::default()
     };
     docker
@@ -617,8 +810,8 @@ async fn start_one(
     out: &Output,
 ) -> Result<Instance, String> {
     let name = container_name(&spec.app, spec.release, "web", index);
-    let network = ensure_network(docker).await?;
-    crate::registry::ensure_local(docker, &spec.image, out).await?;
+    let network = ensure_network(docker, &app_network(&spec.app)).await?;
+    crate::registry::ensure_local(docker, &spec.image, spec.digest.as_deref(), out).await?;
     // A container of this name can only be left over from an interrupted run of this release.
     remove_container(docker, &name).await;
     let exposed = format!("{}/tcp", spec.port);
@@ -634,6 +827,10 @@ async fn start_one(
             .create_container(Some(options), body)
             .await
             .map_err(|e| format!("cannot create container {name}: {}", engine::describe(&e)))?;
+        if let Err(message) = join_links(docker, &name, &spec.links).await {
+            remove_container(docker, &name).await;
+            return Err(message);
+        }
         match docker.start_container(&name, None).await {
             Ok(()) => break host_port,
             Err(error) => {
@@ -674,8 +871,8 @@ pub async fn start_other(
     out: &Output,
 ) -> Result<String, String> {
     let name = container_name(&spec.app, spec.release, &process.name, index);
-    let network = ensure_network(docker).await?;
-    crate::registry::ensure_local(docker, &spec.image, out).await?;
+    let network = ensure_network(docker, &app_network(&spec.app)).await?;
+    crate::registry::ensure_local(docker, &spec.image, spec.digest.as_deref(), out).await?;
     remove_container(docker, &name).await;
     let (env, labels) = identity(spec, &process.name, index);
     let body = ContainerCreateBody {
@@ -691,6 +888,10 @@ pub async fn start_other(
         .create_container(Some(options), body)
         .await
         .map_err(|e| format!("cannot create container {name}: {}", engine::describe(&e)))?;
+    if let Err(message) = join_links(docker, &name, &spec.links).await {
+        remove_container(docker, &name).await;
+        return Err(message);
+    }
     if let Err(error) = docker.start_container(&name, None).await {
         let logs = last_logs(docker, &name).await;
         remove_container(docker, &name).await;
@@ -780,7 +981,7 @@ fn container_body(
             &spec.binds,
             network,
         )),
-        // On the berth network the web instances answer to the app's name.
+        // On the app's network the web instances answer to the app's name.
         networking_config: Some(NetworkingConfig {
             endpoints_config: Some(HashMap::from([(
                 network.to_string(),
@@ -1061,7 +1262,7 @@ pub(super) async fn last_logs(docker: &Docker, name: &str) -> String {
     if text.is_empty() {
         String::new()
     } else {
-        format!("\nlast log lines:\n{text}")
+        format!("{}\n{text}", crate::store::LOG_LINES_MARKER)
     }
 }
 
@@ -1081,6 +1282,17 @@ pub struct OneOff {
     pub abort: Box<dyn FnOnce() -> futures_util::future::BoxFuture<'static, ()> + Send>,
 }
 
+/// Where a one-off container (`run`, the release phase) runs: the app's mounts, the apps it is
+/// linked to (whose networks it joins beside its app's), and the app's web limits.
+#[derive(Debug, Clone, Default)]
+pub struct RunIn {
+    /// The image's registry digest, when known (pulled by it).
+    pub digest: Option<String>,
+    pub binds: Vec<String>,
+    pub links: Vec<String>,
+    pub resources: super::render::Resources,
+}
+
 /// Starts `command` (an argument vector, no shell) in a new container of `image` with `env`,
 /// attached to stdin/stdout/stderr, with a TTY when `tty`.
 pub async fn run_one_off(
@@ -1089,11 +1301,17 @@ pub async fn run_one_off(
     image: &str,
     env: Vec<String>,
     command: Vec<String>,
-    binds: Vec<String>,
+    within: RunIn,
     tty: bool,
 ) -> Result<OneOff, String> {
-    let network = ensure_network(docker).await?;
-    crate::registry::ensure_local(docker, image, &Output::discard()).await?;
+    let RunIn {
+        digest,
+        binds,
+        links,
+        resources,
+    } = within;
+    let network = ensure_network(docker, &app_network(app)).await?;
+    crate::registry::ensure_local(docker, image, digest.as_deref(), &Output::discard()).await?;
     use bollard::query_parameters::AttachContainerOptionsBuilder;
     let suffix: u32 = rand::random::<u32>() % 1_000_000;
     let name = format!("berth-{app}-run-{suffix}");
@@ -1112,11 +1330,10 @@ pub async fn run_one_off(
         attach_stdout: Some(true),
         attach_stderr: Some(true),
         labels: Some(labels),
+        // The limits of the app's web process (`resources:set`), no restart policy.
         host_config: Some(HostConfig {
-            init: Some(true),
-            binds: (!binds.is_empty()).then_some(binds),
-            network_mode: Some(network),
-            ..Default::default()
+            restart_policy: None,
+            ..host_config(&resources, None, &binds, &network)
         }),
         ..Default::default()
     };
@@ -1130,6 +1347,10 @@ pub async fn run_one_off(
                 engine::describe(&e)
             )
         })?;
+    if let Err(message) = join_links(docker, &name, &links).await {
+        remove_container(docker, &name).await;
+        return Err(message);
+    }
     let attach = AttachContainerOptionsBuilder::default()
         .stdin(true)
         .stdout(true)
@@ -1190,13 +1411,14 @@ pub async fn run_one_off(
 /// Runs `command` to its end in a one-off container of `image` (no TTY, no stdin), streaming
 /// its output line by line to `out`; gives the exit code. The release phase and app.json's
 /// predeploy and postdeploy scripts run this way.
+#[allow(clippy::too_many_arguments)]
 pub async fn run_to_end(
     docker: &Docker,
     app: &str,
     image: &str,
     env: Vec<String>,
     command: Vec<String>,
-    binds: Vec<String>,
+    within: RunIn,
     limit: Duration,
     out: &Output,
 ) -> Result<i64, String> {
@@ -1205,7 +1427,7 @@ pub async fn run_to_end(
         input,
         exit,
         abort,
-    } = run_one_off(docker, app, image, env, command, binds, false).await?;
+    } = run_one_off(docker, app, image, env, command, within, false).await?;
     drop(input);
     let run = async {
         let mut lines = crate::output::Lines::default();
@@ -1229,8 +1451,8 @@ pub async fn run_to_end(
 }
 
 /// The named volumes labeled as the app's.
-pub async fn labeled_volumes(docker: &Docker, app: &str) -> Vec<String> {
-    let filters = HashMap::from([("label", vec![format!("{LABEL_APP}={app}")])]);
+pub async fn labeled_volumes(docker: &Docker, app_uid: &str) -> Vec<String> {
+    let filters = HashMap::from([("label", vec![format!("{LABEL_APP_UID}={app_uid}")])]);
     let options = bollard::query_parameters::ListVolumesOptionsBuilder::default()
         .filters(&filters)
         .build();

@@ -30,6 +30,8 @@ pub struct DeploySpec {
     pub app: String,
     pub release: i64,
     pub image: String,
+    /// The image's registry digest (`sha256:…`), when it was pushed: pulled by it.
+    pub digest: Option<String>,
     /// The port the web process listens on, given to it as `PORT`.
     pub port: u16,
     /// Config vars, given to every process as environment variables.
@@ -52,6 +54,8 @@ pub struct DeploySpec {
     pub work_dir: PathBuf,
     /// The app's mounts as the engine takes them (`volume:/path`, `/host/dir:/path`).
     pub binds: Vec<String>,
+    /// The apps this one is linked to: its containers join their networks too.
+    pub links: Vec<String>,
 }
 
 /// A process type without a port (worker, clock, ...): its command and how many run.

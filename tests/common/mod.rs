@@ -42,11 +42,32 @@ pub fn require_environment() -> String {
         &format!("the base image {BASE_IMAGE}"),
         image.is_ok_and(|s| s.success()),
     );
+    // install.sh gives the registry auth; berth and the tests read its credentials.
     require(
-        &format!("the registry at {registry}"),
-        http_get(&format!("http://{registry}/v2/")).is_some(),
+        &format!("the registry at {registry}, asking for credentials"),
+        http_request(&registry, &registry, "/v2/").is_some_and(|(status, _)| status == 401),
+    );
+    require(
+        "BERTH_REGISTRY_CREDENTIALS (the registry's user:password file)",
+        registry_get("/v2/").is_some(),
     );
     registry
+}
+
+/// GET `path` from the test registry with berth's credentials: the body of a 200 answer.
+pub fn registry_get(path: &str) -> Option<String> {
+    let registry = std::env::var("BERTH_TEST_REGISTRY").ok()?;
+    let file = std::env::var("BERTH_REGISTRY_CREDENTIALS").ok()?;
+    let credentials = std::fs::read_to_string(file).ok()?;
+    let output = Command::new("curl")
+        .args(["-fsS", "-u", credentials.trim()])
+        .arg(format!("http://{registry}{path}"))
+        .output()
+        .ok()?;
+    output
+        .status
+        .success()
+        .then(|| String::from_utf8_lossy(&output.stdout).into_owned())
 }
 
 pub struct TestServer {
@@ -354,6 +375,10 @@ pub fn remove_app_containers(app: &str) {
             .args(&ids)
             .output();
     }
+    // Its network (one per app) goes too: address pools are finite.
+    let _ = Command::new("docker")
+        .args(["network", "rm", &format!("berth.{app}")])
+        .output();
 }
 
 /// Names of the app's containers, running or not.
@@ -595,4 +620,10 @@ pub fn require_swarm() {
         "active",
         "the engine is not a swarm: run the tests with tests/run.sh (it runs `docker swarm init`)"
     );
+}
+
+/// The JSON a successful command printed.
+pub fn json(output: &Output) -> serde_json::Value {
+    serde_json::from_str(&ok(output))
+        .unwrap_or_else(|e| panic!("bad JSON ({e}):\n{}", text(output)))
 }
