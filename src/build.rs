@@ -63,20 +63,26 @@ impl Drop for Context {
 }
 
 /// Builds `tag` from a tar build context; never pulls a base image that is present locally.
+/// `network` is where `RUN` steps run (a member's build: the guarded build network); none:
+/// the engine's default bridge.
 pub async fn build(
     docker: &Docker,
     context: Context,
     tag: &str,
     labels: HashMap<String, String>,
+    network: Option<&str>,
     out: &Output,
 ) -> Result<(), String> {
-    let options = BuildImageOptionsBuilder::default()
+    let mut options = BuildImageOptionsBuilder::default()
         .dockerfile("Dockerfile")
         .t(tag)
         .rm(true)
         .forcerm(true)
-        .labels(&labels)
-        .build();
+        .labels(&labels);
+    if let Some(network) = network {
+        options = options.networkmode(network);
+    }
+    let options = options.build();
     let body = context
         .body()
         .await

@@ -56,6 +56,8 @@ pub struct Config {
     pub idle_timeout: u64,
     /// The IPv4 range each app's own engine network takes a /24 of (at most /24 wide).
     pub app_networks: String,
+    /// The subnet of the network members' builds run on (public internet only).
+    pub build_subnet: String,
     /// Seconds a connection to an app's own TCP port may pass with no byte either way.
     pub tcp_idle_timeout: u64,
     /// Connections one client address may hold open to the router (and to each app's port).
@@ -114,6 +116,7 @@ impl Default for Config {
             idle_timeout: 75,
             tcp_idle_timeout: 3600,
             app_networks: "10.200.0.0/14".into(),
+            build_subnet: "10.204.0.0/24".into(),
             max_connections_per_address: 1024,
             member_max_apps: 50,
             member_max_builds: 2,
@@ -153,6 +156,7 @@ const KEYS: &[&str] = &[
     "idle_timeout",
     "tcp_idle_timeout",
     "app_networks",
+    "build_subnet",
     "max_connections_per_address",
     "member_max_apps",
     "member_max_builds",
@@ -268,6 +272,12 @@ impl Config {
 
     fn validate(&self) -> Result<(), String> {
         parse_pool(&self.app_networks)?;
+        if parse_pool(&self.build_subnet).is_err() || !self.build_subnet.ends_with("/24") {
+            return Err(format!(
+                "build_subnet {:?} must be an IPv4 /24 like 10.204.0.0/24",
+                self.build_subnet
+            ));
+        }
         if let Some(registry) = &self.registry {
             let ok = !registry.is_empty()
                 && registry

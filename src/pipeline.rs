@@ -300,7 +300,18 @@ pub async fn build_and_release(
     let build_tag = format!("{image_repo}:build-{}", &commit[..commit.len().min(12)]);
     let labels = HashMap::from([(deploy::docker::LABEL_APP.to_string(), app.to_string())]);
     let started = std::time::Instant::now();
-    let built = build::build(&docker, context, &build_tag, labels, out).await;
+    // A member's RUN steps reach the public internet only, not this host nor its networks.
+    let network = if crate::commands::key_is_admin(berth, request.actor).await {
+        None
+    } else {
+        Some(deploy::docker::member_build_network())
+    };
+    if network == Some("none") {
+        out.detail(
+            "the build network is not guarded here (see the server log): RUN steps have no network",
+        );
+    }
+    let built = build::build(&docker, context, &build_tag, labels, network, out).await;
     berth.metrics.build(app, built.is_ok(), started.elapsed());
     built?;
 

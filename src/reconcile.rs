@@ -42,6 +42,9 @@ async fn adopt_legacy_network(berth: &Berth) {
         }
     }
     docker::adopt_legacy_network(&docker, &links).await;
+    if let Err(message) = docker::guard_build_network(&docker, &berth.config.build_subnet).await {
+        tracing::error!(%message, "members' builds run without a network");
+    }
 }
 
 /// States the reconciler may move an app out of; every other state belongs to an operation.

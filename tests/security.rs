@@ -1196,3 +1196,69 @@ fn one_client_or_member_cannot_hold_everything() {
         text(&second)
     );
 }
+
+/// Finding 3 (high), the build's network. Attack: a member's `RUN` step fetched from the host's
+/// own services (anything bound to `0.0.0.0`, reached at the bridge's gateway), the host's LAN
+/// and cloud metadata (169.254.169.254), straight into its image. Now members' builds run on
+/// `berth.builds`, whose firewall lets them reach the public internet and the host's DNS
+/// servers only. Control: the same Dockerfile pushed by an admin (on the engine's default
+/// bridge) does reach the host's service.
+#[test]
+fn member_builds_cannot_reach_the_host() {
+    let registry = require_environment();
+    let server =
+        TestServer::start_with(&format!("registry = \"{registry}\"\nready_timeout = 10\n"));
+    let mallory = member(&server, "mallory");
+    // A service of the host's, on every address, serving a token.
+    let token = format!("host-secret-{}", std::process::id());
+    let served = tempfile::tempdir().expect("dir");
+    std::fs::write(served.path().join("token"), &token).expect("write");
+    let port = free_port();
+    let mut service = Command::new("python3")
+        .args(["-m", "http.server", &port.to_string(), "--bind", "0.0.0.0"])
+        .current_dir(served.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("python3 http.server");
+    wait_for("the host's service", || {
+        http_get(&format!("http://127.0.0.1:{port}/token")).filter(|t| *t == token)
+    });
+    // The host's address on the engine's default bridge (docker0).
+    let gateway = Command::new("ip")
+        .args(["-4", "-o", "addr", "show", "docker0"])
+        .output()
+        .expect("ip addr");
+    let gateway = String::from_utf8_lossy(&gateway.stdout)
+        .split_whitespace()
+        .skip_while(|w| *w != "inet")
+        .nth(1)
+        .and_then(|a| a.split('/').next())
+        .unwrap_or_default()
+        .to_string();
+    assert!(gateway.parse::<std::net::Ipv4Addr>().is_ok(), "{gateway:?}");
+    let repo = web_app("builder");
+    write(
+        repo.path(),
+        "Dockerfile",
+        &format!(
+            "FROM {BASE_IMAGE}\nRUN if busybox timeout 5 busybox wget -q -O - http://{gateway}:{port}/token | busybox grep -q {token}; then echo REACHED\"\"-THE-HOST; exit 1; fi\nCOPY www /www\nCMD [\"sh\", \"-c\", \"exec httpd -f -p $PORT -h /www\"]\n"
+        ),
+    );
+    commit(repo.path(), "probe");
+    // The control first: its failing step leaves no build cache for the member's to reuse.
+    let control = server.push(repo.path(), &app_name("probe-a"), "main");
+    let member_push = server.push_as(&mallory, repo.path(), &app_name("probe-m"), "main");
+    let _ = service.kill();
+    let _ = service.wait();
+    assert!(
+        member_push.status.success() && !text(&member_push).contains("REACHED-THE-HOST"),
+        "a member's build reached the host: {}",
+        text(&member_push)
+    );
+    assert!(
+        !control.status.success() && text(&control).contains("REACHED-THE-HOST"),
+        "control: the admin's build should reach the host's service: {}",
+        text(&control)
+    );
+}

@@ -5,8 +5,13 @@ use super::{Access, Args, app_for, internal, to_json};
 use crate::names::is_host_name;
 use crate::server::{Berth, Identity};
 
+/// A domain as stored: lower case, no trailing dot.
+fn spelled(raw: &str) -> String {
+    raw.trim_end_matches('.').to_ascii_lowercase()
+}
+
 fn domain_arg(berth: &Berth, raw: &str) -> Result<String, String> {
-    let domain = raw.trim_end_matches('.').to_ascii_lowercase();
+    let domain = spelled(raw);
     if !is_host_name(&domain) || !domain.contains('.') {
         return Err(format!(
             "{raw:?} is not a domain name: use dot-separated labels of letters, digits and '-'"
@@ -86,9 +91,7 @@ pub async fn add(berth: &Berth, who: &Identity, args: &Args) -> Result<String, S
 pub async fn approve(berth: &Berth, who: &Identity, args: &Args) -> Result<String, String> {
     super::admin_only_for(who, "domains:approve")?;
     let app = app_for(berth, who, &args.positional[0], Access::Operate).await?;
-    let domain = args.positional[1]
-        .trim_end_matches('.')
-        .to_ascii_lowercase();
+    let domain = spelled(&args.positional[1]);
     if !berth
         .store
         .approve_domain(app.id, &domain)
@@ -116,9 +119,7 @@ pub async fn approve(berth: &Berth, who: &Identity, args: &Args) -> Result<Strin
 
 pub async fn remove(berth: &Berth, who: &Identity, args: &Args) -> Result<String, String> {
     let app = app_for(berth, who, &args.positional[0], Access::Operate).await?;
-    let domain = args.positional[1]
-        .trim_end_matches('.')
-        .to_ascii_lowercase();
+    let domain = spelled(&args.positional[1]);
     if !berth
         .store
         .remove_domain(app.id, &domain)

@@ -151,6 +151,149 @@ async fn create_app_network(docker: &Docker, name: &str) -> Result<(), String> {
     ))
 }
 
+/// The network members' builds run on (`RUN` steps): the public internet only. Made at start
+/// with `build_subnet`, and guarded by `guard_build_network`.
+pub const BUILD_NETWORK: &str = "berth.builds";
+
+/// Where the build network's guard stands: whether members' builds may use it.
+static BUILD_GUARDED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// The network a member's build runs on: the guarded build network, or none at all when its
+/// guard could not be set up (then a build that needs the network fails, and says so).
+pub fn member_build_network() -> &'static str {
+    if BUILD_GUARDED.load(std::sync::atomic::Ordering::SeqCst) {
+        BUILD_NETWORK
+    } else {
+        "none"
+    }
+}
+
+/// Private, link-local, shared and multicast ranges a member's build may not reach: the host's
+/// LAN, other apps' networks, cloud metadata (169.254.169.254).
+const BUILD_DENIED: &[&str] = &[
+    "10.0.0.0/8",
+    "172.16.0.0/12",
+    "192.168.0.0/16",
+    "169.254.0.0/16",
+    "100.64.0.0/10",
+    "224.0.0.0/4",
+];
+
+/// Makes the build network on `subnet` and puts a firewall in front of it (finding 3): its
+/// containers reach the public internet and the host's DNS servers, nothing of the host
+/// (`INPUT`) and no private or link-local address (`DOCKER-USER`). Idempotent; run at start.
+pub async fn guard_build_network(docker: &Docker, subnet: &str) -> Result<(), String> {
+    let exists = docker
+        .inspect_network(
+            BUILD_NETWORK,
+            None::<bollard::query_parameters::InspectNetworkOptions>,
+        )
+        .await
+        .is_ok();
+    if !exists {
+        let request = NetworkCreateRequest {
+            name: BUILD_NETWORK.to_string(),
+            driver: Some("bridge".to_string()),
+            ipam: Some(bollard::models::Ipam {
+                config: Some(vec![bollard::models::IpamConfig {
+                    subnet: Some(subnet.to_string()),
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        if let Err(error) = docker.create_network(request).await {
+            // Another berth on this engine may have made it at the same moment.
+            let made = docker
+                .inspect_network(
+                    BUILD_NETWORK,
+                    None::<bollard::query_parameters::InspectNetworkOptions>,
+                )
+                .await
+                .is_ok();
+            if !made {
+                return Err(format!(
+                    "cannot make the build network {BUILD_NETWORK} on {subnet}: {}",
+                    engine::describe(&error)
+                ));
+            }
+        }
+    }
+    let nameservers: Vec<String> = std::fs::read_to_string("/etc/resolv.conf")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.strip_prefix("nameserver"))
+        .map(|a| a.trim().to_string())
+        .filter(|a| a.parse::<std::net::Ipv4Addr>().is_ok())
+        .collect();
+    // Inserted in reverse: the DNS exceptions end up before the drops.
+    let mut rules: Vec<Vec<String>> = Vec::new();
+    for range in BUILD_DENIED {
+        rules.push(
+            ["DOCKER-USER", "-s", subnet, "-d", range, "-j", "DROP"]
+                .map(String::from)
+                .to_vec(),
+        );
+    }
+    for server in &nameservers {
+        for protocol in ["udp", "tcp"] {
+            rules.push(
+                [
+                    "DOCKER-USER",
+                    "-s",
+                    subnet,
+                    "-d",
+                    server,
+                    "-p",
+                    protocol,
+                    "--dport",
+                    "53",
+                    "-j",
+                    "ACCEPT",
+                ]
+                .map(String::from)
+                .to_vec(),
+            );
+        }
+    }
+    rules.push(
+        ["INPUT", "-s", subnet, "-j", "DROP"]
+            .map(String::from)
+            .to_vec(),
+    );
+    let applied = tokio::task::spawn_blocking(move || {
+        for rule in rules {
+            let present = std::process::Command::new("iptables")
+                .arg("-C")
+                .args(&rule)
+                .output()
+                .map_err(|e| format!("iptables is needed to guard the build network: {e}"))?;
+            if present.status.success() {
+                continue;
+            }
+            let inserted = std::process::Command::new("iptables")
+                .arg("-I")
+                .args(&rule)
+                .output()
+                .map_err(|e| format!("iptables: {e}"))?;
+            if !inserted.status.success() {
+                return Err(format!(
+                    "iptables -I {}: {}",
+                    rule.join(" "),
+                    String::from_utf8_lossy(&inserted.stderr).trim()
+                ));
+            }
+        }
+        Ok(())
+    })
+    .await
+    .map_err(|e| format!("internal error: {e}"))?;
+    applied?;
+    BUILD_GUARDED.store(true, std::sync::atomic::Ordering::SeqCst);
+    Ok(())
+}
+
 /// Joins a created (not yet started) container to the networks of the apps it is linked to,
 /// where it reaches their web instances by their names.
 async fn join_links(docker: &Docker, container: &str, links: &[String]) -> Result<(), String> {
@@ -238,14 +381,8 @@ pub async fn adopt_legacy_network(docker: &Docker, links: &HashMap<String, Vec<S
             }),
         };
         let _ = docker.connect_network(&own, request).await;
-        for dep in links.get(app).into_iter().flatten() {
-            if let Ok(theirs) = ensure_network(docker, &app_network(dep)).await {
-                let request = bollard::models::NetworkConnectRequest {
-                    container: id.clone(),
-                    endpoint_config: None,
-                };
-                let _ = docker.connect_network(&theirs, request).await;
-            }
+        if let Some(deps) = links.get(app) {
+            let _ = join_links(docker, &id, deps).await;
         }
         let request = bollard::models::NetworkDisconnectRequest {
             container: id,
