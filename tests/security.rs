@@ -1262,3 +1262,42 @@ fn member_builds_cannot_reach_the_host() {
         text(&control)
     );
 }
+
+/// Findings 23, 24 and 25. Attacks: `--memory "256m\n"` was stored raw and broke the rendered
+/// unit; a host directory mounted by an admin was later swapped for a symlink to `/etc`, which
+/// the engine resolved at the next start; the systemd unit's `EnvironmentFile=` handed config
+/// vars (`LD_PRELOAD=…`) to the root `docker` CLI. Now the memory is stored normalised, every
+/// deploy checks a host directory still is its own real path, and the unit has no
+/// `EnvironmentFile=` (config reaches the container only, `--env-file`). Control: the mount
+/// works until the swap.
+#[test]
+fn inputs_are_normalised_and_host_paths_checked_again() {
+    let server = TestServer::start();
+    let app = app_name("recheck");
+    let repo = web_app("recheck");
+    assert!(server.push(repo.path(), &app, "main").status.success());
+    ok(&server.ssh(&["resources:set", &app, "web", "--memory", "'64M\n'"]));
+    ok(&server.ssh(&["config:set", &app, "LD_PRELOAD=/tmp/evil.so"]));
+    let units = ok(&server.ssh(&["deploy:render", &app, "--target", "systemd"]));
+    assert!(units.contains("--memory 64m"), "{units}");
+    assert!(!units.contains("EnvironmentFile"), "{units}");
+    assert!(units.contains("--env-file"), "{units}");
+    // A host directory, mounted, then swapped for a symlink to /etc.
+    let parent = tempfile::tempdir().expect("dir");
+    let dir = parent.path().join("files");
+    std::fs::create_dir(&dir).expect("mkdir");
+    ok(&server.ssh(&[
+        "storage:mount",
+        &app,
+        &format!("{}:/srv/files", dir.display()),
+    ]));
+    std::fs::remove_dir(&dir).expect("rmdir");
+    std::os::unix::fs::symlink("/etc", &dir).expect("symlink");
+    let deploy = server.ssh(&["config:set", &app, "B=2"]);
+    assert!(!deploy.status.success(), "{}", text(&deploy));
+    assert!(
+        text(&deploy).contains("no longer a directory of its own"),
+        "{}",
+        text(&deploy)
+    );
+}
