@@ -769,7 +769,30 @@ fn git_sync_and_inbound_webhooks_deploy_the_latest_commit() {
     });
     let releases = ok(&server.ssh(&["releases", &app, "--json"]));
     assert!(releases.contains(&newest), "{releases}");
-    ok(&server.ssh(&["apps:destroy", &app, "--confirm", &app]));
+
+    // Security finding 14: the token follows the app's id. After a rename the old name's path
+    // is refused and the new name's takes the same token; once the app is destroyed, a new app
+    // of that name does not inherit it.
+    let token = path.rsplit('/').next().expect("token").to_string();
+    let renamed = format!("{app}-r");
+    ok(&server.ssh(&["apps:rename", &app, &renamed]));
+    assert_eq!(post(&server, &path, &payload), 403, "the old name's path");
+    let renamed_path = format!("/.berth/hooks/{renamed}/{token}");
+    assert_eq!(post(&server, &renamed_path, &payload), 202);
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    ok(&server.ssh(&["apps:destroy", &renamed, "--confirm", &renamed]));
+    assert_eq!(
+        post(&server, &renamed_path, &payload),
+        403,
+        "a destroyed app's token"
+    );
+    ok(&server.ssh(&["apps:create", &renamed]));
+    assert_eq!(
+        post(&server, &renamed_path, &payload),
+        403,
+        "a new app of the old name inherited the token"
+    );
+    ok(&server.ssh(&["apps:destroy", &renamed, "--confirm", &renamed]));
 }
 
 fn berth_cli(server: &TestServer, args: &[&str]) -> std::process::Output {
