@@ -581,7 +581,6 @@ pub async fn mounts(
     Ok(volumes)
 }
 
-/// Mounts as the engine takes them: `source:path`.
 /// Where the app's one-off containers (`run`, the release phase) run: its mounts, the apps
 /// it is linked to, the limits of its web process.
 pub async fn run_in(
@@ -627,6 +626,7 @@ pub async fn link_stands(berth: &Berth, link: &crate::store::Link) -> bool {
     }
 }
 
+/// Mounts as the engine takes them: `source:path`.
 pub fn binds(volumes: &[render::Volume]) -> Vec<String> {
     volumes
         .iter()

@@ -321,8 +321,6 @@ async fn send_due(berth: &Arc<Berth>, busy: &Arc<std::sync::Mutex<HashSet<i64>>>
 /// The most of a receiver's answer berth reads.
 const RESPONSE_LIMIT: usize = 64 << 10;
 
-/// Whether a webhook may reach internal addresses: its creator is (still) an admin, or the
-/// server allows it for members too.
 /// Whether a webhook's creator may still see its events: an app's hook needs a key that may
 /// operate the app, a hook of every app an admin.
 pub async fn webhook_active(berth: &Berth, hook: &crate::store::Webhook) -> bool {
@@ -340,6 +338,8 @@ pub async fn webhook_active(berth: &Berth, hook: &crate::store::Webhook) -> bool
     }
 }
 
+/// Whether a webhook may reach internal addresses: its creator is (still) an admin, or the
+/// server allows it for members too.
 pub async fn may_reach_internal(berth: &Berth, created_by: &str) -> bool {
     berth.config.allow_private_destinations
         || crate::commands::key_is_admin(berth, created_by).await

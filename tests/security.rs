@@ -1200,7 +1200,7 @@ fn one_client_or_member_cannot_hold_everything() {
 /// Finding 3 (high), the build's network. Attack: a member's `RUN` step fetched from the host's
 /// own services (anything bound to `0.0.0.0`, reached at the bridge's gateway), the host's LAN
 /// and cloud metadata (169.254.169.254), straight into its image. Now members' builds run on
-/// `berth.builds`, whose firewall lets them reach the public internet and the host's DNS
+/// `berth-builds`, whose firewall lets them reach the public internet and the host's DNS
 /// servers only. Control: the same Dockerfile pushed by an admin (on the engine's default
 /// bridge) does reach the host's service.
 #[test]

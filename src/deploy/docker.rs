@@ -152,8 +152,9 @@ async fn create_app_network(docker: &Docker, name: &str) -> Result<(), String> {
 }
 
 /// The network members' builds run on (`RUN` steps): the public internet only. Made at start
-/// with `build_subnet`, and guarded by `guard_build_network`.
-pub const BUILD_NETWORK: &str = "berth.builds";
+/// with `build_subnet`, and guarded by `guard_build_network`. (`-`, not `.`: no app's network,
+/// `berth.APP`, can be named like it.)
+pub const BUILD_NETWORK: &str = "berth-builds";
 
 /// Where the build network's guard stands: whether members' builds may use it.
 static BUILD_GUARDED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
