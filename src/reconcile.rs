@@ -24,6 +24,15 @@ const ACTOR: &str = "reconciler";
 pub async fn run(berth: Arc<Berth>) {
     adopt_legacy_network(&berth).await;
     loop {
+        // Until the build network's firewall stands (an engine down at start), members'
+        // builds get no network: tried again every round.
+        if !docker::build_network_guarded()
+            && let Ok(engine) = engine::connect_within(Duration::from_secs(2)).await
+            && let Err(message) =
+                docker::guard_build_network(&engine, &berth.config.build_subnet).await
+        {
+            tracing::error!(%message, "members' builds run without a network");
+        }
         reconcile_once(&berth).await;
         tokio::time::sleep(INTERVAL).await;
     }
@@ -42,9 +51,6 @@ async fn adopt_legacy_network(berth: &Berth) {
         }
     }
     docker::adopt_legacy_network(&docker, &links).await;
-    if let Err(message) = docker::guard_build_network(&docker, &berth.config.build_subnet).await {
-        tracing::error!(%message, "members' builds run without a network");
-    }
 }
 
 /// States the reconciler may move an app out of; every other state belongs to an operation.

@@ -74,11 +74,16 @@ pub fn serve(
         .into_std()
         .map_err(|e| format!("router listener: {e}"))?;
     let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
+    // One count for every worker: the caps hold for the listener, not per thread.
+    let limits = crate::limits::ConnectionLimits::new(
+        ROUTER_CONNECTIONS,
+        berth.config.max_connections_per_address,
+    );
     for worker in 0..workers {
         let listener = listener
             .try_clone()
             .map_err(|e| format!("router listener: {e}"))?;
-        let (berth, tls) = (berth.clone(), tls.clone());
+        let (berth, tls, limits) = (berth.clone(), tls.clone(), limits.clone());
         std::thread::Builder::new()
             .name(format!("router-{worker}"))
             .spawn(move || {
@@ -88,7 +93,7 @@ pub fn serve(
                     .expect("router runtime");
                 runtime.block_on(async move {
                     match TcpListener::from_std(listener) {
-                        Ok(listener) => accept_loop(berth, listener, tls).await,
+                        Ok(listener) => accept_loop(berth, listener, tls, limits).await,
                         Err(error) => tracing::error!(%error, "router listener"),
                     }
                 });
@@ -98,13 +103,14 @@ pub fn serve(
     Ok(())
 }
 
-/// Client connections the router (each of its listeners) takes at once.
+/// Client connections the router (each of its listeners, all workers together) takes at once.
 const ROUTER_CONNECTIONS: usize = 16384;
 
 async fn accept_loop(
     berth: Arc<Berth>,
     listener: TcpListener,
     tls: Option<Arc<rustls::ServerConfig>>,
+    limits: Arc<crate::limits::ConnectionLimits>,
 ) {
     let tls = tls.map(tokio_rustls::TlsAcceptor::from);
     let mut connector = HttpConnector::new();
@@ -125,10 +131,6 @@ async fn accept_loop(
         .keep_alive_interval(idle)
         .keep_alive_timeout(Duration::from_secs(20));
     let builder = Arc::new(builder);
-    let limits = crate::limits::ConnectionLimits::new(
-        ROUTER_CONNECTIONS,
-        berth.config.max_connections_per_address,
-    );
     loop {
         let Ok((stream, remote)) = listener.accept().await else {
             tokio::time::sleep(Duration::from_millis(50)).await;

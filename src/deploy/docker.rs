@@ -159,10 +159,15 @@ pub const BUILD_NETWORK: &str = "berth-builds";
 /// Where the build network's guard stands: whether members' builds may use it.
 static BUILD_GUARDED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
+/// Whether the build network's firewall has been set (`guard_build_network`).
+pub fn build_network_guarded() -> bool {
+    BUILD_GUARDED.load(std::sync::atomic::Ordering::SeqCst)
+}
+
 /// The network a member's build runs on: the guarded build network, or none at all when its
 /// guard could not be set up (then a build that needs the network fails, and says so).
 pub fn member_build_network() -> &'static str {
-    if BUILD_GUARDED.load(std::sync::atomic::Ordering::SeqCst) {
+    if build_network_guarded() {
         BUILD_NETWORK
     } else {
         "none"
