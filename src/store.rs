@@ -414,6 +414,15 @@ impl Store {
 
     // ---- more keys, grants
 
+    /// How many apps the key name owns (`member_max_apps`).
+    pub async fn apps_owned_by(&self, owner: &str) -> StoreResult<usize> {
+        let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM apps WHERE owner = ?")
+            .bind(owner)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(usize::try_from(count).unwrap_or(0))
+    }
+
     /// What a key name still holds besides a key: owned apps, webhooks, sync sources, links
     /// (`["apps a, b", "1 webhook"]`); empty when the name is free of history.
     pub async fn left_by_key_name(&self, name: &str) -> StoreResult<Vec<String>> {

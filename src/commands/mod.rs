@@ -933,12 +933,9 @@ pub async fn check_app_quota(berth: &Berth, who: &Identity) -> Result<(), String
     }
     let owned = berth
         .store
-        .apps()
+        .apps_owned_by(&who.key_name)
         .await
-        .map_err(internal)?
-        .iter()
-        .filter(|a| a.owner == who.key_name)
-        .count();
+        .map_err(internal)?;
     if owned >= berth.config.member_max_apps {
         return Err(format!(
             "you own {owned} apps already (member_max_apps = {}): destroy one or ask an admin",

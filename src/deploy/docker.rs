@@ -98,6 +98,23 @@ pub fn set_network_pool(pool: (u32, u8)) {
     let _ = NETWORK_POOL.set(pool);
 }
 
+/// A bridge network named `name` on `subnet` (berth chooses subnets: the engine's own pools
+/// are small).
+fn bridge_on(name: &str, subnet: &str) -> NetworkCreateRequest {
+    NetworkCreateRequest {
+        name: name.to_string(),
+        driver: Some("bridge".to_string()),
+        ipam: Some(bollard::models::Ipam {
+            config: Some(vec![bollard::models::IpamConfig {
+                subnet: Some(subnet.to_string()),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
 /// Makes the bridge network `name` on the first /24 of the pool that no engine network uses
 /// (another berth making one at the same moment makes the engine refuse the overlap: the next
 /// is tried).
@@ -121,20 +138,11 @@ async fn create_app_network(docker: &Docker, name: &str) -> Result<(), String> {
             continue;
         }
         let request = NetworkCreateRequest {
-            name: name.to_string(),
-            driver: Some("bridge".to_string()),
-            ipam: Some(bollard::models::Ipam {
-                config: Some(vec![bollard::models::IpamConfig {
-                    subnet: Some(subnet.clone()),
-                    ..Default::default()
-                }]),
-                ..Default::default()
-            }),
             labels: Some(HashMap::from([(
                 LABEL_APP.to_string(),
                 name.trim_start_matches("berth.").to_string(),
             )])),
-            ..Default::default()
+            ..bridge_on(name, &subnet)
         };
         match docker.create_network(request).await {
             Ok(_) => return Ok(()),
@@ -197,18 +205,7 @@ pub async fn guard_build_network(docker: &Docker, subnet: &str) -> Result<(), St
         .await
         .is_ok();
     if !exists {
-        let request = NetworkCreateRequest {
-            name: BUILD_NETWORK.to_string(),
-            driver: Some("bridge".to_string()),
-            ipam: Some(bollard::models::Ipam {
-                config: Some(vec![bollard::models::IpamConfig {
-                    subnet: Some(subnet.to_string()),
-                    ..Default::default()
-                }]),
-                ..Default::default()
-            }),
-            ..Default::default()
-        };
+        let request = bridge_on(BUILD_NETWORK, subnet);
         if let Err(error) = docker.create_network(request).await {
             // Another berth on this engine may have made it at the same moment.
             let made = docker
