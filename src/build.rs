@@ -64,20 +64,24 @@ impl Drop for Context {
 
 /// Builds `tag` from a tar build context; never pulls a base image that is present locally.
 /// `network` is where `RUN` steps run (a member's build: the guarded build network); none:
-/// the engine's default bridge.
+/// the engine's default bridge. `cache_scope` (the app's uid) is passed as the
+/// `BERTH_CACHE_SCOPE` build argument that `dockerfile::scope_cache` declares in every stage.
 pub async fn build(
     docker: &Docker,
     context: Context,
     tag: &str,
     labels: HashMap<String, String>,
     network: Option<&str>,
+    cache_scope: &str,
     out: &Output,
 ) -> Result<(), String> {
+    let args = HashMap::from([(crate::dockerfile::CACHE_SCOPE_ARG, cache_scope)]);
     let mut options = BuildImageOptionsBuilder::default()
         .dockerfile("Dockerfile")
         .t(tag)
         .rm(true)
         .forcerm(true)
+        .buildargs(&args)
         .labels(&labels);
     if let Some(network) = network {
         options = options.networkmode(network);

@@ -9,24 +9,45 @@
 
 use std::collections::HashMap;
 
-/// One instruction: its keyword (upper-cased) and the rest of the line.
-fn instructions(text: &str) -> Vec<(String, String)> {
+/// One instruction: its keyword (upper-cased), the rest of its (joined) lines, and the byte
+/// offset in the text just past its last line.
+struct Instruction {
+    keyword: String,
+    rest: String,
+    end: usize,
+}
+
+fn instruction(whole: &str, end: usize) -> Option<Instruction> {
+    let whole = whole.trim();
+    if whole.is_empty() {
+        return None;
+    }
+    let (keyword, rest) = whole.split_once(char::is_whitespace).unwrap_or((whole, ""));
+    Some(Instruction {
+        keyword: keyword.to_ascii_uppercase(),
+        rest: rest.trim().to_string(),
+        end,
+    })
+}
+
+fn instructions(text: &str) -> Vec<Instruction> {
     let mut escape = '\\';
     let mut out = Vec::new();
     let mut current = String::new();
     let mut in_directives = true;
-    for raw in text.lines() {
-        let line = raw.trim_end_matches('\r');
+    let mut end = 0;
+    for raw in text.split_inclusive('\n') {
+        end += raw.len();
+        let line = raw.trim_end_matches(['\n', '\r']);
         let trimmed = line.trim_start();
-        if trimmed.starts_with('#') {
+        if let Some(comment) = trimmed.strip_prefix('#') {
             // Parser directives (`# escape=`` `) come first; any other comment ends them.
             if in_directives && current.is_empty() {
-                let directive = trimmed[1..].trim();
-                if let Some((key, value)) = directive.split_once('=') {
-                    if key.trim().eq_ignore_ascii_case("escape") {
-                        if let Some(c) = value.trim().chars().next() {
-                            escape = c;
-                        }
+                if let Some((key, value)) = comment.trim().split_once('=') {
+                    if key.trim().eq_ignore_ascii_case("escape")
+                        && let Some(c) = value.trim().chars().next()
+                    {
+                        escape = c;
                     }
                     continue;
                 }
@@ -44,26 +65,41 @@ fn instructions(text: &str) -> Vec<(String, String)> {
             continue;
         }
         current.push_str(line);
-        let whole = std::mem::take(&mut current);
-        let whole = whole.trim();
-        if whole.is_empty() {
-            continue;
+        out.extend(instruction(&std::mem::take(&mut current), end));
+    }
+    out.extend(instruction(&current, end));
+    out
+}
+
+/// The build argument that scopes the engine's build cache to one app (its uid).
+pub const CACHE_SCOPE_ARG: &str = "BERTH_CACHE_SCOPE";
+
+/// `text` with `ARG BERTH_CACHE_SCOPE` after every `FROM` instruction (its continuation lines
+/// and the parser directives kept as they were). The engine's classic builder reuses a cached
+/// `RUN` layer when the parent and the command match, whoever built it; a declared build
+/// argument is part of every later `RUN`'s cache key, so with each app's uid passed as
+/// `BERTH_CACHE_SCOPE` no app's build reuses a layer another app's build made (COPY and ADD
+/// layers are keyed by their content, which is the same whoever sent it).
+pub fn scope_cache(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 64);
+    let mut copied = 0;
+    for from in instructions(text).iter().filter(|i| i.keyword == "FROM") {
+        out.push_str(&text[copied..from.end]);
+        copied = from.end;
+        if !out.ends_with('\n') {
+            out.push('\n');
         }
-        let (keyword, rest) = whole.split_once(char::is_whitespace).unwrap_or((whole, ""));
-        out.push((keyword.to_ascii_uppercase(), rest.trim().to_string()));
+        out.push_str("ARG ");
+        out.push_str(CACHE_SCOPE_ARG);
+        out.push('\n');
     }
-    if !current.trim().is_empty() {
-        let whole = current.trim().to_string();
-        let (keyword, rest) = whole
-            .split_once(char::is_whitespace)
-            .unwrap_or((&whole, ""));
-        out.push((keyword.to_ascii_uppercase(), rest.trim().to_string()));
-    }
+    out.push_str(&text[copied..]);
     out
 }
 
 /// `$NAME`, `${NAME}` and `${NAME:-default}` expanded from `args`; an unknown name is an error
-/// (berth passes no build arguments, so only defaults apply).
+/// (berth passes no build arguments but `BERTH_CACHE_SCOPE`, declared after each `FROM`, so
+/// only defaults apply).
 fn expand(text: &str, args: &HashMap<String, String>) -> Result<String, String> {
     let mut out = String::new();
     let mut chars = text.chars().peekable();
@@ -106,7 +142,7 @@ fn expand(text: &str, args: &HashMap<String, String>) -> Result<String, String> 
             Some(value) => out.push_str(&value),
             None => {
                 return Err(format!(
-                    "Dockerfile: ${name} has no default (berth passes no build arguments)"
+                    "Dockerfile: ${name} has no default (berth passes no build arguments but its own)"
                 ));
             }
         }
@@ -185,7 +221,7 @@ pub fn check(text: &str, app: &str, registry: Option<&str>) -> Result<Reaches, S
     let mut stages: Vec<String> = Vec::new();
     let mut urls = Vec::new();
     let mut images = Vec::new();
-    for (keyword, rest) in instructions(text) {
+    for Instruction { keyword, rest, .. } in instructions(text) {
         match keyword.as_str() {
             "ARG" => {
                 for word in rest.split_whitespace() {
@@ -413,6 +449,29 @@ mod tests {
         );
         assert!(
             engine_image_allowed("r.example/x:v1@sha256:ab", "mine", None, &none, &digests).is_ok()
+        );
+    }
+
+    #[test]
+    fn every_stage_declares_the_cache_scope() {
+        // Attack (shared build cache): app A's `RUN curl …` layer, made with what A's DNS
+        // answered, is reused by app B's identical line. Each stage declares the scope.
+        let text = "# syntax=docker/dockerfile:1\nFROM base AS one\nRUN make\nFROM \\\n  base\nCOPY --from=one /a /a\nfrom base";
+        assert_eq!(
+            scope_cache(text),
+            "# syntax=docker/dockerfile:1\nFROM base AS one\nARG BERTH_CACHE_SCOPE\nRUN make\nFROM \\\n  base\nARG BERTH_CACHE_SCOPE\nCOPY --from=one /a /a\nfrom base\nARG BERTH_CACHE_SCOPE\n"
+        );
+        // Another escape character, a comment inside a continued FROM, CRLF lines.
+        let text = "# escape=`\r\nFROM `\r\n# note\r\n  base\r\nRUN x \\\r\n";
+        assert_eq!(
+            scope_cache(text),
+            "# escape=`\r\nFROM `\r\n# note\r\n  base\r\nARG BERTH_CACHE_SCOPE\nRUN x \\\r\n"
+        );
+        // What `check` reads is unchanged by the scope.
+        let scoped = scope_cache("ARG V=1\nFROM base:${V}\nRUN x");
+        assert_eq!(
+            check(&scoped, "a", REGISTRY).unwrap().images,
+            vec!["base:1"]
         );
     }
 }

@@ -223,8 +223,17 @@ pub async fn build_and_release(
     let tmp = config.data_dir.join("tmp");
     let (plan, context, templates, dockerfile) = tokio::task::spawn_blocking(move || {
         let plan = plan_build(&source_commit, forced.as_deref(), &images)?;
-        let context =
-            source_commit.context(plan.generated.as_ref().map(|g| g.dockerfile.as_str()), &tmp)?;
+        let dockerfile = match plan.generated {
+            Some(_) => None,
+            None => source_commit.read("Dockerfile")?,
+        };
+        // What the engine builds: the Dockerfile with the app's cache scope in every stage.
+        let built = match (&plan.generated, &dockerfile) {
+            (Some(generated), _) => generated.dockerfile.as_str(),
+            (None, Some(text)) => text.as_str(),
+            (None, None) => "",
+        };
+        let context = source_commit.context(&crate::dockerfile::scope_cache(built), &tmp)?;
         let templates = git::tree_id(
             &source_commit.repo,
             source_commit.quarantine.as_deref(),
@@ -232,10 +241,6 @@ pub async fn build_and_release(
             ".berth/templates",
         )
         .map_err(|e| source_commit.unreadable(e))?;
-        let dockerfile = match plan.generated {
-            Some(_) => None,
-            None => source_commit.read("Dockerfile")?,
-        };
         Ok::<_, String>((plan, context, templates, dockerfile))
     })
     .await
@@ -311,7 +316,16 @@ pub async fn build_and_release(
             "the build network is not guarded here (see the server log): RUN steps have no network",
         );
     }
-    let built = build::build(&docker, context, &build_tag, labels, network, out).await;
+    let built = build::build(
+        &docker,
+        context,
+        &build_tag,
+        labels,
+        network,
+        &record.uid,
+        out,
+    )
+    .await;
     berth.metrics.build(app, built.is_ok(), started.elapsed());
     built?;
 
@@ -372,14 +386,13 @@ impl SourceCommit {
             .map_err(|e| self.unreadable(e))
     }
 
-    /// The build context: the tree minus `.dockerignore`d files, plus a generated Dockerfile,
-    /// written as a tar file under `dir` (0600; removed when the returned guard is dropped), so
-    /// that a large repo never sits in memory whole.
-    fn context(&self, dockerfile: Option<&str>, dir: &Path) -> Result<build::Context, String> {
+    /// The build context: the tree minus `.dockerignore`d files, with `dockerfile` as its
+    /// `Dockerfile` (the tree's own is left out), written as a tar file under `dir` (0600;
+    /// removed when the returned guard is dropped), so that a large repo never sits in memory
+    /// whole.
+    fn context(&self, dockerfile: &str, dir: &Path) -> Result<build::Context, String> {
         let ignore = DockerIgnore::parse(&self.read(".dockerignore")?.unwrap_or_default());
-        let extra: Vec<(&str, &[u8])> = dockerfile
-            .map(|text| vec![("Dockerfile", text.as_bytes())])
-            .unwrap_or_default();
+        let extra: Vec<(&str, &[u8])> = vec![("Dockerfile", dockerfile.as_bytes())];
         let context = build::Context::create(dir)
             .map_err(|e| format!("internal error: cannot write the build context: {e}"))?;
         let file = std::io::BufWriter::new(
@@ -391,7 +404,7 @@ impl SourceCommit {
             &self.repo,
             self.quarantine.as_deref(),
             &self.commit,
-            &|path| !ignore.excludes(path),
+            &|path| path != "Dockerfile" && !ignore.excludes(path),
             &extra,
             file,
         )
@@ -524,7 +537,7 @@ pub async fn sync(
             ));
         }
     }
-    let (_guard, app) = berth.lock(&app).await?;
+    let (_guard, app) = berth.lock(app).await?;
     let name = AppName::parse(&app.name)?;
     let repo = git::repo_path(&berth.config.repos_dir(), &name);
     let shown_ref = git_ref.as_deref().unwrap_or("HEAD");
