@@ -312,3 +312,24 @@ fn private_file(path: &Path) -> std::io::Result<std::fs::File> {
         .mode(0o600)
         .open(path)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_temp_dir_is_private_new_and_unpredictable() {
+        // Attack (finding 16): in /tmp, another user creates `.berth-backup-<pid>` first and
+        // reads the DB snapshot berth writes into it. Now the name has 64 random bits, the
+        // directory is created new (never an existing one) and 0700.
+        use std::os::unix::fs::PermissionsExt;
+        let parent = tempfile::tempdir().expect("dir");
+        let file = parent.path().join("backup.tar");
+        let one = tempdir_beside(&file).expect("temp dir");
+        let two = tempdir_beside(&file).expect("temp dir");
+        assert_ne!(one, two);
+        assert_eq!(one.parent(), Some(parent.path()));
+        let mode = std::fs::metadata(&one).expect("stat").permissions().mode() & 0o7777;
+        assert_eq!(mode, 0o700);
+    }
+}

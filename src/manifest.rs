@@ -138,9 +138,8 @@ fn apply_app_json(manifest: &mut Manifest, text: &str) -> Result<(), String> {
             initial_delay: check.initial_delay.unwrap_or(0).min(600),
         };
         // A deploy holds the app's lock while it checks: bound the worst case.
-        let worst = u64::from(healthcheck.initial_delay)
-            + u64::from(healthcheck.attempts)
-                * (u64::from(healthcheck.timeout) + u64::from(healthcheck.wait));
+        let worst = healthcheck.initial_delay
+            + u64::from(healthcheck.attempts) * (healthcheck.timeout + healthcheck.wait);
         if worst > HEALTHCHECK_LIMIT {
             return Err(format!(
                 "app.json: healthchecks.web could take {worst} s (initialDelay + attempts × (timeout + wait)); at most {HEALTHCHECK_LIMIT}"

@@ -1259,6 +1259,26 @@ mod tests {
     use super::*;
 
     #[tokio::test]
+    async fn concurrent_first_pushes_make_one_app_and_say_whose() {
+        // Finding 18: two keys push a new name at once; both passed the "no such app" check.
+        // One insert wins; the other is told the app was found, not made, with its owner, so
+        // `push::prepare_receive` checks its access again.
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("berth.db")).await.unwrap();
+        let name = AppName::parse("raced").unwrap();
+        let (a, b) = tokio::join!(
+            store.ensure_app(&name, "alice"),
+            store.ensure_app(&name, "mallory")
+        );
+        let (a, b) = (a.unwrap(), b.unwrap());
+        assert_eq!(a.0.id, b.0.id);
+        assert!(a.1 != b.1, "exactly one made it");
+        let maker = if a.1 { "alice" } else { "mallory" };
+        assert_eq!(a.0.owner, maker);
+        assert_eq!(b.0.owner, maker);
+    }
+
+    #[tokio::test]
     async fn old_finished_deliveries_are_forgotten() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("berth.db")).await.unwrap();

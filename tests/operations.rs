@@ -795,15 +795,6 @@ fn git_sync_and_inbound_webhooks_deploy_the_latest_commit() {
     ok(&server.ssh(&["apps:destroy", &renamed, "--confirm", &renamed]));
 }
 
-fn berth_cli(server: &TestServer, args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_berth"))
-        .args(args)
-        .arg("--config")
-        .arg(server.config_path())
-        .output()
-        .expect("run berth")
-}
-
 #[test]
 fn backup_and_restore_bring_an_app_back() {
     let mut server = TestServer::start();
@@ -816,7 +807,7 @@ fn backup_and_restore_bring_an_app_back() {
 
     // A backup while the server runs.
     let file = server.dir.path().join("berth-backup.tar");
-    let backed = berth_cli(&server, &["backup", file.to_str().expect("path")]);
+    let backed = server.cli(&["backup", file.to_str().expect("path")]);
     assert!(backed.status.success(), "{}", text(&backed));
     assert!(
         text(&backed).contains("Backed up 1 app(s)"),
@@ -832,7 +823,7 @@ fn backup_and_restore_bring_an_app_back() {
     assert_eq!(mode, 0o600, "a backup holds keys: owner-only");
 
     // Restoring over a running server with apps is refused, and so is a corrupt archive.
-    let over = berth_cli(&server, &["restore", file.to_str().expect("path")]);
+    let over = server.cli(&["restore", file.to_str().expect("path")]);
     assert!(!over.status.success());
     assert!(text(&over).contains("berth is running"), "{}", text(&over));
     server.stop();
@@ -843,7 +834,7 @@ fn backup_and_restore_bring_an_app_back() {
     bytes.truncate(bytes.len() / 3);
     bytes[700..900].fill(0x5a);
     std::fs::write(&corrupt, &bytes).expect("write corrupt");
-    let refused = berth_cli(&server, &["restore", corrupt.to_str().expect("path")]);
+    let refused = server.cli(&["restore", corrupt.to_str().expect("path")]);
     assert!(!refused.status.success());
     assert!(
         text(&refused).contains("is not a berth backup")
@@ -863,7 +854,7 @@ fn backup_and_restore_bring_an_app_back() {
     );
 
     // Into the empty data dir: apps, keys, releases and config come back, and the app serves.
-    let restored = berth_cli(&server, &["restore", file.to_str().expect("path")]);
+    let restored = server.cli(&["restore", file.to_str().expect("path")]);
     assert!(restored.status.success(), "{}", text(&restored));
     assert!(
         text(&restored).contains("Restored 1 app(s)"),

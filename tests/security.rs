@@ -1308,3 +1308,321 @@ fn inputs_are_normalised_and_host_paths_checked_again() {
         text(&deploy)
     );
 }
+
+/// Finding 3's shared build cache. Attack: a member builds `RUN <fetch something>` first, so
+/// the engine caches the layer it made (with whatever the member's own DNS or server answered
+/// then); another app whose Dockerfile has the identical line gets the member's layer from the
+/// cache, never running the step itself. Now every stage declares `BERTH_CACHE_SCOPE` and each
+/// app's build passes its uid, so the cache is per app. Control: the member's own second build
+/// does reuse its layer.
+#[test]
+fn apps_do_not_share_the_build_cache() {
+    let server = TestServer::start();
+    let mallory = member(&server, "mallory");
+    let repo = web_app("cache");
+    write(
+        repo.path(),
+        "Dockerfile",
+        &format!(
+            "FROM {BASE_IMAGE}\nRUN mkdir -p /www && cat /proc/sys/kernel/random/uuid > /www/stamp\nCOPY www /www\nCMD [\"sh\", \"-c\", \"exec httpd -f -p $PORT -h /www\"]\n"
+        ),
+    );
+    commit(repo.path(), "stamped");
+    let (poisoner, victim) = (app_name("cache-m"), app_name("cache-v"));
+    let first = server.push_as(&mallory, repo.path(), &poisoner, "main");
+    assert!(first.status.success(), "{}", text(&first));
+    let stamp = |pushed: &std::process::Output| {
+        let url = live_url(pushed);
+        http_get(&format!("{}/stamp", url.trim_end_matches('/')))
+            .unwrap_or_default()
+            .trim()
+            .to_string()
+    };
+    let poisoned = stamp(&first);
+    assert_eq!(poisoned.len(), 36, "{poisoned:?}");
+    let pushed = server.push(repo.path(), &victim, "main");
+    assert!(pushed.status.success(), "{}", text(&pushed));
+    assert_ne!(
+        stamp(&pushed),
+        poisoned,
+        "the victim's build reused the member's cached layer: {}",
+        text(&pushed)
+    );
+    // Control: the member's own rebuild (a change after the RUN step) takes its cached layer.
+    write(repo.path(), "www/index.html", "cache two\n");
+    commit(repo.path(), "two");
+    let again = server.push_as(&mallory, repo.path(), &poisoner, "main");
+    assert!(again.status.success(), "{}", text(&again));
+    assert!(text(&again).contains("Using cache"), "{}", text(&again));
+    assert_eq!(stamp(&again), poisoned);
+}
+
+/// Finding 16's backups. Attacks: a local user reads the DB snapshot that `berth backup` left
+/// world-readable beside the output file (in `/tmp`, under a name it could guess and create
+/// first), or the modes recorded in the archive; a crafted archive restores a setuid or
+/// world-writable file into the data dir. Now, whatever the umask, the backup and the snapshot
+/// in it are 0600 and no temp dir is left; a restore masks every mode (no setuid, nothing for
+/// group or others).
+#[test]
+fn backups_are_private_and_restores_mask_modes() {
+    let mut server = TestServer::start();
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |path: &Path| {
+        std::fs::metadata(path)
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+            .permissions()
+            .mode()
+            & 0o7777
+    };
+    let app = app_name("saved-modes");
+    let repo = web_app("saved");
+    assert!(server.push(repo.path(), &app, "main").status.success());
+    // A world-writable, sticky directory like /tmp.
+    let shared = tempfile::tempdir().expect("dir");
+    std::fs::set_permissions(shared.path(), std::fs::Permissions::from_mode(0o1777))
+        .expect("chmod");
+    let file = shared.path().join("backup.tar");
+    let backed = server.cli_with_umask("000", &["backup", file.to_str().expect("path")]);
+    assert!(backed.status.success(), "{}", text(&backed));
+    assert_eq!(mode(&file), 0o600);
+    let left: Vec<_> = std::fs::read_dir(shared.path())
+        .expect("read dir")
+        .map(|e| e.expect("entry").file_name())
+        .collect();
+    assert_eq!(
+        left,
+        vec![std::ffi::OsString::from("backup.tar")],
+        "{left:?}"
+    );
+    // The snapshot's mode as recorded; then a crafted entry: setuid and world-writable.
+    let script = r#"
+import sys, tarfile, io
+path = sys.argv[1]
+with tarfile.open(path) as t:
+    print(oct(t.getmember("berth.db").mode & 0o7777))
+with tarfile.open(path, "a") as t:
+    for name, mode in (("repos/evil-setuid", 0o4777), ("repos/evil-open", 0o666)):
+        info = tarfile.TarInfo(name)
+        info.size, info.mode = 2, mode
+        t.addfile(info, io.BytesIO(b"x\n"))
+"#;
+    let crafted = Command::new("python3")
+        .args(["-c", script, file.to_str().expect("path")])
+        .output()
+        .expect("python3");
+    assert!(crafted.status.success(), "{}", text(&crafted));
+    assert_eq!(text(&crafted).trim(), "0o600", "the snapshot as archived");
+    server.stop();
+    remove_app_containers(&app);
+    std::fs::remove_dir_all(server.data_dir()).expect("wipe data dir");
+    let restored = server.cli_with_umask("000", &["restore", file.to_str().expect("path")]);
+    assert!(restored.status.success(), "{}", text(&restored));
+    let data = server.data_dir();
+    assert_eq!(mode(&data.join("repos/evil-setuid")), 0o700);
+    assert_eq!(mode(&data.join("repos/evil-open")), 0o600);
+    assert_eq!(mode(&data.join("berth.db")) & 0o077, 0, "the restored DB");
+    server.restart();
+    assert_eq!(mode(&data) & 0o077, 0, "the data dir");
+    ok(&server.ssh(&["apps:destroy", &app, "--confirm", &app]));
+}
+
+/// Finding 21 (low). Attack: a webhook receiver answers its ping (and every event) with an
+/// endless body; berth read it whole until its 10 s timeout, so a few such webhooks held
+/// gigabytes of memory. Now berth reads at most 64 KiB of an answer and drops the connection:
+/// the receiver's writes fail soon after (what the kernel's socket buffers hold aside), and the
+/// ping still counts its status.
+#[test]
+fn webhook_answers_are_read_only_so_far() {
+    use std::io::{Read, Write};
+    let server = TestServer::start();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let Ok((mut stream, _)) = listener.accept() else {
+            return;
+        };
+        let _ = stream.set_read_timeout(Some(std::time::Duration::from_secs(2)));
+        let mut request = [0u8; 65536];
+        let _ = stream.read(&mut request);
+        let started = std::time::Instant::now();
+        let mut sent = 0u64;
+        let chunk = vec![b'x'; 65536];
+        let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 100000000000\r\n\r\n");
+        while started.elapsed() < std::time::Duration::from_secs(30) {
+            match stream.write(&chunk) {
+                Ok(n) => sent += n as u64,
+                Err(_) => break,
+            }
+        }
+        let _ = tx.send((sent, started.elapsed()));
+    });
+    let added = server.ssh(&["webhooks:add", &format!("http://127.0.0.1:{port}/hook")]);
+    assert!(
+        added.status.success(),
+        "the ping's 200 counts: {}",
+        text(&added)
+    );
+    let (sent, took) = rx
+        .recv_timeout(std::time::Duration::from_secs(40))
+        .expect("the receiver ends");
+    assert!(
+        took < std::time::Duration::from_secs(8),
+        "berth kept reading for {took:?} ({sent} bytes)"
+    );
+    assert!(sent < 32 << 20, "berth read {sent} bytes of the answer");
+}
+
+/// Finding 32 (low). Attack: a push whose objects sit in git's quarantine directory longer than
+/// retention's 10 minutes (a slow upload, a long build, a wait for the lock behind another
+/// deploy) had that directory removed by the prune at the end of a deploy, so the push failed
+/// after deploying (git could not move its objects). Now no quarantine of an app is touched
+/// while a push to it is in progress. Here the quarantine of a push is made to look an hour old
+/// during its build; the deploy's own prune must leave it, and the ref lands.
+#[test]
+fn retention_leaves_the_quarantine_of_a_push_in_progress() {
+    let server = TestServer::start();
+    let app = app_name("slow-push");
+    let repo = web_app("slow");
+    write(
+        repo.path(),
+        "Dockerfile",
+        &format!(
+            "FROM {BASE_IMAGE}\nRUN sleep 12\nCOPY www /www\nCMD [\"sh\", \"-c\", \"exec httpd -f -p $PORT -h /www\"]\n"
+        ),
+    );
+    let commit_id = commit(repo.path(), "slow");
+    let objects = server.data_dir().join(format!("repos/{app}.git/objects"));
+    let pushing = std::thread::scope(|scope| {
+        let push = scope.spawn(|| server.push(repo.path(), &app, "main"));
+        let quarantine = wait_for("the push's quarantine directory", || {
+            std::fs::read_dir(&objects).ok()?.flatten().find_map(|e| {
+                let name = e.file_name().to_string_lossy().into_owned();
+                name.starts_with("tmp_objdir-incoming-").then(|| e.path())
+            })
+        });
+        // Once the upload is written (the build, 12 s, has begun), the directory is made old.
+        std::thread::sleep(std::time::Duration::from_secs(4));
+        let aged = Command::new("touch")
+            .args(["-d", "2 hours ago"])
+            .arg(&quarantine)
+            .status()
+            .expect("touch");
+        assert!(aged.success());
+        push.join().expect("push thread")
+    });
+    assert!(pushing.status.success(), "{}", text(&pushing));
+    let refs = server.git(repo.path(), &["ls-remote", &server.url(&app), "main"]);
+    assert!(
+        refs.contains(&commit_id),
+        "the pushed ref did not land: {refs:?}"
+    );
+}
+
+/// Finding 28's builds and shells. Attack: one member starts builds of many apps at once, or
+/// many `run` shells, and takes every core and all memory of the shared host. Now a member key
+/// has at most `member_max_builds` builds and `member_max_runs` one-off containers at once; the
+/// one over the cap is refused with one line. Control: once the first ends, the same push and
+/// the same `run` work.
+#[test]
+fn a_member_has_only_so_many_builds_and_shells_at_once() {
+    let server = TestServer::start_with("member_max_builds = 1\nmember_max_runs = 1\n");
+    let mallory = member(&server, "mallory");
+    let (fast, slow, other) = (
+        app_name("cap-fast"),
+        app_name("cap-slow"),
+        app_name("cap-other"),
+    );
+    let repo = web_app("capped builds");
+    let first = server.push_as(&mallory, repo.path(), &fast, "main");
+    assert!(first.status.success(), "{}", text(&first));
+    let slow_repo = web_app("slow build");
+    write(
+        slow_repo.path(),
+        "Dockerfile",
+        &format!(
+            "FROM {BASE_IMAGE}\nRUN sleep 10\nCOPY www /www\nCMD [\"sh\", \"-c\", \"exec httpd -f -p $PORT -h /www\"]\n"
+        ),
+    );
+    commit(slow_repo.path(), "slow");
+    std::thread::scope(|scope| {
+        let slow_push = scope.spawn(|| server.push_as(&mallory, slow_repo.path(), &slow, "main"));
+        wait_for("the slow build", || {
+            let info = server.ssh_as(&mallory, &["apps:info", &slow, "--json"]);
+            (info.status.success() && json(&info)["state"] == "building").then_some(())
+        });
+        let refused = server.push_as(&mallory, repo.path(), &other, "main");
+        assert!(
+            !refused.status.success() && text(&refused).contains("member_max_builds"),
+            "{}",
+            text(&refused)
+        );
+        let slow_push = slow_push.join().expect("push thread");
+        assert!(slow_push.status.success(), "{}", text(&slow_push));
+    });
+    let again = server.push_as(&mallory, repo.path(), &other, "main");
+    assert!(again.status.success(), "control: {}", text(&again));
+    std::thread::scope(|scope| {
+        let before = running_containers(&fast).len();
+        let shell = scope.spawn(|| server.ssh_as(&mallory, &["run", &fast, "sleep", "8"]));
+        wait_for("the first run container", || {
+            (running_containers(&fast).len() > before).then_some(())
+        });
+        let refused = server.ssh_as(&mallory, &["run", &fast, "true"]);
+        assert!(
+            !refused.status.success() && text(&refused).contains("member_max_runs"),
+            "{}",
+            text(&refused)
+        );
+        assert!(shell.join().expect("run thread").status.success());
+    });
+    ok(&server.ssh_as(&mallory, &["run", &fast, "true"]));
+}
+
+/// Finding 19 (low). Attack: `apps:destroy X` waits for X's lock behind a deploy; meanwhile X is
+/// renamed to Y (and a new X may be created): the destroy, acting on what it looked up before
+/// waiting, removed the app that is now Y (or the new X's repo and containers). Now locks are
+/// by app id and a command reads its app again once it holds the lock: the destroy stops with
+/// one line and Y keeps serving. (The rename, queued first, runs first: the lock is fair.)
+#[test]
+fn a_command_that_waited_acts_on_the_app_as_it_is_now() {
+    let server = TestServer::start();
+    let (old, new) = (app_name("waited"), app_name("waited-new"));
+    let repo = web_app("waited");
+    write(
+        repo.path(),
+        "Dockerfile",
+        &format!(
+            "FROM {BASE_IMAGE}\nRUN sleep 8\nCOPY www /www\nCMD [\"sh\", \"-c\", \"exec httpd -f -p $PORT -h /www\"]\n"
+        ),
+    );
+    commit(repo.path(), "slow");
+    let (pushed, renamed, destroyed) = std::thread::scope(|scope| {
+        let push = scope.spawn(|| server.push(repo.path(), &old, "main"));
+        wait_for("the slow build", || {
+            let info = server.ssh(&["apps:info", &old, "--json"]);
+            (info.status.success() && json(&info)["state"] == "building").then_some(())
+        });
+        let rename = scope.spawn(|| server.ssh(&["apps:rename", &old, &new]));
+        std::thread::sleep(std::time::Duration::from_secs(1));
+        let destroy = scope.spawn(|| server.ssh(&["apps:destroy", &old, "--confirm", &old]));
+        (
+            push.join().expect("push"),
+            rename.join().expect("rename"),
+            destroy.join().expect("destroy"),
+        )
+    });
+    assert!(pushed.status.success(), "{}", text(&pushed));
+    assert!(renamed.status.success(), "{}", text(&renamed));
+    assert!(
+        !destroyed.status.success() && text(&destroyed).contains("renamed"),
+        "{}",
+        text(&destroyed)
+    );
+    let info = json(&server.ssh(&["apps:info", &new, "--json"]));
+    assert_eq!(info["state"], "running", "{info}");
+    let url = info["url"].as_str().unwrap_or_default().to_string();
+    wait_for("the renamed app to serve", || {
+        http_get(&url).filter(|b| b.contains("waited"))
+    });
+}

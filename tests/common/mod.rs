@@ -192,6 +192,22 @@ impl TestServer {
     pub fn data_dir(&self) -> PathBuf {
         self.dir.path().join("data")
     }
+    /// The host CLI on this server's config (`berth ARGS --config F`), run with `umask`.
+    pub fn cli_with_umask(&self, umask: &str, args: &[&str]) -> Output {
+        Command::new("sh")
+            .arg("-c")
+            .arg(format!("umask {umask} && exec \"$0\" \"$@\""))
+            .arg(env!("CARGO_BIN_EXE_berth"))
+            .args(args)
+            .arg("--config")
+            .arg(self.config_path())
+            .output()
+            .expect("run berth")
+    }
+    /// The host CLI on this server's config, with the umask 022 of a usual shell.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        self.cli_with_umask("022", args)
+    }
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
     }
