@@ -3,6 +3,7 @@
 //!
 //! It never races an operation: an app whose deploy lock is held is skipped this round.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -257,13 +258,13 @@ async fn reconcile_app(
     } else {
         mine.into_iter().cloned().collect()
     };
-    let ports: Vec<u16> = serving
+    let addresses: Vec<SocketAddr> = serving
         .iter()
         .filter(|c| c.process == "web" && c.state == "running" && c.index <= wanted)
-        .filter_map(|c| c.host_port)
+        .filter_map(|c| c.address)
         .collect();
     let port = release::app_port(berth, app).await?;
-    berth.routes.point(&app.name, port, &ports)?;
+    berth.routes.point(&app.name, port, &addresses)?;
     berth
         .routes
         .set_health(&app.name, release::manifest(&current).healthcheck);
@@ -271,15 +272,15 @@ async fn reconcile_app(
     if let Some(canary) = store.canary(app.id).await.map_err(|e| e.to_string())?
         && let Some(number) = canary.release
     {
-        let ports: Vec<u16> = containers
+        let addresses: Vec<SocketAddr> = containers
             .iter()
             .filter(|c| c.release == number && c.process == "web" && c.state == "running")
             .filter(|c| c.swarm_service.is_none())
-            .filter_map(|c| c.host_port)
+            .filter_map(|c| c.address)
             .collect();
         berth
             .routes
-            .point_canary(&app.name, Some((&ports, canary.weight)));
+            .point_canary(&app.name, Some((&addresses, canary.weight)));
     }
     if healthy && matches!(app.state.as_str(), "unknown" | "lost") {
         store
@@ -301,15 +302,15 @@ async fn reconcile_swarm(
 ) -> Result<(), String> {
     let store = &berth.store;
     let service = crate::deploy::swarm::service_name(&app.name, "web");
-    let mut ports: Vec<u16> = containers
+    let mut addresses: Vec<SocketAddr> = containers
         .iter()
         .filter(|c| c.swarm_service.as_deref() == Some(service.as_str()))
         .filter(|c| c.state == "running" && c.release == current.number)
-        .filter_map(|c| c.host_port)
+        .filter_map(|c| c.address)
         .collect();
-    ports.sort_unstable();
+    addresses.sort_unstable();
     let wanted = release::formation(app).get("web").copied().unwrap_or(1);
-    if ports.is_empty() && wanted > 0 {
+    if addresses.is_empty() && wanted > 0 {
         if app.state == "running" {
             store
                 .set_app_state(app.id, "lost", ACTOR)
@@ -324,7 +325,7 @@ async fn reconcile_swarm(
         return Ok(());
     }
     let port = release::app_port(berth, app).await?;
-    berth.routes.point(&app.name, port, &ports)?;
+    berth.routes.point(&app.name, port, &addresses)?;
     if matches!(app.state.as_str(), "unknown" | "lost") {
         store
             .set_app_state(app.id, "running", ACTOR)

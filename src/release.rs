@@ -2,6 +2,7 @@
 //! the deploy target. Used by pushes, `config:set`, `releases:rollback` and `ps:start`.
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 
 use bollard::Docker;
 
@@ -250,7 +251,10 @@ pub async fn deploy_release(
             Err(message) => out.detail(&format!("could not stop it on {other}: {message}")),
         }
     }
-    let first_port = instances.iter().find_map(|i| i.host_port).unwrap_or(0);
+    let first_port = instances
+        .iter()
+        .find_map(|i| i.address)
+        .map_or(0, |a| a.port());
     store
         .mark_release_running(release, first_port)
         .await
@@ -346,8 +350,10 @@ pub async fn deploy_canary(
     out.step(&format!("Deploying a canary to {}", Target::Docker));
     let spec = spec_for(berth, docker, app, release).await?;
     let instances = deploy::docker::deploy_beside(docker, &spec, out).await?;
-    let ports: Vec<u16> = instances.iter().filter_map(|i| i.host_port).collect();
-    berth.routes.point_canary(&app.name, Some((&ports, weight)));
+    let addresses: Vec<SocketAddr> = instances.iter().filter_map(|i| i.address).collect();
+    berth
+        .routes
+        .point_canary(&app.name, Some((&addresses, weight)));
     store.set_canary_release(release).await.map_err(internal)?;
     let _ = store.set_app_state(app.id, "running", actor).await;
     if let Some(old) = previous.and_then(|c| c.release)
@@ -403,14 +409,14 @@ pub async fn promote_canary(
     let store = &berth.store;
     let old = store.running_release(app.id).await.ok().flatten();
     let port = app_port(berth, app).await?;
-    let Some(canary_ports) = berth.routes.promote_canary(&app.name) else {
+    let Some(canary_addresses) = berth.routes.promote_canary(&app.name) else {
         return Err(format!(
             "v{} is not serving (its containers are gone): canary:abort {}",
             canary.number, app.name
         ));
     };
     store
-        .mark_release_running(canary, canary_ports.first().copied().unwrap_or(0))
+        .mark_release_running(canary, canary_addresses.first().map_or(0, |a| a.port()))
         .await
         .map_err(|e| format!("internal error recording the release: {e}"))?;
     store

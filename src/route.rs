@@ -4,6 +4,9 @@
 //! switch drops no connection. This is plain TCP; the HTTP router (`router.rs`) picks from the
 //! same serving sets, request by request.
 //!
+//! An instance is a socket address (host and port), not a local port: the deploy targets say
+//! where each instance answers, which may be another machine (a swarm node).
+//!
 //! Each app's set is the current release's web instances plus, during a canary, the canary
 //! release's, which get `weight` % of the picks (exactly that share over every 100). Within a
 //! release, picks go round robin or to the instance with the fewest requests in flight
@@ -318,11 +321,6 @@ impl Routes {
         Ok(port)
     }
 
-    fn addresses(&self, host_ports: &[u16]) -> Vec<SocketAddr> {
-        let ip = reachable(self.publish_address);
-        host_ports.iter().map(|p| SocketAddr::new(ip, *p)).collect()
-    }
-
     fn route(&self, app: &str) -> Option<Arc<Route>> {
         self.apps
             .read()
@@ -331,14 +329,12 @@ impl Routes {
             .cloned()
     }
 
-    /// Serves `app` on `port`, forwarding to the current release's containers published on
-    /// `host_ports` (replacing the previous set at once; a canary stays). Binds the port the
-    /// first time.
-    pub fn point(&self, app: &str, port: u16, host_ports: &[u16]) -> Result<(), String> {
-        let addresses = self.addresses(host_ports);
+    /// Serves `app` on `port`, forwarding to the current release's instances at `addresses`
+    /// (replacing the previous set at once; a canary stays). Binds the port the first time.
+    pub fn point(&self, app: &str, port: u16, addresses: &[SocketAddr]) -> Result<(), String> {
         let route = self.bind(app, port)?;
         route.replace(|old, pool| Set {
-            stable: pool(&addresses),
+            stable: pool(addresses),
             canary: old.canary.as_ref().map(|c| Canary {
                 pool: same_pool(&c.pool, pool),
                 weight: c.weight,
@@ -347,15 +343,15 @@ impl Routes {
         Ok(())
     }
 
-    /// Sends `weight` % of the app's picks to the canary release's containers on `host_ports`;
-    /// `None` ends the canary (every pick goes to the current release again).
-    pub fn point_canary(&self, app: &str, canary: Option<(&[u16], u8)>) {
+    /// Sends `weight` % of the app's picks to the canary release's instances at these
+    /// addresses; `None` ends the canary (every pick goes to the current release again).
+    pub fn point_canary(&self, app: &str, canary: Option<(&[SocketAddr], u8)>) {
         let Some(route) = self.route(app) else { return };
-        let canary = canary.map(|(ports, weight)| (self.addresses(ports), weight.min(100)));
+        let canary = canary.map(|(addresses, weight)| (addresses, weight.min(100)));
         route.replace(|old, pool| Set {
             stable: same_pool(&old.stable, pool),
             canary: canary.map(|(addresses, weight)| Canary {
-                pool: pool(&addresses),
+                pool: pool(addresses),
                 weight,
             }),
         });
@@ -381,20 +377,13 @@ impl Routes {
     }
 
     /// Makes the canary's instances the app's current ones and ends the canary, in one switch;
-    /// gives their host ports (none when the app has no canary serving).
-    pub fn promote_canary(&self, app: &str) -> Option<Vec<u16>> {
+    /// gives their addresses (none when the app has no canary serving).
+    pub fn promote_canary(&self, app: &str) -> Option<Vec<SocketAddr>> {
         let route = self.route(app)?;
-        let mut ports = None;
+        let mut addresses = None;
         route.replace(|old, pool| match &old.canary {
             Some(canary) if !canary.pool.upstreams.is_empty() => {
-                ports = Some(
-                    canary
-                        .pool
-                        .upstreams
-                        .iter()
-                        .map(|u| u.address.port())
-                        .collect(),
-                );
+                addresses = Some(canary.pool.upstreams.iter().map(|u| u.address).collect());
                 Set {
                     stable: same_pool(&canary.pool, pool),
                     canary: None,
@@ -408,7 +397,7 @@ impl Routes {
                 }),
             },
         });
-        ports
+        addresses
     }
 
     /// The app's route on `port`, made (and the port bound) when it has none there yet.
@@ -498,11 +487,16 @@ impl Routes {
         }
     }
 
-    /// Resolves once none of the app's instances on `host_ports` has a request in flight, or
+    /// Resolves once none of the app's instances at `addresses` has a request in flight, or
     /// after `max`.
-    pub fn drained(&self, app: &str, host_ports: &[u16], max: Duration) -> BoxFuture<'static, ()> {
+    pub fn drained(
+        &self,
+        app: &str,
+        addresses: &[SocketAddr],
+        max: Duration,
+    ) -> BoxFuture<'static, ()> {
         let route = self.route(app);
-        let addresses = self.addresses(host_ports);
+        let addresses = addresses.to_vec();
         async move {
             let (Some(route), false) = (route, addresses.is_empty()) else {
                 return;
@@ -517,17 +511,17 @@ impl Routes {
         .boxed()
     }
 
-    /// What traffic each of the app's published host ports gets right now: `serving` (the
-    /// current release), `canary`, or `out` (taken out by the health check). Ports not listed
-    /// get none.
-    pub fn traffic(&self, app: &str) -> HashMap<u16, &'static str> {
+    /// What traffic each of the app's instances gets right now, by address: `serving` (the
+    /// current release), `canary`, or `out` (taken out by the health check). Addresses not
+    /// listed get none.
+    pub fn traffic(&self, app: &str) -> HashMap<SocketAddr, &'static str> {
         let Some(route) = self.route(app) else {
             return HashMap::new();
         };
         let set = route.set();
         let label = |upstream: &Upstream, what| {
             let what = if upstream.is_healthy() { what } else { "out" };
-            (upstream.address.port(), what)
+            (upstream.address, what)
         };
         set.stable
             .upstreams
@@ -551,12 +545,12 @@ pub struct AppPort<'a> {
 }
 
 impl Serving for AppPort<'_> {
-    fn serve(&self, host_ports: &[u16]) -> Result<(), String> {
-        self.routes.point(self.app, self.port, host_ports)
+    fn serve(&self, addresses: &[SocketAddr]) -> Result<(), String> {
+        self.routes.point(self.app, self.port, addresses)
     }
 
-    fn drained(&self, host_ports: &[u16]) -> BoxFuture<'static, ()> {
-        self.routes.drained(self.app, host_ports, self.drain)
+    fn drained(&self, addresses: &[SocketAddr]) -> BoxFuture<'static, ()> {
+        self.routes.drained(self.app, addresses, self.drain)
     }
 }
 
@@ -660,6 +654,11 @@ async fn health_loop(route: std::sync::Weak<Route>) {
 mod tests {
     use super::*;
 
+    fn local(ports: &[u16]) -> Vec<SocketAddr> {
+        let ip = IpAddr::V4(Ipv4Addr::LOCALHOST);
+        ports.iter().map(|p| SocketAddr::new(ip, *p)).collect()
+    }
+
     fn route(stable: &[u16], canary: Option<(&[u16], u8)>) -> (Routes, Arc<Route>) {
         let routes = Routes::new(IpAddr::V4(Ipv4Addr::LOCALHOST), Balance::RoundRobin);
         let route = Arc::new(Route {
@@ -670,10 +669,7 @@ mod tests {
             health: RwLock::default(),
             tasks: Vec::new(),
         });
-        let (stable, canary) = (
-            routes.addresses(stable),
-            canary.map(|(p, w)| (routes.addresses(p), w)),
-        );
+        let (stable, canary) = (local(stable), canary.map(|(p, w)| (local(p), w)));
         route.replace(|_, pool| Set {
             stable: pool(&stable),
             canary: canary.map(|(a, weight)| Canary {
@@ -696,6 +692,31 @@ mod tests {
         routes.point("shop", port, &[]).unwrap();
         assert!(std::net::TcpStream::connect(address).is_ok());
         routes.remove("shop");
+    }
+
+    #[tokio::test]
+    async fn an_instance_is_an_address_on_any_host() {
+        // Issue 14: a serving set holds socket addresses, so an instance may live elsewhere
+        // (here 127.0.0.2, another address than the app port's); the app port reaches it.
+        let upstream = tokio::net::TcpListener::bind("127.0.0.2:0").await.unwrap();
+        let at = upstream.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (mut socket, _) = upstream.accept().await.unwrap();
+            tokio::io::AsyncWriteExt::write_all(&mut socket, b"from elsewhere")
+                .await
+                .unwrap();
+        });
+        let routes = Routes::new(IpAddr::V4(Ipv4Addr::LOCALHOST), Balance::RoundRobin);
+        let port = routes.free_port().unwrap();
+        routes.point("far", port, &[at]).unwrap();
+        let mut client = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+        let mut answer = String::new();
+        tokio::io::AsyncReadExt::read_to_string(&mut client, &mut answer)
+            .await
+            .unwrap();
+        assert_eq!(answer, "from elsewhere");
+        assert_eq!(routes.traffic("far"), HashMap::from([(at, "serving")]));
+        routes.remove("far");
     }
 
     #[test]
@@ -737,9 +758,9 @@ mod tests {
 
     #[test]
     fn repointing_keeps_health_of_instances_that_stay() {
-        let (routes, route) = route(&[1, 2], None);
+        let (_, route) = route(&[1, 2], None);
         route.set().stable.upstreams[0].eject();
-        let addresses = routes.addresses(&[1, 3]);
+        let addresses = local(&[1, 3]);
         route.replace(|_, pool| Set {
             stable: pool(&addresses),
             canary: None,

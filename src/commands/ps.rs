@@ -323,8 +323,8 @@ pub async fn report(berth: &Berth, who: &Identity, args: &Args) -> Result<String
     // check), or nothing.
     let traffic = berth.routes.traffic(&app.name);
     let traffic_of = |c: &docker::ContainerReport| {
-        c.host_port
-            .and_then(|p| traffic.get(&p).copied())
+        c.address
+            .and_then(|a| traffic.get(&a).copied())
             .unwrap_or("-")
     };
     if args.json() {

@@ -554,17 +554,17 @@ pub async fn deploy(
             }
         }
     }
-    let retiring: Vec<u16> = match failure {
+    let retiring: Vec<SocketAddr> = match failure {
         Some(_) => Vec::new(),
         None => own_instances(docker, &spec.app, None)
             .await
             .unwrap_or_default()
             .iter()
             .filter(|c| c.release != spec.release)
-            .filter_map(|c| c.host_port)
+            .filter_map(|c| c.address)
             .collect(),
     };
-    if let Some(message) = failure.or_else(|| publish.serve(&ports_of(&instances)).err()) {
+    if let Some(message) = failure.or_else(|| publish.serve(&addresses_of(&instances)).err()) {
         for name in instances.iter().map(|i| &i.name).chain(&others) {
             remove_container(docker, name).await;
         }
@@ -596,15 +596,15 @@ pub async fn retire_release(docker: &Docker, app: &str, release: i64, publish: P
     let containers = own_instances(docker, app, Some(release))
         .await
         .unwrap_or_default();
-    let ports: Vec<u16> = containers.iter().filter_map(|c| c.host_port).collect();
-    publish.drained(&ports).await;
+    let addresses: Vec<SocketAddr> = containers.iter().filter_map(|c| c.address).collect();
+    publish.drained(&addresses).await;
     for container in containers {
         stop_and_remove(docker, &container.name).await;
     }
 }
 
-fn ports_of(instances: &[Instance]) -> Vec<u16> {
-    instances.iter().filter_map(|i| i.host_port).collect()
+fn addresses_of(instances: &[Instance]) -> Vec<SocketAddr> {
+    instances.iter().filter_map(|i| i.address).collect()
 }
 
 /// Brings the release's web instances to `spec.web`: starts the missing ones (all must answer,
@@ -625,7 +625,7 @@ pub async fn scale(
         .map(|c| Instance {
             name: c.name.clone(),
             index: c.index,
-            host_port: c.host_port,
+            address: c.address,
         })
         .collect();
     let highest = current.iter().map(|c| c.index).max().unwrap_or(0);
@@ -647,11 +647,11 @@ pub async fn scale(
             stop_and_remove(docker, &extra.name).await;
         }
     }
-    publish.serve(&ports_of(&serving))?;
+    publish.serve(&addresses_of(&serving))?;
     let extras: Vec<&ContainerReport> = current.iter().filter(|c| c.index > spec.web).collect();
     if !extras.is_empty() {
-        let ports: Vec<u16> = extras.iter().filter_map(|c| c.host_port).collect();
-        publish.drained(&ports).await;
+        let addresses: Vec<SocketAddr> = extras.iter().filter_map(|c| c.address).collect();
+        publish.drained(&addresses).await;
     }
     for extra in extras {
         out.detail(&format!("stopping {}", extra.name));
@@ -684,9 +684,9 @@ pub async fn restart(
         stop_and_remove(docker, &container.name).await;
         start_other(docker, spec, process, container.index, out).await?;
     }
-    let mut serving: Vec<(u32, u16)> = current
+    let mut serving: Vec<(u32, SocketAddr)> = current
         .iter()
-        .filter_map(|c| Some((c.index, c.host_port?)))
+        .filter_map(|c| Some((c.index, c.address?)))
         .collect();
     for container in current {
         out.detail(&format!("restarting {}", container.name));
@@ -715,10 +715,10 @@ pub async fn restart(
             }
         };
         serving.retain(|(index, _)| *index != container.index);
-        serving.extend(fresh.host_port.map(|p| (container.index, p)));
-        publish.serve(&serving.iter().map(|(_, p)| *p).collect::<Vec<_>>())?;
+        serving.extend(fresh.address.map(|a| (container.index, a)));
+        publish.serve(&serving.iter().map(|(_, a)| *a).collect::<Vec<_>>())?;
         publish
-            .drained(&container.host_port.into_iter().collect::<Vec<_>>())
+            .drained(&container.address.into_iter().collect::<Vec<_>>())
             .await;
         stop_and_remove(docker, &retiring).await;
     }
@@ -746,6 +746,9 @@ pub struct ContainerReport {
     pub status: String,
     pub restarts: i64,
     pub host_port: Option<u16>,
+    /// Where the instance answers, as its port binding on this engine says (none while the
+    /// container is not running).
+    pub address: Option<SocketAddr>,
     pub started_at: Option<String>,
     /// The swarm service whose task this container is (swarm target); none for the docker target.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -856,10 +859,28 @@ pub(super) fn summary_to_report(summary: ContainerSummary) -> Option<ContainerRe
     let slot = labels
         .get(LABEL_SWARM_TASK)
         .and_then(|task| task.split('.').nth(1)?.parse().ok());
-    let engine_port = summary.ports.unwrap_or_default().iter().find_map(|p| {
+    let bindings = summary.ports.unwrap_or_default();
+    let engine_port = bindings.iter().find_map(|p| {
         (p.ip.as_deref() == Some("0.0.0.0"))
             .then_some(p.public_port)
             .flatten()
+    });
+    let host_port = labels
+        .get(LABEL_PORT)
+        .and_then(|p| p.parse().ok())
+        .or(engine_port);
+    // The binding's address (IPv4 first), as this host reaches it.
+    let address = host_port.and_then(|port| {
+        let mut ips: Vec<IpAddr> = bindings
+            .iter()
+            .filter(|p| p.public_port == Some(port))
+            .filter_map(|p| p.ip.as_deref()?.parse().ok())
+            .collect();
+        ips.sort_by_key(|ip: &IpAddr| !ip.is_ipv4());
+        Some(SocketAddr::new(
+            crate::route::reachable(*ips.first()?),
+            port,
+        ))
     });
     Some(ContainerReport {
         name,
@@ -873,10 +894,8 @@ pub(super) fn summary_to_report(summary: ContainerSummary) -> Option<ContainerRe
         state: summary.state.map(|s| s.to_string()).unwrap_or_default(),
         status: summary.status.unwrap_or_default(),
         restarts: 0,
-        host_port: labels
-            .get(LABEL_PORT)
-            .and_then(|p| p.parse().ok())
-            .or(engine_port),
+        host_port,
+        address,
         started_at: None,
         swarm_service: labels.get(LABEL_SWARM_SERVICE).cloned(),
     })
@@ -928,8 +947,9 @@ pub async fn revive(
     if let Some(container) = existing {
         if let Some(host_port) = container.host_port {
             let restarts = restart_count(docker, &container.name).await?;
+            let address = instance_address(spec, host_port);
             if docker.start_container(&container.name, None).await.is_ok()
-                && wait_until_ready(docker, &container.name, host_port, restarts, spec)
+                && wait_until_ready(docker, &container.name, address, restarts, spec)
                     .await
                     .is_ok()
             {
@@ -989,7 +1009,8 @@ async fn start_one(
         "started {name}; waiting for it to answer on PORT {}",
         spec.port
     ));
-    if let Err(reason) = wait_until_ready(docker, &name, host_port, 0, spec).await {
+    let address = instance_address(spec, host_port);
+    if let Err(reason) = wait_until_ready(docker, &name, address, 0, spec).await {
         let logs = last_logs(docker, &name).await;
         remove_container(docker, &name).await;
         return Err(format!("{reason}{logs}"));
@@ -997,7 +1018,7 @@ async fn start_one(
     Ok(Instance {
         name,
         index,
-        host_port: Some(host_port),
+        address: Some(address),
     })
 }
 
@@ -1148,18 +1169,22 @@ async fn restart_count(docker: &Docker, name: &str) -> Result<i64, String> {
     Ok(info.restart_count.unwrap_or(0))
 }
 
-/// Waits until the container answers on `host_port`; fails when it exits or is restarted by the
+/// Where a container of the docker target published on `host_port` answers: this host's
+/// publish address, as this host reaches it.
+fn instance_address(spec: &DeploySpec, host_port: u16) -> SocketAddr {
+    SocketAddr::new(crate::route::reachable(spec.publish_address), host_port)
+}
+
+/// Waits until the container answers at `address`; fails when it exits or is restarted by the
 /// restart policy (more than `restarts_before` restarts), or after `ready_timeout`.
 async fn wait_until_ready(
     docker: &Docker,
     name: &str,
-    host_port: u16,
+    address: SocketAddr,
     restarts_before: i64,
     spec: &DeploySpec,
 ) -> Result<(), String> {
     let deadline = Instant::now() + spec.ready_timeout;
-    let probe_ip = crate::route::reachable(spec.publish_address);
-    let address = SocketAddr::new(probe_ip, host_port);
     let still_running = || async {
         let info = docker
             .inspect_container(name, None)

@@ -13,7 +13,7 @@ pub mod render;
 pub mod sandbox;
 pub mod swarm;
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -67,12 +67,14 @@ pub struct ProcessSpec {
     pub resources: render::Resources,
 }
 
-/// One running instance of a process, and where it answers.
+/// One running instance of a process, and where it answers: a socket address, which the
+/// target works out (this host's publish address and the container's host port for the docker
+/// target), so an instance may live on another machine.
 #[derive(Debug, Clone)]
 pub struct Instance {
     pub name: String,
     pub index: u32,
-    pub host_port: Option<u16>,
+    pub address: Option<SocketAddr>,
 }
 
 /// The port the web process gets when the image does not EXPOSE exactly one (Heroku's default).
@@ -80,12 +82,12 @@ pub const DEFAULT_PORT: u16 = 5000;
 
 /// Where a target puts the instances that serve the app's traffic.
 pub trait Serving: Sync {
-    /// Points the app's port and host at these host ports (the serving set), replacing the
+    /// Points the app's port and host at these instances (the serving set), replacing the
     /// last set at once.
-    fn serve(&self, host_ports: &[u16]) -> Result<(), String>;
-    /// Resolves once no request is in flight on these host ports (instances that just left
-    /// the serving set), or when the drain timeout is over.
-    fn drained(&self, host_ports: &[u16]) -> BoxFuture<'static, ()>;
+    fn serve(&self, addresses: &[SocketAddr]) -> Result<(), String>;
+    /// Resolves once no request is in flight on these instances (ones that just left the
+    /// serving set), or when the drain timeout is over.
+    fn drained(&self, addresses: &[SocketAddr]) -> BoxFuture<'static, ()>;
 }
 
 pub type Publish<'a> = &'a dyn Serving;

@@ -287,8 +287,8 @@ async fn converge(
 ) -> Result<Vec<Instance>, String> {
     let service = service_name(&spec.app, "web");
     let deadline = Instant::now() + spec.ready_timeout + UPDATE_SLACK;
-    let mut answering: HashSet<u16> = HashSet::new();
-    let mut published: Option<Vec<u16>> = None;
+    let mut answering: HashSet<SocketAddr> = HashSet::new();
+    let mut published: Option<Vec<SocketAddr>> = None;
     let mut last_note = String::new();
     loop {
         let inspected = docker.inspect_service(&service, None).await.map_err(|e| {
@@ -345,27 +345,22 @@ async fn converge(
             .filter(|c| task_id(&c.name).is_some_and(|id| wanted_tasks.contains(id)))
             .collect();
         for container in &running {
-            if let Some(port) = container.host_port
-                && !answering.contains(&port)
-                && docker::probe(
-                    SocketAddr::new(crate::route::reachable(spec.publish_address), port),
-                    spec.health.as_ref(),
-                )
-                .await
-                .is_ok()
+            if let Some(address) = container.address
+                && !answering.contains(&address)
+                && docker::probe(address, spec.health.as_ref()).await.is_ok()
             {
-                answering.insert(port);
+                answering.insert(address);
             }
         }
         let serving: Vec<&ContainerReport> = running
             .iter()
-            .filter(|c| c.host_port.is_some_and(|p| answering.contains(&p)))
+            .filter(|c| c.address.is_some_and(|a| answering.contains(&a)))
             .collect();
-        let mut ports: Vec<u16> = serving.iter().filter_map(|c| c.host_port).collect();
-        ports.sort_unstable();
-        if !ports.is_empty() && published.as_ref() != Some(&ports) {
-            publish.serve(&ports)?;
-            published = Some(ports);
+        let mut addresses: Vec<SocketAddr> = serving.iter().filter_map(|c| c.address).collect();
+        addresses.sort_unstable();
+        if !addresses.is_empty() && published.as_ref() != Some(&addresses) {
+            publish.serve(&addresses)?;
+            published = Some(addresses);
         }
         let new: Vec<&&ContainerReport> = serving
             .iter()
@@ -391,16 +386,13 @@ async fn converge(
                 .map(|c| Instance {
                     name: c.name.clone(),
                     index: c.index,
-                    host_port: c.host_port,
+                    address: c.address,
                 })
                 .collect();
             instances.sort_by_key(|i| i.index);
             for instance in &instances {
-                if let Some(port) = instance.host_port {
-                    out.detail(&format!(
-                        "web.{} answers on host port {port}",
-                        instance.index
-                    ));
+                if let Some(address) = instance.address {
+                    out.detail(&format!("web.{} answers at {address}", instance.index));
                 }
             }
             return Ok(instances);
