@@ -232,9 +232,9 @@ pub async fn renew_due(berth: &Berth) {
             Err(message) => ("failed", message),
         };
         tracing::info!(%app, outcome, %detail, "certificate renewal");
-        let _ = berth
+        berth
             .store
-            .record_event(Some(app_id), "letsencrypt", "renewal", outcome, &detail)
+            .note_event(Some(app_id), "letsencrypt", "renewal", outcome, &detail)
             .await;
     }
 }

@@ -8,7 +8,7 @@
 //! - `build`, `registry`, `deploy`: the stages; `engine` connects to Docker.
 //! - `disk`: disk usage and retention; `webhooks`: outbound events and inbound syncs;
 //!   `backup`: one-file backup and restore.
-//! - `store`: SQLite state; `commands`: the operator commands; `config`, `names`, `output`.
+//! - `store`: SQLite state; `domain`: the app's and the release's states as types; `commands`: the operator commands; `config`, `names`, `output`.
 //! - `netguard`: which destinations members may make the host connect to; `dockerfile`: what
 //!   a member's Dockerfile may ask the shared engine for.
 //!
@@ -23,6 +23,7 @@ pub mod config;
 pub mod deploy;
 pub mod disk;
 pub mod dockerfile;
+pub mod domain;
 pub mod engine;
 pub mod git;
 pub mod limits;

@@ -9,6 +9,7 @@ use std::path::Path;
 use crate::build::{self, DockerIgnore};
 use crate::buildpack;
 use crate::deploy;
+use crate::domain::AppState;
 use crate::engine;
 use crate::git::{self, RefUpdate};
 use crate::names::AppName;
@@ -156,10 +157,10 @@ async fn deploy_branch_for(
 /// A build or deploy of a commit failed: the app is `failed` and the event says why (webhooks
 /// send it as `deploy.failed`).
 async fn record_failed_deploy(berth: &Berth, app_id: i64, actor: &str, message: &str) {
-    let _ = berth.store.set_app_state(app_id, "failed", actor).await;
-    let _ = berth
+    berth.store.move_app(app_id, AppState::Failed, actor).await;
+    berth
         .store
-        .record_event(Some(app_id), "deploy", actor, "failed", message)
+        .note_event(Some(app_id), "deploy", actor, "failed", message)
         .await;
 }
 
@@ -293,7 +294,9 @@ pub async fn build_and_release(
     let manifest = plan.manifest;
 
     // Build first: a failed build makes no release, so release numbers count real releases.
-    let _ = store.set_app_state(app_id, "building", request.actor).await;
+    store
+        .move_app(app_id, AppState::Building, request.actor)
+        .await;
     match &plan.generated {
         None => out.step(&format!("Building {app} from Dockerfile")),
         Some(generated) => out.step(&format!(

@@ -156,9 +156,9 @@ pub async fn prepare_receive(
         return Err(internal(error));
     }
     if created {
-        let _ = berth
+        berth
             .store
-            .record_event(
+            .note_event(
                 Some(record.id),
                 "app.created",
                 &who.key_name,

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use crate::deploy::docker::{self, ContainerReport};
 use crate::deploy::render::Target;
+use crate::domain::AppState;
 use crate::engine;
 use crate::output::Output;
 use crate::release;
@@ -54,11 +55,6 @@ async fn adopt_legacy_network(berth: &Berth) {
     docker::adopt_legacy_network(&docker, &links).await;
 }
 
-/// States the reconciler may move an app out of; every other state belongs to an operation.
-fn settled(state: &str) -> bool {
-    matches!(state, "running" | "unknown" | "lost" | "failed" | "created")
-}
-
 pub async fn reconcile_once(berth: &Berth) {
     let apps = match berth.store.apps().await {
         Ok(apps) => apps,
@@ -73,18 +69,18 @@ pub async fn reconcile_once(berth: &Berth) {
     let (docker, mut by_app) = match live {
         Ok(live) => live,
         Err(message) => {
-            for app in apps.iter().filter(|a| a.state == "running") {
-                let _ = berth.store.set_app_state(app.id, "unknown", ACTOR).await;
-                let _ = berth
+            for app in apps.iter().filter(|a| a.state == AppState::Running) {
+                berth.store.move_app(app.id, AppState::Unknown, ACTOR).await;
+                berth
                     .store
-                    .record_event(Some(app.id), "reconcile", ACTOR, "unknown", &message)
+                    .note_event(Some(app.id), "reconcile", ACTOR, "unknown", &message)
                     .await;
             }
             return;
         }
     };
     for app in apps {
-        if app.stopped || !settled(&app.state) {
+        if app.stopped || !app.state.is_settled() {
             continue;
         }
         let lock = berth.app_lock(app.id);
@@ -95,7 +91,7 @@ pub async fn reconcile_once(berth: &Berth) {
         let Ok(Some(app)) = berth.store.app_by_id(app.id).await else {
             continue;
         };
-        if app.stopped || !settled(&app.state) {
+        if app.stopped || !app.state.is_settled() {
             continue;
         }
         let containers = by_app.remove(&app.name).unwrap_or_default();
@@ -153,9 +149,9 @@ async fn reconcile_app(
             Ok(spec) => Some(spec),
             Err(message) => {
                 // The release's image is gone: nothing can be recreated.
-                if app.state != "lost" {
+                if app.state != AppState::Lost {
                     store
-                        .set_app_state(app.id, "lost", ACTOR)
+                        .set_app_state(app.id, AppState::Lost, ACTOR)
                         .await
                         .map_err(|e| e.to_string())?;
                     store
@@ -181,9 +177,9 @@ async fn reconcile_app(
                     .await
                     .first()
                     .map_or(0, |r| r.restarts);
-                if restarts >= CRASH_LOOP_RESTARTS && app.state != "failed" {
+                if restarts >= CRASH_LOOP_RESTARTS && app.state != AppState::Failed {
                     store
-                        .set_app_state(app.id, "failed", ACTOR)
+                        .set_app_state(app.id, AppState::Failed, ACTOR)
                         .await
                         .map_err(|e| e.to_string())?;
                     let detail = format!("web.{index} keeps crashing (restarted {restarts} times)");
@@ -213,9 +209,9 @@ async fn reconcile_app(
             }
             Err(message) => {
                 healthy = false;
-                if app.state != "lost" {
+                if app.state != AppState::Lost {
                     store
-                        .set_app_state(app.id, "lost", ACTOR)
+                        .set_app_state(app.id, AppState::Lost, ACTOR)
                         .await
                         .map_err(|e| e.to_string())?;
                 }
@@ -282,9 +278,9 @@ async fn reconcile_app(
             .routes
             .point_canary(&app.name, Some((&addresses, canary.weight)));
     }
-    if healthy && matches!(app.state.as_str(), "unknown" | "lost") {
+    if healthy && matches!(app.state, AppState::Unknown | AppState::Lost) {
         store
-            .set_app_state(app.id, "running", ACTOR)
+            .set_app_state(app.id, AppState::Running, ACTOR)
             .await
             .map_err(|e| e.to_string())?;
     }
@@ -311,9 +307,9 @@ async fn reconcile_swarm(
     addresses.sort_unstable();
     let wanted = release::formation(app).get("web").copied().unwrap_or(1);
     if addresses.is_empty() && wanted > 0 {
-        if app.state == "running" {
+        if app.state == AppState::Running {
             store
-                .set_app_state(app.id, "lost", ACTOR)
+                .set_app_state(app.id, AppState::Lost, ACTOR)
                 .await
                 .map_err(|e| e.to_string())?;
             let detail = format!("no web task of v{} runs on the swarm", current.number);
@@ -326,9 +322,9 @@ async fn reconcile_swarm(
     }
     let port = release::app_port(berth, app).await?;
     berth.routes.point(&app.name, port, &addresses)?;
-    if matches!(app.state.as_str(), "unknown" | "lost") {
+    if matches!(app.state, AppState::Unknown | AppState::Lost) {
         store
-            .set_app_state(app.id, "running", ACTOR)
+            .set_app_state(app.id, AppState::Running, ACTOR)
             .await
             .map_err(|e| e.to_string())?;
     }

@@ -8,6 +8,7 @@ use bollard::Docker;
 
 use crate::deploy::render::{self, Resources, Target};
 use crate::deploy::{self, DeploySpec};
+use crate::domain::{AppState, ReleaseStatus};
 use crate::manifest::Manifest;
 use crate::output::Output;
 use crate::registry;
@@ -175,7 +176,7 @@ pub async fn create_and_deploy(
             Ok(release)
         }
         Err(message) => {
-            let _ = store.set_release_status(release.id, "failed").await;
+            store.move_release(release.id, ReleaseStatus::Failed).await;
             Err(message)
         }
     }
@@ -234,8 +235,10 @@ pub async fn deploy_release(
     let store = &berth.store;
     let target = target(berth, app)?;
     let backend = self::backend(berth, app).await?;
-    let _ = store.set_release_status(release.id, "deploying").await;
-    let _ = store.set_app_state(app.id, "deploying", actor).await;
+    store
+        .move_release(release.id, ReleaseStatus::Deploying)
+        .await;
+    store.move_app(app.id, AppState::Deploying, actor).await;
     out.step(&format!("Deploying to {target}"));
     let spec = spec_for(berth, docker, app, release).await?;
     let port = app_port(berth, app).await?;
@@ -260,11 +263,11 @@ pub async fn deploy_release(
         .await
         .map_err(|e| format!("internal error recording the release: {e}"))?;
     let _ = store.set_stopped(app.id, false).await;
-    let _ = store.set_app_state(app.id, "running", actor).await;
+    store.move_app(app.id, AppState::Running, actor).await;
     if instances.is_empty() {
         let detail = format!("v{} with no web instances", release.number);
-        let _ = store
-            .record_event(Some(app.id), "deploy", actor, "succeeded", &detail)
+        store
+            .note_event(Some(app.id), "deploy", actor, "succeeded", &detail)
             .await;
         out.step(&format!(
             "{} v{} is released with no web instances (ps:scale {} web=1 runs it)",
@@ -276,8 +279,8 @@ pub async fn deploy_release(
     if berth.config.http_listen().is_some() {
         out.detail(&format!("also at {} (the app's own port)", berth.url(port)));
     }
-    let _ = store
-        .record_event(
+    store
+        .note_event(
             Some(app.id),
             "deploy",
             actor,
@@ -346,7 +349,9 @@ pub async fn deploy_canary(
     let internal = |e: sqlx::Error| format!("internal error recording the canary: {e}");
     let previous = store.canary(app.id).await.map_err(internal)?;
     let port = app_port(berth, app).await?;
-    let _ = store.set_release_status(release.id, "deploying").await;
+    store
+        .move_release(release.id, ReleaseStatus::Deploying)
+        .await;
     out.step(&format!("Deploying a canary to {}", Target::Docker));
     let spec = spec_for(berth, docker, app, release).await?;
     let instances = deploy::docker::deploy_beside(docker, &spec, out).await?;
@@ -355,19 +360,19 @@ pub async fn deploy_canary(
         .routes
         .point_canary(&app.name, Some((&addresses, weight)));
     store.set_canary_release(release).await.map_err(internal)?;
-    let _ = store.set_app_state(app.id, "running", actor).await;
+    store.move_app(app.id, AppState::Running, actor).await;
     if let Some(old) = previous.and_then(|c| c.release)
         && old != release.number
     {
         if let Ok(Some(old)) = store.release(app.id, old).await {
-            let _ = store.set_release_status(old.id, "aborted").await;
+            store.move_release(old.id, ReleaseStatus::Aborted).await;
         }
         deploy::docker::retire_release(docker, &app.name, old, &berth.app_port(&app.name, port))
             .await;
         out.detail(&format!("v{old} (the previous canary) stopped"));
     }
-    let _ = store
-        .record_event(
+    store
+        .note_event(
             Some(app.id),
             "canary",
             actor,
@@ -420,7 +425,7 @@ pub async fn promote_canary(
         .await
         .map_err(|e| format!("internal error recording the release: {e}"))?;
     store
-        .end_canary(app.id, "running")
+        .end_canary(app.id, ReleaseStatus::Running)
         .await
         .map_err(|e| format!("internal error recording the release: {e}"))?;
     out.step(&format!("v{} now gets every request", canary.number));
@@ -437,8 +442,8 @@ pub async fn promote_canary(
         )
         .await;
     }
-    let _ = store
-        .record_event(
+    store
+        .note_event(
             Some(app.id),
             "canary",
             actor,
@@ -462,7 +467,7 @@ pub async fn abort_canary(
     let store = &berth.store;
     berth.routes.point_canary(&app.name, None);
     store
-        .end_canary(app.id, "aborted")
+        .end_canary(app.id, ReleaseStatus::Aborted)
         .await
         .map_err(|e| format!("internal error recording the canary: {e}"))?;
     if let Some(number) = number {
@@ -470,8 +475,8 @@ pub async fn abort_canary(
         deploy::docker::retire_release(docker, &app.name, number, &berth.app_port(&app.name, port))
             .await;
     }
-    let _ = store
-        .record_event(
+    store
+        .note_event(
             Some(app.id),
             "canary",
             actor,
@@ -982,8 +987,8 @@ pub async fn redeploy_with_config(
     store.replace_config(app.id, new).await.map_err(internal)?;
     let current = store.running_release(app.id).await.map_err(internal)?;
     let Some(current) = current.filter(|_| !app.stopped) else {
-        let _ = store
-            .record_event(Some(app.id), "config", actor, "ok", description)
+        store
+            .note_event(Some(app.id), "config", actor, "ok", description)
             .await;
         return Ok(());
     };
@@ -1011,16 +1016,16 @@ pub async fn redeploy_with_config(
     .await
     {
         Ok(_) => {
-            let _ = store
-                .record_event(Some(app.id), "config", actor, "ok", description)
+            store
+                .note_event(Some(app.id), "config", actor, "ok", description)
                 .await;
             Ok(())
         }
         Err(message) => {
             let _ = store.replace_config(app.id, old).await;
-            let _ = store.set_app_state(app.id, "running", actor).await;
-            let _ = store
-                .record_event(Some(app.id), "config", actor, "failed", description)
+            store.move_app(app.id, AppState::Running, actor).await;
+            store
+                .note_event(Some(app.id), "config", actor, "failed", description)
                 .await;
             Err(format!(
                 "{message}; the config is unchanged and v{} keeps running",

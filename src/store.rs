@@ -10,6 +10,7 @@ use serde::Serialize;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{FromRow, SqlitePool};
 
+use crate::domain::{AppState, ReleaseStatus};
 use crate::names::AppName;
 
 pub type StoreResult<T> = Result<T, sqlx::Error>;
@@ -44,7 +45,7 @@ pub struct App {
     pub name: String,
     pub owner: String,
     pub deploy_branch: Option<String>,
-    pub state: String,
+    pub state: AppState,
     /// JSON object of labels (`{"team":"web"}`).
     pub labels: String,
     /// JSON object of process type → instances (`{"web":1}`).
@@ -101,7 +102,7 @@ pub struct Release {
     pub number: i64,
     pub commit_sha: String,
     pub image: String,
-    pub status: String,
+    pub status: ReleaseStatus,
     pub created_by: String,
     pub description: String,
     pub host_port: Option<i64>,
@@ -227,15 +228,35 @@ impl Store {
         Ok((app, inserted))
     }
 
+    /// `set_app_state`, for callers whose work goes on whatever the DB says: a failed write
+    /// is logged, never dropped silently.
+    pub async fn move_app(&self, app_id: i64, state: AppState, actor: &str) {
+        if let Err(error) = self.set_app_state(app_id, state, actor).await {
+            tracing::error!(app_id, %state, %error, "cannot record the app's state");
+        }
+    }
+
+    /// `set_release_status`, logging a failed write (see `move_app`).
+    pub async fn move_release(&self, release_id: i64, status: ReleaseStatus) {
+        if let Err(error) = self.set_release_status(release_id, status).await {
+            tracing::error!(release_id, %status, %error, "cannot record the release's status");
+        }
+    }
+
     /// Moves the app to `state`; a change of state is recorded as an event by `actor`.
-    pub async fn set_app_state(&self, app_id: i64, state: &str, actor: &str) -> StoreResult<()> {
+    pub async fn set_app_state(
+        &self,
+        app_id: i64,
+        state: AppState,
+        actor: &str,
+    ) -> StoreResult<()> {
         let mut tx = self.pool.begin().await?;
         let old: Option<(String,)> = sqlx::query_as("SELECT state FROM apps WHERE id = ?")
             .bind(app_id)
             .fetch_optional(&mut *tx)
             .await?;
         let Some((old,)) = old else { return Ok(()) };
-        if old != state {
+        if old != state.as_str() {
             sqlx::query("UPDATE apps SET state = ?, updated_at = strftime('%Y-%m-%dT%H:%M:%SZ', 'now') WHERE id = ?")
                 .bind(state)
                 .bind(app_id)
@@ -317,7 +338,11 @@ impl Store {
         Ok(())
     }
 
-    pub async fn set_release_status(&self, release_id: i64, status: &str) -> StoreResult<()> {
+    pub async fn set_release_status(
+        &self,
+        release_id: i64,
+        status: ReleaseStatus,
+    ) -> StoreResult<()> {
         sqlx::query("UPDATE releases SET status = ? WHERE id = ?")
             .bind(status)
             .bind(release_id)
@@ -364,6 +389,24 @@ impl Store {
     }
 
     // ---- events
+
+    /// `record_event`, logging a failed write instead of dropping it: for callers whose work
+    /// is done whether or not its event is kept.
+    pub async fn note_event(
+        &self,
+        app_id: Option<i64>,
+        kind: &str,
+        actor: &str,
+        outcome: &str,
+        detail: &str,
+    ) {
+        if let Err(error) = self
+            .record_event(app_id, kind, actor, outcome, detail)
+            .await
+        {
+            tracing::error!(?app_id, kind, outcome, %error, "cannot record an event");
+        }
+    }
 
     pub async fn record_event(
         &self,
@@ -788,7 +831,7 @@ impl Store {
     }
 
     /// Ends the app's canary; a canary release still marked `canary` becomes `status`.
-    pub async fn end_canary(&self, app_id: i64, status: &str) -> StoreResult<()> {
+    pub async fn end_canary(&self, app_id: i64, status: ReleaseStatus) -> StoreResult<()> {
         let mut tx = self.pool.begin().await?;
         sqlx::query("UPDATE releases SET status = ? WHERE app_id = ? AND status = 'canary'")
             .bind(status)
@@ -1257,6 +1300,31 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_state_none_of_the_enums_has_is_settled_by_the_migration() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("berth.db");
+        let store = Store::open(&path).await.unwrap();
+        let name = AppName::parse("odd").unwrap();
+        store.ensure_app(&name, "admin").await.unwrap();
+        sqlx::query("UPDATE apps SET state = 'sleeping'")
+            .execute(&store.pool)
+            .await
+            .unwrap();
+        assert!(
+            store.app(&name).await.is_err(),
+            "an unknown name fails the read"
+        );
+        sqlx::query("DELETE FROM _sqlx_migrations WHERE version = 13")
+            .execute(&store.pool)
+            .await
+            .unwrap();
+        store.close().await;
+        let store = Store::open(&path).await.unwrap();
+        let app = store.app(&name).await.unwrap().unwrap();
+        assert_eq!(app.state, AppState::Unknown);
+    }
 
     #[tokio::test]
     async fn concurrent_first_pushes_make_one_app_and_say_whose() {

@@ -511,9 +511,9 @@ pub async fn inbound_loop(berth: Arc<Berth>) {
             _ = flush.tick() => {
                 for (app_id, count) in berth.inbound.take_refused() {
                     let _ = berth.store.count_refused_sync(app_id, count).await;
-                    let _ = berth
+                    berth
                         .store
-                        .record_event(
+                        .note_event(
                             Some(app_id),
                             "sync",
                             "webhook",
@@ -542,9 +542,9 @@ pub async fn inbound_loop(berth: Arc<Berth>) {
         };
         if !crate::commands::key_may_operate(&berth, &source.created_by, &app).await {
             tracing::warn!(app = %app.name, key = %source.created_by, "inbound webhook refused: the key that set the sync source may no longer operate the app");
-            let _ = berth
+            berth
                 .store
-                .record_event(
+                .note_event(
                     Some(app.id),
                     "sync",
                     "webhook",

@@ -7,6 +7,7 @@ use serde::Serialize;
 
 use super::{Access, Args, app_for, internal, may, to_json};
 use crate::deploy::docker::{self, ContainerReport};
+use crate::domain::{AppState, ReleaseStatus};
 use crate::engine;
 use crate::git;
 use crate::names::AppName;
@@ -23,7 +24,7 @@ const LIVE_LIMIT: Duration = Duration::from_millis(700);
 struct AppView {
     name: String,
     /// The DB state, or `unknown` when the engine did not answer.
-    state: String,
+    state: AppState,
     owner: String,
     labels: BTreeMap<String, String>,
     /// Process type → wanted instances.
@@ -80,9 +81,9 @@ fn view(
     AppView {
         name: app.name.clone(),
         state: if live.is_some() {
-            app.state.clone()
+            app.state
         } else {
-            "unknown".to_string()
+            AppState::Unknown
         },
         owner: app.owner.clone(),
         labels: labels_of(app),
@@ -414,9 +415,9 @@ pub async fn create(berth: &Berth, who: &Identity, args: &Args) -> Result<String
         return Err(internal(error));
     }
     if let Ok(Some(app)) = berth.store.app(&name).await {
-        let _ = berth
+        berth
             .store
-            .record_event(
+            .note_event(
                 Some(app.id),
                 "app.created",
                 &who.key_name,
@@ -467,9 +468,9 @@ pub async fn rename(
         .await
         .map_err(internal)?
         .ok_or("renamed app vanished")?;
-    let _ = berth
+    berth
         .store
-        .record_event(
+        .note_event(
             Some(app.id),
             "app.renamed",
             &who.key_name,
@@ -507,7 +508,7 @@ pub async fn rename(
         {
             berth
                 .store
-                .end_canary(app.id, "aborted")
+                .end_canary(app.id, ReleaseStatus::Aborted)
                 .await
                 .map_err(internal)?;
             out.detail("its canary is aborted");
@@ -547,9 +548,9 @@ pub async fn destroy(berth: &Berth, who: &Identity, args: &Args) -> Result<Strin
     let (_guard, app) = berth.lock(&app).await?;
     let docker = engine::connect().await?;
     let volumes = crate::disk::volumes_of(berth, &docker, &app).await?;
-    let _ = berth
+    berth
         .store
-        .set_app_state(app.id, "deleting", &who.key_name)
+        .move_app(app.id, AppState::Deleting, &who.key_name)
         .await;
     berth.routes.remove(&app.name);
     berth.certs.remove(&app.name);
@@ -563,9 +564,9 @@ pub async fn destroy(berth: &Berth, who: &Identity, args: &Args) -> Result<Strin
         std::fs::remove_dir_all(&repo).map_err(|e| format!("cannot remove the repo: {e}"))?;
     }
     // Recorded while the app exists: its events (this one too) are kept under its name.
-    let _ = berth
+    berth
         .store
-        .record_event(
+        .note_event(
             Some(app.id),
             "app.destroyed",
             &who.key_name,
@@ -631,9 +632,9 @@ pub async fn labels(berth: &Berth, who: &Identity, args: &Args) -> Result<String
             .set_labels(app.id, &json)
             .await
             .map_err(internal)?;
-        let _ = berth
+        berth
             .store
-            .record_event(
+            .note_event(
                 Some(app.id),
                 "labels",
                 &who.key_name,
@@ -677,9 +678,9 @@ pub async fn grant(
             format!("{key} may no longer operate {}\n", app.name),
         )
     };
-    let _ = berth
+    berth
         .store
-        .record_event(Some(app.id), kind, &who.key_name, "ok", key)
+        .note_event(Some(app.id), kind, &who.key_name, "ok", key)
         .await;
     Ok(text)
 }

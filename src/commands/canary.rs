@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 
 use super::{Access, Args, app_for, current_release, internal, numbered_release};
+use crate::domain::ReleaseStatus;
 use crate::engine;
 use crate::output::Output;
 use crate::release;
@@ -53,8 +54,8 @@ pub async fn start(
             .start_canary(app.id, weight, &who.key_name)
             .await
             .map_err(internal)?;
-        let _ = store
-            .record_event(
+        store
+            .note_event(
                 Some(app.id),
                 "canary",
                 &who.key_name,
@@ -74,7 +75,7 @@ pub async fn start(
             source.number, app.name
         ));
     }
-    if source.status == "failed" {
+    if source.status == ReleaseStatus::Failed {
         return Err(format!("v{} never ran (its deploy failed)", source.number));
     }
     let docker = engine::connect().await?;
@@ -104,7 +105,7 @@ pub async fn start(
     match deployed {
         Ok(_) => Ok(String::new()),
         Err(message) => {
-            let _ = store.end_canary(app.id, "failed").await;
+            let _ = store.end_canary(app.id, ReleaseStatus::Failed).await;
             Err(format!(
                 "{message}; v{} keeps every request",
                 current.number
@@ -128,8 +129,8 @@ pub async fn set_weight(berth: &Berth, who: &Identity, args: &Args) -> Result<St
         .await
         .map_err(internal)?;
     berth.routes.set_canary_weight(&app.name, weight);
-    let _ = store
-        .record_event(
+    store
+        .note_event(
             Some(app.id),
             "canary",
             &who.key_name,

@@ -58,9 +58,9 @@ pub async fn add(
         .set_certificate_source(app.id, "manual")
         .await
         .map_err(internal)?;
-    let _ = berth
+    berth
         .store
-        .record_event(
+        .note_event(
             Some(app.id),
             "certs:add",
             &who.key_name,
@@ -87,9 +87,9 @@ pub async fn remove(berth: &Berth, who: &Identity, args: &Args) -> Result<String
         .remove_certificate(app.id)
         .await
         .map_err(internal)?;
-    let _ = berth
+    berth
         .store
-        .record_event(Some(app.id), "certs:remove", &who.key_name, "ok", "")
+        .note_event(Some(app.id), "certs:remove", &who.key_name, "ok", "")
         .await;
     Ok(format!(
         "-----> {}'s certificate removed: its hosts are served over plain HTTP only\n",
@@ -161,9 +161,9 @@ pub async fn letsencrypt(
         ));
     }
     let result = acme::provision(berth, &app.name, out).await;
-    let _ = berth
+    berth
         .store
-        .record_event(
+        .note_event(
             Some(app.id),
             if renew {
                 "letsencrypt:renew"

@@ -96,8 +96,8 @@ async fn change(
     let running = store.running_release(app.id).await.map_err(internal)?;
     if args.has("--no-restart") || app.stopped || running.is_none() {
         store.replace_config(app.id, &new).await.map_err(internal)?;
-        let _ = store
-            .record_event(Some(app.id), "config", &who.key_name, "ok", description)
+        store
+            .note_event(Some(app.id), "config", &who.key_name, "ok", description)
             .await;
         return Ok(format!(
             "-----> {description}: stored; it applies at the next release\n"

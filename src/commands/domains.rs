@@ -75,9 +75,9 @@ pub async fn add(berth: &Berth, who: &Identity, args: &Args) -> Result<String, S
         .map_err(internal)?;
     berth.reload_domains().await?;
     let outcome = if approved { "ok" } else { "pending" };
-    let _ = berth
+    berth
         .store
-        .record_event(Some(app.id), "domains:add", &who.key_name, outcome, &domain)
+        .note_event(Some(app.id), "domains:add", &who.key_name, outcome, &domain)
         .await;
     if !approved {
         return Ok(format!(
@@ -104,9 +104,9 @@ pub async fn approve(berth: &Berth, who: &Identity, args: &Args) -> Result<Strin
         ));
     }
     berth.reload_domains().await?;
-    let _ = berth
+    berth
         .store
-        .record_event(
+        .note_event(
             Some(app.id),
             "domains:approve",
             &who.key_name,
@@ -129,9 +129,9 @@ pub async fn remove(berth: &Berth, who: &Identity, args: &Args) -> Result<String
         return Err(format!("{domain} is not a domain of {}", app.name));
     }
     berth.reload_domains().await?;
-    let _ = berth
+    berth
         .store
-        .record_event(Some(app.id), "domains:remove", &who.key_name, "ok", &domain)
+        .note_event(Some(app.id), "domains:remove", &who.key_name, "ok", &domain)
         .await;
     Ok(format!(
         "-----> {domain} no longer routes to {}\n",

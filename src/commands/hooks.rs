@@ -275,9 +275,9 @@ pub async fn inbound(berth: &Berth, who: &Identity, args: &Args) -> Result<Strin
         .await
         .map_err(internal)?;
     berth.inbound.reload(&berth.store).await?;
-    let _ = berth
+    berth
         .store
-        .record_event(
+        .note_event(
             Some(app.id),
             "sync",
             &who.key_name,

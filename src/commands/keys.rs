@@ -58,9 +58,9 @@ pub async fn remove(berth: &Berth, who: &Identity, args: &Args) -> Result<String
     if let Some(fingerprint) = fingerprint {
         let _ = berth.revoked.send(fingerprint);
     }
-    let _ = berth
+    berth
         .store
-        .record_event(None, "key.removed", &who.key_name, "ok", name)
+        .note_event(None, "key.removed", &who.key_name, "ok", name)
         .await;
     Ok(format!("removed key {name}\n"))
 }
@@ -136,9 +136,9 @@ pub async fn add_key(
         .add_key(name, &fingerprint, line, role)
         .await
         .map_err(internal)?;
-    let _ = berth
+    berth
         .store
-        .record_event(
+        .note_event(
             None,
             "key.added",
             actor,

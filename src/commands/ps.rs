@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use super::{Access, Args, app_for, current_release, internal, to_json};
 use crate::deploy::docker;
+use crate::domain::{AppState, ReleaseStatus};
 use crate::engine;
 use crate::git;
 use crate::names::AppName;
@@ -71,7 +72,9 @@ pub async fn scale(
             describe(&wanted)
         ));
     };
-    let _ = store.set_app_state(app.id, "scaling", &who.key_name).await;
+    store
+        .move_app(app.id, AppState::Scaling, &who.key_name)
+        .await;
     out.step(&format!("Scaling {} to {}", app.name, describe(&wanted)));
     let docker = engine::connect().await?;
     let mut scaled = app.clone();
@@ -88,9 +91,11 @@ pub async fn scale(
                 .set_formation(app.id, &formation_json)
                 .await
                 .map_err(internal)?;
-            let _ = store.set_app_state(app.id, "running", &who.key_name).await;
-            let _ = store
-                .record_event(
+            store
+                .move_app(app.id, AppState::Running, &who.key_name)
+                .await;
+            store
+                .note_event(
                     Some(app.id),
                     "scale",
                     &who.key_name,
@@ -106,9 +111,11 @@ pub async fn scale(
             ))
         }
         Err(message) => {
-            let _ = store.set_app_state(app.id, "running", &who.key_name).await;
-            let _ = store
-                .record_event(Some(app.id), "scale", &who.key_name, "failed", &message)
+            store
+                .move_app(app.id, AppState::Running, &who.key_name)
+                .await;
+            store
+                .note_event(Some(app.id), "scale", &who.key_name, "failed", &message)
                 .await;
             Err(format!(
                 "{message}; the formation stays {}",
@@ -136,20 +143,24 @@ pub async fn stop(
     let (_guard, app) = berth.lock(&app).await?;
     let store = &berth.store;
     let docker = engine::connect().await?;
-    let _ = store.set_app_state(app.id, "stopping", &who.key_name).await;
+    store
+        .move_app(app.id, AppState::Stopping, &who.key_name)
+        .await;
     out.step(&format!("Stopping {}", app.name));
     berth.routes.remove(&app.name);
     let stopped = release::stop_everywhere(berth, &docker, &app.name, false).await?;
     // Its containers are gone with the rest: a canary ends here.
     if store.canary(app.id).await.map_err(internal)?.is_some() {
         store
-            .end_canary(app.id, "aborted")
+            .end_canary(app.id, ReleaseStatus::Aborted)
             .await
             .map_err(internal)?;
         out.detail("its canary is aborted");
     }
     store.set_stopped(app.id, true).await.map_err(internal)?;
-    let _ = store.set_app_state(app.id, "stopped", &who.key_name).await;
+    store
+        .move_app(app.id, AppState::Stopped, &who.key_name)
+        .await;
     Ok(format!(
         "-----> Stopped {} ({stopped} instances); image, config and data are kept\n",
         app.name
@@ -167,12 +178,16 @@ pub async fn start(
     let store = &berth.store;
     let current = current_release(berth, &app, "has no release to start: push one first").await?;
     let docker = engine::connect().await?;
-    let _ = store.set_app_state(app.id, "starting", &who.key_name).await;
+    store
+        .move_app(app.id, AppState::Starting, &who.key_name)
+        .await;
     out.step(&format!("Starting {} v{}", app.name, current.number));
     if let Err(message) =
         release::deploy_release(berth, &docker, &app, &current, &who.key_name, out).await
     {
-        let _ = store.set_app_state(app.id, "failed", &who.key_name).await;
+        store
+            .move_app(app.id, AppState::Failed, &who.key_name)
+            .await;
         return Err(message);
     }
     Ok(String::new())
@@ -206,17 +221,21 @@ pub(super) async fn roll(
     let current = current_release(berth, app, "has no release running").await?;
     let docker = engine::connect().await?;
     let spec = release::spec_for(berth, &docker, app, &current).await?;
-    let _ = store.set_app_state(app.id, "restarting", actor).await;
+    store.move_app(app.id, AppState::Restarting, actor).await;
     out.step(&format!("Restarting {}, one container at a time", app.name));
     let port = release::app_port(berth, app).await?;
     let backend = release::backend(berth, app).await?;
     let result = backend
         .restart(&docker, &spec, out, &berth.app_port(&app.name, port))
         .await;
-    let outcome = if result.is_ok() { "running" } else { "failed" };
-    let _ = store.set_app_state(app.id, outcome, actor).await;
-    let _ = store
-        .record_event(
+    let outcome = if result.is_ok() {
+        AppState::Running
+    } else {
+        AppState::Failed
+    };
+    store.move_app(app.id, outcome, actor).await;
+    store
+        .note_event(
             Some(app.id),
             "restart",
             actor,
@@ -302,9 +321,9 @@ async fn rebuild_one(berth: &Berth, who: &Identity, app: &App, out: &Output) -> 
         actor: &who.key_name,
     };
     if let Err(message) = pipeline::build_and_release(berth, &request, out).await {
-        let _ = berth
+        berth
             .store
-            .set_app_state(app.id, "failed", &who.key_name)
+            .move_app(app.id, AppState::Failed, &who.key_name)
             .await;
         return Err(message);
     }

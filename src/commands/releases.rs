@@ -6,6 +6,7 @@ use futures_util::stream::{self, BoxStream, StreamExt};
 
 use super::{Access, Args, app_for, current_release, internal, numbered_release, to_json};
 use crate::deploy::docker;
+use crate::domain::{AppState, ReleaseStatus};
 use crate::engine;
 use crate::output::Output;
 use crate::release;
@@ -54,7 +55,7 @@ pub async fn rollback(
     let target = match args.positional.get(1) {
         Some(wanted) => {
             let target = numbered_release(berth, &app, wanted).await?;
-            if target.status == "failed" {
+            if target.status == ReleaseStatus::Failed {
                 return Err(format!(
                     "v{} never ran (its deploy failed); pick another from `releases {}`",
                     target.number, app.name
@@ -67,15 +68,15 @@ pub async fn rollback(
             .await
             .map_err(internal)?
             .into_iter()
-            .find(|r| r.number < current.number && r.status == "superseded")
+            .find(|r| r.number < current.number && r.status == ReleaseStatus::Superseded)
             .ok_or_else(|| format!("{} has no earlier release that ran", app.name))?,
     };
     if target.number == current.number {
         return Err(format!("v{} is already the running release", target.number));
     }
     let docker = engine::connect().await?;
-    let _ = store
-        .set_app_state(app.id, "rolling_back", &who.key_name)
+    store
+        .move_app(app.id, AppState::RollingBack, &who.key_name)
         .await;
     out.step(&format!(
         "Rolling {} back to v{} ({})",
@@ -110,7 +111,9 @@ pub async fn rollback(
             Ok(String::new())
         }
         Err(message) => {
-            let _ = store.set_app_state(app.id, "running", &who.key_name).await;
+            store
+                .move_app(app.id, AppState::Running, &who.key_name)
+                .await;
             Err(format!("{message}; v{} keeps running", current.number))
         }
     }
@@ -241,9 +244,9 @@ pub async fn run(
     let docker = engine::connect().await?;
     // Only the program's name is recorded: arguments may carry secrets.
     let detail = format!("v{}: {}", current.number, command[0]);
-    let _ = berth
+    berth
         .store
-        .record_event(Some(app.id), "run", &who.key_name, "started", &detail)
+        .note_event(Some(app.id), "run", &who.key_name, "started", &detail)
         .await;
     let within = release::run_in(berth, &docker, &app, &current).await?;
     let mut one_off = docker::run_one_off(

@@ -168,8 +168,8 @@ pub async fn mount(
         let _ = store.remove_mount(app.id, &path).await;
         return Err(format!("{message}; nothing was mounted"));
     }
-    let _ = store
-        .record_event(Some(app.id), "storage", &who.key_name, "mounted", &what)
+    store
+        .note_event(Some(app.id), "storage", &who.key_name, "mounted", &what)
         .await;
     Ok(format!("-----> Mounted {what} in {}\n", app.name))
 }
@@ -211,8 +211,8 @@ pub async fn unmount(
             .await;
         return Err(format!("{message}; it stays mounted"));
     }
-    let _ = store
-        .record_event(Some(app.id), "storage", &who.key_name, "unmounted", &what)
+    store
+        .note_event(Some(app.id), "storage", &who.key_name, "unmounted", &what)
         .await;
     let kept = if mount.kind == "volume" {
         format!(

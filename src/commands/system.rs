@@ -83,9 +83,9 @@ pub async fn prune(berth: &Berth, who: &Identity, args: &Args) -> Result<String,
         berth.config.keep_releases
     );
     if !dry_run {
-        let _ = berth
+        berth
             .store
-            .record_event(
+            .note_event(
                 None,
                 "system:prune",
                 &who.key_name,

@@ -5,6 +5,7 @@ use super::{
     Access, Args, admin_only_for, app_for, current_release, internal, numbered_release, to_json,
 };
 use crate::deploy::render::{self, Resources, Target};
+use crate::domain::AppState;
 use crate::output::Output;
 use crate::release;
 use crate::server::{Berth, Identity};
@@ -74,9 +75,9 @@ pub async fn set(
             }
         }
     }
-    let _ = berth
+    berth
         .store
-        .record_event(
+        .note_event(
             Some(app.id),
             "apps:set",
             &who.key_name,
@@ -129,9 +130,9 @@ async fn move_app(
             .set_target(app.id, app.target.as_deref())
             .await
             .map_err(internal)?;
-        let _ = berth
+        berth
             .store
-            .set_app_state(app.id, "running", &who.key_name)
+            .move_app(app.id, AppState::Running, &who.key_name)
             .await;
         return Err(format!(
             "{message}; {} stays on {}",
@@ -183,9 +184,9 @@ pub async fn resources(berth: &Berth, who: &Identity, args: &Args) -> Result<Str
         .set_resources(app.id, &json)
         .await
         .map_err(internal)?;
-    let _ = berth
+    berth
         .store
-        .record_event(
+        .note_event(
             Some(app.id),
             "resources",
             &who.key_name,
@@ -285,9 +286,9 @@ pub async fn approve(berth: &Berth, who: &Identity, args: &Args) -> Result<Strin
         .approve_templates(app.id, &tree, &who.key_name)
         .await
         .map_err(internal)?;
-    let _ = berth
+    berth
         .store
-        .record_event(
+        .note_event(
             Some(app.id),
             "templates:approve",
             &who.key_name,
@@ -312,9 +313,9 @@ pub async fn revoke(berth: &Berth, who: &Identity, args: &Args) -> Result<String
         .revoke_templates(app.id)
         .await
         .map_err(internal)?;
-    let _ = berth
+    berth
         .store
-        .record_event(
+        .note_event(
             Some(app.id),
             "templates:revoke",
             &who.key_name,
