@@ -191,9 +191,6 @@ const NUMBER_KEYS: &[&str] = &[
     "keep_releases",
 ];
 
-/// `app_networks` by default: 10.200.0.0/14, 1024 apps.
-pub const DEFAULT_APP_NETWORKS: (u32, u8) = (0x0ac8_0000, 14);
-
 /// `a.b.c.d/N` (N at most 24, the address on a /24 boundary) as (address, N).
 pub fn parse_pool(text: &str) -> Result<(u32, u8), String> {
     let bad =

@@ -622,7 +622,7 @@ async fn health_loop(route: std::sync::Weak<Route>) {
             // engine's port proxy accepts for a container that is gone.
             let up = if let Some(check) = check {
                 let timeout = Duration::from_secs(check.timeout).min(HEALTH_TIMEOUT * 2);
-                let probe = crate::deploy::docker::probe(upstream.address, Some(check));
+                let probe = crate::deploy::probe::probe(upstream.address, Some(check));
                 matches!(tokio::time::timeout(timeout, probe).await, Ok(Ok(())))
             } else if was {
                 let connect = TcpStream::connect(upstream.address);
@@ -633,8 +633,8 @@ async fn health_loop(route: std::sync::Weak<Route>) {
             } else {
                 // Bytes back: silence is the engine's port proxy waiting on a container
                 // being torn down.
-                let reply = crate::deploy::docker::reply_to_get(upstream.address, HEALTH_TIMEOUT);
-                reply.await == crate::deploy::docker::Reply::Bytes
+                let reply = crate::deploy::probe::reply_to_get(upstream.address, HEALTH_TIMEOUT);
+                reply.await == crate::deploy::probe::Reply::Bytes
             };
             upstream.healthy.store(up, Ordering::Relaxed);
             if was != up {

@@ -19,9 +19,8 @@ use bollard::query_parameters::{
 };
 use futures_util::future::BoxFuture;
 use futures_util::{FutureExt, StreamExt};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
+use super::probe::{answers, probe};
 use super::{Backend, DEFAULT_PORT, DeploySpec, Instance, Publish};
 use crate::engine;
 use crate::output::Output;
@@ -89,6 +88,9 @@ pub async fn ensure_network(docker: &Docker, name: &str) -> Result<String, Strin
         .ok_or_else(|| format!("the engine network {name} vanished as it was made"))
 }
 
+/// `app_networks` by default: 10.200.0.0/14, 1024 apps.
+pub const DEFAULT_APP_NETWORKS: (u32, u8) = (0x0ac8_0000, 14);
+
 /// The pool app networks take their /24 subnets from: the engine's own default pools give
 /// about 30 bridge networks, far fewer than a host has apps.
 static NETWORK_POOL: std::sync::OnceLock<(u32, u8)> = std::sync::OnceLock::new();
@@ -119,7 +121,7 @@ fn bridge_on(name: &str, subnet: &str) -> NetworkCreateRequest {
 /// (another berth making one at the same moment makes the engine refuse the overlap: the next
 /// is tried).
 async fn create_app_network(docker: &Docker, name: &str) -> Result<(), String> {
-    let (base, prefix) = *NETWORK_POOL.get_or_init(|| crate::config::DEFAULT_APP_NETWORKS);
+    let (base, prefix) = *NETWORK_POOL.get_or_init(|| DEFAULT_APP_NETWORKS);
     let used: std::collections::HashSet<String> = docker
         .list_networks(None::<bollard::query_parameters::ListNetworksOptions>)
         .await
@@ -1261,107 +1263,6 @@ async fn wait_until_ready(
         };
         tokio::time::sleep(Duration::from_millis(pause)).await;
     }
-}
-
-/// One readiness probe: with a health check, `GET path` must answer its status (any 2xx or 3xx
-/// when unset) within its timeout; without one, anything answering will do (`answers`).
-pub async fn probe(
-    addr: SocketAddr,
-    check: Option<&crate::manifest::Healthcheck>,
-) -> Result<(), String> {
-    let Some(check) = check else {
-        return if answers(addr).await {
-            Ok(())
-        } else {
-            Err("nothing answers".to_string())
-        };
-    };
-    let path = &check.path;
-    let attempt = async {
-        let mut stream = TcpStream::connect(addr)
-            .await
-            .map_err(|e| format!("GET {path}: {e}"))?;
-        let request = format!(
-            "GET {path} HTTP/1.0\r\nHost: localhost\r\nUser-Agent: berth-healthcheck\r\n\r\n"
-        );
-        stream
-            .write_all(request.as_bytes())
-            .await
-            .map_err(|e| format!("GET {path}: {e}"))?;
-        let mut head = Vec::new();
-        let mut buffer = [0u8; 256];
-        while !head.contains(&b'\n') && head.len() < 4096 {
-            let read = stream
-                .read(&mut buffer)
-                .await
-                .map_err(|e| format!("GET {path}: {e}"))?;
-            if read == 0 {
-                break;
-            }
-            head.extend_from_slice(&buffer[..read]);
-        }
-        let line = String::from_utf8_lossy(&head);
-        let status: u16 = line
-            .split_whitespace()
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .ok_or_else(|| format!("GET {path}: no HTTP answer"))?;
-        let wanted = match check.status {
-            Some(expected) => status == expected,
-            None => (200..400).contains(&status),
-        };
-        if wanted {
-            Ok(())
-        } else {
-            let expected = check
-                .status
-                .map_or("2xx or 3xx".to_string(), |s| s.to_string());
-            Err(format!("GET {path} answered {status}, expected {expected}"))
-        }
-    };
-    tokio::time::timeout(Duration::from_secs(check.timeout), attempt)
-        .await
-        .unwrap_or_else(|_| Err(format!("GET {path}: no answer within {} s", check.timeout)))
-}
-
-/// What a `GET /` sent to an address got back.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Reply {
-    /// Some bytes: an HTTP response, or a TCP service's greeting.
-    Bytes,
-    /// The connection was open but nothing came back within the wait.
-    Silence,
-    /// Refused, or closed without a byte: with the engine's port proxy in front, nothing
-    /// (or a container being torn down) is behind it.
-    Nothing,
-}
-
-/// Sends `GET /` to `addr` and waits up to `wait` for the first bytes.
-pub async fn reply_to_get(addr: SocketAddr, wait: Duration) -> Reply {
-    let attempt = async {
-        let Ok(Ok(mut stream)) = tokio::time::timeout(wait, TcpStream::connect(addr)).await else {
-            return Reply::Nothing;
-        };
-        let request = b"GET / HTTP/1.0\r\nHost: localhost\r\nUser-Agent: berth-readiness\r\n\r\n";
-        if stream.write_all(request).await.is_err() {
-            return Reply::Nothing;
-        }
-        let mut buffer = [0u8; 64];
-        match tokio::time::timeout(wait, stream.read(&mut buffer)).await {
-            Ok(Ok(read)) if read > 0 => Reply::Bytes,
-            Ok(_) => Reply::Nothing,
-            Err(_) => Reply::Silence,
-        }
-    };
-    tokio::time::timeout(wait * 2, attempt)
-        .await
-        .unwrap_or(Reply::Nothing)
-}
-
-/// Whether something answers at `addr` (for readiness): bytes back, or a connection held open
-/// (a silent TCP service).
-pub(super) async fn answers(addr: SocketAddr) -> bool {
-    reply_to_get(addr, Duration::from_secs(2)).await != Reply::Nothing
 }
 
 /// Stops and removes the app's containers of releases older than `keep_release` (never newer

@@ -9,6 +9,7 @@
 //! **Architecture Invariant:** the running release is replaced only after the new one answers.
 
 pub mod docker;
+pub mod probe;
 pub mod render;
 pub mod sandbox;
 pub mod swarm;

@@ -347,7 +347,9 @@ async fn converge(
         for container in &running {
             if let Some(address) = container.address
                 && !answering.contains(&address)
-                && docker::probe(address, spec.health.as_ref()).await.is_ok()
+                && super::probe::probe(address, spec.health.as_ref())
+                    .await
+                    .is_ok()
             {
                 answering.insert(address);
             }
