@@ -375,12 +375,7 @@ fn retention_keeps_the_last_releases_and_prunes_leftovers() {
         .join(format!("repos/{app}.git/objects/tmp_objdir-incoming-test"));
     std::fs::create_dir_all(&quarantine).expect("mkdir");
     std::fs::write(quarantine.join("pack"), vec![0u8; 4096]).expect("write");
-    let touched = Command::new("touch")
-        .args(["-d", "2 hours ago"])
-        .arg(&quarantine)
-        .status()
-        .expect("touch");
-    assert!(touched.success());
+    make_old(&quarantine);
 
     let member = server.dir.path().join("member_key");
     keygen(&member);

@@ -675,14 +675,7 @@ fn removed_keys_lose_their_open_connections() {
 #[test]
 fn the_data_dir_and_db_are_private_whatever_the_umask() {
     let server = TestServer::start();
-    use std::os::unix::fs::PermissionsExt;
-    let mode = |path: &Path| {
-        std::fs::metadata(path)
-            .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-            .permissions()
-            .mode()
-            & 0o777
-    };
+    let mode = file_mode;
     let data = server.data_dir();
     assert_eq!(mode(&data), 0o700);
     assert_eq!(mode(&data.join("berth.db")), 0o600);
@@ -1323,9 +1316,7 @@ fn apps_do_not_share_the_build_cache() {
     write(
         repo.path(),
         "Dockerfile",
-        &format!(
-            "FROM {BASE_IMAGE}\nRUN mkdir -p /www && cat /proc/sys/kernel/random/uuid > /www/stamp\nCOPY www /www\nCMD [\"sh\", \"-c\", \"exec httpd -f -p $PORT -h /www\"]\n"
-        ),
+        &web_dockerfile("RUN mkdir -p /www && cat /proc/sys/kernel/random/uuid > /www/stamp"),
     );
     commit(repo.path(), "stamped");
     let (poisoner, victim) = (app_name("cache-m"), app_name("cache-v"));
@@ -1367,13 +1358,7 @@ fn apps_do_not_share_the_build_cache() {
 fn backups_are_private_and_restores_mask_modes() {
     let mut server = TestServer::start();
     use std::os::unix::fs::PermissionsExt;
-    let mode = |path: &Path| {
-        std::fs::metadata(path)
-            .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-            .permissions()
-            .mode()
-            & 0o7777
-    };
+    let mode = file_mode;
     let app = app_name("saved-modes");
     let repo = web_app("saved");
     assert!(server.push(repo.path(), &app, "main").status.success());
@@ -1484,13 +1469,7 @@ fn retention_leaves_the_quarantine_of_a_push_in_progress() {
     let server = TestServer::start();
     let app = app_name("slow-push");
     let repo = web_app("slow");
-    write(
-        repo.path(),
-        "Dockerfile",
-        &format!(
-            "FROM {BASE_IMAGE}\nRUN sleep 12\nCOPY www /www\nCMD [\"sh\", \"-c\", \"exec httpd -f -p $PORT -h /www\"]\n"
-        ),
-    );
+    write(repo.path(), "Dockerfile", &web_dockerfile("RUN sleep 12"));
     let commit_id = commit(repo.path(), "slow");
     let objects = server.data_dir().join(format!("repos/{app}.git/objects"));
     let pushing = std::thread::scope(|scope| {
@@ -1503,12 +1482,7 @@ fn retention_leaves_the_quarantine_of_a_push_in_progress() {
         });
         // Once the upload is written (the build, 12 s, has begun), the directory is made old.
         std::thread::sleep(std::time::Duration::from_secs(4));
-        let aged = Command::new("touch")
-            .args(["-d", "2 hours ago"])
-            .arg(&quarantine)
-            .status()
-            .expect("touch");
-        assert!(aged.success());
+        make_old(&quarantine);
         push.join().expect("push thread")
     });
     assert!(pushing.status.success(), "{}", text(&pushing));
@@ -1540,9 +1514,7 @@ fn a_member_has_only_so_many_builds_and_shells_at_once() {
     write(
         slow_repo.path(),
         "Dockerfile",
-        &format!(
-            "FROM {BASE_IMAGE}\nRUN sleep 10\nCOPY www /www\nCMD [\"sh\", \"-c\", \"exec httpd -f -p $PORT -h /www\"]\n"
-        ),
+        &web_dockerfile("RUN sleep 10"),
     );
     commit(slow_repo.path(), "slow");
     std::thread::scope(|scope| {
@@ -1589,13 +1561,7 @@ fn a_command_that_waited_acts_on_the_app_as_it_is_now() {
     let server = TestServer::start();
     let (old, new) = (app_name("waited"), app_name("waited-new"));
     let repo = web_app("waited");
-    write(
-        repo.path(),
-        "Dockerfile",
-        &format!(
-            "FROM {BASE_IMAGE}\nRUN sleep 8\nCOPY www /www\nCMD [\"sh\", \"-c\", \"exec httpd -f -p $PORT -h /www\"]\n"
-        ),
-    );
+    write(repo.path(), "Dockerfile", &web_dockerfile("RUN sleep 8"));
     commit(repo.path(), "slow");
     let (pushed, renamed, destroyed) = std::thread::scope(|scope| {
         let push = scope.spawn(|| server.push(repo.path(), &old, "main"));

@@ -473,11 +473,39 @@ pub fn web_app(content: &str) -> tempfile::TempDir {
 pub fn write_web_app(repo: &Path, content: &str) {
     std::fs::create_dir_all(repo.join("www")).expect("mkdir");
     std::fs::write(repo.join("www/index.html"), format!("{content}\n")).expect("write");
-    std::fs::write(
-        repo.join("Dockerfile"),
-        format!("FROM {BASE_IMAGE}\nCOPY www /www\nCMD [\"sh\", \"-c\", \"exec httpd -f -p $PORT -h /www\"]\n"),
+    std::fs::write(repo.join("Dockerfile"), web_dockerfile("")).expect("write");
+}
+
+/// The busybox web app's Dockerfile, with `steps` (instruction lines) before its `COPY www`.
+pub fn web_dockerfile(steps: &str) -> String {
+    let steps = if steps.is_empty() {
+        String::new()
+    } else {
+        format!("{}\n", steps.trim_end())
+    };
+    format!(
+        "FROM {BASE_IMAGE}\n{steps}COPY www /www\nCMD [\"sh\", \"-c\", \"exec httpd -f -p $PORT -h /www\"]\n"
     )
-    .expect("write");
+}
+
+/// Sets the modification time of `path` two hours back (what retention takes for abandoned).
+pub fn make_old(path: &Path) {
+    let touched = Command::new("touch")
+        .args(["-d", "2 hours ago"])
+        .arg(path)
+        .status()
+        .expect("touch");
+    assert!(touched.success());
+}
+
+/// The permission bits of `path` (with setuid, setgid and sticky).
+pub fn file_mode(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .permissions()
+        .mode()
+        & 0o7777
 }
 
 pub fn write(repo: &Path, path: &str, text: &str) {
