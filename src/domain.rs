@@ -1,4 +1,4 @@
-//! The app's and the release's states as types. Both are stored as their snake_case names
+//! The app's and the release's states, and a key's role, as types. Both are stored as their snake_case names
 //! (TEXT columns) and shown so (`apps:info`, `releases`, JSON); a name in the DB that none
 //! of these is fails the read with an error, instead of being compared as a string at each use.
 
@@ -124,6 +124,41 @@ impl fmt::Display for ReleaseStatus {
     }
 }
 
+/// What a key may do: a member operates the apps it made or was granted; an admin every app and
+/// the server. Ordered: `Admin > Member`.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, sqlx::Type, serde::Serialize,
+)]
+#[sqlx(rename_all = "snake_case")]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    Member,
+    Admin,
+}
+
+impl Role {
+    pub fn parse(text: &str) -> Result<Role, String> {
+        match text {
+            "admin" => Ok(Role::Admin),
+            "member" => Ok(Role::Member),
+            _ => Err(format!("unknown role {text:?}: use admin or member")),
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Member => "member",
+            Role::Admin => "admin",
+        }
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -155,5 +190,8 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(status, ReleaseStatus::Superseded);
+        assert!(Role::Admin > Role::Member);
+        assert_eq!(Role::parse("admin"), Ok(Role::Admin));
+        assert!(Role::parse("root").is_err());
     }
 }

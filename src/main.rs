@@ -204,7 +204,7 @@ async fn run(command: Top) -> Result<u8, String> {
             // On the host, whoever can read the config and DB is the admin.
             let who = Identity {
                 key_name: "host".into(),
-                role: "admin".into(),
+                role: berth::domain::Role::Admin,
             };
             use std::io::{Read, Write};
             if let Some(stream) = berth::commands::stream(&berth, &who, &args).await {

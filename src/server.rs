@@ -16,12 +16,12 @@ use crate::store::Store;
 #[derive(Debug, Clone)]
 pub struct Identity {
     pub key_name: String,
-    pub role: String,
+    pub role: crate::domain::Role,
 }
 
 impl Identity {
     pub fn is_admin(&self) -> bool {
-        self.role == "admin"
+        self.role == crate::domain::Role::Admin
     }
 }
 

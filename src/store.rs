@@ -10,7 +10,7 @@ use serde::Serialize;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{FromRow, SqlitePool};
 
-use crate::domain::{AppState, ReleaseStatus};
+use crate::domain::{AppState, ReleaseStatus, Role};
 use crate::names::AppName;
 
 pub type StoreResult<T> = Result<T, sqlx::Error>;
@@ -32,7 +32,7 @@ pub struct Store {
 pub struct Key {
     pub name: String,
     pub fingerprint: String,
-    pub role: String,
+    pub role: Role,
     #[serde(skip)]
     pub public_key: String,
     pub created_at: String,
@@ -152,7 +152,7 @@ impl Store {
         name: &str,
         fingerprint: &str,
         public_key: &str,
-        role: &str,
+        role: Role,
     ) -> StoreResult<()> {
         sqlx::query("INSERT INTO keys (name, fingerprint, public_key, role) VALUES (?, ?, ?, ?)")
             .bind(name)

@@ -306,11 +306,11 @@ mod tests {
     fn refs_and_urls_are_checked() {
         let admin = Identity {
             key_name: "a".into(),
-            role: "admin".into(),
+            role: crate::domain::Role::Admin,
         };
         let member = Identity {
             key_name: "m".into(),
-            role: "member".into(),
+            role: crate::domain::Role::Member,
         };
         assert!(check_ref("main").is_ok() && check_ref("release/1.2").is_ok());
         for bad in ["", "-b", "a..b", "a b", "a;b"] {

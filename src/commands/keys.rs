@@ -87,9 +87,7 @@ pub async fn add_key(
     if name == "host" {
         return Err("the key name \"host\" is reserved for the host's own CLI".to_string());
     }
-    if role != "admin" && role != "member" {
-        return Err(format!("unknown role {role:?}: use admin or member"));
-    }
+    let role = crate::domain::Role::parse(role)?;
     let line = openssh_line
         .lines()
         .find(|l| !l.trim().is_empty())

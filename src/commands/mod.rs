@@ -948,7 +948,7 @@ pub async fn check_app_quota(berth: &Berth, who: &Identity) -> Result<(), String
 /// Whether the key named `key_name` is an admin now (the host CLI's reserved `host` is).
 pub async fn key_is_admin(berth: &Berth, key_name: &str) -> bool {
     key_name == "host"
-        || matches!(berth.store.key_by_name(key_name).await, Ok(Some(key)) if key.role == "admin")
+        || matches!(berth.store.key_by_name(key_name).await, Ok(Some(key)) if key.role == crate::domain::Role::Admin)
 }
 
 /// Whether the key named `key_name` exists and may operate `app` (admin, owner or granted):
