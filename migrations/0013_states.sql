@@ -1,4 +1,4 @@
--- App states, release statuses and key roles are enums now (src/domain.rs): a name none of them has
+-- App states and release statuses are enums now (src/domain.rs): a name none of them has
 -- would fail every read of its row. Every name berth ever wrote is one of them; anything else
 -- (a hand edit) becomes the state the reconciler looks at again, or a failed release.
 UPDATE apps SET state = 'unknown'
@@ -8,4 +8,3 @@ UPDATE apps SET state = 'unknown'
 UPDATE releases SET status = 'failed'
  WHERE status NOT IN ('releasing', 'deploying', 'running', 'superseded', 'failed', 'canary',
                       'aborted');
-UPDATE keys SET role = 'member' WHERE role NOT IN ('admin', 'member');
