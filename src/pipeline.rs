@@ -365,7 +365,7 @@ pub async fn build_and_release(
             .map_err(|e| format!("internal error reading the canary: {e}"))?
             .map(|c| c.weight),
     };
-    release::create_and_deploy(berth, &docker, &record, source, plan, out)
+    release::create_deploy_and_follow(berth, &docker, &record, source, plan, out)
         .await
         .map(|_| ())
 }

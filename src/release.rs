@@ -38,6 +38,25 @@ pub struct Plan<'a> {
     pub canary: Option<u8>,
 }
 
+/// `create_and_deploy`, then (unless it is a canary) the apps linked to this one follow
+/// (`refresh_dependents`). What commands and pushes call; the refresh's own redeploys call
+/// `create_and_deploy`, so a deploy never recurses into the links.
+pub async fn create_deploy_and_follow(
+    berth: &Berth,
+    docker: &Docker,
+    app: &App,
+    source: Source<'_>,
+    plan: Plan<'_>,
+    out: &Output,
+) -> Result<Release, String> {
+    let (canary, actor) = (plan.canary, plan.actor);
+    let release = create_and_deploy(berth, docker, app, source, plan, out).await?;
+    if canary.is_none() {
+        refresh_dependents(berth, docker, app, actor, out).await;
+    }
+    Ok(release)
+}
+
 /// Records a new release and deploys it. On failure the release is marked `failed`, the app
 /// `failed`, and whatever ran before keeps running.
 pub async fn create_and_deploy(
@@ -133,7 +152,7 @@ pub async fn create_and_deploy(
             }
             None => {
                 out.step(&format!("Releasing v{}", release.number));
-                deploy_release(berth, docker, app, &release, plan.actor, out).await?;
+                deploy_only(berth, docker, app, &release, plan.actor, out).await?;
             }
         }
         if let Some(command) = &manifest.postdeploy
@@ -224,7 +243,22 @@ async fn run_phase(
 }
 
 /// Puts an already recorded release into service with the app's formation and marks it running.
+/// Deploys an existing release, then brings the apps linked to this one up to date.
 pub async fn deploy_release(
+    berth: &Berth,
+    docker: &Docker,
+    app: &App,
+    release: &Release,
+    actor: &str,
+    out: &Output,
+) -> Result<(), String> {
+    deploy_only(berth, docker, app, release, actor, out).await?;
+    // Apps linked to this one follow it when its address changed (a new port, a new name).
+    refresh_dependents(berth, docker, app, actor, out).await;
+    Ok(())
+}
+
+async fn deploy_only(
     berth: &Berth,
     docker: &Docker,
     app: &App,
@@ -289,8 +323,6 @@ pub async fn deploy_release(
         )
         .await;
     out.step(&format!("{} is live at {url}", app.name));
-    // Apps linked to this one follow it when its address changed (a new port, a new name).
-    refresh_dependents(berth, docker, app, actor, out).await;
     Ok(())
 }
 
@@ -912,18 +944,23 @@ pub fn link_keys(alias: &str) -> [String; 3] {
 }
 
 /// After `dep` was deployed (or renamed): every app linked to it whose link variables no longer
-/// match gets them as a new release (a config change, redeployed). Runs for each dependent under
-/// its own lock; link cycles are refused when made, so locks are always taken along the links.
-pub fn refresh_dependents<'a>(
-    berth: &'a Berth,
-    docker: &'a Docker,
-    dep: &'a App,
-    actor: &'a str,
-    out: &'a Output,
-) -> futures_util::future::BoxFuture<'a, ()> {
-    Box::pin(async move {
+/// match gets them as a new release (a config change, redeployed), and so on along the links:
+/// a plain loop over a work list (each redeployed app's own dependents are looked at next), not
+/// a recursion through the deploy. Runs for each dependent under its own lock, taken after the
+/// previous one is released; link cycles are refused when made, and an app is redeployed at
+/// most once per refresh.
+pub async fn refresh_dependents(
+    berth: &Berth,
+    docker: &Docker,
+    dep: &App,
+    actor: &str,
+    out: &Output,
+) {
+    let mut work = std::collections::VecDeque::from([dep.clone()]);
+    let mut redeployed = std::collections::HashSet::from([dep.id]);
+    while let Some(dep) = work.pop_front() {
         let Ok(links) = berth.store.links_to(dep.id).await else {
-            return;
+            continue;
         };
         for link in links {
             let Ok(name) = crate::names::AppName::parse(&link.app) else {
@@ -932,21 +969,29 @@ pub fn refresh_dependents<'a>(
             let Ok(Some(app)) = berth.store.app(&name).await else {
                 continue;
             };
+            if redeployed.contains(&app.id) {
+                continue;
+            }
             let Ok((_guard, app)) = berth.lock(&app).await else {
                 continue;
             };
-            let result = relink(berth, docker, &app, dep, &link.alias, actor, out).await;
-            if let Err(message) = result {
-                out.error(&format!(
+            match relink(berth, docker, &app, &dep, &link.alias, actor, out).await {
+                Ok(true) => {
+                    redeployed.insert(app.id);
+                    work.push_back(app);
+                }
+                Ok(false) => {}
+                Err(message) => out.error(&format!(
                     "{} keeps its old {}_* values: {message}",
                     app.name, link.alias
-                ));
+                )),
             }
         }
-    })
+    }
 }
 
-/// Puts the current link values of `dep` into `app`'s config; redeploys `app` when they changed.
+/// Puts the current link values of `dep` into `app`'s config; redeploys `app` when they changed
+/// (true). The apps linked to `app` are the caller's to refresh.
 pub async fn relink(
     berth: &Berth,
     docker: &Docker,
@@ -955,7 +1000,7 @@ pub async fn relink(
     alias: &str,
     actor: &str,
     out: &Output,
-) -> Result<(), String> {
+) -> Result<bool, String> {
     let store = &berth.store;
     let internal = |e: sqlx::Error| format!("internal error: {e}");
     let values = link_values(berth, docker, dep, alias).await?;
@@ -963,25 +1008,41 @@ pub async fn relink(
     let mut new = old.clone();
     new.extend(values);
     if new == old {
-        return Ok(());
+        return Ok(false);
     }
     let description = format!("link {alias} -> {}", dep.name);
-    redeploy_with_config(berth, docker, app, &old, &new, &description, actor, out).await
+    let change = ConfigChange {
+        old: &old,
+        new: &new,
+        description: &description,
+    };
+    redeploy_with_config(berth, docker, app, change, actor, out).await
+}
+
+/// A change of an app's config: what it was, what it becomes, and the event's description.
+pub struct ConfigChange<'a> {
+    pub old: &'a BTreeMap<String, String>,
+    pub new: &'a BTreeMap<String, String>,
+    pub description: &'a str,
 }
 
 /// Stores `new` as the app's config and, when it runs, deploys it as a new release of the current
-/// image; on failure the old config is put back and the running release keeps serving.
-#[allow(clippy::too_many_arguments)]
+/// image (true; false when nothing runs to redeploy); on failure the old config is put back and
+/// the running release keeps serving. The apps linked to this one are the caller's to refresh
+/// (`refresh_dependents`).
 pub async fn redeploy_with_config(
     berth: &Berth,
     docker: &Docker,
     app: &App,
-    old: &BTreeMap<String, String>,
-    new: &BTreeMap<String, String>,
-    description: &str,
+    change: ConfigChange<'_>,
     actor: &str,
     out: &Output,
-) -> Result<(), String> {
+) -> Result<bool, String> {
+    let ConfigChange {
+        old,
+        new,
+        description,
+    } = change;
     let store = &berth.store;
     let internal = |e: sqlx::Error| format!("internal error: {e}");
     store.replace_config(app.id, new).await.map_err(internal)?;
@@ -990,7 +1051,7 @@ pub async fn redeploy_with_config(
         store
             .note_event(Some(app.id), "config", actor, "ok", description)
             .await;
-        return Ok(());
+        return Ok(false);
     };
     if let Err(message) = refuse_during_canary(berth, app).await {
         let _ = store.replace_config(app.id, old).await;
@@ -1019,7 +1080,7 @@ pub async fn redeploy_with_config(
             store
                 .note_event(Some(app.id), "config", actor, "ok", description)
                 .await;
-            Ok(())
+            Ok(true)
         }
         Err(message) => {
             let _ = store.replace_config(app.id, old).await;

@@ -105,17 +105,14 @@ async fn change(
     }
     release::refuse_during_canary(berth, app).await?;
     let docker = engine::connect().await?;
-    release::redeploy_with_config(
-        berth,
-        &docker,
-        app,
-        &old,
-        &new,
+    let change = release::ConfigChange {
+        old: &old,
+        new: &new,
         description,
-        &who.key_name,
-        out,
-    )
-    .await?;
+    };
+    if release::redeploy_with_config(berth, &docker, app, change, &who.key_name, out).await? {
+        release::refresh_dependents(berth, &docker, app, &who.key_name, out).await;
+    }
     Ok(String::new())
 }
 

@@ -91,11 +91,13 @@ pub async fn link(
         .add_link(app.id, dep.id, &alias, &who.key_name)
         .await
         .map_err(internal)?;
-    if let Err(message) =
-        release::relink(berth, &docker, &app, &dep, &alias, &who.key_name, out).await
-    {
-        let _ = store.remove_link(app.id, dep.id).await;
-        return Err(format!("{message}; {} is not linked", app.name));
+    match release::relink(berth, &docker, &app, &dep, &alias, &who.key_name, out).await {
+        Ok(true) => release::refresh_dependents(berth, &docker, &app, &who.key_name, out).await,
+        Ok(false) => {}
+        Err(message) => {
+            let _ = store.remove_link(app.id, dep.id).await;
+            return Err(format!("{message}; {} is not linked", app.name));
+        }
     }
     let [host, port, url] = release::link_keys(&alias);
     Ok(format!(
@@ -132,22 +134,23 @@ pub async fn unlink(
     if new != old {
         let docker = engine::connect().await?;
         let description = format!("unlink {}", dep.name);
-        if let Err(message) = release::redeploy_with_config(
-            berth,
-            &docker,
-            &app,
-            &old,
-            &new,
-            &description,
-            &who.key_name,
-            out,
-        )
-        .await
+        let change = release::ConfigChange {
+            old: &old,
+            new: &new,
+            description: &description,
+        };
+        match release::redeploy_with_config(berth, &docker, &app, change, &who.key_name, out).await
         {
-            let _ = store
-                .add_link(app.id, dep.id, &link.alias, &link.created_by)
-                .await;
-            return Err(format!("{message}; it stays linked"));
+            Ok(true) => {
+                release::refresh_dependents(berth, &docker, &app, &who.key_name, out).await;
+            }
+            Ok(false) => {}
+            Err(message) => {
+                let _ = store
+                    .add_link(app.id, dep.id, &link.alias, &link.created_by)
+                    .await;
+                return Err(format!("{message}; it stays linked"));
+            }
         }
     }
     Ok(format!("-----> Unlinked {} from {}\n", app.name, dep.name))

@@ -92,7 +92,7 @@ pub async fn rollback(
         actor: &who.key_name,
         canary: None,
     };
-    match release::create_and_deploy(
+    match release::create_deploy_and_follow(
         berth,
         &docker,
         &app,
