@@ -1591,4 +1591,5 @@ fn a_command_that_waited_acts_on_the_app_as_it_is_now() {
     wait_for("the renamed app to serve", || {
         http_get(&url).filter(|b| b.contains("waited"))
     });
+    ok(&server.ssh(&["apps:destroy", &new, "--confirm", &new]));
 }
