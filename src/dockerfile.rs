@@ -30,36 +30,38 @@ fn instruction(whole: &str, end: usize) -> Option<Instruction> {
     })
 }
 
+/// The instructions of a Dockerfile, read the way the engine's parser reads them: what it
+/// takes for one instruction must be one here, or a `FROM` could hide inside what this reads as
+/// a continued line (and go unchecked, and unscoped).
 fn instructions(text: &str) -> Vec<Instruction> {
+    // The engine drops a leading byte order mark before it looks for parser directives.
+    let body = text.strip_prefix('\u{feff}').unwrap_or(text);
+    let mut end = text.len() - body.len();
     let mut escape = '\\';
     let mut out = Vec::new();
     let mut current = String::new();
     let mut in_directives = true;
-    let mut end = 0;
-    for raw in text.split_inclusive('\n') {
+    for raw in body.split_inclusive('\n') {
         end += raw.len();
         let line = raw.trim_end_matches(['\n', '\r']);
         let trimmed = line.trim_start();
-        if let Some(comment) = trimmed.strip_prefix('#') {
-            // Parser directives (`# escape=`` `) come first; any other comment ends them.
-            if in_directives && current.is_empty() {
-                if let Some((key, value)) = comment.trim().split_once('=') {
-                    if key.trim().eq_ignore_ascii_case("escape")
-                        && let Some(c) = value.trim().chars().next()
-                    {
-                        escape = c;
-                    }
+        if in_directives {
+            match directive(trimmed) {
+                Some(Directive::Escape(c)) => {
+                    escape = c;
                     continue;
                 }
-                in_directives = false;
+                Some(Directive::Other) => continue,
+                // Anything else, a blank line or an unknown directive too, ends them.
+                None => in_directives = false,
             }
+        }
+        // Comments and blank lines, also inside a continued instruction, are skipped.
+        if trimmed.starts_with('#') || trimmed.is_empty() {
             continue;
         }
-        if trimmed.is_empty() && current.is_empty() {
-            continue;
-        }
-        in_directives = false;
-        if let Some(body) = line.strip_suffix(escape) {
+        // The escape character ends a continued line even with spaces or tabs after it.
+        if let Some(body) = line.trim_end_matches([' ', '\t']).strip_suffix(escape) {
             current.push_str(body);
             current.push(' ');
             continue;
@@ -69,6 +71,26 @@ fn instructions(text: &str) -> Vec<Instruction> {
     }
     out.extend(instruction(&current, end));
     out
+}
+
+enum Directive {
+    Escape(char),
+    /// `syntax` or `check`: known, no bearing here.
+    Other,
+}
+
+/// A parser directive as the engine knows one: `# NAME = VALUE` with a known name (any case).
+fn directive(line: &str) -> Option<Directive> {
+    let (name, value) = line.strip_prefix('#')?.split_once('=')?;
+    let (name, value) = (name.trim().to_ascii_lowercase(), value.trim());
+    if value.is_empty() {
+        return None;
+    }
+    match name.as_str() {
+        "escape" => value.chars().next().map(Directive::Escape),
+        "syntax" | "check" => Some(Directive::Other),
+        _ => None,
+    }
 }
 
 /// The build argument that scopes the engine's build cache to one app (its uid).
@@ -449,6 +471,40 @@ mod tests {
         );
         assert!(
             engine_image_allowed("r.example/x:v1@sha256:ab", "mine", None, &none, &digests).is_ok()
+        );
+    }
+
+    #[test]
+    fn a_from_cannot_hide_where_the_engine_reads_the_lines_otherwise() {
+        // Attack: make this parser take another escape character than the engine does, so that
+        // a line it thinks continued ends for the engine, and the next line's `FROM
+        // <another app's image>` is read here as part of that line: never checked, never
+        // scoped. A blank line or an unknown directive ends the directives for the engine; a
+        // byte order mark does not stop them; spaces after the escape still continue a line.
+        let victim = "FROM 127.0.0.1:5055/victim:v1";
+        for text in [
+            format!("\n# escape=`\nFROM base\nLABEL a=b`\n{victim}\n"),
+            format!("# tool=x\n# escape=`\nFROM base\nLABEL a=b`\n{victim}\n"),
+            format!(
+                "{}# escape=`\nFROM base\nLABEL a=b\\\n{victim}\n",
+                '\u{feff}'
+            ),
+            format!("#  ESCAPE = `\nFROM base\nLABEL a=b\\\n{victim}\n"),
+        ] {
+            let refused = check(&text, "thief", REGISTRY);
+            assert!(refused.is_err(), "{text:?}: {refused:?}");
+            assert_eq!(
+                scope_cache(&text).matches("ARG BERTH_CACHE_SCOPE").count(),
+                2,
+                "{text:?}"
+            );
+        }
+        // Spaces after the escape: the engine continues the line (and so does this parser), and
+        // an empty line inside a continued instruction does not end it.
+        let text = "FROM base \\ \n\n  AS one\nRUN x\n";
+        assert_eq!(
+            scope_cache(text),
+            "FROM base \\ \n\n  AS one\nARG BERTH_CACHE_SCOPE\nRUN x\n"
         );
     }
 

@@ -518,8 +518,10 @@ fn oversized_pushes_and_endless_release_phases_are_refused() {
 /// Finding 3 (high). Attack: a member's Dockerfile builds on the engine every app shares, so
 /// `FROM <registry>/victim:v1` or `COPY --from=<registry>/victim:v1 / /loot` gave it another
 /// tenant's code and baked-in files, and `ADD http://127.0.0.1:5055/v2/_catalog` made the engine
-/// fetch from the host's own network into the member's image. Now these are refused before the
-/// build with one line, and nothing is deployed. Control: an admin's push of the same
+/// fetch from the host's own network into the member's image; a `FROM` could also hide where
+/// berth's parser took another escape character than the engine (a blank line or a byte order
+/// mark before `# escape=`` `). Now these are refused before the build with one line, and
+/// nothing is deployed. Control: an admin's push of the same
 /// Dockerfile builds (the image really was reachable).
 #[test]
 fn member_builds_cannot_use_other_apps_images_or_the_host_network() {
@@ -570,6 +572,14 @@ fn member_builds_cannot_use_other_apps_images_or_the_host_network() {
         format!(
             "FROM {BASE_IMAGE}\nADD http://localhost:{}/metrics /m\n",
             server.admin_port
+        ),
+        // A `FROM` hidden in what berth's parser would read as a continued line, where the
+        // engine reads the escape character otherwise (a blank line ends the directives; a
+        // byte order mark does not).
+        format!("\n# escape=`\nFROM {BASE_IMAGE}\nLABEL a=b`\nFROM {registry}/{victim}:v1\n"),
+        format!(
+            "{}# escape=`\nFROM {BASE_IMAGE}\nLABEL a=b\\\nFROM {registry}/{victim}:v1\n",
+            '\u{feff}'
         ),
     ];
     for dockerfile in attacks.iter().chain(&by_id) {
