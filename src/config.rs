@@ -408,7 +408,15 @@ impl Config {
 
 #[cfg(test)]
 mod tests {
-    use super::Config;
+    use super::{Config, parse_pool};
+
+    #[test]
+    fn the_default_app_networks_are_the_pool_the_engine_module_falls_back_to() {
+        assert_eq!(
+            parse_pool(&Config::default().app_networks),
+            Ok(crate::deploy::docker::DEFAULT_APP_NETWORKS)
+        );
+    }
 
     #[test]
     fn env_overrides_file() {

@@ -187,9 +187,11 @@ pub async fn build_and_release(
     let config = &berth.config;
     let app = request.app.as_str();
     let commit = request.commit;
+    // Admins' pushes are trusted; a member's is limited and checked (findings 3 and 28).
+    let by_admin = crate::commands::key_is_admin(berth, request.actor).await;
     // One member cannot take every core and the engine with parallel builds (finding 28).
     let _build =
-        if crate::commands::key_is_admin(berth, request.actor).await {
+        if by_admin {
             None
         } else {
             Some(berth.builds.enter(request.actor.to_string()).ok_or_else(|| {
@@ -249,7 +251,7 @@ pub async fn build_and_release(
     // A member's Dockerfile runs on the engine every app shares: no other app's images, no
     // fetches into this host's network (`dockerfile`, `netguard`).
     if let Some(text) = &dockerfile
-        && !crate::commands::key_is_admin(berth, request.actor).await
+        && !by_admin
     {
         let reaches = crate::dockerfile::check(text, app, config.registry.as_deref())?;
         for image in &reaches.images {
@@ -309,7 +311,7 @@ pub async fn build_and_release(
     let labels = HashMap::from([(deploy::docker::LABEL_APP.to_string(), app.to_string())]);
     let started = std::time::Instant::now();
     // A member's RUN steps reach the public internet only, not this host nor its networks.
-    let network = if crate::commands::key_is_admin(berth, request.actor).await {
+    let network = if by_admin {
         None
     } else {
         Some(deploy::docker::member_build_network())

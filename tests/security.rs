@@ -685,14 +685,13 @@ fn removed_keys_lose_their_open_connections() {
 #[test]
 fn the_data_dir_and_db_are_private_whatever_the_umask() {
     let server = TestServer::start();
-    let mode = file_mode;
     let data = server.data_dir();
-    assert_eq!(mode(&data), 0o700);
-    assert_eq!(mode(&data.join("berth.db")), 0o600);
-    assert_eq!(mode(&data.join("berth.db-wal")), 0o600);
+    assert_eq!(file_mode(&data), 0o700);
+    assert_eq!(file_mode(&data.join("berth.db")), 0o600);
+    assert_eq!(file_mode(&data.join("berth.db-wal")), 0o600);
     let access_log = data.join("logs").join("access.log");
     if access_log.exists() {
-        assert_eq!(mode(&access_log), 0o600);
+        assert_eq!(file_mode(&access_log), 0o600);
     }
 }
 
@@ -1368,7 +1367,6 @@ fn apps_do_not_share_the_build_cache() {
 fn backups_are_private_and_restores_mask_modes() {
     let mut server = TestServer::start();
     use std::os::unix::fs::PermissionsExt;
-    let mode = file_mode;
     let app = app_name("saved-modes");
     let repo = web_app("saved");
     assert!(server.push(repo.path(), &app, "main").status.success());
@@ -1379,7 +1377,7 @@ fn backups_are_private_and_restores_mask_modes() {
     let file = shared.path().join("backup.tar");
     let backed = server.cli_with_umask("000", &["backup", file.to_str().expect("path")]);
     assert!(backed.status.success(), "{}", text(&backed));
-    assert_eq!(mode(&file), 0o600);
+    assert_eq!(file_mode(&file), 0o600);
     let left: Vec<_> = std::fs::read_dir(shared.path())
         .expect("read dir")
         .map(|e| e.expect("entry").file_name())
@@ -1413,11 +1411,15 @@ with tarfile.open(path, "a") as t:
     let restored = server.cli_with_umask("000", &["restore", file.to_str().expect("path")]);
     assert!(restored.status.success(), "{}", text(&restored));
     let data = server.data_dir();
-    assert_eq!(mode(&data.join("repos/evil-setuid")), 0o700);
-    assert_eq!(mode(&data.join("repos/evil-open")), 0o600);
-    assert_eq!(mode(&data.join("berth.db")) & 0o077, 0, "the restored DB");
+    assert_eq!(file_mode(&data.join("repos/evil-setuid")), 0o700);
+    assert_eq!(file_mode(&data.join("repos/evil-open")), 0o600);
+    assert_eq!(
+        file_mode(&data.join("berth.db")) & 0o077,
+        0,
+        "the restored DB"
+    );
     server.restart();
-    assert_eq!(mode(&data) & 0o077, 0, "the data dir");
+    assert_eq!(file_mode(&data) & 0o077, 0, "the data dir");
     ok(&server.ssh(&["apps:destroy", &app, "--confirm", &app]));
 }
 

@@ -873,16 +873,12 @@ pub(super) fn summary_to_report(summary: ContainerSummary) -> Option<ContainerRe
         .or(engine_port);
     // The binding's address (IPv4 first), as this host reaches it.
     let address = host_port.and_then(|port| {
-        let mut ips: Vec<IpAddr> = bindings
+        let ip = bindings
             .iter()
             .filter(|p| p.public_port == Some(port))
-            .filter_map(|p| p.ip.as_deref()?.parse().ok())
-            .collect();
-        ips.sort_by_key(|ip: &IpAddr| !ip.is_ipv4());
-        Some(SocketAddr::new(
-            crate::route::reachable(*ips.first()?),
-            port,
-        ))
+            .filter_map(|p| p.ip.as_deref()?.parse::<IpAddr>().ok())
+            .min_by_key(|ip| !ip.is_ipv4())?;
+        Some(SocketAddr::new(crate::route::reachable(ip), port))
     });
     Some(ContainerReport {
         name,
