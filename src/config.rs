@@ -414,7 +414,7 @@ mod tests {
     fn the_default_app_networks_are_the_pool_the_engine_module_falls_back_to() {
         assert_eq!(
             parse_pool(&Config::default().app_networks),
-            Ok(crate::deploy::docker::DEFAULT_APP_NETWORKS)
+            Ok(crate::deploy::network::DEFAULT_APP_NETWORKS)
         );
     }
 

@@ -11,13 +11,9 @@ use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
-use bollard::Docker;
-use bollard::query_parameters::{
-    InspectContainerOptions, RemoveContainerOptionsBuilder, RemoveImageOptionsBuilder,
-};
 use serde::Serialize;
 
-use crate::deploy::docker::{LABEL_APP, LABEL_PROCESS};
+use crate::deploy::Scheduler;
 use crate::server::Berth;
 use crate::store::App;
 
@@ -67,16 +63,13 @@ fn repo_dir(berth: &Berth, app: &str) -> Option<std::path::PathBuf> {
     Some(crate::git::repo_path(&berth.config.repos_dir(), &name))
 }
 
-/// The app's containers, running or not (none when the engine does not answer).
-async fn containers_of(docker: &Docker, app: &str) -> Vec<bollard::models::ContainerSummary> {
-    crate::deploy::docker::list_labeled(docker, vec![format!("{LABEL_APP}={app}")])
-        .await
-        .unwrap_or_default()
-}
-
 /// The engine names of the app's volumes: those it mounts, and those it mounted before
 /// (labeled with its uid), except what another app mounts.
-pub async fn volumes_of(berth: &Berth, docker: &Docker, app: &App) -> Result<Vec<String>, String> {
+pub async fn volumes_of(
+    berth: &Berth,
+    scheduler: &Scheduler,
+    app: &App,
+) -> Result<Vec<String>, String> {
     let internal = |e: sqlx::Error| format!("internal error reading mounts: {e}");
     let mut volumes: Vec<String> = berth
         .store
@@ -92,7 +85,7 @@ pub async fn volumes_of(berth: &Berth, docker: &Docker, app: &App) -> Result<Vec
         .volumes_of_other_apps(app.id)
         .await
         .map_err(internal)?;
-    for labeled in crate::deploy::docker::labeled_volumes(docker, &app.uid).await {
+    for labeled in scheduler.labeled_volumes(&app.uid).await {
         if !volumes.contains(&labeled) && !others.contains(&labeled) {
             volumes.push(labeled);
         }
@@ -101,31 +94,25 @@ pub async fn volumes_of(berth: &Berth, docker: &Docker, app: &App) -> Result<Vec
 }
 
 /// What the app uses on disk now.
-pub async fn usage(berth: &Berth, docker: &Docker, app: &App) -> Usage {
-    let images = crate::deploy::docker::app_images(docker, &app.name).await;
-    let volumes = volumes_of(berth, docker, app).await.unwrap_or_default();
+pub async fn usage(berth: &Berth, scheduler: &Scheduler, app: &App) -> Usage {
+    let images = scheduler.app_images(&app.name).await;
+    let volumes = volumes_of(berth, scheduler, app).await.unwrap_or_default();
     let mut volumes_bytes = 0;
     for volume in &volumes {
-        if let Ok(info) = docker.inspect_volume(volume).await {
-            volumes_bytes += dir_size(Path::new(&info.mountpoint));
+        if let Some(dir) = scheduler.volume_dir(volume).await {
+            volumes_bytes += dir_size(&dir);
         }
     }
-    let containers = containers_of(docker, &app.name).await;
     let mut logs_bytes = 0;
-    for container in containers {
-        if let Some(id) = container.id
-            && let Ok(info) = docker
-                .inspect_container(&id, None::<InspectContainerOptions>)
-                .await
-            && let Some(path) = info.log_path.filter(|p| !p.is_empty())
-        {
-            logs_bytes += dir_size(Path::new(&path));
+    for container in scheduler.app_containers(&app.name).await {
+        if let Some(path) = scheduler.log_file(&container.id).await {
+            logs_bytes += dir_size(&path);
         }
     }
     Usage {
         app: app.name.clone(),
         images: images.len(),
-        images_bytes: images.iter().map(|i| i.size.max(0) as u64).sum(),
+        images_bytes: images.iter().map(|i| i.size).sum(),
         volumes: volumes.len(),
         volumes_bytes,
         repo_bytes: repo_dir(berth, &app.name).map_or(0, |p| dir_size(&p)),
@@ -135,39 +122,27 @@ pub async fn usage(berth: &Berth, docker: &Docker, app: &App) -> Usage {
 
 /// Removes (or, with `dry_run`, lists) what the app no longer needs. The caller holds the app's
 /// lock, so no build or deploy of it runs meanwhile.
-pub async fn prune_app(berth: &Berth, docker: &Docker, app: &App, dry_run: bool) -> Vec<Removal> {
+pub async fn prune_app(
+    berth: &Berth,
+    scheduler: &Scheduler,
+    app: &App,
+    dry_run: bool,
+) -> Vec<Removal> {
     let mut removed = Vec::new();
-    let containers = containers_of(docker, &app.name).await;
+    let containers = scheduler.app_containers(&app.name).await;
     // Stopped one-off containers (`run`, release phase) left by a lost connection.
     for container in &containers {
-        let one_off = container
-            .labels
-            .as_ref()
-            .and_then(|l| l.get(LABEL_PROCESS))
-            .is_some_and(|p| p == "run");
-        let stopped = container.state.as_ref().is_some_and(|s| {
-            !matches!(s.to_string().as_str(), "running" | "restarting" | "paused")
-        });
-        let (Some(id), true, true) = (&container.id, one_off, stopped) else {
+        let one_off = container.process.as_deref() == Some("run");
+        if !one_off || container.active {
             continue;
-        };
-        let name = container
-            .names
-            .as_ref()
-            .and_then(|n| n.first())
-            .map_or(id.clone(), |n| n.trim_start_matches('/').to_string());
-        if !dry_run {
-            let options = RemoveContainerOptionsBuilder::default()
-                .force(false)
-                .build();
-            if docker.remove_container(id, Some(options)).await.is_err() {
-                continue;
-            }
+        }
+        if !dry_run && !scheduler.remove_stopped_container(&container.id).await {
+            continue;
         }
         removed.push(Removal {
             app: app.name.clone(),
             kind: "container",
-            name,
+            name: container.name.clone(),
             bytes: 0,
         });
     }
@@ -198,50 +173,40 @@ pub async fn prune_app(berth: &Berth, docker: &Docker, app: &App, dry_run: bool)
         .filter_map(|c| c.image_id.clone())
         .collect();
     keep.extend(containers.iter().filter_map(|c| c.image.clone()));
-    let images = crate::deploy::docker::app_images(docker, &app.name).await;
+    let images = scheduler.app_images(&app.name).await;
     for image in images {
         if used_ids.contains(&image.id) {
             continue;
         }
         // A dangling build result (its tag moved to a newer build of the same commit).
-        if image.repo_tags.iter().all(|t| t == "<none>:<none>") {
-            if !dry_run {
-                let options = RemoveImageOptionsBuilder::default().force(false).build();
-                if docker
-                    .remove_image(&image.id, Some(options), None)
-                    .await
-                    .is_err()
-                {
-                    continue;
-                }
+        if image.tags.iter().all(|t| t == "<none>:<none>") {
+            if !dry_run && !scheduler.remove_unused_image(&image.id).await {
+                continue;
             }
             removed.push(Removal {
                 app: app.name.clone(),
                 kind: "image",
                 name: image.id.chars().take(19).collect(),
-                bytes: image.size.max(0) as u64,
+                bytes: image.size,
             });
             continue;
         }
         let drop: Vec<&String> = image
-            .repo_tags
+            .tags
             .iter()
             .filter(|tag| !keep.contains(*tag) && tag.as_str() != "<none>:<none>")
             .collect();
-        let all_go = drop.len() == image.repo_tags.len();
+        let all_go = drop.len() == image.tags.len();
         for tag in drop {
-            if !dry_run {
-                let options = RemoveImageOptionsBuilder::default().force(false).build();
-                if docker.remove_image(tag, Some(options), None).await.is_err() {
-                    continue;
-                }
+            if !dry_run && !scheduler.remove_unused_image(tag).await {
+                continue;
             }
             removed.push(Removal {
                 app: app.name.clone(),
                 kind: "image",
                 name: tag.clone(),
                 // The space comes back when the image's last tag goes.
-                bytes: if all_go { image.size.max(0) as u64 } else { 0 },
+                bytes: if all_go { image.size } else { 0 },
             });
         }
     }
@@ -278,7 +243,7 @@ pub async fn prune_app(berth: &Berth, docker: &Docker, app: &App, dry_run: bool)
 }
 
 /// Prunes every app whose lock is free (a busy app is pruned after its own deploy).
-pub async fn prune_all(berth: &Berth, docker: &Docker, dry_run: bool) -> Vec<Removal> {
+pub async fn prune_all(berth: &Berth, scheduler: &Scheduler, dry_run: bool) -> Vec<Removal> {
     let mut removed = Vec::new();
     for app in berth.store.apps().await.unwrap_or_default() {
         let lock = berth.app_lock(app.id);
@@ -289,7 +254,7 @@ pub async fn prune_all(berth: &Berth, docker: &Docker, dry_run: bool) -> Vec<Rem
         let Ok(Some(app)) = berth.store.app_by_id(app.id).await else {
             continue;
         };
-        removed.extend(prune_app(berth, docker, &app, dry_run).await);
+        removed.extend(prune_app(berth, scheduler, &app, dry_run).await);
     }
     removed
 }
@@ -303,8 +268,8 @@ pub async fn prune_loop(berth: std::sync::Arc<Berth>) {
         if let Err(error) = berth.store.prune_deliveries(30).await {
             tracing::warn!(%error, "cannot forget old webhook deliveries");
         }
-        if let Ok(docker) = crate::engine::connect().await {
-            let removed = prune_all(&berth, &docker, false).await;
+        if let Ok(scheduler) = Scheduler::connect().await {
+            let removed = prune_all(&berth, &scheduler, false).await;
             if !removed.is_empty() {
                 let bytes: u64 = removed.iter().map(|r| r.bytes).sum();
                 tracing::info!(

@@ -10,7 +10,6 @@ use crate::build::{self, DockerIgnore};
 use crate::buildpack;
 use crate::deploy;
 use crate::domain::AppState;
-use crate::engine;
 use crate::git::{self, RefUpdate};
 use crate::names::AppName;
 use crate::output::Output;
@@ -201,7 +200,7 @@ pub async fn build_and_release(
             )
         })?)
         };
-    let docker = engine::connect().await?;
+    let scheduler = deploy::Scheduler::connect().await?;
     // By id: the name the push came in for may have gone to another app meanwhile (finding 19).
     let record = store
         .app_by_id(request.app_id)
@@ -256,18 +255,13 @@ pub async fn build_and_release(
         let reaches = crate::dockerfile::check(text, app, config.registry.as_deref())?;
         for image in &reaches.images {
             // As the engine resolves it: by name, and not another app's (finding 3).
-            if let Ok(found) = docker.inspect_image(image).await {
-                let owner = found
-                    .config
-                    .as_ref()
-                    .and_then(|c| c.labels.as_ref())
-                    .and_then(|l| l.get(crate::deploy::docker::LABEL_APP));
+            if let Some(found) = scheduler.image_identity(image).await {
                 crate::dockerfile::engine_image_allowed(
                     image,
                     app,
-                    owner.map(String::as_str),
-                    found.repo_tags.as_deref().unwrap_or_default(),
-                    found.repo_digests.as_deref().unwrap_or_default(),
+                    found.owner.as_deref(),
+                    &found.tags,
+                    &found.digests,
                 )?;
             }
         }
@@ -308,29 +302,22 @@ pub async fn build_and_release(
     }
     let image_repo = registry::image_repository(config.registry.as_deref(), app);
     let build_tag = format!("{image_repo}:build-{}", &commit[..commit.len().min(12)]);
-    let labels = HashMap::from([(deploy::docker::LABEL_APP.to_string(), app.to_string())]);
+    let labels = HashMap::from([(deploy::names::LABEL_APP.to_string(), app.to_string())]);
     let started = std::time::Instant::now();
     // A member's RUN steps reach the public internet only, not this host nor its networks.
     let network = if by_admin {
         None
     } else {
-        Some(deploy::docker::member_build_network())
+        Some(deploy::network::member_build_network())
     };
     if network == Some("none") {
         out.detail(
             "the build network is not guarded here (see the server log): RUN steps have no network",
         );
     }
-    let built = build::build(
-        &docker,
-        context,
-        &build_tag,
-        labels,
-        network,
-        &record.uid,
-        out,
-    )
-    .await;
+    let built = scheduler
+        .build_image(context, &build_tag, labels, network, &record.uid, out)
+        .await;
     berth.metrics.build(app, built.is_ok(), started.elapsed());
     built?;
 
@@ -367,7 +354,7 @@ pub async fn build_and_release(
             .map_err(|e| format!("internal error reading the canary: {e}"))?
             .map(|c| c.weight),
     };
-    release::create_deploy_and_follow(berth, &docker, &record, source, plan, out)
+    release::create_deploy_and_follow(berth, &scheduler, &record, source, plan, out)
         .await
         .map(|_| ())
 }

@@ -7,10 +7,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::deploy::docker::{self, ContainerReport};
 use crate::deploy::render::Target;
+use crate::deploy::{ContainerReport, Scheduler, names, network};
 use crate::domain::AppState;
-use crate::engine;
 use crate::output::Output;
 use crate::release;
 use crate::server::Berth;
@@ -28,10 +27,11 @@ pub async fn run(berth: Arc<Berth>) {
     loop {
         // Until the build network's firewall stands (an engine down at start), members'
         // builds get no network: tried again every round.
-        if !docker::build_network_guarded()
-            && let Ok(engine) = engine::connect_within(Duration::from_secs(2)).await
-            && let Err(message) =
-                docker::guard_build_network(&engine, &berth.config.build_subnet).await
+        if !network::build_network_guarded()
+            && let Ok(scheduler) = Scheduler::connect_within(Duration::from_secs(2)).await
+            && let Err(message) = scheduler
+                .guard_build_network(&berth.config.build_subnet)
+                .await
         {
             tracing::error!(%message, "members' builds run without a network");
         }
@@ -43,7 +43,7 @@ pub async fn run(berth: Arc<Berth>) {
 /// Containers started by a berth from before networks per app move onto their apps' networks
 /// (and those of the apps they are linked to) once, at start.
 async fn adopt_legacy_network(berth: &Berth) {
-    let Ok(docker) = engine::connect_within(Duration::from_secs(2)).await else {
+    let Ok(scheduler) = Scheduler::connect_within(Duration::from_secs(2)).await else {
         return;
     };
     let mut links = std::collections::HashMap::new();
@@ -52,7 +52,7 @@ async fn adopt_legacy_network(berth: &Berth) {
             links.insert(app.name.clone(), deps);
         }
     }
-    docker::adopt_legacy_network(&docker, &links).await;
+    scheduler.adopt_legacy_network(&links).await;
 }
 
 pub async fn reconcile_once(berth: &Berth) {
@@ -60,13 +60,11 @@ pub async fn reconcile_once(berth: &Berth) {
         Ok(apps) => apps,
         Err(error) => return tracing::error!(%error, "reconciler cannot read apps"),
     };
-    let live = match engine::connect_within(Duration::from_secs(2)).await {
-        Ok(docker) => docker::all_instances(&docker)
-            .await
-            .map(|all| (docker, all)),
+    let live = match Scheduler::connect_within(Duration::from_secs(2)).await {
+        Ok(scheduler) => scheduler.all_instances().await.map(|all| (scheduler, all)),
         Err(message) => Err(message),
     };
-    let (docker, mut by_app) = match live {
+    let (scheduler, mut by_app) = match live {
         Ok(live) => live,
         Err(message) => {
             for app in apps.iter().filter(|a| a.state == AppState::Running) {
@@ -95,7 +93,7 @@ pub async fn reconcile_once(berth: &Berth) {
             continue;
         }
         let containers = by_app.remove(&app.name).unwrap_or_default();
-        if let Err(error) = reconcile_app(berth, &docker, &app, &containers).await {
+        if let Err(error) = reconcile_app(berth, &scheduler, &app, &containers).await {
             tracing::warn!(app = %app.name, %error, "reconcile failed");
         }
     }
@@ -103,7 +101,7 @@ pub async fn reconcile_once(berth: &Berth) {
 
 async fn reconcile_app(
     berth: &Berth,
-    docker: &bollard::Docker,
+    scheduler: &Scheduler,
     app: &App,
     containers: &[ContainerReport],
 ) -> Result<(), String> {
@@ -145,7 +143,7 @@ async fn reconcile_app(
         .collect();
     let needs_revival = (1..=wanted).any(|index| gone("web", index)) || !missing_others.is_empty();
     let spec = if needs_revival {
-        match release::spec_for(berth, docker, app, &current).await {
+        match release::spec_for(berth, scheduler, app, &current).await {
             Ok(spec) => Some(spec),
             Err(message) => {
                 // The release's image is gone: nothing can be recreated.
@@ -173,7 +171,8 @@ async fn reconcile_app(
             Some(container) if container.state == "running" => continue,
             Some(container) if container.state == "restarting" => {
                 // The engine's restart policy is on it; count the restarts to spot a crash loop.
-                let restarts = docker::with_details(docker, vec![container.clone()])
+                let restarts = scheduler
+                    .with_details(vec![container.clone()])
                     .await
                     .first()
                     .map_or(0, |r| r.restarts);
@@ -197,7 +196,7 @@ async fn reconcile_app(
             .map(|c| c.state.clone())
             .unwrap_or_else(|| "missing".to_string());
         let Some(spec) = spec.as_ref() else { continue }; // set whenever a revival is needed
-        match docker::revive(docker, spec, index, existing).await {
+        match scheduler.revive(spec, index, existing).await {
             Ok(done) => {
                 revived = true;
                 let detail = format!("{done} web.{index} (was {was})");
@@ -228,14 +227,9 @@ async fn reconcile_app(
             let Some(process) = spec.others.iter().find(|p| &p.name == name) else {
                 continue;
             };
-            let detail = match docker::start_other(
-                docker,
-                spec,
-                process,
-                *index,
-                &Output::discard(),
-            )
-            .await
+            let detail = match scheduler
+                .start_other(spec, process, *index, &Output::discard())
+                .await
             {
                 Ok(_) => format!("recreated {name}.{index}"),
                 Err(message) => format!("{name}.{index} cannot be brought back: {message}"),
@@ -250,7 +244,9 @@ async fn reconcile_app(
     // Serve exactly the running instances of the current release (after a berth restart this
     // is what brings the app's port back).
     let serving = if revived {
-        docker::instances_of(docker, &app.name, Some(current.number)).await?
+        scheduler
+            .instances_of(&app.name, Some(current.number))
+            .await?
     } else {
         mine.into_iter().cloned().collect()
     };
@@ -297,7 +293,7 @@ async fn reconcile_swarm(
     containers: &[ContainerReport],
 ) -> Result<(), String> {
     let store = &berth.store;
-    let service = crate::deploy::swarm::service_name(&app.name, "web");
+    let service = names::service_name(&app.name, "web");
     let mut addresses: Vec<SocketAddr> = containers
         .iter()
         .filter(|c| c.swarm_service.as_deref() == Some(service.as_str()))

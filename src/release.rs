@@ -4,14 +4,11 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
-use bollard::Docker;
-
 use crate::deploy::render::{self, Resources, Target};
-use crate::deploy::{self, DeploySpec};
+use crate::deploy::{self, DeploySpec, Scheduler};
 use crate::domain::{AppState, ReleaseStatus};
 use crate::manifest::Manifest;
 use crate::output::Output;
-use crate::registry;
 use crate::server::Berth;
 use crate::store::{App, NewRelease, Release, ReleaseImage};
 
@@ -43,16 +40,16 @@ pub struct Plan<'a> {
 /// `create_and_deploy`, so a deploy never recurses into the links.
 pub async fn create_deploy_and_follow(
     berth: &Berth,
-    docker: &Docker,
+    scheduler: &Scheduler,
     app: &App,
     source: Source<'_>,
     plan: Plan<'_>,
     out: &Output,
 ) -> Result<Release, String> {
     let (canary, actor) = (plan.canary, plan.actor);
-    let release = create_and_deploy(berth, docker, app, source, plan, out).await?;
+    let release = create_and_deploy(berth, scheduler, app, source, plan, out).await?;
     if canary.is_none() {
-        refresh_dependents(berth, docker, app, actor, out).await;
+        refresh_dependents(berth, scheduler, app, actor, out).await;
     }
     Ok(release)
 }
@@ -61,7 +58,7 @@ pub async fn create_deploy_and_follow(
 /// `failed`, and whatever ran before keeps running.
 pub async fn create_and_deploy(
     berth: &Berth,
-    docker: &Docker,
+    scheduler: &Scheduler,
     app: &App,
     source: Source<'_>,
     plan: Plan<'_>,
@@ -91,12 +88,14 @@ pub async fn create_and_deploy(
         .map_err(|e| format!("internal error recording the release: {e}"))?;
     let result = async {
         // Where it will run must be usable before anything runs (the release phase included).
-        backend(berth, app).await?;
+        usable_target(berth, app).await?;
         if let Source::Build { build_tag, .. } = source {
-            registry::retag(docker, build_tag, &release.image).await?;
+            scheduler.retag(build_tag, &release.image).await?;
             if let Some(registry_address) = berth.config.registry.as_deref() {
                 out.step(&format!("Pushing image {}", release.image));
-                let digest = registry::push(docker, &release.image, registry_address, out).await?;
+                let digest = scheduler
+                    .push_image(&release.image, registry_address, out)
+                    .await?;
                 store
                     .set_release_digest(release.id, &digest)
                     .await
@@ -112,9 +111,9 @@ pub async fn create_and_deploy(
         // One-off phase containers get the mounts, links and limits too (looked up only when
         // one runs).
         let within = if phases {
-            run_in(berth, docker, app, &release).await?
+            run_in(berth, scheduler, app, &release).await?
         } else {
-            deploy::docker::RunIn::default()
+            deploy::RunIn::default()
         };
         let env: Vec<String> = plan
             .config
@@ -132,7 +131,7 @@ pub async fn create_and_deploy(
         ] {
             if let Some(command) = command {
                 run_phase(
-                    docker,
+                    scheduler,
                     app,
                     &release,
                     &env,
@@ -148,16 +147,16 @@ pub async fn create_and_deploy(
         match plan.canary {
             Some(weight) => {
                 out.step(&format!("Releasing v{} as a canary", release.number));
-                deploy_canary(berth, docker, app, &release, weight, plan.actor, out).await?;
+                deploy_canary(berth, scheduler, app, &release, weight, plan.actor, out).await?;
             }
             None => {
                 out.step(&format!("Releasing v{}", release.number));
-                deploy_only(berth, docker, app, &release, plan.actor, out).await?;
+                deploy_only(berth, scheduler, app, &release, plan.actor, out).await?;
             }
         }
         if let Some(command) = &manifest.postdeploy
             && let Err(message) = run_phase(
-                docker,
+                scheduler,
                 app,
                 &release,
                 &env,
@@ -184,7 +183,7 @@ pub async fn create_and_deploy(
         Ok(()) => {
             // Retention: images older than the last keep_releases releases go (the caller holds
             // the app's lock; the engine keeps any image a draining container still uses).
-            let removed = crate::disk::prune_app(berth, docker, app, false).await;
+            let removed = crate::disk::prune_app(berth, scheduler, app, false).await;
             let images = removed.iter().filter(|r| r.kind == "image").count();
             if images > 0 {
                 out.detail(&format!(
@@ -204,34 +203,34 @@ pub async fn create_and_deploy(
 /// Runs one phase command of a release in a one-off container; fails unless it exits 0.
 #[allow(clippy::too_many_arguments)]
 async fn run_phase(
-    docker: &Docker,
+    scheduler: &Scheduler,
     app: &App,
     release: &Release,
     env: &[String],
-    within: &deploy::docker::RunIn,
+    within: &deploy::RunIn,
     what: &str,
     command: &str,
     limit: std::time::Duration,
     out: &Output,
 ) -> Result<(), String> {
     out.step(&format!("Running the {what}: {command}"));
-    let code = deploy::docker::run_to_end(
-        docker,
-        &app.name,
-        &release.image,
-        env.to_vec(),
-        crate::manifest::command_vector(command),
-        within.clone(),
-        limit,
-        out,
-    )
-    .await
-    .map_err(|message| {
-        format!(
-            "the {what} failed: {message}; v{} was not deployed",
-            release.number
+    let code = scheduler
+        .run_to_end(
+            &app.name,
+            &release.image,
+            env.to_vec(),
+            crate::manifest::command_vector(command),
+            within.clone(),
+            limit,
+            out,
         )
-    })?;
+        .await
+        .map_err(|message| {
+            format!(
+                "the {what} failed: {message}; v{} was not deployed",
+                release.number
+            )
+        })?;
     if code == 0 {
         Ok(())
     } else {
@@ -246,43 +245,42 @@ async fn run_phase(
 /// Deploys an existing release, then brings the apps linked to this one up to date.
 pub async fn deploy_release(
     berth: &Berth,
-    docker: &Docker,
+    scheduler: &Scheduler,
     app: &App,
     release: &Release,
     actor: &str,
     out: &Output,
 ) -> Result<(), String> {
-    deploy_only(berth, docker, app, release, actor, out).await?;
+    deploy_only(berth, scheduler, app, release, actor, out).await?;
     // Apps linked to this one follow it when its address changed (a new port, a new name).
-    refresh_dependents(berth, docker, app, actor, out).await;
+    refresh_dependents(berth, scheduler, app, actor, out).await;
     Ok(())
 }
 
 async fn deploy_only(
     berth: &Berth,
-    docker: &Docker,
+    scheduler: &Scheduler,
     app: &App,
     release: &Release,
     actor: &str,
     out: &Output,
 ) -> Result<(), String> {
     let store = &berth.store;
-    let target = target(berth, app)?;
-    let backend = self::backend(berth, app).await?;
+    let target = usable_target(berth, app).await?;
     store
         .move_release(release.id, ReleaseStatus::Deploying)
         .await;
     store.move_app(app.id, AppState::Deploying, actor).await;
     out.step(&format!("Deploying to {target}"));
-    let spec = spec_for(berth, docker, app, release).await?;
+    let spec = spec_for(berth, scheduler, app, release).await?;
     let port = app_port(berth, app).await?;
-    let instances = backend
-        .deploy(docker, &spec, out, &berth.app_port(&app.name, port))
+    let instances = scheduler
+        .deploy(target, &spec, out, &berth.app_port(&app.name, port))
         .await?;
     berth.routes.set_health(&app.name, spec.health.clone());
     // An app moved to another target stops on the one it left (nothing to do when it did not).
-    for (other, old) in deploy::backends().filter(|(t, _)| *t != target) {
-        match old.stop(docker, &app.name).await {
+    for (other, stopped) in scheduler.stop_elsewhere(target, &app.name).await {
+        match stopped {
             Ok(0) => {}
             Ok(stopped) => out.detail(&format!("stopped {stopped} instance(s) on {other}")),
             Err(message) => out.detail(&format!("could not stop it on {other}: {message}")),
@@ -369,7 +367,7 @@ pub fn canary_target(berth: &Berth, app: &App) -> Result<(), String> {
 /// their requests are done). The current release keeps every other request.
 pub async fn deploy_canary(
     berth: &Berth,
-    docker: &Docker,
+    scheduler: &Scheduler,
     app: &App,
     release: &Release,
     weight: u8,
@@ -385,8 +383,8 @@ pub async fn deploy_canary(
         .move_release(release.id, ReleaseStatus::Deploying)
         .await;
     out.step(&format!("Deploying a canary to {}", Target::Docker));
-    let spec = spec_for(berth, docker, app, release).await?;
-    let instances = deploy::docker::deploy_beside(docker, &spec, out).await?;
+    let spec = spec_for(berth, scheduler, app, release).await?;
+    let instances = scheduler.deploy_beside(&spec, out).await?;
     let addresses: Vec<SocketAddr> = instances.iter().filter_map(|i| i.address).collect();
     berth
         .routes
@@ -399,7 +397,8 @@ pub async fn deploy_canary(
         if let Ok(Some(old)) = store.release(app.id, old).await {
             store.move_release(old.id, ReleaseStatus::Aborted).await;
         }
-        deploy::docker::retire_release(docker, &app.name, old, &berth.app_port(&app.name, port))
+        scheduler
+            .retire_release(&app.name, old, &berth.app_port(&app.name, port))
             .await;
         out.detail(&format!("v{old} (the previous canary) stopped"));
     }
@@ -437,7 +436,7 @@ pub async fn deploy_canary(
 /// types start, and the old release's containers stop once their requests are done.
 pub async fn promote_canary(
     berth: &Berth,
-    docker: &Docker,
+    scheduler: &Scheduler,
     app: &App,
     canary: &Release,
     actor: &str,
@@ -462,17 +461,15 @@ pub async fn promote_canary(
         .map_err(|e| format!("internal error recording the release: {e}"))?;
     out.step(&format!("v{} now gets every request", canary.number));
     // The full formation of the promoted release (other process types, more web instances).
-    let spec = spec_for(berth, docker, app, canary).await?;
-    deploy::docker::scale(docker, &spec, out, &berth.app_port(&app.name, port)).await?;
+    let spec = spec_for(berth, scheduler, app, canary).await?;
+    scheduler
+        .scale(Target::Docker, &spec, out, &berth.app_port(&app.name, port))
+        .await?;
     if let Some(old) = &old {
         out.detail(&format!("v{} stops once its requests are done", old.number));
-        deploy::docker::retire_release(
-            docker,
-            &app.name,
-            old.number,
-            &berth.app_port(&app.name, port),
-        )
-        .await;
+        scheduler
+            .retire_release(&app.name, old.number, &berth.app_port(&app.name, port))
+            .await;
     }
     store
         .note_event(
@@ -491,7 +488,7 @@ pub async fn promote_canary(
 /// (its release is marked `aborted`).
 pub async fn abort_canary(
     berth: &Berth,
-    docker: &Docker,
+    scheduler: &Scheduler,
     app: &App,
     number: Option<i64>,
     actor: &str,
@@ -504,7 +501,8 @@ pub async fn abort_canary(
         .map_err(|e| format!("internal error recording the canary: {e}"))?;
     if let Some(number) = number {
         let port = app_port(berth, app).await?;
-        deploy::docker::retire_release(docker, &app.name, number, &berth.app_port(&app.name, port))
+        scheduler
+            .retire_release(&app.name, number, &berth.app_port(&app.name, port))
             .await;
     }
     store
@@ -522,7 +520,7 @@ pub async fn abort_canary(
 /// The deploy spec of a release: its image and config, the app's formation, the server's settings.
 pub async fn spec_for(
     berth: &Berth,
-    docker: &Docker,
+    scheduler: &Scheduler,
     app: &App,
     release: &Release,
 ) -> Result<DeploySpec, String> {
@@ -541,17 +539,17 @@ pub async fn spec_for(
     let manifest = manifest(release);
     let formation = formation(app);
     let all_resources = resources(app);
-    let binds = binds(&mounts(berth, Some(docker), app).await?);
+    let binds = binds(&mounts(berth, Some(scheduler), app).await?);
     let links = active_links(berth, app).await?;
     // The image is read (its port) before anything starts: pulled back first if it is gone
     // from this engine, by its digest.
-    registry::ensure_local(
-        docker,
-        &release.image,
-        release.digest.as_deref(),
-        &Output::discard(),
-    )
-    .await?;
+    scheduler
+        .ensure_image(
+            &release.image,
+            release.digest.as_deref(),
+            &Output::discard(),
+        )
+        .await?;
     Ok(DeploySpec {
         binds,
         links,
@@ -576,7 +574,7 @@ pub async fn spec_for(
         release: release.number,
         image: release.image.clone(),
         digest: release.digest.clone(),
-        port: deploy::docker::web_port(docker, &release.image).await?,
+        port: scheduler.web_port(&release.image).await?,
         env: config.into_iter().collect(),
         web: formation.get("web").copied().unwrap_or(1),
         resources: all_resources.get("web").cloned().unwrap_or_default(),
@@ -589,7 +587,7 @@ pub async fn spec_for(
 /// (every target mounts them by name; a restored server gets empty ones).
 pub async fn mounts(
     berth: &Berth,
-    docker: Option<&Docker>,
+    scheduler: Option<&Scheduler>,
     app: &App,
 ) -> Result<Vec<render::Volume>, String> {
     let mounts = berth
@@ -611,8 +609,10 @@ pub async fn mounts(
                 ));
             }
         }
-        if let (Some(docker), false) = (docker, host) {
-            deploy::docker::ensure_volume(docker, &mount.source, &app.name, &app.uid).await?;
+        if let (Some(scheduler), false) = (scheduler, host) {
+            scheduler
+                .ensure_volume(&mount.source, &app.name, &app.uid)
+                .await?;
         }
         volumes.push(render::Volume {
             name: mount.name,
@@ -628,13 +628,13 @@ pub async fn mounts(
 /// it is linked to, the limits of its web process.
 pub async fn run_in(
     berth: &Berth,
-    docker: &Docker,
+    scheduler: &Scheduler,
     app: &App,
     release: &Release,
-) -> Result<deploy::docker::RunIn, String> {
-    Ok(deploy::docker::RunIn {
+) -> Result<deploy::RunIn, String> {
+    Ok(deploy::RunIn {
         digest: release.digest.clone(),
-        binds: binds(&mounts(berth, Some(docker), app).await?),
+        binds: binds(&mounts(berth, Some(scheduler), app).await?),
         links: active_links(berth, app).await?,
         resources: resources(app).get("web").cloned().unwrap_or_default(),
     })
@@ -691,61 +691,24 @@ pub async fn app_port(berth: &Berth, app: &App) -> Result<u16, String> {
     Ok(port)
 }
 
-/// Whether this host can apply the target; the reason when it cannot (checked before anything
-/// is written or started).
-pub async fn applicable(target: Target) -> Result<(), String> {
-    let rendered = format!("deploy:render APP --target {target} shows what it would apply");
-    match target {
-        Target::Docker => Ok(()),
-        Target::Systemd => {
-            let pid1 = std::fs::read_to_string("/proc/1/comm").unwrap_or_default();
-            if pid1.trim() == "systemd" {
-                Err(format!(
-                    "applying systemd units is not built yet; {rendered}"
-                ))
-            } else {
-                Err(format!(
-                    "the systemd target needs systemd as PID 1 on this host, and it is {:?}; {rendered}",
-                    pid1.trim()
-                ))
-            }
-        }
-        Target::Swarm => {
-            let docker = crate::engine::connect_within(std::time::Duration::from_secs(2)).await?;
-            deploy::swarm::check(&docker).await
-        }
-        Target::Kubernetes => Err(format!(
-            "applying to Kubernetes (kubectl with a kubeconfig) is not built yet; {rendered}"
-        )),
-    }
-}
-
-/// The backend of the app's target, once the target is known to apply here.
-pub async fn backend(berth: &Berth, app: &App) -> Result<&'static dyn deploy::Backend, String> {
+/// The app's target, once it is known to apply here.
+pub async fn usable_target(berth: &Berth, app: &App) -> Result<Target, String> {
     let target = target(berth, app)?;
-    applicable(target).await?;
-    deploy::backend(target).ok_or_else(|| format!("cannot apply {target} here"))
+    deploy::applicable(target).await?;
+    Ok(target)
 }
 
 /// Stops the app on every target berth applies (whichever it runs on); gives the instances
 /// stopped. With `forget`, the targets also drop the files they keep for it (`apps:destroy`).
 pub async fn stop_everywhere(
     berth: &Berth,
-    docker: &Docker,
+    scheduler: &Scheduler,
     app: &str,
     forget: bool,
 ) -> Result<usize, String> {
-    let mut stopped = 0;
-    for (_, backend) in deploy::backends() {
-        stopped += if forget {
-            backend
-                .destroy(docker, app, &berth.config.deploy_dir())
-                .await?
-        } else {
-            backend.stop(docker, app).await?
-        };
-    }
-    Ok(stopped)
+    scheduler
+        .stop_everywhere(app, forget, &berth.config.deploy_dir())
+        .await
 }
 
 /// The app's resources: process type → CPU and memory.
@@ -771,8 +734,9 @@ pub async fn render_context(
     let config: BTreeMap<String, String> =
         serde_json::from_str(&release.config).unwrap_or_default();
     // The web port comes from the image when the engine answers; else the default.
-    let port = match crate::engine::connect_within(std::time::Duration::from_secs(1)).await {
-        Ok(docker) => deploy::docker::web_port(&docker, &release.image)
+    let port = match Scheduler::connect_within(std::time::Duration::from_secs(1)).await {
+        Ok(scheduler) => scheduler
+            .web_port(&release.image)
             .await
             .unwrap_or(deploy::DEFAULT_PORT),
         Err(_) => deploy::DEFAULT_PORT,
@@ -912,7 +876,7 @@ pub fn formation(app: &App) -> BTreeMap<String, u32> {
 /// the berth network), `ALIAS_PORT` (the port its web process listens on) and `ALIAS_URL`.
 pub async fn link_values(
     berth: &Berth,
-    docker: &Docker,
+    scheduler: &Scheduler,
     dep: &App,
     alias: &str,
 ) -> Result<BTreeMap<String, String>, String> {
@@ -927,7 +891,7 @@ pub async fn link_values(
                 dep.name
             )
         })?;
-    let port = deploy::docker::web_port(docker, &release.image).await?;
+    let port = scheduler.web_port(&release.image).await?;
     Ok(BTreeMap::from([
         (format!("{alias}_HOST"), dep.name.clone()),
         (format!("{alias}_PORT"), port.to_string()),
@@ -951,7 +915,7 @@ pub fn link_keys(alias: &str) -> [String; 3] {
 /// most once per refresh.
 pub async fn refresh_dependents(
     berth: &Berth,
-    docker: &Docker,
+    scheduler: &Scheduler,
     dep: &App,
     actor: &str,
     out: &Output,
@@ -975,7 +939,7 @@ pub async fn refresh_dependents(
             let Ok((_guard, app)) = berth.lock(&app).await else {
                 continue;
             };
-            match relink(berth, docker, &app, &dep, &link.alias, actor, out).await {
+            match relink(berth, scheduler, &app, &dep, &link.alias, actor, out).await {
                 Ok(true) => {
                     redeployed.insert(app.id);
                     work.push_back(app);
@@ -994,7 +958,7 @@ pub async fn refresh_dependents(
 /// (true). The apps linked to `app` are the caller's to refresh.
 pub async fn relink(
     berth: &Berth,
-    docker: &Docker,
+    scheduler: &Scheduler,
     app: &App,
     dep: &App,
     alias: &str,
@@ -1003,7 +967,7 @@ pub async fn relink(
 ) -> Result<bool, String> {
     let store = &berth.store;
     let internal = |e: sqlx::Error| format!("internal error: {e}");
-    let values = link_values(berth, docker, dep, alias).await?;
+    let values = link_values(berth, scheduler, dep, alias).await?;
     let old = store.config(app.id).await.map_err(internal)?;
     let mut new = old.clone();
     new.extend(values);
@@ -1016,7 +980,7 @@ pub async fn relink(
         new: &new,
         description: &description,
     };
-    redeploy_with_config(berth, docker, app, change, actor, out).await
+    redeploy_with_config(berth, scheduler, app, change, actor, out).await
 }
 
 /// A change of an app's config: what it was, what it becomes, and the event's description.
@@ -1032,7 +996,7 @@ pub struct ConfigChange<'a> {
 /// (`refresh_dependents`).
 pub async fn redeploy_with_config(
     berth: &Berth,
-    docker: &Docker,
+    scheduler: &Scheduler,
     app: &App,
     change: ConfigChange<'_>,
     actor: &str,
@@ -1068,7 +1032,7 @@ pub async fn redeploy_with_config(
     };
     match create_and_deploy(
         berth,
-        docker,
+        scheduler,
         app,
         Source::Existing(&current.image),
         plan,

@@ -72,7 +72,7 @@ impl Berth {
         // whatever the umask or the installer did.
         private_mode(&config.data_dir, 0o700)?;
         crate::registry::load_credentials(config.registry_credentials.as_deref())?;
-        crate::deploy::docker::set_network_pool(crate::config::parse_pool(&config.app_networks)?);
+        crate::deploy::network::set_network_pool(crate::config::parse_pool(&config.app_networks)?);
         let store = Store::open(&config.db_path()).await.map_err(|e| {
             format!(
                 "cannot open the state DB {}: {e}",

@@ -591,12 +591,12 @@ async fn drain(mut read: ReadHalf) {
 /// Attaches the channel to a one-off container: input to its stdin (EOF closes it), its stdout
 /// and stderr back, its exit code as the command's. A client that leaves kills it.
 async fn pump_one_off(
-    one_off: Result<crate::deploy::docker::OneOff, String>,
+    one_off: Result<crate::deploy::OneOff, String>,
     tty: bool,
     mut read: ReadHalf,
     write: &WriteHalf,
 ) {
-    use crate::deploy::docker::Chunk;
+    use crate::deploy::Chunk;
     use futures_util::StreamExt;
     let one_off = match one_off {
         Ok(one_off) => one_off,
@@ -605,7 +605,7 @@ async fn pump_one_off(
             return finish(write, format!(" !     {message}\n").as_bytes(), 1).await;
         }
     };
-    let crate::deploy::docker::OneOff {
+    let crate::deploy::OneOff {
         mut output,
         mut input,
         exit,

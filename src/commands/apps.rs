@@ -6,9 +6,9 @@ use std::time::Duration;
 use serde::Serialize;
 
 use super::{Access, Args, app_for, internal, may, to_json};
-use crate::deploy::docker::{self, ContainerReport};
+use crate::deploy::ContainerReport;
+use crate::deploy::Scheduler;
 use crate::domain::{AppState, ReleaseStatus};
-use crate::engine;
 use crate::git;
 use crate::names::AppName;
 use crate::output::Output;
@@ -108,8 +108,8 @@ fn view(
 
 /// What the engine runs, per app, in one call; `None` when it does not answer in time.
 async fn live_containers(berth_limit: Duration) -> Option<HashMap<String, Vec<ContainerReport>>> {
-    let docker = engine::connect_within(berth_limit).await.ok()?;
-    tokio::time::timeout(berth_limit, docker::all_instances(&docker))
+    let scheduler = Scheduler::connect_within(berth_limit).await.ok()?;
+    tokio::time::timeout(berth_limit, scheduler.all_instances())
         .await
         .ok()?
         .ok()
@@ -495,7 +495,7 @@ pub async fn rename(
             .map_err(internal)?,
         renamed.stopped,
     ) {
-        let docker = engine::connect().await?;
+        let scheduler = Scheduler::connect().await?;
         // The app keeps its port: the old name's route lets go of it first. A canary's
         // containers carry the old name too: it ends here.
         berth.routes.remove(old_name.as_str());
@@ -513,9 +513,9 @@ pub async fn rename(
                 .map_err(internal)?;
             out.detail("its canary is aborted");
         }
-        release::deploy_release(berth, &docker, &renamed, &current, &who.key_name, out).await?;
-        release::stop_everywhere(berth, &docker, old_name.as_str(), true).await?;
-        docker::remove_app_network(&docker, old_name.as_str()).await;
+        release::deploy_release(berth, &scheduler, &renamed, &current, &who.key_name, out).await?;
+        release::stop_everywhere(berth, &scheduler, old_name.as_str(), true).await?;
+        scheduler.remove_app_network(old_name.as_str()).await;
     }
     Ok(String::new())
 }
@@ -546,8 +546,8 @@ pub async fn destroy(berth: &Berth, who: &Identity, args: &Args) -> Result<Strin
         ));
     }
     let (_guard, app) = berth.lock(&app).await?;
-    let docker = engine::connect().await?;
-    let volumes = crate::disk::volumes_of(berth, &docker, &app).await?;
+    let scheduler = Scheduler::connect().await?;
+    let volumes = crate::disk::volumes_of(berth, &scheduler, &app).await?;
     berth
         .store
         .move_app(app.id, AppState::Deleting, &who.key_name)
@@ -555,9 +555,9 @@ pub async fn destroy(berth: &Berth, who: &Identity, args: &Args) -> Result<Strin
     berth.routes.remove(&app.name);
     berth.certs.remove(&app.name);
     berth.metrics.forget(&app.name);
-    let containers = release::stop_everywhere(berth, &docker, &app.name, true).await?;
-    docker::remove_app_network(&docker, &app.name).await;
-    let images = docker::remove_images(&docker, &app.name).await;
+    let containers = release::stop_everywhere(berth, &scheduler, &app.name, true).await?;
+    scheduler.remove_app_network(&app.name).await;
+    let images = scheduler.remove_images(&app.name).await;
     let name = AppName::parse(&app.name)?;
     let repo = git::repo_path(&berth.config.repos_dir(), &name);
     if repo.exists() {
@@ -589,7 +589,7 @@ pub async fn destroy(berth: &Berth, who: &Identity, args: &Args) -> Result<Strin
     } else {
         let mut removed = Vec::new();
         for volume in &volumes {
-            match docker::remove_volume(&docker, volume).await {
+            match scheduler.remove_volume(volume).await {
                 Ok(()) => removed.push(volume.as_str()),
                 Err(message) => tracing::warn!(%message, "volume left behind"),
             }

@@ -5,8 +5,8 @@
 use std::collections::BTreeMap;
 
 use super::{Access, Args, app_for, current_release, internal, numbered_release};
+use crate::deploy::Scheduler;
 use crate::domain::ReleaseStatus;
-use crate::engine;
 use crate::output::Output;
 use crate::release;
 use crate::server::{Berth, Identity};
@@ -78,7 +78,7 @@ pub async fn start(
     if source.status == ReleaseStatus::Failed {
         return Err(format!("v{} never ran (its deploy failed)", source.number));
     }
-    let docker = engine::connect().await?;
+    let scheduler = Scheduler::connect().await?;
     store
         .start_canary(app.id, weight, &who.key_name)
         .await
@@ -95,7 +95,7 @@ pub async fn start(
     };
     let deployed = release::create_and_deploy(
         berth,
-        &docker,
+        &scheduler,
         &app,
         release::Source::Existing(&source.image),
         plan,
@@ -175,9 +175,9 @@ pub async fn promote(
         ));
     };
     let release = numbered_release(berth, &app, &number.to_string()).await?;
-    let docker = engine::connect().await?;
+    let scheduler = Scheduler::connect().await?;
     out.step(&format!("Promoting v{number} of {}", app.name));
-    release::promote_canary(berth, &docker, &app, &release, &who.key_name, out).await?;
+    release::promote_canary(berth, &scheduler, &app, &release, &who.key_name, out).await?;
     let port = release::app_port(berth, &app).await?;
     Ok(format!(
         "-----> {} v{number} is live at {}\n",
@@ -200,10 +200,10 @@ pub async fn abort(
         .await
         .map_err(internal)?
         .ok_or_else(|| no_canary(&app.name))?;
-    let docker = engine::connect().await?;
+    let scheduler = Scheduler::connect().await?;
     out.step(&format!("Aborting {}'s canary", app.name));
     let number = canary.release;
-    release::abort_canary(berth, &docker, &app, number, &who.key_name).await?;
+    release::abort_canary(berth, &scheduler, &app, number, &who.key_name).await?;
     let current = berth
         .store
         .running_release(app.id)

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use super::{Access, Args, app_for, internal, to_json};
-use crate::engine;
+use crate::deploy::Scheduler;
 use crate::output::Output;
 use crate::release;
 use crate::server::{Berth, Identity};
@@ -104,14 +104,14 @@ async fn change(
         ));
     }
     release::refuse_during_canary(berth, app).await?;
-    let docker = engine::connect().await?;
+    let scheduler = Scheduler::connect().await?;
     let change = release::ConfigChange {
         old: &old,
         new: &new,
         description,
     };
-    if release::redeploy_with_config(berth, &docker, app, change, &who.key_name, out).await? {
-        release::refresh_dependents(berth, &docker, app, &who.key_name, out).await;
+    if release::redeploy_with_config(berth, &scheduler, app, change, &who.key_name, out).await? {
+        release::refresh_dependents(berth, &scheduler, app, &who.key_name, out).await;
     }
     Ok(String::new())
 }

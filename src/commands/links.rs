@@ -6,7 +6,7 @@
 use std::collections::{HashMap, HashSet};
 
 use super::{Access, Args, app_for, internal};
-use crate::engine;
+use crate::deploy::Scheduler;
 use crate::output::Output;
 use crate::release;
 use crate::server::{Berth, Identity};
@@ -84,15 +84,15 @@ pub async fn link(
             dep.name, app.name
         ));
     }
-    let docker = engine::connect().await?;
+    let scheduler = Scheduler::connect().await?;
     // The values first: a DEP with nothing running is refused before anything is recorded.
-    release::link_values(berth, &docker, &dep, &alias).await?;
+    release::link_values(berth, &scheduler, &dep, &alias).await?;
     store
         .add_link(app.id, dep.id, &alias, &who.key_name)
         .await
         .map_err(internal)?;
-    match release::relink(berth, &docker, &app, &dep, &alias, &who.key_name, out).await {
-        Ok(true) => release::refresh_dependents(berth, &docker, &app, &who.key_name, out).await,
+    match release::relink(berth, &scheduler, &app, &dep, &alias, &who.key_name, out).await {
+        Ok(true) => release::refresh_dependents(berth, &scheduler, &app, &who.key_name, out).await,
         Ok(false) => {}
         Err(message) => {
             let _ = store.remove_link(app.id, dep.id).await;
@@ -132,17 +132,18 @@ pub async fn unlink(
     }
     store.remove_link(app.id, dep.id).await.map_err(internal)?;
     if new != old {
-        let docker = engine::connect().await?;
+        let scheduler = Scheduler::connect().await?;
         let description = format!("unlink {}", dep.name);
         let change = release::ConfigChange {
             old: &old,
             new: &new,
             description: &description,
         };
-        match release::redeploy_with_config(berth, &docker, &app, change, &who.key_name, out).await
+        match release::redeploy_with_config(berth, &scheduler, &app, change, &who.key_name, out)
+            .await
         {
             Ok(true) => {
-                release::refresh_dependents(berth, &docker, &app, &who.key_name, out).await;
+                release::refresh_dependents(berth, &scheduler, &app, &who.key_name, out).await;
             }
             Ok(false) => {}
             Err(message) => {

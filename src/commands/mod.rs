@@ -594,7 +594,7 @@ pub async fn one_off(
     who: &Identity,
     raw: &[String],
     tty: bool,
-) -> Option<Result<crate::deploy::docker::OneOff, String>> {
+) -> Option<Result<crate::deploy::OneOff, String>> {
     let (name, rest) = raw.split_first()?;
     if name != "run" {
         return None;

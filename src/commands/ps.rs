@@ -4,9 +4,8 @@
 use std::collections::BTreeMap;
 
 use super::{Access, Args, app_for, current_release, internal, to_json};
-use crate::deploy::docker;
+use crate::deploy::{ContainerReport, Scheduler};
 use crate::domain::{AppState, ReleaseStatus};
-use crate::engine;
 use crate::git;
 use crate::names::AppName;
 use crate::output::Output;
@@ -76,14 +75,14 @@ pub async fn scale(
         .move_app(app.id, AppState::Scaling, &who.key_name)
         .await;
     out.step(&format!("Scaling {} to {}", app.name, describe(&wanted)));
-    let docker = engine::connect().await?;
+    let scheduler = Scheduler::connect().await?;
     let mut scaled = app.clone();
     scaled.formation = formation_json.clone();
-    let spec = release::spec_for(berth, &docker, &scaled, &current).await?;
+    let spec = release::spec_for(berth, &scheduler, &scaled, &current).await?;
     let port = release::app_port(berth, &app).await?;
-    let backend = release::backend(berth, &app).await?;
-    match backend
-        .scale(&docker, &spec, out, &berth.app_port(&app.name, port))
+    let target = release::usable_target(berth, &app).await?;
+    match scheduler
+        .scale(target, &spec, out, &berth.app_port(&app.name, port))
         .await
     {
         Ok(instances) => {
@@ -142,13 +141,13 @@ pub async fn stop(
     let app = app_for(berth, who, &args.positional[0], Access::Operate).await?;
     let (_guard, app) = berth.lock(&app).await?;
     let store = &berth.store;
-    let docker = engine::connect().await?;
+    let scheduler = Scheduler::connect().await?;
     store
         .move_app(app.id, AppState::Stopping, &who.key_name)
         .await;
     out.step(&format!("Stopping {}", app.name));
     berth.routes.remove(&app.name);
-    let stopped = release::stop_everywhere(berth, &docker, &app.name, false).await?;
+    let stopped = release::stop_everywhere(berth, &scheduler, &app.name, false).await?;
     // Its containers are gone with the rest: a canary ends here.
     if store.canary(app.id).await.map_err(internal)?.is_some() {
         store
@@ -177,13 +176,13 @@ pub async fn start(
     let (_guard, app) = berth.lock(&app).await?;
     let store = &berth.store;
     let current = current_release(berth, &app, "has no release to start: push one first").await?;
-    let docker = engine::connect().await?;
+    let scheduler = Scheduler::connect().await?;
     store
         .move_app(app.id, AppState::Starting, &who.key_name)
         .await;
     out.step(&format!("Starting {} v{}", app.name, current.number));
     if let Err(message) =
-        release::deploy_release(berth, &docker, &app, &current, &who.key_name, out).await
+        release::deploy_release(berth, &scheduler, &app, &current, &who.key_name, out).await
     {
         store
             .move_app(app.id, AppState::Failed, &who.key_name)
@@ -219,14 +218,14 @@ pub(super) async fn roll(
 ) -> Result<(), String> {
     let store = &berth.store;
     let current = current_release(berth, app, "has no release running").await?;
-    let docker = engine::connect().await?;
-    let spec = release::spec_for(berth, &docker, app, &current).await?;
+    let scheduler = Scheduler::connect().await?;
+    let spec = release::spec_for(berth, &scheduler, app, &current).await?;
     store.move_app(app.id, AppState::Restarting, actor).await;
     out.step(&format!("Restarting {}, one container at a time", app.name));
     let port = release::app_port(berth, app).await?;
-    let backend = release::backend(berth, app).await?;
-    let result = backend
-        .restart(&docker, &spec, out, &berth.app_port(&app.name, port))
+    let target = release::usable_target(berth, app).await?;
+    let result = scheduler
+        .restart(target, &spec, out, &berth.app_port(&app.name, port))
         .await;
     let outcome = if result.is_ok() {
         AppState::Running
@@ -332,16 +331,14 @@ async fn rebuild_one(berth: &Berth, who: &Identity, app: &App, out: &Output) -> 
 
 pub async fn report(berth: &Berth, who: &Identity, args: &Args) -> Result<String, String> {
     let app = app_for(berth, who, &args.positional[0], Access::Operate).await?;
-    let docker = engine::connect_within(std::time::Duration::from_secs(2)).await?;
-    let containers = docker::with_details(
-        &docker,
-        docker::instances_of(&docker, &app.name, None).await?,
-    )
-    .await;
+    let scheduler = Scheduler::connect_within(std::time::Duration::from_secs(2)).await?;
+    let containers = scheduler
+        .with_details(scheduler.instances_of(&app.name, None).await?)
+        .await;
     // What the router sends each web instance: serving, canary, out (failing its health
     // check), or nothing.
     let traffic = berth.routes.traffic(&app.name);
-    let traffic_of = |c: &docker::ContainerReport| {
+    let traffic_of = |c: &ContainerReport| {
         c.address
             .and_then(|a| traffic.get(&a).copied())
             .unwrap_or("-")
@@ -350,7 +347,7 @@ pub async fn report(berth: &Berth, who: &Identity, args: &Args) -> Result<String
         #[derive(serde::Serialize)]
         struct Row<'a> {
             #[serde(flatten)]
-            container: &'a docker::ContainerReport,
+            container: &'a ContainerReport,
             traffic: &'a str,
         }
         let rows: Vec<Row> = containers

@@ -5,9 +5,8 @@ use std::collections::BTreeMap;
 use futures_util::stream::{self, BoxStream, StreamExt};
 
 use super::{Access, Args, app_for, current_release, internal, numbered_release, to_json};
-use crate::deploy::docker;
+use crate::deploy::Scheduler;
 use crate::domain::{AppState, ReleaseStatus};
-use crate::engine;
 use crate::output::Output;
 use crate::release;
 use crate::server::{Berth, Identity};
@@ -74,7 +73,7 @@ pub async fn rollback(
     if target.number == current.number {
         return Err(format!("v{} is already the running release", target.number));
     }
-    let docker = engine::connect().await?;
+    let scheduler = Scheduler::connect().await?;
     store
         .move_app(app.id, AppState::RollingBack, &who.key_name)
         .await;
@@ -94,7 +93,7 @@ pub async fn rollback(
     };
     match release::create_deploy_and_follow(
         berth,
-        &docker,
+        &scheduler,
         &app,
         release::Source::Existing(&target.image),
         plan,
@@ -169,8 +168,10 @@ pub async fn log_stream(
         .running_release(app.id)
         .await
         .map_err(internal)?;
-    let docker = engine::connect().await?;
-    let containers = docker::instances_of(&docker, &app.name, current.map(|r| r.number)).await?;
+    let scheduler = Scheduler::connect().await?;
+    let containers = scheduler
+        .instances_of(&app.name, current.map(|r| r.number))
+        .await?;
     let chosen: Vec<_> = containers
         .into_iter()
         .filter(|c| process.is_none_or(|p| c.process == p))
@@ -187,7 +188,8 @@ pub async fn log_stream(
     let follow = args.has("-f");
     let streams = chosen.into_iter().map(move |container| {
         let prefix = format!("{}.{} | ", container.process, container.index);
-        docker::log_stream(&docker, &container.name, lines, follow)
+        scheduler
+            .logs(&container.name, lines, follow)
             .map(move |chunk| {
                 let mut bytes = Vec::with_capacity(chunk.len() + 16);
                 for line in chunk.split_inclusive(|b| *b == b'\n') {
@@ -215,7 +217,7 @@ pub async fn run(
     who: &Identity,
     rest: &[String],
     tty: bool,
-) -> Result<docker::OneOff, String> {
+) -> Result<crate::deploy::OneOff, String> {
     let [app_name, command @ ..] = rest else {
         return Err("usage: run APP COMMAND [ARGS...]".to_string());
     };
@@ -241,24 +243,24 @@ pub async fn run(
         .into_iter()
         .map(|(k, v)| format!("{k}={v}"))
         .collect();
-    let docker = engine::connect().await?;
+    let scheduler = Scheduler::connect().await?;
     // Only the program's name is recorded: arguments may carry secrets.
     let detail = format!("v{}: {}", current.number, command[0]);
     berth
         .store
         .note_event(Some(app.id), "run", &who.key_name, "started", &detail)
         .await;
-    let within = release::run_in(berth, &docker, &app, &current).await?;
-    let mut one_off = docker::run_one_off(
-        &docker,
-        &app.name,
-        &current.image,
-        env,
-        command.to_vec(),
-        within,
-        tty,
-    )
-    .await?;
+    let within = release::run_in(berth, &scheduler, &app, &current).await?;
+    let mut one_off = scheduler
+        .run_one_off(
+            &app.name,
+            &current.image,
+            env,
+            command.to_vec(),
+            within,
+            tty,
+        )
+        .await?;
     // The slot is held until the container has exited (or the caller went away).
     let exit = one_off.exit;
     one_off.exit = Box::pin(async move {

@@ -4,6 +4,7 @@
 //! Mounts belong to the app, not to a release: every process of every release gets them.
 
 use super::{Access, Args, app_for, internal, ps, to_json};
+use crate::deploy::Scheduler;
 use crate::output::Output;
 use crate::server::{Berth, Identity};
 
@@ -138,7 +139,7 @@ pub async fn mount(
         (
             "volume",
             source.to_string(),
-            crate::deploy::docker::volume_name(&app.uid, source),
+            crate::deploy::names::volume_name(&app.uid, source),
         )
     };
     let (_guard, app) = berth.lock(&app).await?;
@@ -156,8 +157,10 @@ pub async fn mount(
         ));
     }
     if kind == "volume" {
-        let docker = crate::engine::connect().await?;
-        crate::deploy::docker::ensure_volume(&docker, &engine_name, &app.name, &app.uid).await?;
+        let scheduler = Scheduler::connect().await?;
+        scheduler
+            .ensure_volume(&engine_name, &app.name, &app.uid)
+            .await?;
     }
     store
         .add_mount(app.id, &name, kind, &engine_name, &path, &who.key_name)

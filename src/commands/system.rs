@@ -2,16 +2,16 @@
 //! every app).
 
 use super::{Args, admin_only_for, internal, to_json};
+use crate::deploy::Scheduler;
 use crate::disk::{self, human};
-use crate::engine;
 use crate::server::{Berth, Identity};
 
 pub async fn df(berth: &Berth, who: &Identity, args: &Args) -> Result<String, String> {
     admin_only_for(who, "system:df")?;
-    let docker = engine::connect().await?;
+    let scheduler = Scheduler::connect().await?;
     let mut rows = Vec::new();
     for app in berth.store.apps().await.map_err(internal)? {
-        rows.push(disk::usage(berth, &docker, &app).await);
+        rows.push(disk::usage(berth, &scheduler, &app).await);
     }
     let data_dir = &berth.config.data_dir;
     let db = ["berth.db", "berth.db-wal", "berth.db-shm"]
@@ -57,9 +57,9 @@ pub async fn df(berth: &Berth, who: &Identity, args: &Args) -> Result<String, St
 
 pub async fn prune(berth: &Berth, who: &Identity, args: &Args) -> Result<String, String> {
     admin_only_for(who, "system:prune")?;
-    let docker = engine::connect().await?;
+    let scheduler = Scheduler::connect().await?;
     let dry_run = args.has("--dry-run");
-    let removed = disk::prune_all(berth, &docker, dry_run).await;
+    let removed = disk::prune_all(berth, &scheduler, dry_run).await;
     if args.json() {
         return to_json(&removed);
     }

@@ -4,6 +4,7 @@
 use super::{
     Access, Args, admin_only_for, app_for, current_release, internal, numbered_release, to_json,
 };
+use crate::deploy::Scheduler;
 use crate::deploy::render::{self, Resources, Target};
 use crate::domain::AppState;
 use crate::output::Output;
@@ -34,7 +35,7 @@ pub async fn set(
                     );
                 }
                 let target = Target::parse(value)?;
-                release::applicable(target).await.map_err(|reason| {
+                crate::deploy::applicable(target).await.map_err(|reason| {
                     format!("target {target} cannot be used here: {reason}; nothing changed")
                 })?;
                 berth
@@ -121,9 +122,9 @@ async fn move_app(
         "Moving {} v{} to {target}",
         app.name, current.number
     ));
-    let docker = crate::engine::connect().await?;
+    let scheduler = Scheduler::connect().await?;
     if let Err(message) =
-        release::deploy_release(berth, &docker, &moved, &current, &who.key_name, out).await
+        release::deploy_release(berth, &scheduler, &moved, &current, &who.key_name, out).await
     {
         berth
             .store

@@ -1,18 +1,30 @@
 //! Deploy targets: put a release into service and report where it answers.
 //!
-//! Each target is one module implementing [`Backend`]: `docker` (containers through the engine
-//! API) and `swarm` (a stack file rendered from `templates/swarm/`, applied with
+//! Everything above this module reaches the targets through [`Scheduler`], which owns the engine
+//! connection. Each target is one module implementing `Backend`: `docker` (containers through
+//! the engine API) and `swarm` (a stack file rendered from `templates/swarm/`, applied with
 //! `docker stack deploy`). `systemd` and `kubernetes` are rendered (`deploy:render`) but not
-//! applied on these hosts: `release::applicable` refuses them before anything is written.
-//! A new target is one module here, its templates, and one arm in [`backend`].
+//! applied on these hosts: [`applicable`] refuses them before anything is written.
+//! A new target is one module here, its templates, and one arm in `backend`. The engine's other
+//! rooms: `inventory` (what runs, read from labels), `names` (every engine object name),
+//! `network`, `volumes`, `logs`, `oneoff` (`run`, the release phase), `probe`.
 //!
 //! **Architecture Invariant:** the running release is replaced only after the new one answers.
 
 pub mod docker;
+pub mod inventory;
+mod logs;
+pub mod names;
+pub mod network;
+pub mod oneoff;
 pub mod probe;
 pub mod render;
 pub mod sandbox;
+mod scheduler;
 pub mod swarm;
+mod volumes;
+
+pub use scheduler::Scheduler;
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -22,7 +34,8 @@ use bollard::Docker;
 use futures_util::future::BoxFuture;
 
 use crate::output::Output;
-pub use docker::ContainerReport;
+pub use inventory::ContainerReport;
+pub use oneoff::{Chunk, OneOff, RunIn};
 use render::Target;
 
 /// Everything a target needs to run one release of an app's web process.
@@ -96,7 +109,7 @@ pub type Publish<'a> = &'a dyn Serving;
 /// What every target does. `ps:start` is `deploy` of the current release; status and logs are
 /// read from the containers on this engine, which both applied targets label the same way
 /// (`docker::instances_of`, `docker::log_stream`).
-pub trait Backend: Sync {
+trait Backend: Sync {
     /// Starts the release with `spec.web` web instances, waits until they answer, makes them
     /// the serving set and retires what ran before. On failure what ran before keeps serving.
     fn deploy<'a>(
@@ -140,7 +153,7 @@ pub trait Backend: Sync {
 }
 
 /// The backend that applies `target` on this host, if berth can apply it at all.
-pub fn backend(target: Target) -> Option<&'static dyn Backend> {
+fn backend(target: Target) -> Option<&'static dyn Backend> {
     match target {
         Target::Docker => Some(&docker::Containers),
         Target::Swarm => Some(&swarm::Stack),
@@ -149,8 +162,39 @@ pub fn backend(target: Target) -> Option<&'static dyn Backend> {
 }
 
 /// Every target berth can apply, with its backend (to stop an app wherever it runs).
-pub fn backends() -> impl Iterator<Item = (Target, &'static dyn Backend)> {
+fn backends() -> impl Iterator<Item = (Target, &'static dyn Backend)> {
     [Target::Docker, Target::Swarm]
         .into_iter()
         .filter_map(|target| Some((target, backend(target)?)))
+}
+
+/// Whether this host can apply the target; the reason when it cannot (checked before anything
+/// is written or started).
+pub async fn applicable(target: Target) -> Result<(), String> {
+    let rendered = format!("deploy:render APP --target {target} shows what it would apply");
+    match target {
+        Target::Docker => Ok(()),
+        Target::Systemd => {
+            let pid1 = std::fs::read_to_string("/proc/1/comm").unwrap_or_default();
+            if pid1.trim() == "systemd" {
+                Err(format!(
+                    "applying systemd units is not built yet; {rendered}"
+                ))
+            } else {
+                Err(format!(
+                    "the systemd target needs systemd as PID 1 on this host, and it is {:?}; {rendered}",
+                    pid1.trim()
+                ))
+            }
+        }
+        Target::Swarm => {
+            Scheduler::connect_within(Duration::from_secs(2))
+                .await?
+                .swarm_ready()
+                .await
+        }
+        Target::Kubernetes => Err(format!(
+            "applying to Kubernetes (kubectl with a kubeconfig) is not built yet; {rendered}"
+        )),
+    }
 }

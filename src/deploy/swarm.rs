@@ -24,7 +24,9 @@ use bollard::query_parameters::ListTasksOptionsBuilder;
 use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
 
-use super::docker::{self, ContainerReport};
+use super::inventory::{self, ContainerReport};
+use super::logs::last_logs;
+use super::names::{service_name, stack_name};
 use super::{Backend, DeploySpec, Instance, Publish};
 use crate::engine;
 use crate::output::Output;
@@ -35,14 +37,6 @@ pub struct Stack;
 /// How long a swarm update may take beyond the app's own `ready_timeout` (the stack's
 /// `update_config.monitor` and `delay` per batch, task scheduling).
 const UPDATE_SLACK: Duration = Duration::from_secs(20);
-
-pub fn stack_name(app: &str) -> String {
-    format!("berth-{app}")
-}
-
-pub fn service_name(app: &str, process: &str) -> String {
-    format!("berth-{app}_{process}")
-}
 
 impl Backend for Stack {
     fn deploy<'a>(
@@ -401,7 +395,7 @@ async fn converge(
         }
         if Instant::now() >= deadline {
             let logs = match running.iter().find(|c| c.release == spec.release) {
-                Some(c) => docker::last_logs(docker, &c.name).await,
+                Some(c) => last_logs(docker, &c.name).await,
                 None => String::new(),
             };
             return Err(format!(
@@ -448,7 +442,7 @@ async fn task_failure(docker: &Docker, task: &bollard::models::Task, spec: &Depl
     let code = status.container_status.as_ref().and_then(|c| c.exit_code);
     let reason = status.err.or(status.message).unwrap_or_default();
     let logs = match status.container_status.and_then(|c| c.container_id) {
-        Some(id) => docker::last_logs(docker, &id).await,
+        Some(id) => last_logs(docker, &id).await,
         None => String::new(),
     };
     match code {
@@ -465,14 +459,14 @@ async fn service_containers(
     docker: &Docker,
     service: &str,
 ) -> Result<Vec<ContainerReport>, String> {
-    let containers = docker::list_labeled(
+    let containers = inventory::list_labeled(
         docker,
         vec![format!("com.docker.swarm.service.name={service}")],
     )
     .await?;
     Ok(containers
         .into_iter()
-        .filter_map(docker::summary_to_report)
+        .filter_map(inventory::summary_to_report)
         .collect())
 }
 
@@ -481,7 +475,7 @@ async fn service_containers(
 async fn remove_stack(docker: &Docker, app: &str) -> Result<usize, String> {
     let stack = stack_name(app);
     let label = format!("com.docker.stack.namespace={stack}");
-    let containers = docker::list_labeled(docker, vec![label.clone()]).await?;
+    let containers = inventory::list_labeled(docker, vec![label.clone()]).await?;
     let running = containers
         .iter()
         .filter(|c| c.state.as_ref().is_some_and(|s| s.to_string() == "running"))
@@ -503,7 +497,7 @@ async fn remove_stack(docker: &Docker, app: &str) -> Result<usize, String> {
     let deadline = Instant::now() + Duration::from_secs(60);
     let network = format!("{stack}_default");
     while Instant::now() < deadline {
-        let left = docker::list_labeled(docker, vec![label.clone()])
+        let left = inventory::list_labeled(docker, vec![label.clone()])
             .await?
             .len();
         let network_left = docker
