@@ -77,7 +77,7 @@ pub async fn volumes_of(
         .await
         .map_err(internal)?
         .into_iter()
-        .filter(|m| m.kind == "volume")
+        .filter(|m| m.kind == crate::domain::MountKind::Volume)
         .map(|m| m.source)
         .collect();
     let others = berth

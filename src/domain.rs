@@ -159,6 +159,31 @@ impl fmt::Display for Role {
     }
 }
 
+/// What a mount mounts: a named volume of berth's own (removed with the app) or a directory of
+/// the host (admins only).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, sqlx::Type, serde::Serialize)]
+#[sqlx(rename_all = "snake_case")]
+#[serde(rename_all = "snake_case")]
+pub enum MountKind {
+    Volume,
+    Host,
+}
+
+impl MountKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MountKind::Volume => "volume",
+            MountKind::Host => "host",
+        }
+    }
+}
+
+impl fmt::Display for MountKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

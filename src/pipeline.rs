@@ -12,10 +12,10 @@ use crate::deploy;
 use crate::domain::AppState;
 use crate::git::{self, RefUpdate};
 use crate::names::AppName;
+use crate::ops;
 use crate::output::Output;
 use crate::push::PushSession;
 use crate::registry;
-use crate::release;
 use crate::server::Berth;
 
 /// Decides a push: deploys the deploy branch when it moved, stores everything else.
@@ -53,18 +53,23 @@ pub async fn on_push(
         ));
         return true;
     }
-    let lock = berth.app_lock(push.app_id);
-    let guard = match lock.clone().try_lock_owned() {
-        Ok(guard) => guard,
-        Err(_) => {
+    // By id: the name the push came in for may have gone to another app meanwhile (finding 19).
+    let mut locked = match ops::try_lock(berth, push.app_id).await {
+        Some(locked) => locked,
+        None => {
             out.step(&format!(
                 "Waiting for the deploy of {} in progress to finish",
                 push.app
             ));
-            lock.lock_owned().await
+            match ops::lock_id(berth, push.app_id).await {
+                Ok(locked) => locked,
+                Err(message) => {
+                    out.error(&message);
+                    return false;
+                }
+            }
         }
     };
-    push.hold_lock(guard);
     // Another push may have moved the branch while this one waited: git would then refuse the
     // ref update after the deploy, leaving a release live that no branch points at.
     let repo = push.repo.clone();
@@ -93,14 +98,16 @@ pub async fn on_push(
     let short = &update.new[..update.new.len().min(7)];
     let request = BuildRequest {
         app: &push.app,
-        app_id: push.app_id,
         repo: &push.repo,
         commit: &update.new,
         quarantine,
         description: &format!("push {deploy_branch}@{short}"),
         actor: &push.actor,
     };
-    match build_and_release(berth, &request, out).await {
+    let built = build_and_release(berth, &request, &mut locked, out).await;
+    // The lock stays with the push until git has updated the ref and the client is answered.
+    push.hold_lock(locked.into_guard());
+    match built {
         Ok(()) => true,
         Err(message) => {
             out.error(&message);
@@ -166,7 +173,6 @@ async fn record_failed_deploy(berth: &Berth, app_id: i64, actor: &str, message: 
 /// A commit to build and release.
 pub struct BuildRequest<'a> {
     pub app: &'a AppName,
-    pub app_id: i64,
     pub repo: &'a Path,
     pub commit: &'a str,
     /// Git's quarantine directory while a push is undecided; `None` for committed objects.
@@ -180,6 +186,7 @@ pub struct BuildRequest<'a> {
 pub async fn build_and_release(
     berth: &Berth,
     request: &BuildRequest<'_>,
+    record: &mut ops::LockedApp,
     out: &Output,
 ) -> Result<(), String> {
     let store = &berth.store;
@@ -201,12 +208,6 @@ pub async fn build_and_release(
         })?)
         };
     let scheduler = deploy::Scheduler::connect().await?;
-    // By id: the name the push came in for may have gone to another app meanwhile (finding 19).
-    let record = store
-        .app_by_id(request.app_id)
-        .await
-        .map_err(|e| format!("internal error reading the app: {e}"))?
-        .ok_or_else(|| format!("app {app} vanished"))?;
     let app_id = record.id;
 
     let config_vars = store
@@ -322,7 +323,6 @@ pub async fn build_and_release(
     built?;
 
     // app.json's formation is the initial scale: it applies to an app's first release only.
-    let mut record = record;
     if !manifest.formation.is_empty()
         && store
             .latest_release(app_id)
@@ -335,14 +335,14 @@ pub async fn build_and_release(
             .set_formation(app_id, &formation)
             .await
             .map_err(|e| format!("internal error recording the formation: {e}"))?;
-        record.formation = formation;
+        record.reload(berth).await?;
     }
     let manifest_json = serde_json::to_string(&manifest).map_err(|e| e.to_string())?;
-    let source = release::Source::Build {
+    let source = ops::Source::Build {
         build_tag: &build_tag,
         image_repository: &image_repo,
     };
-    let plan = release::Plan {
+    let plan = ops::Plan {
         commit,
         config: &config_vars,
         manifest: &manifest_json,
@@ -354,7 +354,7 @@ pub async fn build_and_release(
             .map_err(|e| format!("internal error reading the canary: {e}"))?
             .map(|c| c.weight),
     };
-    release::create_deploy_and_follow(berth, &scheduler, &record, source, plan, out)
+    ops::create_deploy_and_follow(berth, &scheduler, record, source, plan, out)
         .await
         .map(|_| ())
 }
@@ -529,7 +529,7 @@ pub async fn sync(
             ));
         }
     }
-    let (_guard, app) = berth.lock(app).await?;
+    let mut app = ops::lock(berth, app).await?;
     let name = AppName::parse(&app.name)?;
     let repo = git::repo_path(&berth.config.repos_dir(), &name);
     let shown_ref = git_ref.as_deref().unwrap_or("HEAD");
@@ -574,14 +574,13 @@ pub async fn sync(
     out.detail(&format!("{shown_ref} is {short}"));
     let request = BuildRequest {
         app: &name,
-        app_id: app.id,
         repo: &repo,
         commit: &commit,
         quarantine: None,
         description: &format!("git:sync {shown_ref}@{short}"),
         actor,
     };
-    if let Err(message) = build_and_release(berth, &request, out).await {
+    if let Err(message) = build_and_release(berth, &request, &mut app, out).await {
         record_failed_deploy(berth, app.id, actor, &message).await;
         let kept = running.map_or("nothing was deployed".to_string(), |r| {
             format!("v{} keeps serving", r.number)

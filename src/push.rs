@@ -208,8 +208,7 @@ pub async fn prepare_receive(
 }
 
 fn internal(error: impl std::fmt::Display) -> String {
-    tracing::error!(%error, "push setup failed");
-    "internal error: see the berth server log".to_string()
+    crate::error::internal_while("setting up a push", error)
 }
 
 fn random_token() -> String {

@@ -10,8 +10,8 @@ use std::time::Duration;
 use crate::deploy::render::Target;
 use crate::deploy::{ContainerReport, Scheduler, names, network};
 use crate::domain::AppState;
+use crate::ops;
 use crate::output::Output;
-use crate::release;
 use crate::server::Berth;
 use crate::store::App;
 use crate::store::Release;
@@ -48,7 +48,7 @@ async fn adopt_legacy_network(berth: &Berth) {
     };
     let mut links = std::collections::HashMap::new();
     for app in berth.store.apps().await.unwrap_or_default() {
-        if let Ok(deps) = release::active_links(berth, &app).await {
+        if let Ok(deps) = ops::active_links(berth, &app).await {
             links.insert(app.name.clone(), deps);
         }
     }
@@ -113,10 +113,10 @@ async fn reconcile_app(
     else {
         return Ok(());
     };
-    if release::target(berth, app)? == Target::Swarm {
+    if ops::target(berth, app)? == Target::Swarm {
         return reconcile_swarm(berth, app, &current, containers).await;
     }
-    let wanted = release::formation(app).get("web").copied().unwrap_or(1);
+    let wanted = ops::formation(app).get("web").copied().unwrap_or(1);
     let mine: Vec<&ContainerReport> = containers
         .iter()
         .filter(|c| c.release == current.number && c.process == "web")
@@ -132,8 +132,8 @@ async fn reconcile_app(
             .is_none_or(|c| c.state != "running" && c.state != "restarting")
     };
     // Other process types (workers): the ones the formation wants that are gone or stopped.
-    let formation = release::formation(app);
-    let missing_others: Vec<(String, u32)> = release::manifest(&current)
+    let formation = ops::formation(app);
+    let missing_others: Vec<(String, u32)> = ops::manifest(&current)
         .scalable()
         .flat_map(|(name, _)| {
             let count = formation.get(name).copied().unwrap_or(0);
@@ -143,7 +143,7 @@ async fn reconcile_app(
         .collect();
     let needs_revival = (1..=wanted).any(|index| gone("web", index)) || !missing_others.is_empty();
     let spec = if needs_revival {
-        match release::spec_for(berth, scheduler, app, &current).await {
+        match ops::spec_for(berth, scheduler, app, &current).await {
             Ok(spec) => Some(spec),
             Err(message) => {
                 // The release's image is gone: nothing can be recreated.
@@ -255,11 +255,11 @@ async fn reconcile_app(
         .filter(|c| c.process == "web" && c.state == "running" && c.index <= wanted)
         .filter_map(|c| c.address)
         .collect();
-    let port = release::app_port(berth, app).await?;
+    let port = ops::app_port(berth, app).await?;
     berth.routes.point(&app.name, port, &addresses)?;
     berth
         .routes
-        .set_health(&app.name, release::manifest(&current).healthcheck);
+        .set_health(&app.name, ops::manifest(&current).healthcheck);
     // A canary serves its share again once its instances run (after a berth restart too).
     if let Some(canary) = store.canary(app.id).await.map_err(|e| e.to_string())?
         && let Some(number) = canary.release
@@ -301,7 +301,7 @@ async fn reconcile_swarm(
         .filter_map(|c| c.address)
         .collect();
     addresses.sort_unstable();
-    let wanted = release::formation(app).get("web").copied().unwrap_or(1);
+    let wanted = ops::formation(app).get("web").copied().unwrap_or(1);
     if addresses.is_empty() && wanted > 0 {
         if app.state == AppState::Running {
             store
@@ -316,7 +316,7 @@ async fn reconcile_swarm(
         }
         return Ok(());
     }
-    let port = release::app_port(berth, app).await?;
+    let port = ops::app_port(berth, app).await?;
     berth.routes.point(&app.name, port, &addresses)?;
     if matches!(app.state, AppState::Unknown | AppState::Lost) {
         store

@@ -210,28 +210,6 @@ impl Berth {
         self.app_lock(app_id).lock_owned().await
     }
 
-    /// Takes the app's deploy lock and reads the app again: what a command looked up before
-    /// waiting may have been renamed or destroyed meanwhile (finding 19), and what it does
-    /// next must act on the app as it is now.
-    pub async fn lock(
-        &self,
-        app: &crate::store::App,
-    ) -> Result<(tokio::sync::OwnedMutexGuard<()>, crate::store::App), String> {
-        let guard = self.lock_app(app.id).await;
-        match self.store.app_by_id(app.id).await {
-            Ok(Some(now)) if now.name == app.name => Ok((guard, now)),
-            Ok(Some(now)) => Err(format!(
-                "{} was renamed to {} meanwhile: run the command again with its new name",
-                app.name, now.name
-            )),
-            Ok(None) => Err(format!("app {} was destroyed meanwhile", app.name)),
-            Err(error) => {
-                tracing::error!(%error, "cannot read the app again");
-                Err("internal error: see the berth server log".to_string())
-            }
-        }
-    }
-
     pub fn url(&self, host_port: u16) -> String {
         format!("http://{}:{host_port}", self.config.public_host)
     }

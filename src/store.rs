@@ -859,8 +859,8 @@ pub struct Canary {
 pub struct Mount {
     /// The volume's name (`NAME` of `NAME:/path`) or the host directory.
     pub name: String,
-    /// `volume` (berth's own, removed with the app) or `host` (a host directory).
-    pub kind: String,
+    /// A volume of berth's own (removed with the app) or a host directory.
+    pub kind: crate::domain::MountKind,
     /// What the engine mounts: the volume's engine name, or the host directory.
     pub source: String,
     pub path: String,
@@ -952,7 +952,7 @@ impl Store {
         &self,
         app_id: i64,
         name: &str,
-        kind: &str,
+        kind: crate::domain::MountKind,
         source: &str,
         path: &str,
         actor: &str,

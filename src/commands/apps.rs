@@ -8,11 +8,11 @@ use serde::Serialize;
 use super::{Access, Args, app_for, internal, may, to_json};
 use crate::deploy::ContainerReport;
 use crate::deploy::Scheduler;
-use crate::domain::{AppState, ReleaseStatus};
+use crate::domain::AppState;
 use crate::git;
 use crate::names::AppName;
+use crate::ops;
 use crate::output::Output;
-use crate::release;
 use crate::server::{Berth, Identity};
 use crate::store::{App, Release};
 
@@ -87,7 +87,7 @@ fn view(
         },
         owner: app.owner.clone(),
         labels: labels_of(app),
-        formation: release::formation(app),
+        formation: ops::formation(app),
         running,
         release: running_release.map(|r| r.number),
         url,
@@ -218,7 +218,7 @@ async fn disabled(berth: &Berth, app: &App) -> Result<Vec<String>, String> {
         ));
     }
     for link in berth.store.links_to(app.id).await.map_err(internal)? {
-        if !release::link_stands(berth, &link).await {
+        if !ops::link_stands(berth, &link).await {
             disabled.push(format!(
                 "link from {} (made by {}; {})",
                 link.app,
@@ -441,82 +441,8 @@ pub async fn rename(
 ) -> Result<String, String> {
     let app = app_for(berth, who, &args.positional[0], Access::Own).await?;
     let new_name = AppName::parse(&args.positional[1])?;
-    let (_guard, app) = berth.lock(&app).await?;
-    if berth
-        .store
-        .app(&new_name)
-        .await
-        .map_err(internal)?
-        .is_some()
-    {
-        return Err(format!("app {new_name} already exists"));
-    }
-    let old_name = AppName::parse(&app.name)?;
-    let repos = berth.config.repos_dir();
-    let (old_repo, new_repo) = (
-        git::repo_path(&repos, &old_name),
-        git::repo_path(&repos, &new_name),
-    );
-    std::fs::rename(&old_repo, &new_repo).map_err(|e| format!("cannot move the repo: {e}"))?;
-    if let Err(error) = berth.store.rename_app(app.id, &new_name).await {
-        let _ = std::fs::rename(&new_repo, &old_repo);
-        return Err(internal(error));
-    }
-    let renamed = berth
-        .store
-        .app(&new_name)
-        .await
-        .map_err(internal)?
-        .ok_or("renamed app vanished")?;
-    berth
-        .store
-        .note_event(
-            Some(app.id),
-            "app.renamed",
-            &who.key_name,
-            "ok",
-            &format!("{old_name} -> {new_name}"),
-        )
-        .await;
-    // Containers carry the app's name: run the current release under the new one, then retire
-    // the old-named containers.
-    out.step(&format!("Renamed {old_name} to {new_name}"));
-    berth.certs.rename(old_name.as_str(), new_name.as_str());
-    berth.metrics.forget(old_name.as_str());
-    berth.reload_domains().await?;
-    // Inbound tokens follow the app's id: a renamed app keeps its hook under its new name, a
-    // destroyed one's token stops working, and no later app of the old name inherits it.
-    berth.inbound.reload(&berth.store).await?;
-    if let (Some(current), false) = (
-        berth
-            .store
-            .running_release(app.id)
-            .await
-            .map_err(internal)?,
-        renamed.stopped,
-    ) {
-        let scheduler = Scheduler::connect().await?;
-        // The app keeps its port: the old name's route lets go of it first. A canary's
-        // containers carry the old name too: it ends here.
-        berth.routes.remove(old_name.as_str());
-        if berth
-            .store
-            .canary(app.id)
-            .await
-            .map_err(internal)?
-            .is_some()
-        {
-            berth
-                .store
-                .end_canary(app.id, ReleaseStatus::Aborted)
-                .await
-                .map_err(internal)?;
-            out.detail("its canary is aborted");
-        }
-        release::deploy_release(berth, &scheduler, &renamed, &current, &who.key_name, out).await?;
-        release::stop_everywhere(berth, &scheduler, old_name.as_str(), true).await?;
-        scheduler.remove_app_network(old_name.as_str()).await;
-    }
+    let app = ops::lock(berth, &app).await?;
+    ops::rename(berth, app, &new_name, &who.key_name, out).await?;
     Ok(String::new())
 }
 
@@ -531,7 +457,7 @@ pub async fn destroy(berth: &Berth, who: &Identity, args: &Args) -> Result<Strin
     // A link whose maker may no longer operate this app does not hold it (finding 9).
     let mut dependents = Vec::new();
     for link in berth.store.links_to(app.id).await.map_err(internal)? {
-        if release::link_stands(berth, &link).await {
+        if ops::link_stands(berth, &link).await {
             dependents.push(link);
         }
     }
@@ -545,56 +471,18 @@ pub async fn destroy(berth: &Berth, who: &Identity, args: &Args) -> Result<Strin
             app.name
         ));
     }
-    let (_guard, app) = berth.lock(&app).await?;
-    let scheduler = Scheduler::connect().await?;
-    let volumes = crate::disk::volumes_of(berth, &scheduler, &app).await?;
-    berth
-        .store
-        .move_app(app.id, AppState::Deleting, &who.key_name)
-        .await;
-    berth.routes.remove(&app.name);
-    berth.certs.remove(&app.name);
-    berth.metrics.forget(&app.name);
-    let containers = release::stop_everywhere(berth, &scheduler, &app.name, true).await?;
-    scheduler.remove_app_network(&app.name).await;
-    let images = scheduler.remove_images(&app.name).await;
-    let name = AppName::parse(&app.name)?;
-    let repo = git::repo_path(&berth.config.repos_dir(), &name);
-    if repo.exists() {
-        std::fs::remove_dir_all(&repo).map_err(|e| format!("cannot remove the repo: {e}"))?;
-    }
-    // Recorded while the app exists: its events (this one too) are kept under its name.
-    berth
-        .store
-        .note_event(
-            Some(app.id),
-            "app.destroyed",
-            &who.key_name,
-            "ok",
-            &format!("{name}: {containers} containers, {images} images"),
-        )
-        .await;
-    berth.store.delete_app(app.id).await.map_err(internal)?;
-    berth.reload_domains().await?;
-    // Inbound tokens follow the app's id: a renamed app keeps its hook under its new name, a
-    // destroyed one's token stops working, and no later app of the old name inherits it.
-    berth.inbound.reload(&berth.store).await?;
-    let kept = if volumes.is_empty() {
+    let app = ops::lock(berth, &app).await?;
+    let gone = ops::destroy(berth, app, args.has("--keep-data"), &who.key_name).await?;
+    let (name, containers, images) = (&gone.name, gone.containers, gone.images);
+    let kept = if gone.kept_volumes.is_empty() && gone.removed_volumes.is_empty() {
         String::new()
-    } else if args.has("--keep-data") {
+    } else if !gone.kept_volumes.is_empty() {
         format!(
             "; kept volumes {} (--keep-data: they belong to no app now; `docker volume rm` removes them)",
-            volumes.join(", ")
+            gone.kept_volumes.join(", ")
         )
     } else {
-        let mut removed = Vec::new();
-        for volume in &volumes {
-            match scheduler.remove_volume(volume).await {
-                Ok(()) => removed.push(volume.as_str()),
-                Err(message) => tracing::warn!(%message, "volume left behind"),
-            }
-        }
-        format!("; removed volumes {}", removed.join(", "))
+        format!("; removed volumes {}", gone.removed_volumes.join(", "))
     };
     Ok(format!(
         "-----> Destroyed {name}: {containers} containers, {images} images, repo and releases{kept}\n"

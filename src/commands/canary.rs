@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 use super::{Access, Args, app_for, current_release, internal, numbered_release};
 use crate::deploy::Scheduler;
 use crate::domain::ReleaseStatus;
+use crate::ops;
 use crate::output::Output;
-use crate::release;
 use crate::server::{Berth, Identity};
 
 fn weight(raw: &str) -> Result<u8, String> {
@@ -27,13 +27,13 @@ pub async fn start(
 ) -> Result<String, String> {
     let app = app_for(berth, who, &args.positional[0], Access::Operate).await?;
     let weight = weight(args.value("--weight").unwrap_or("10"))?;
-    let (_guard, app) = berth.lock(&app).await?;
+    let app = ops::lock(berth, &app).await?;
     let store = &berth.store;
     if let Some(canary) = store.canary(app.id).await.map_err(internal)? {
         return Err(format!(
             "{} already has a canary ({}): canary:weight, canary:promote or canary:abort it",
             app.name,
-            release::describe_canary(&canary)
+            ops::describe_canary(&canary)
         ));
     }
     if app.stopped {
@@ -48,7 +48,7 @@ pub async fn start(
         "has no running release yet: its first push deploys it normally",
     )
     .await?;
-    release::canary_target(berth, &app)?;
+    ops::canary_target(berth, &app)?;
     let Some(wanted) = args.value("--release") else {
         store
             .start_canary(app.id, weight, &who.key_name)
@@ -85,7 +85,7 @@ pub async fn start(
         .map_err(internal)?;
     let config: BTreeMap<String, String> = serde_json::from_str(&source.config).unwrap_or_default();
     let description = format!("canary of v{}", source.number);
-    let plan = release::Plan {
+    let plan = ops::Plan {
         commit: &source.commit_sha,
         config: &config,
         manifest: &source.manifest,
@@ -93,11 +93,11 @@ pub async fn start(
         actor: &who.key_name,
         canary: Some(weight),
     };
-    let deployed = release::create_and_deploy(
+    let deployed = ops::create_and_deploy(
         berth,
         &scheduler,
         &app,
-        release::Source::Existing(&source.image),
+        ops::Source::Existing(&source.image),
         plan,
         out,
     )
@@ -117,27 +117,10 @@ pub async fn start(
 pub async fn set_weight(berth: &Berth, who: &Identity, args: &Args) -> Result<String, String> {
     let app = app_for(berth, who, &args.positional[0], Access::Operate).await?;
     let weight = weight(&args.positional[1])?;
-    let (_guard, app) = berth.lock(&app).await?;
-    let store = &berth.store;
-    let canary = store
-        .canary(app.id)
-        .await
-        .map_err(internal)?
+    let app = ops::lock(berth, &app).await?;
+    let canary = ops::set_canary_weight(berth, &app, weight, &who.key_name)
+        .await?
         .ok_or_else(|| no_canary(&app.name))?;
-    store
-        .set_canary_weight(app.id, weight)
-        .await
-        .map_err(internal)?;
-    berth.routes.set_canary_weight(&app.name, weight);
-    store
-        .note_event(
-            Some(app.id),
-            "canary",
-            &who.key_name,
-            "weight",
-            &format!("{}% -> {weight}%", canary.weight),
-        )
-        .await;
     Ok(match canary.release {
         Some(number) => format!(
             "-----> v{number} now gets {weight}% of {}'s requests\n",
@@ -161,7 +144,7 @@ pub async fn promote(
     out: &Output,
 ) -> Result<String, String> {
     let app = app_for(berth, who, &args.positional[0], Access::Operate).await?;
-    let (_guard, app) = berth.lock(&app).await?;
+    let app = ops::lock(berth, &app).await?;
     let store = &berth.store;
     let canary = store
         .canary(app.id)
@@ -177,8 +160,8 @@ pub async fn promote(
     let release = numbered_release(berth, &app, &number.to_string()).await?;
     let scheduler = Scheduler::connect().await?;
     out.step(&format!("Promoting v{number} of {}", app.name));
-    release::promote_canary(berth, &scheduler, &app, &release, &who.key_name, out).await?;
-    let port = release::app_port(berth, &app).await?;
+    ops::promote_canary(berth, &scheduler, &app, &release, &who.key_name, out).await?;
+    let port = ops::app_port(berth, &app).await?;
     Ok(format!(
         "-----> {} v{number} is live at {}\n",
         app.name,
@@ -193,7 +176,7 @@ pub async fn abort(
     out: &Output,
 ) -> Result<String, String> {
     let app = app_for(berth, who, &args.positional[0], Access::Operate).await?;
-    let (_guard, app) = berth.lock(&app).await?;
+    let app = ops::lock(berth, &app).await?;
     let canary = berth
         .store
         .canary(app.id)
@@ -203,7 +186,7 @@ pub async fn abort(
     let scheduler = Scheduler::connect().await?;
     out.step(&format!("Aborting {}'s canary", app.name));
     let number = canary.release;
-    release::abort_canary(berth, &scheduler, &app, number, &who.key_name).await?;
+    ops::abort_canary(berth, &scheduler, &app, number, &who.key_name).await?;
     let current = berth
         .store
         .running_release(app.id)

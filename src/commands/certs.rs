@@ -5,6 +5,7 @@ use serde::Serialize;
 
 use super::{Access, Args, app_for, internal, to_json};
 use crate::acme;
+use crate::ops;
 use crate::output::Output;
 use crate::server::{Berth, Identity};
 use crate::tls::{self, CertInfo};
@@ -50,7 +51,7 @@ pub async fn add(
             stdin.len()
         ));
     }
-    let (_guard, app) = berth.lock(&app).await?;
+    let app = ops::lock(berth, &app).await?;
     let (certs, key) = tls::split_bundle(stdin);
     let info = berth.certs.install(&app.name, &certs, &key)?;
     berth
@@ -78,7 +79,7 @@ pub async fn add(
 
 pub async fn remove(berth: &Berth, who: &Identity, args: &Args) -> Result<String, String> {
     let app = app_for(berth, who, &args.positional[0], Access::Operate).await?;
-    let (_guard, app) = berth.lock(&app).await?;
+    let app = ops::lock(berth, &app).await?;
     if !berth.certs.remove(&app.name) {
         return Err(format!("{} has no certificate", app.name));
     }
@@ -148,7 +149,7 @@ pub async fn letsencrypt(
     renew: bool,
 ) -> Result<String, String> {
     let app = app_for(berth, who, &args.positional[0], Access::Operate).await?;
-    let (_guard, app) = berth.lock(&app).await?;
+    let app = ops::lock(berth, &app).await?;
     let source = berth
         .store
         .certificate_source(app.id)

@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 
 use super::{Access, Args, app_for, internal, to_json};
 use crate::deploy::Scheduler;
+use crate::ops;
 use crate::output::Output;
-use crate::release;
 use crate::server::{Berth, Identity};
 use crate::store::App;
 
@@ -84,7 +84,7 @@ async fn change(
     out: &Output,
     edit: impl FnOnce(&mut BTreeMap<String, String>),
 ) -> Result<String, String> {
-    let (_guard, app) = berth.lock(app).await?;
+    let app = ops::lock(berth, app).await?;
     let app = &app;
     let store = &berth.store;
     let old = store.config(app.id).await.map_err(internal)?;
@@ -103,15 +103,15 @@ async fn change(
             "-----> {description}: stored; it applies at the next release\n"
         ));
     }
-    release::refuse_during_canary(berth, app).await?;
+    ops::refuse_during_canary(berth, app).await?;
     let scheduler = Scheduler::connect().await?;
-    let change = release::ConfigChange {
+    let change = ops::ConfigChange {
         old: &old,
         new: &new,
         description,
     };
-    if release::redeploy_with_config(berth, &scheduler, app, change, &who.key_name, out).await? {
-        release::refresh_dependents(berth, &scheduler, app, &who.key_name, out).await;
+    if ops::redeploy_with_config(berth, &scheduler, app, change, &who.key_name, out).await? {
+        ops::refresh_dependents(berth, &scheduler, app, &who.key_name, out).await;
     }
     Ok(String::new())
 }

@@ -1,14 +1,14 @@
 //! `apps:link` / `apps:unlink`: an app gets the variables that reach another (walm's dependency
 //! injection, Heroku's add-on attachments): `NAME_URL`, `NAME_HOST`, `NAME_PORT`, as config
-//! vars of a new release. When the other app's address changes, `release::refresh_dependents`
+//! vars of a new release. When the other app's address changes, `ops::refresh_dependents`
 //! redeploys every app linked to it.
 
 use std::collections::{HashMap, HashSet};
 
 use super::{Access, Args, app_for, internal};
 use crate::deploy::Scheduler;
+use crate::ops;
 use crate::output::Output;
-use crate::release;
 use crate::server::{Berth, Identity};
 
 /// `DEP` upper-cased, `-` as `_`; or the `--as` name, which must look like an env var prefix.
@@ -62,7 +62,7 @@ pub async fn link(
         return Err(format!("{} cannot link to itself", app.name));
     }
     let alias = alias_for(&dep.name, args.value("--as"))?;
-    let (_guard, app) = berth.lock(&app).await?;
+    let app = ops::lock(berth, &app).await?;
     let store = &berth.store;
     let links = store.links_from(app.id).await.map_err(internal)?;
     if let Some(existing) = links.iter().find(|l| l.dep == dep.name) {
@@ -86,20 +86,20 @@ pub async fn link(
     }
     let scheduler = Scheduler::connect().await?;
     // The values first: a DEP with nothing running is refused before anything is recorded.
-    release::link_values(berth, &scheduler, &dep, &alias).await?;
+    ops::link_values(berth, &scheduler, &dep, &alias).await?;
     store
         .add_link(app.id, dep.id, &alias, &who.key_name)
         .await
         .map_err(internal)?;
-    match release::relink(berth, &scheduler, &app, &dep, &alias, &who.key_name, out).await {
-        Ok(true) => release::refresh_dependents(berth, &scheduler, &app, &who.key_name, out).await,
+    match ops::relink(berth, &scheduler, &app, &dep, &alias, &who.key_name, out).await {
+        Ok(true) => ops::refresh_dependents(berth, &scheduler, &app, &who.key_name, out).await,
         Ok(false) => {}
         Err(message) => {
             let _ = store.remove_link(app.id, dep.id).await;
             return Err(format!("{message}; {} is not linked", app.name));
         }
     }
-    let [host, port, url] = release::link_keys(&alias);
+    let [host, port, url] = ops::link_keys(&alias);
     Ok(format!(
         "-----> Linked {} to {}: {url}, {host}, {port}\n",
         app.name, dep.name
@@ -114,7 +114,7 @@ pub async fn unlink(
 ) -> Result<String, String> {
     let app = app_for(berth, who, &args.positional[0], Access::Operate).await?;
     let dep_name = crate::names::AppName::parse(&args.positional[1])?;
-    let (_guard, app) = berth.lock(&app).await?;
+    let app = ops::lock(berth, &app).await?;
     let store = &berth.store;
     let links = store.links_from(app.id).await.map_err(internal)?;
     let Some(link) = links.into_iter().find(|l| l.dep == dep_name.as_str()) else {
@@ -127,23 +127,21 @@ pub async fn unlink(
         .ok_or_else(|| format!("app {dep_name} not found"))?;
     let old = store.config(app.id).await.map_err(internal)?;
     let mut new = old.clone();
-    for key in release::link_keys(&link.alias) {
+    for key in ops::link_keys(&link.alias) {
         new.remove(&key);
     }
     store.remove_link(app.id, dep.id).await.map_err(internal)?;
     if new != old {
         let scheduler = Scheduler::connect().await?;
         let description = format!("unlink {}", dep.name);
-        let change = release::ConfigChange {
+        let change = ops::ConfigChange {
             old: &old,
             new: &new,
             description: &description,
         };
-        match release::redeploy_with_config(berth, &scheduler, &app, change, &who.key_name, out)
-            .await
-        {
+        match ops::redeploy_with_config(berth, &scheduler, &app, change, &who.key_name, out).await {
             Ok(true) => {
-                release::refresh_dependents(berth, &scheduler, &app, &who.key_name, out).await;
+                ops::refresh_dependents(berth, &scheduler, &app, &who.key_name, out).await;
             }
             Ok(false) => {}
             Err(message) => {

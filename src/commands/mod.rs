@@ -811,8 +811,7 @@ enum Access {
 }
 
 fn internal(error: impl std::fmt::Display) -> String {
-    tracing::error!(%error, "command failed");
-    "internal error: see the berth server log".to_string()
+    crate::error::internal_while("a command", error)
 }
 
 async fn may(berth: &Berth, who: &Identity, app: &App, access: Access) -> Result<bool, String> {

@@ -1,16 +1,14 @@
 //! `ps:*`: scale, stop, start, restart, rebuild, report. Each holds the app's deploy lock, so it
 //! never races a push; a failed change leaves what ran before.
 
-use std::collections::BTreeMap;
-
-use super::{Access, Args, app_for, current_release, internal, to_json};
+use super::{Access, Args, app_for, internal, to_json};
 use crate::deploy::{ContainerReport, Scheduler};
-use crate::domain::{AppState, ReleaseStatus};
+use crate::domain::AppState;
 use crate::git;
 use crate::names::AppName;
+use crate::ops;
 use crate::output::Output;
 use crate::pipeline::{self, BuildRequest};
-use crate::release;
 use crate::server::{Berth, Identity};
 use crate::store::App;
 
@@ -24,12 +22,12 @@ pub async fn scale(
     out: &Output,
 ) -> Result<String, String> {
     let app = app_for(berth, who, &args.positional[0], Access::Operate).await?;
-    let mut wanted = release::formation(&app);
+    let mut wanted = ops::formation(&app);
     // The process types the app's latest release defines (its Procfile), besides web.
     let types: Vec<String> = match berth.store.latest_release(app.id).await.map_err(internal)? {
         Some(latest) => std::iter::once("web".to_string())
             .chain(
-                release::manifest(&latest)
+                ops::manifest(&latest)
                     .scalable()
                     .map(|(name, _)| name.clone()),
             )
@@ -56,80 +54,24 @@ pub async fn scale(
             })?;
         wanted.insert(process.to_string(), count);
     }
-    let (_guard, app) = berth.lock(&app).await?;
-    let store = &berth.store;
-    let formation_json = serde_json::to_string(&wanted).map_err(internal)?;
-    let current = store.running_release(app.id).await.map_err(internal)?;
-    let (Some(current), false) = (current, app.stopped) else {
-        store
-            .set_formation(app.id, &formation_json)
-            .await
-            .map_err(internal)?;
-        return Ok(format!(
+    let app = ops::lock(berth, &app).await?;
+    let outcome = ops::scale(berth, &app, &wanted, &who.key_name, out).await;
+    match outcome {
+        Ok(None) => Ok(format!(
             "-----> Scaled {} to {}: applies when it runs\n",
             app.name,
-            describe(&wanted)
-        ));
-    };
-    store
-        .move_app(app.id, AppState::Scaling, &who.key_name)
-        .await;
-    out.step(&format!("Scaling {} to {}", app.name, describe(&wanted)));
-    let scheduler = Scheduler::connect().await?;
-    let mut scaled = app.clone();
-    scaled.formation = formation_json.clone();
-    let spec = release::spec_for(berth, &scheduler, &scaled, &current).await?;
-    let port = release::app_port(berth, &app).await?;
-    let target = release::usable_target(berth, &app).await?;
-    match scheduler
-        .scale(target, &spec, out, &berth.app_port(&app.name, port))
-        .await
-    {
-        Ok(instances) => {
-            store
-                .set_formation(app.id, &formation_json)
-                .await
-                .map_err(internal)?;
-            store
-                .move_app(app.id, AppState::Running, &who.key_name)
-                .await;
-            store
-                .note_event(
-                    Some(app.id),
-                    "scale",
-                    &who.key_name,
-                    "ok",
-                    &describe(&wanted),
-                )
-                .await;
-            Ok(format!(
-                "-----> {} runs {} web instance(s); formation {}\n",
-                app.name,
-                instances.len(),
-                describe(&wanted)
-            ))
-        }
-        Err(message) => {
-            store
-                .move_app(app.id, AppState::Running, &who.key_name)
-                .await;
-            store
-                .note_event(Some(app.id), "scale", &who.key_name, "failed", &message)
-                .await;
-            Err(format!(
-                "{message}; the formation stays {}",
-                describe(&release::formation(&app))
-            ))
-        }
+            ops::describe_formation(&wanted)
+        )),
+        Ok(Some(web)) => Ok(format!(
+            "-----> {} runs {web} web instance(s); formation {}\n",
+            app.name,
+            ops::describe_formation(&wanted)
+        )),
+        Err(message) => Err(format!(
+            "{message}; the formation stays {}",
+            ops::describe_formation(&ops::formation(&app))
+        )),
     }
-}
-
-fn describe(formation: &BTreeMap<String, u32>) -> String {
-    formation
-        .iter()
-        .map(|(p, n)| format!("{p}={n}"))
-        .collect::<Vec<_>>()
-        .join(" ")
 }
 
 pub async fn stop(
@@ -139,27 +81,8 @@ pub async fn stop(
     out: &Output,
 ) -> Result<String, String> {
     let app = app_for(berth, who, &args.positional[0], Access::Operate).await?;
-    let (_guard, app) = berth.lock(&app).await?;
-    let store = &berth.store;
-    let scheduler = Scheduler::connect().await?;
-    store
-        .move_app(app.id, AppState::Stopping, &who.key_name)
-        .await;
-    out.step(&format!("Stopping {}", app.name));
-    berth.routes.remove(&app.name);
-    let stopped = release::stop_everywhere(berth, &scheduler, &app.name, false).await?;
-    // Its containers are gone with the rest: a canary ends here.
-    if store.canary(app.id).await.map_err(internal)?.is_some() {
-        store
-            .end_canary(app.id, ReleaseStatus::Aborted)
-            .await
-            .map_err(internal)?;
-        out.detail("its canary is aborted");
-    }
-    store.set_stopped(app.id, true).await.map_err(internal)?;
-    store
-        .move_app(app.id, AppState::Stopped, &who.key_name)
-        .await;
+    let app = ops::lock(berth, &app).await?;
+    let stopped = ops::stop(berth, &app, &who.key_name, out).await?;
     Ok(format!(
         "-----> Stopped {} ({stopped} instances); image, config and data are kept\n",
         app.name
@@ -173,22 +96,8 @@ pub async fn start(
     out: &Output,
 ) -> Result<String, String> {
     let app = app_for(berth, who, &args.positional[0], Access::Operate).await?;
-    let (_guard, app) = berth.lock(&app).await?;
-    let store = &berth.store;
-    let current = current_release(berth, &app, "has no release to start: push one first").await?;
-    let scheduler = Scheduler::connect().await?;
-    store
-        .move_app(app.id, AppState::Starting, &who.key_name)
-        .await;
-    out.step(&format!("Starting {} v{}", app.name, current.number));
-    if let Err(message) =
-        release::deploy_release(berth, &scheduler, &app, &current, &who.key_name, out).await
-    {
-        store
-            .move_app(app.id, AppState::Failed, &who.key_name)
-            .await;
-        return Err(message);
-    }
+    let app = ops::lock(berth, &app).await?;
+    ops::start(berth, &app, &who.key_name, out).await?;
     Ok(String::new())
 }
 
@@ -199,50 +108,12 @@ pub async fn restart(
     out: &Output,
 ) -> Result<String, String> {
     let app = app_for(berth, who, &args.positional[0], Access::Operate).await?;
-    let (_guard, app) = berth.lock(&app).await?;
+    let app = ops::lock(berth, &app).await?;
     if app.stopped {
         return Err(format!("{} is stopped: use ps:start", app.name));
     }
-    roll(berth, &app, &who.key_name, "", out).await?;
+    ops::restart(berth, &app, &who.key_name, "", out).await?;
     Ok(format!("-----> Restarted {}\n", app.name))
-}
-
-/// Replaces every container of the running release, one at a time (each after the previous
-/// answers), with the app's current settings (mounts included). The caller holds the lock.
-pub(super) async fn roll(
-    berth: &Berth,
-    app: &App,
-    actor: &str,
-    why: &str,
-    out: &Output,
-) -> Result<(), String> {
-    let store = &berth.store;
-    let current = current_release(berth, app, "has no release running").await?;
-    let scheduler = Scheduler::connect().await?;
-    let spec = release::spec_for(berth, &scheduler, app, &current).await?;
-    store.move_app(app.id, AppState::Restarting, actor).await;
-    out.step(&format!("Restarting {}, one container at a time", app.name));
-    let port = release::app_port(berth, app).await?;
-    let target = release::usable_target(berth, app).await?;
-    let result = scheduler
-        .restart(target, &spec, out, &berth.app_port(&app.name, port))
-        .await;
-    let outcome = if result.is_ok() {
-        AppState::Running
-    } else {
-        AppState::Failed
-    };
-    store.move_app(app.id, outcome, actor).await;
-    store
-        .note_event(
-            Some(app.id),
-            "restart",
-            actor,
-            if result.is_ok() { "ok" } else { "failed" },
-            why,
-        )
-        .await;
-    result
 }
 
 pub async fn rebuild(
@@ -300,7 +171,7 @@ async fn rebuild_all(berth: &Berth, who: &Identity, out: &Output) -> Result<Stri
 }
 
 async fn rebuild_one(berth: &Berth, who: &Identity, app: &App, out: &Output) -> Result<(), String> {
-    let (_guard, app) = berth.lock(app).await?;
+    let mut app = ops::lock(berth, app).await?;
     let current = berth
         .store
         .latest_release(app.id)
@@ -312,14 +183,13 @@ async fn rebuild_one(berth: &Berth, who: &Identity, app: &App, out: &Output) -> 
     let short = &current.commit_sha[..current.commit_sha.len().min(7)];
     let request = BuildRequest {
         app: &name,
-        app_id: app.id,
         repo: &repo,
         commit: &current.commit_sha,
         quarantine: None,
         description: &format!("ps:rebuild of {short}"),
         actor: &who.key_name,
     };
-    if let Err(message) = pipeline::build_and_release(berth, &request, out).await {
+    if let Err(message) = pipeline::build_and_release(berth, &request, &mut app, out).await {
         berth
             .store
             .move_app(app.id, AppState::Failed, &who.key_name)

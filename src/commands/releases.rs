@@ -6,9 +6,9 @@ use futures_util::stream::{self, BoxStream, StreamExt};
 
 use super::{Access, Args, app_for, current_release, internal, numbered_release, to_json};
 use crate::deploy::Scheduler;
-use crate::domain::{AppState, ReleaseStatus};
+use crate::domain::ReleaseStatus;
+use crate::ops;
 use crate::output::Output;
-use crate::release;
 use crate::server::{Berth, Identity};
 
 pub async fn list(berth: &Berth, who: &Identity, args: &Args) -> Result<String, String> {
@@ -47,8 +47,8 @@ pub async fn rollback(
     out: &Output,
 ) -> Result<String, String> {
     let app = app_for(berth, who, &args.positional[0], Access::Operate).await?;
-    let (_guard, app) = berth.lock(&app).await?;
-    release::refuse_during_canary(berth, &app).await?;
+    let app = ops::lock(berth, &app).await?;
+    ops::refuse_during_canary(berth, &app).await?;
     let store = &berth.store;
     let current = current_release(berth, &app, "has no release running to roll back from").await?;
     let target = match args.positional.get(1) {
@@ -73,49 +73,8 @@ pub async fn rollback(
     if target.number == current.number {
         return Err(format!("v{} is already the running release", target.number));
     }
-    let scheduler = Scheduler::connect().await?;
-    store
-        .move_app(app.id, AppState::RollingBack, &who.key_name)
-        .await;
-    out.step(&format!(
-        "Rolling {} back to v{} ({})",
-        app.name, target.number, target.image
-    ));
-    let config: BTreeMap<String, String> = serde_json::from_str(&target.config).unwrap_or_default();
-    let description = format!("rollback to v{}", target.number);
-    let plan = release::Plan {
-        commit: &target.commit_sha,
-        config: &config,
-        manifest: &target.manifest,
-        description: &description,
-        actor: &who.key_name,
-        canary: None,
-    };
-    match release::create_deploy_and_follow(
-        berth,
-        &scheduler,
-        &app,
-        release::Source::Existing(&target.image),
-        plan,
-        out,
-    )
-    .await
-    {
-        Ok(_) => {
-            // The app's config follows the release it now runs.
-            store
-                .replace_config(app.id, &config)
-                .await
-                .map_err(internal)?;
-            Ok(String::new())
-        }
-        Err(message) => {
-            store
-                .move_app(app.id, AppState::Running, &who.key_name)
-                .await;
-            Err(format!("{message}; v{} keeps running", current.number))
-        }
-    }
+    ops::rollback(berth, &app, &current, &target, &who.key_name, out).await?;
+    Ok(String::new())
 }
 
 pub async fn events(berth: &Berth, who: &Identity, args: &Args) -> Result<String, String> {
@@ -250,7 +209,7 @@ pub async fn run(
         .store
         .note_event(Some(app.id), "run", &who.key_name, "started", &detail)
         .await;
-    let within = release::run_in(berth, &scheduler, &app, &current).await?;
+    let within = ops::run_in(berth, &scheduler, &app, &current).await?;
     let mut one_off = scheduler
         .run_one_off(
             &app.name,

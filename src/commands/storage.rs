@@ -3,8 +3,9 @@
 //! `apps:destroy` unless `--keep-data`. A host directory (`/host/dir:/path`) is admins' only.
 //! Mounts belong to the app, not to a release: every process of every release gets them.
 
-use super::{Access, Args, app_for, internal, ps, to_json};
-use crate::deploy::Scheduler;
+use super::{Access, Args, app_for, internal, to_json};
+use crate::domain::MountKind;
+use crate::ops;
 use crate::output::Output;
 use crate::server::{Berth, Identity};
 
@@ -133,48 +134,24 @@ pub async fn mount(
                 "{dir} holds the system's or berth's own files: mount a directory of its own"
             ));
         }
-        ("host", dir.clone(), dir)
+        (MountKind::Host, dir.clone(), dir)
     } else {
         check_volume_name(source)?;
         (
-            "volume",
+            MountKind::Volume,
             source.to_string(),
             crate::deploy::names::volume_name(&app.uid, source),
         )
     };
-    let (_guard, app) = berth.lock(&app).await?;
-    let store = &berth.store;
-    if let Some(existing) = store
-        .mounts(app.id)
-        .await
-        .map_err(internal)?
-        .into_iter()
-        .find(|m| m.path == path || (kind == "volume" && m.kind == "volume" && m.name == name))
-    {
-        return Err(format!(
-            "{} already mounts {} at {}: storage:unmount {} {} first",
-            app.name, existing.name, existing.path, app.name, existing.path
-        ));
-    }
-    if kind == "volume" {
-        let scheduler = Scheduler::connect().await?;
-        scheduler
-            .ensure_volume(&engine_name, &app.name, &app.uid)
-            .await?;
-    }
-    store
-        .add_mount(app.id, &name, kind, &engine_name, &path, &who.key_name)
-        .await
-        .map_err(internal)?;
-    let what = format!("{name} at {path}");
-    if let Err(message) = apply(berth, who, &app, &format!("storage:mount {what}"), out).await {
-        let _ = store.remove_mount(app.id, &path).await;
-        return Err(format!("{message}; nothing was mounted"));
-    }
-    store
-        .note_event(Some(app.id), "storage", &who.key_name, "mounted", &what)
-        .await;
-    Ok(format!("-----> Mounted {what} in {}\n", app.name))
+    let app = ops::lock(berth, &app).await?;
+    let mount = ops::NewMount {
+        kind,
+        name: &name,
+        source: &engine_name,
+        path: &path,
+    };
+    ops::mount(berth, &app, mount, &who.key_name, out).await?;
+    Ok(format!("-----> Mounted {name} at {path} in {}\n", app.name))
 }
 
 pub async fn unmount(
@@ -187,37 +164,19 @@ pub async fn unmount(
     // `storage:unmount APP /path` or the same `NAME:/path` that mounted it.
     let given = &args.positional[1];
     let path = normalized(given.rsplit_once(':').map_or(given.as_str(), |(_, p)| p));
-    let (_guard, app) = berth.lock(&app).await?;
-    let store = &berth.store;
-    let mounts = store.mounts(app.id).await.map_err(internal)?;
-    let Some(mount) = mounts.into_iter().find(|m| m.path == path) else {
+    let app = ops::lock(berth, &app).await?;
+    let Some(mount) = ops::mount_at(berth, &app, &path).await? else {
         return Err(format!(
             "{} mounts nothing at {path}; see storage:list {}",
             app.name, app.name
         ));
     };
-    if mount.kind == "host" && !who.is_admin() {
+    if mount.kind == MountKind::Host && !who.is_admin() {
         return Err("not allowed: only admins unmount host directories".to_string());
     }
-    store.remove_mount(app.id, &path).await.map_err(internal)?;
+    ops::unmount(berth, &app, &mount, &who.key_name, out).await?;
     let what = format!("{} at {}", mount.name, mount.path);
-    if let Err(message) = apply(berth, who, &app, &format!("storage:unmount {what}"), out).await {
-        let _ = store
-            .add_mount(
-                app.id,
-                &mount.name,
-                &mount.kind,
-                &mount.source,
-                &mount.path,
-                &mount.created_by,
-            )
-            .await;
-        return Err(format!("{message}; it stays mounted"));
-    }
-    store
-        .note_event(Some(app.id), "storage", &who.key_name, "unmounted", &what)
-        .await;
-    let kept = if mount.kind == "volume" {
+    let kept = if mount.kind == MountKind::Volume {
         format!(
             "; the volume keeps its data (mounting {} again gets it back; apps:destroy removes it)",
             mount.name
@@ -226,27 +185,6 @@ pub async fn unmount(
         String::new()
     };
     Ok(format!("-----> Unmounted {what}{kept}\n"))
-}
-
-/// A running app restarts (one container at a time) so every process sees the change.
-async fn apply(
-    berth: &Berth,
-    who: &Identity,
-    app: &crate::store::App,
-    why: &str,
-    out: &Output,
-) -> Result<(), String> {
-    let running = berth
-        .store
-        .running_release(app.id)
-        .await
-        .map_err(internal)?
-        .is_some();
-    if app.stopped || !running {
-        out.step("It applies when the app next starts");
-        return Ok(());
-    }
-    ps::roll(berth, app, &who.key_name, why, out).await
 }
 
 pub async fn list(berth: &Berth, who: &Identity, args: &Args) -> Result<String, String> {

@@ -4,11 +4,9 @@
 use super::{
     Access, Args, admin_only_for, app_for, current_release, internal, numbered_release, to_json,
 };
-use crate::deploy::Scheduler;
 use crate::deploy::render::{self, Resources, Target};
-use crate::domain::AppState;
+use crate::ops;
 use crate::output::Output;
-use crate::release;
 use crate::server::{Berth, Identity};
 
 pub async fn set(
@@ -18,7 +16,8 @@ pub async fn set(
     out: &Output,
 ) -> Result<String, String> {
     let app = app_for(berth, who, &args.positional[0], Access::Operate).await?;
-    let (_guard, app) = berth.lock(&app).await?;
+    let mut app = ops::lock(berth, &app).await?;
+    let previous = app.target.clone();
     let mut done = Vec::new();
     let mut moved_to = None;
     for pair in &args.positional[1..] {
@@ -44,7 +43,7 @@ pub async fn set(
                     .await
                     .map_err(internal)?;
                 done.push(format!("target={target}"));
-                if release::target(berth, &app)? != target {
+                if ops::target(berth, &app)? != target {
                     moved_to = Some(target);
                 }
             }
@@ -87,71 +86,20 @@ pub async fn set(
         )
         .await;
     out.step(&format!("{}: {}", app.name, done.join(" ")));
-    if let Some(target) = moved_to {
-        move_app(berth, who, &app, target, out).await?;
+    if moved_to.is_some() {
+        ops::move_target(berth, &mut app, previous.as_deref(), &who.key_name, out).await?;
     }
     Ok(String::new())
-}
-
-/// A running app whose target changed is deployed there now (its current release), then
-/// stopped where it ran. When that fails, the target setting goes back and the app keeps
-/// running where it was.
-async fn move_app(
-    berth: &Berth,
-    who: &Identity,
-    app: &crate::store::App,
-    target: Target,
-    out: &Output,
-) -> Result<(), String> {
-    let Some(current) = berth
-        .store
-        .running_release(app.id)
-        .await
-        .map_err(internal)?
-        .filter(|_| !app.stopped)
-    else {
-        return Ok(());
-    };
-    let moved = berth
-        .store
-        .app(&crate::names::AppName::parse(&app.name)?)
-        .await
-        .map_err(internal)?
-        .ok_or_else(|| format!("{} is gone", app.name))?;
-    out.step(&format!(
-        "Moving {} v{} to {target}",
-        app.name, current.number
-    ));
-    let scheduler = Scheduler::connect().await?;
-    if let Err(message) =
-        release::deploy_release(berth, &scheduler, &moved, &current, &who.key_name, out).await
-    {
-        berth
-            .store
-            .set_target(app.id, app.target.as_deref())
-            .await
-            .map_err(internal)?;
-        berth
-            .store
-            .move_app(app.id, AppState::Running, &who.key_name)
-            .await;
-        return Err(format!(
-            "{message}; {} stays on {}",
-            app.name,
-            release::target(berth, app)?
-        ));
-    }
-    Ok(())
 }
 
 pub async fn resources(berth: &Berth, who: &Identity, args: &Args) -> Result<String, String> {
     let app = app_for(berth, who, &args.positional[0], Access::Operate).await?;
     let process = &args.positional[1];
-    if !release::formation(&app).contains_key(process) {
+    if !ops::formation(&app).contains_key(process) {
         return Err(format!(
             "unknown process type {process:?}: {} runs {}",
             app.name,
-            release::formation(&app)
+            ops::formation(&app)
                 .keys()
                 .cloned()
                 .collect::<Vec<_>>()
@@ -169,8 +117,8 @@ pub async fn resources(berth: &Berth, who: &Identity, args: &Args) -> Result<Str
         return Err("usage: resources:set APP PROCESS [--cpu N] [--memory SIZE]".to_string());
     }
     wanted.validate()?;
-    let (_guard, app) = berth.lock(&app).await?;
-    let mut all = release::resources(&app);
+    let app = ops::lock(berth, &app).await?;
+    let mut all = ops::resources(&app);
     let entry = all.entry(process.clone()).or_default();
     if wanted.cpu.is_some() {
         entry.cpu = wanted.cpu.clone();
@@ -207,11 +155,11 @@ pub async fn render_units(berth: &Berth, who: &Identity, args: &Args) -> Result<
     let app = app_for(berth, who, &args.positional[0], Access::Operate).await?;
     let target = match args.value("--target") {
         Some(name) => Target::parse(name)?,
-        None => release::target(berth, &app)?,
+        None => ops::target(berth, &app)?,
     };
     let release = release_arg(berth, &app, args).await?;
-    let context = release::render_context(berth, &app, &release).await?;
-    let overrides = release::template_overrides(berth, &app, &release, target).await?;
+    let context = ops::render_context(berth, &app, &release).await?;
+    let overrides = ops::template_overrides(berth, &app, &release, target).await?;
     let units = crate::deploy::sandbox::render(target, &context, overrides).await?;
     if args.json() {
         return to_json(&units);
@@ -244,7 +192,7 @@ async fn release_arg(
 pub async fn plan(berth: &Berth, who: &Identity, args: &Args) -> Result<String, String> {
     let app = app_for(berth, who, &args.positional[0], Access::Operate).await?;
     let release = current_release(berth, &app, "has no release yet: push one first").await?;
-    let context = release::render_context(berth, &app, &release).await?;
+    let context = ops::render_context(berth, &app, &release).await?;
     let lines = render::plan(&context);
     if args.json() {
         return to_json(&lines);
@@ -276,7 +224,7 @@ pub async fn approve(berth: &Berth, who: &Identity, args: &Args) -> Result<Strin
     admin_only_for(who, "templates:approve")?;
     let app = app_for(berth, who, &args.positional[0], Access::Operate).await?;
     let release = release_arg(berth, &app, args).await?;
-    let Some((tree, _)) = release::repo_templates(berth, &app, &release.commit_sha).await? else {
+    let Some((tree, _)) = ops::repo_templates(berth, &app, &release.commit_sha).await? else {
         return Err(format!(
             "{} v{} has no .berth/templates/ in its commit; nothing to approve",
             app.name, release.number
