@@ -5,10 +5,17 @@
 //! - `push`: the receive stage: push setup, the pre-receive hook and its socket.
 //! - `git`: bare repos, the git services, reading the pushed tree (git2).
 //! - `pipeline`: one push through build → registry → release → deploy.
-//! - `build`, `registry`, `deploy`: the stages; `engine` connects to Docker.
+//! - `ops`: the application layer (deploy and rollback, formation, canary, links, storage,
+//!   lifecycle, the deploy spec); what changes an app takes an `ops::LockedApp`.
+//! - `deploy`: the targets behind `deploy::Scheduler`, the one handle above it on where apps
+//!   run (and the engine's other rooms: names, networks, volumes, inventory, logs, one-off
+//!   runs); `build`, `registry` and `engine` are the other modules that know bollard.
+//! - `error`: internal errors as one line with an id the server log carries too.
 //! - `disk`: disk usage and retention; `webhooks`: outbound events and inbound syncs;
 //!   `backup`: one-file backup and restore.
-//! - `store`: SQLite state; `domain`: the app's and the release's states as types; `commands`: the operator commands; `config`, `names`, `output`.
+//! - `store`: SQLite state; `domain`: app states, release statuses, roles and mount kinds as
+//!   types; `commands`: the operator commands (parse, access, `ops`, format); `config`,
+//!   `names`, `output`.
 //! - `netguard`: which destinations members may make the host connect to; `dockerfile`: what
 //!   a member's Dockerfile may ask the shared engine for.
 //!
