@@ -81,12 +81,9 @@ pub async fn reconcile_once(berth: &Berth) {
         if app.stopped || !app.state.is_settled() {
             continue;
         }
-        let lock = berth.app_lock(app.id);
-        let Ok(_guard) = lock.try_lock() else {
-            continue;
-        };
-        // Read again under the lock: an operation may have renamed or changed it first.
-        let Ok(Some(app)) = berth.store.app_by_id(app.id).await else {
+        // Busy apps are skipped; read again under the lock: an operation may have renamed or
+        // changed it first.
+        let Some(app) = ops::try_lock(berth, app.id).await else {
             continue;
         };
         if app.stopped || !app.state.is_settled() {

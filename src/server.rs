@@ -50,6 +50,9 @@ pub struct Berth {
     /// `member_max_runs`).
     pub builds: Arc<crate::limits::Limits<String>>,
     pub runs: Arc<crate::limits::Limits<String>>,
+    /// The one shutdown signal of the background tasks (`spawn_background`): set once, when the
+    /// server stops serving.
+    shutdown: tokio::sync::watch::Sender<bool>,
     /// Each app's deploy lock, by app id: a rename keeps the lock, a new app of a destroyed
     /// app's name does not share it.
     locks: std::sync::Mutex<HashMap<i64, Arc<tokio::sync::Mutex<()>>>>,
@@ -108,6 +111,7 @@ impl Berth {
             access_log,
             inbound: Default::default(),
             revoked: tokio::sync::broadcast::channel(64).0,
+            shutdown: tokio::sync::watch::channel(false).0,
             locks: Default::default(),
             domains: Default::default(),
         });
@@ -210,6 +214,35 @@ impl Berth {
         self.app_lock(app_id).lock_owned().await
     }
 
+    /// Runs a background task (reconciler, retention, renewals, webhook delivery) in a span of
+    /// its name until it ends or the server shuts down, whichever comes first.
+    pub fn spawn_background<F>(&self, name: &'static str, task: F)
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        use tracing::Instrument;
+        let mut shutdown = self.shutdown.subscribe();
+        tokio::spawn(
+            async move {
+                tokio::select! {
+                    () = task => tracing::debug!("ended"),
+                    _ = shutdown.wait_for(|stop| *stop) => tracing::debug!("stopped at shutdown"),
+                }
+            }
+            .instrument(tracing::info_span!("background", task = name)),
+        );
+    }
+
+    /// Stops the background tasks (the SSH server stopped serving).
+    pub fn shut_down(&self) {
+        self.shutdown.send_replace(true);
+    }
+
+    /// Whether `shut_down` was called.
+    pub fn shutting_down(&self) -> bool {
+        *self.shutdown.borrow()
+    }
+
     pub fn url(&self, host_port: u16) -> String {
         format!("http://{}:{host_port}", self.config.public_host)
     }
@@ -248,7 +281,7 @@ pub async fn run(berth: Arc<Berth>, listener: TcpListener) -> Result<(), String>
         let tls = crate::tls::server_config(&berth)?;
         crate::router::serve(berth.clone(), https, Some(tls))?;
     }
-    tokio::spawn(crate::acme::renew_loop(berth.clone()));
+    berth.spawn_background("acme-renewals", crate::acme::renew_loop(berth.clone()));
     if let Some(address) = config.admin_listen() {
         let admin = TcpListener::bind(address).await.map_err(|e| {
             format!(
@@ -257,9 +290,17 @@ pub async fn run(berth: Arc<Berth>, listener: TcpListener) -> Result<(), String>
         })?;
         tokio::spawn(crate::router::serve_admin(berth.clone(), admin));
     }
-    tokio::spawn(reconcile::run(berth.clone()));
-    tokio::spawn(crate::disk::prune_loop(berth.clone()));
-    tokio::spawn(crate::webhooks::dispatch_loop(berth.clone()));
-    tokio::spawn(crate::webhooks::inbound_loop(berth.clone()));
-    ssh::serve(berth, listener).await
+    berth.spawn_background("reconciler", reconcile::run(berth.clone()));
+    berth.spawn_background("retention", crate::disk::prune_loop(berth.clone()));
+    berth.spawn_background(
+        "webhook-delivery",
+        crate::webhooks::dispatch_loop(berth.clone()),
+    );
+    berth.spawn_background(
+        "inbound-syncs",
+        crate::webhooks::inbound_loop(berth.clone()),
+    );
+    let served = ssh::serve(berth.clone(), listener).await;
+    berth.shut_down();
+    served
 }

@@ -103,71 +103,75 @@ pub async fn serve(berth: Arc<Berth>, listener: TcpListener) -> Result<(), Strin
         };
         let config = config.clone();
         let mut revoked = berth.revoked.subscribe();
-        tokio::spawn(async move {
-            let _slot = slot;
-            let run = russh::server::run_stream(config, stream, connection);
-            let session = match tokio::time::timeout(PRE_AUTH_DEADLINE, run).await {
-                Ok(Ok(session)) => session,
-                Ok(Err(error)) => {
-                    tracing::debug!(%error, ?peer, "ssh handshake failed");
-                    return;
-                }
-                Err(_) => {
-                    tracing::debug!(?peer, "ssh handshake took too long");
-                    return;
-                }
-            };
-            let handle = session.handle();
-            let watch = async {
-                // Authenticate within the deadline, or go; and whenever its key is removed, go.
-                let deadline = tokio::time::sleep(PRE_AUTH_DEADLINE);
-                tokio::pin!(deadline);
-                let mut past_deadline = false;
-                let current = || {
-                    fingerprint
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .clone()
+        let span = tracing::info_span!("connection", %peer);
+        tokio::spawn(tracing::Instrument::instrument(
+            async move {
+                let _slot = slot;
+                let run = russh::server::run_stream(config, stream, connection);
+                let session = match tokio::time::timeout(PRE_AUTH_DEADLINE, run).await {
+                    Ok(Ok(session)) => session,
+                    Ok(Err(error)) => {
+                        tracing::debug!(%error, ?peer, "ssh handshake failed");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::debug!(?peer, "ssh handshake took too long");
+                        return;
+                    }
                 };
-                loop {
-                    tokio::select! {
-                        () = &mut deadline, if !past_deadline => {
-                            past_deadline = true;
-                            if current().is_none() {
-                                tracing::info!(?peer, "ssh client did not authenticate in time");
-                                return;
+                let handle = session.handle();
+                let watch = async {
+                    // Authenticate within the deadline, or go; and whenever its key is removed, go.
+                    let deadline = tokio::time::sleep(PRE_AUTH_DEADLINE);
+                    tokio::pin!(deadline);
+                    let mut past_deadline = false;
+                    let current = || {
+                        fingerprint
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .clone()
+                    };
+                    loop {
+                        tokio::select! {
+                            () = &mut deadline, if !past_deadline => {
+                                past_deadline = true;
+                                if current().is_none() {
+                                    tracing::info!(?peer, "ssh client did not authenticate in time");
+                                    return;
+                                }
                             }
+                            gone = revoked.recv() => match gone {
+                                Ok(gone) if current().as_deref() == Some(gone.as_str()) => {
+                                    tracing::info!(?peer, "closing the connection of a removed key");
+                                    return;
+                                }
+                                Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                                Err(tokio::sync::broadcast::error::RecvError::Closed) => {
+                                    std::future::pending::<()>().await;
+                                }
+                            },
                         }
-                        gone = revoked.recv() => match gone {
-                            Ok(gone) if current().as_deref() == Some(gone.as_str()) => {
-                                tracing::info!(?peer, "closing the connection of a removed key");
-                                return;
-                            }
-                            Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
-                            Err(tokio::sync::broadcast::error::RecvError::Closed) => {
-                                std::future::pending::<()>().await;
-                            }
-                        },
+                    }
+                };
+                tokio::select! {
+                    ended = session => {
+                        if let Err(error) = ended {
+                            tracing::debug!(%error, ?peer, "ssh session ended with an error");
+                        }
+                    }
+                    () = watch => {
+                        let _ = handle
+                            .disconnect(
+                                russh::Disconnect::ByApplication,
+                                "access revoked or not authenticated in time".into(),
+                                String::new(),
+                            )
+                            .await;
                     }
                 }
-            };
-            tokio::select! {
-                ended = session => {
-                    if let Err(error) = ended {
-                        tracing::debug!(%error, ?peer, "ssh session ended with an error");
-                    }
-                }
-                () = watch => {
-                    let _ = handle
-                        .disconnect(
-                            russh::Disconnect::ByApplication,
-                            "access revoked or not authenticated in time".into(),
-                            String::new(),
-                        )
-                        .await;
-                }
-            }
-        });
+            },
+            span,
+        ));
     }
 }
 
@@ -399,6 +403,22 @@ pub enum Request {
     Refused(String),
 }
 
+impl Request {
+    /// What the request is, for the channel's log span: the git service or the command's
+    /// name, never its arguments (`config:set` carries secrets).
+    pub fn kind(&self) -> &str {
+        match self {
+            Request::Git { service, .. } => match service {
+                GitService::ReceivePack => "git-receive-pack",
+                GitService::UploadPack => "git-upload-pack",
+            },
+            Request::Command(words) => words.first().map_or("", String::as_str),
+            Request::Shell => "shell",
+            Request::Refused(_) => "refused",
+        }
+    }
+}
+
 /// `git-receive-pack '/myapp.git'` → Git; `apps:info myapp --json` → Command.
 pub fn parse_exec(text: &str) -> Result<Request, String> {
     let words = split_words(text)?;
@@ -465,65 +485,71 @@ impl Connection {
                 .unwrap_or_else(|p| p.into_inner())
                 .clone()
         });
-        tokio::spawn(async move {
-            let (read, write) = channel.split();
-            let Some(fingerprint) = fingerprint else {
-                tokio::spawn(drain(read));
-                return finish(&write, b"not authenticated\n", 1).await;
-            };
-            // Every exec looks the key up again: a removed key runs nothing more, and a changed
-            // role applies at once (a multiplexed connection outlives both).
-            let identity = match berth.store.key_by_fingerprint(&fingerprint).await {
-                Ok(Some(record)) => Identity {
-                    key_name: record.name,
-                    role: record.role,
-                },
-                Ok(None) => {
+        let span = tracing::info_span!("channel", channel = %id, command = ?request.kind());
+        tokio::spawn(tracing::Instrument::instrument(
+            async move {
+                let (read, write) = channel.split();
+                let Some(fingerprint) = fingerprint else {
                     tokio::spawn(drain(read));
-                    return finish(&write, b"ERROR: this key is no longer allowed\n", 1).await;
-                }
-                Err(error) => {
-                    tracing::error!(%error, "key lookup failed");
-                    tokio::spawn(drain(read));
-                    return finish(&write, b"ERROR: internal error\n", 1).await;
-                }
-            };
-            if let Request::Git { service, app } = request {
-                return serve_git(&berth, &identity, service, &app, env, read, write).await;
-            }
-            match request {
-                Request::Git { .. } => {} // served above
-                Request::Command(args) => {
-                    if let Some(one_off) = commands::one_off(&berth, &identity, &args, tty).await {
-                        return pump_one_off(one_off, tty, read, &write).await;
-                    }
-                    if let Some(stream) = commands::stream(&berth, &identity, &args).await {
-                        return pump_stream(stream, read, &write).await;
-                    }
-                    let stdin = if commands::reads_stdin(&args) {
-                        read_stdin(read).await
-                    } else {
+                    return finish(&write, b"not authenticated\n", 1).await;
+                };
+                // Every exec looks the key up again: a removed key runs nothing more, and a changed
+                // role applies at once (a multiplexed connection outlives both).
+                let identity = match berth.store.key_by_fingerprint(&fingerprint).await {
+                    Ok(Some(record)) => Identity {
+                        key_name: record.name,
+                        role: record.role,
+                    },
+                    Ok(None) => {
                         tokio::spawn(drain(read));
-                        Vec::new()
-                    };
-                    let result = commands::run(&berth, &identity, &args, &stdin).await;
-                    let _ = write.data_bytes(result.stdout).await;
-                    finish(&write, &result.stderr, result.code).await
+                        return finish(&write, b"ERROR: this key is no longer allowed\n", 1).await;
+                    }
+                    Err(error) => {
+                        tracing::error!(%error, "key lookup failed");
+                        tokio::spawn(drain(read));
+                        return finish(&write, b"ERROR: internal error\n", 1).await;
+                    }
+                };
+                if let Request::Git { service, app } = request {
+                    return serve_git(&berth, &identity, service, &app, env, read, write).await;
                 }
-                Request::Shell => {
-                    tokio::spawn(drain(read));
-                    let text = format!(
-                        "Hi {}! berth has no shell. Try: ssh ... help\n",
-                        identity.key_name
-                    );
-                    finish(&write, text.as_bytes(), 1).await
+                match request {
+                    Request::Git { .. } => {} // served above
+                    Request::Command(args) => {
+                        if let Some(one_off) =
+                            commands::one_off(&berth, &identity, &args, tty).await
+                        {
+                            return pump_one_off(one_off, tty, read, &write).await;
+                        }
+                        if let Some(stream) = commands::stream(&berth, &identity, &args).await {
+                            return pump_stream(stream, read, &write).await;
+                        }
+                        let stdin = if commands::reads_stdin(&args) {
+                            read_stdin(read).await
+                        } else {
+                            tokio::spawn(drain(read));
+                            Vec::new()
+                        };
+                        let result = commands::run(&berth, &identity, &args, &stdin).await;
+                        let _ = write.data_bytes(result.stdout).await;
+                        finish(&write, &result.stderr, result.code).await
+                    }
+                    Request::Shell => {
+                        tokio::spawn(drain(read));
+                        let text = format!(
+                            "Hi {}! berth has no shell. Try: ssh ... help\n",
+                            identity.key_name
+                        );
+                        finish(&write, text.as_bytes(), 1).await
+                    }
+                    Request::Refused(reason) => {
+                        tokio::spawn(drain(read));
+                        finish(&write, format!("ERROR: {reason}\n").as_bytes(), 128).await
+                    }
                 }
-                Request::Refused(reason) => {
-                    tokio::spawn(drain(read));
-                    finish(&write, format!("ERROR: {reason}\n").as_bytes(), 128).await
-                }
-            }
-        });
+            },
+            span,
+        ));
     }
 }
 

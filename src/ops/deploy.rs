@@ -58,6 +58,7 @@ pub async fn create_deploy_and_follow(
 
 /// Records a new release and deploys it. On failure the release is marked `failed`, the app
 /// `failed`, and whatever ran before keeps running.
+#[tracing::instrument(name = "release", skip_all, fields(app = %app.name, actor = %plan.actor))]
 pub async fn create_and_deploy(
     berth: &Berth,
     scheduler: &Scheduler,
@@ -245,6 +246,7 @@ async fn run_phase(
 
 /// Puts an already recorded release into service with the app's formation and marks it running.
 /// Deploys an existing release, then brings the apps linked to this one up to date.
+#[tracing::instrument(name = "deploy", skip_all, fields(app = %app.name, release = release.number))]
 pub async fn deploy_release(
     berth: &Berth,
     scheduler: &Scheduler,
