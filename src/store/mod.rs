@@ -1,0 +1,201 @@
+//! State in SQLite through sqlx: one file per table (or close family of tables): `keys` (and
+//! grants), `apps` (config, template approvals), `releases` (and canaries), `events`,
+//! `domains` (and certificates), `mounts`, `links`, `webhooks` (deliveries, syncs); settings and
+//! backup here.
+//!
+//! **Architecture Invariant:** this is the only module that knows SQL.
+//! Row structs here are the serialization boundary for `--json` output.
+
+use std::path::Path;
+use std::str::FromStr;
+
+use serde::Serialize;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{FromRow, SqlitePool};
+
+use crate::domain::{AppState, ReleaseStatus, Role};
+use crate::names::AppName;
+
+mod apps;
+mod domains;
+mod events;
+mod keys;
+mod links;
+mod mounts;
+mod releases;
+mod webhooks;
+
+pub use apps::*;
+pub use events::*;
+pub use keys::*;
+pub use links::*;
+pub use mounts::*;
+pub use releases::*;
+pub use webhooks::*;
+
+pub type StoreResult<T> = Result<T, sqlx::Error>;
+
+#[derive(Clone)]
+pub struct Store {
+    pool: SqlitePool,
+}
+
+/// Follows an error message that quotes a container's last log lines (`deploy::docker`).
+pub const LOG_LINES_MARKER: &str = "\nlast log lines:";
+
+impl Store {
+    /// Opens (creating if needed) the DB in WAL mode and runs the embedded migrations.
+    pub async fn open(path: &Path) -> StoreResult<Store> {
+        let options = SqliteConnectOptions::from_str("sqlite://")?
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .foreign_keys(true)
+            .busy_timeout(std::time::Duration::from_secs(10));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
+            .await?;
+        sqlx::migrate!("./migrations").run(&pool).await?;
+        Ok(Store { pool })
+    }
+
+    const APP_COLUMNS: &str = "id, name, owner, deploy_branch, state, labels, formation, stopped, port, target, resources, created_at, updated_at, uid";
+
+    const RELEASE_COLUMNS: &str = "id, app_id, number, commit_sha, image, status, created_by, description, host_port, created_at, config, manifest, digest";
+}
+
+impl Store {
+    const LINK_SELECT: &str = "SELECT a.name AS app, d.name AS dep, links.alias, links.created_by, links.created_at FROM links JOIN apps a ON a.id = links.app_id JOIN apps d ON d.id = links.dep_id";
+
+    const WEBHOOK_SELECT: &str = "SELECT webhooks.id, webhooks.url, webhooks.events, apps.name AS app, webhooks.secret, webhooks.created_by, webhooks.created_at FROM webhooks LEFT JOIN apps ON apps.id = webhooks.app_id";
+
+    pub async fn setting(&self, key: &str) -> StoreResult<Option<String>> {
+        sqlx::query_scalar("SELECT value FROM settings WHERE key = ?")
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await
+    }
+
+    pub async fn set_setting(&self, key: &str, value: &str) -> StoreResult<()> {
+        sqlx::query("INSERT INTO settings (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value")
+            .bind(key)
+            .bind(value)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// SQLite's own check of the DB file.
+    pub async fn integrity_check(&self) -> Result<(), String> {
+        let result: String = sqlx::query_scalar("PRAGMA integrity_check")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(|e| e.to_string())?;
+        if result == "ok" { Ok(()) } else { Err(result) }
+    }
+
+    /// Closes every connection (the WAL is checkpointed into the file).
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    /// Writes a consistent copy of the whole DB to `path` (SQLite's `VACUUM INTO`), while the
+    /// server keeps running.
+    pub async fn snapshot(&self, path: &Path) -> StoreResult<()> {
+        sqlx::query("VACUUM INTO ?")
+            .bind(path.to_string_lossy().into_owned())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_state_none_of_the_enums_has_is_settled_by_the_migration() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("berth.db");
+        let store = Store::open(&path).await.unwrap();
+        let name = AppName::parse("odd").unwrap();
+        store.ensure_app(&name, "admin").await.unwrap();
+        sqlx::query("UPDATE apps SET state = 'sleeping'")
+            .execute(&store.pool)
+            .await
+            .unwrap();
+        assert!(
+            store.app(&name).await.is_err(),
+            "an unknown name fails the read"
+        );
+        sqlx::query("DELETE FROM _sqlx_migrations WHERE version = 13")
+            .execute(&store.pool)
+            .await
+            .unwrap();
+        store.close().await;
+        let store = Store::open(&path).await.unwrap();
+        let app = store.app(&name).await.unwrap().unwrap();
+        assert_eq!(app.state, AppState::Unknown);
+    }
+
+    #[tokio::test]
+    async fn concurrent_first_pushes_make_one_app_and_say_whose() {
+        // Finding 18: two keys push a new name at once; both passed the "no such app" check.
+        // One insert wins; the other is told the app was found, not made, with its owner, so
+        // `push::prepare_receive` checks its access again.
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("berth.db")).await.unwrap();
+        let name = AppName::parse("raced").unwrap();
+        let (a, b) = tokio::join!(
+            store.ensure_app(&name, "alice"),
+            store.ensure_app(&name, "mallory")
+        );
+        let (a, b) = (a.unwrap(), b.unwrap());
+        assert_eq!(a.0.id, b.0.id);
+        assert!(a.1 != b.1, "exactly one made it");
+        let maker = if a.1 { "alice" } else { "mallory" };
+        assert_eq!(a.0.owner, maker);
+        assert_eq!(b.0.owner, maker);
+    }
+
+    #[tokio::test]
+    async fn old_finished_deliveries_are_forgotten() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("berth.db")).await.unwrap();
+        let hook = store
+            .add_webhook("http://127.0.0.1:9/", "*", None, "s", "admin")
+            .await
+            .unwrap();
+        for _ in 0..3 {
+            store
+                .add_delivery(hook, "deploy.succeeded", None, "{}")
+                .await
+                .unwrap();
+        }
+        // 1: old and delivered (goes), 2: old but pending (stays), 3: new and delivered (stays).
+        store
+            .delivery_attempted(1, "delivered", "HTTP 200", 0)
+            .await
+            .unwrap();
+        store
+            .delivery_attempted(3, "delivered", "HTTP 200", 0)
+            .await
+            .unwrap();
+        sqlx::query("UPDATE deliveries SET created_at = '2020-01-01T00:00:00Z' WHERE id IN (1, 2)")
+            .execute(&store.pool)
+            .await
+            .unwrap();
+        assert_eq!(store.prune_deliveries(30).await.unwrap(), 1);
+        let left: Vec<i64> = store
+            .deliveries(None, 10)
+            .await
+            .unwrap()
+            .iter()
+            .map(|d| d.id)
+            .collect();
+        assert_eq!(left, [3, 2]);
+    }
+}
