@@ -23,10 +23,7 @@ mod system;
 mod targets;
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 
-use crate::git;
-use crate::names::AppName;
 use crate::output::Output;
 use crate::server::{Berth, Identity};
 use crate::store::App;
@@ -66,6 +63,25 @@ pub struct Spec {
     flags: &'static [(&'static str, bool)],
     /// Positional arguments: at least, at most (None: any number).
     positional: (usize, Option<usize>),
+    /// Its handler, by the I/O it does.
+    io: Io,
+}
+
+type Answer<'a> = futures_util::future::BoxFuture<'a, Result<String, String>>;
+
+/// A command's handler, by the I/O it does: the dispatcher (`run`) calls it with what it needs.
+#[derive(Clone, Copy)]
+enum Io {
+    /// Answers from its arguments.
+    Plain(for<'a> fn(&'a Berth, &'a Identity, &'a Args) -> Answer<'a>),
+    /// Shows progress (`-----> ` lines) while it works.
+    Progress(for<'a> fn(&'a Berth, &'a Identity, &'a Args, &'a Output) -> Answer<'a>),
+    /// Reads the client's standard input (a key, a certificate).
+    Stdin(for<'a> fn(&'a Berth, &'a Identity, &'a Args, &'a [u8]) -> Answer<'a>),
+    /// `help`, answered from this table.
+    Help,
+    /// `run`: attached to the client's terminal by the SSH layer (`one_off`).
+    Attached,
 }
 
 const JSON: (&str, bool) = ("--json", false);
@@ -77,6 +93,7 @@ pub const SPECS: &[Spec] = &[
         summary: "create an app (a first push does it too)",
         flags: &[],
         positional: (1, Some(1)),
+        io: Io::Plain(|berth, who, args| Box::pin(apps::create(berth, who, args))),
     },
     Spec {
         name: "apps:list",
@@ -84,6 +101,7 @@ pub const SPECS: &[Spec] = &[
         summary: "the apps you can see: state, release, scale, owner, URL",
         flags: &[("-l", true), JSON],
         positional: (0, Some(0)),
+        io: Io::Plain(|berth, who, args| Box::pin(apps::list(berth, who, args))),
     },
     Spec {
         name: "apps:info",
@@ -91,6 +109,7 @@ pub const SPECS: &[Spec] = &[
         summary: "one app: state, owner, labels, release, formation, URL",
         flags: &[JSON],
         positional: (1, Some(1)),
+        io: Io::Plain(|berth, who, args| Box::pin(apps::info(berth, who, args))),
     },
     Spec {
         name: "apps:rename",
@@ -98,6 +117,7 @@ pub const SPECS: &[Spec] = &[
         summary: "rename an app (its repo, containers and images follow)",
         flags: &[],
         positional: (2, Some(2)),
+        io: Io::Progress(|berth, who, args, out| Box::pin(apps::rename(berth, who, args, out))),
     },
     Spec {
         name: "apps:destroy",
@@ -105,6 +125,7 @@ pub const SPECS: &[Spec] = &[
         summary: "remove an app: containers, images, repo, releases",
         flags: &[("--confirm", true), ("--keep-data", false)],
         positional: (1, Some(1)),
+        io: Io::Plain(|berth, who, args| Box::pin(apps::destroy(berth, who, args))),
     },
     Spec {
         name: "apps:labels",
@@ -112,6 +133,7 @@ pub const SPECS: &[Spec] = &[
         summary: "show labels, or merge some in (an empty value deletes the key)",
         flags: &[JSON],
         positional: (1, None),
+        io: Io::Plain(|berth, who, args| Box::pin(apps::labels(berth, who, args))),
     },
     Spec {
         name: "apps:link",
@@ -119,6 +141,7 @@ pub const SPECS: &[Spec] = &[
         summary: "give APP the variables that reach DEP (NAME_URL, NAME_HOST, NAME_PORT; NAME defaults to DEP upper-cased) and redeploy it; kept up to date when DEP moves",
         flags: &[("--as", true)],
         positional: (2, Some(2)),
+        io: Io::Progress(|berth, who, args, out| Box::pin(links::link(berth, who, args, out))),
     },
     Spec {
         name: "apps:unlink",
@@ -126,6 +149,7 @@ pub const SPECS: &[Spec] = &[
         summary: "remove the link's variables from APP and redeploy it",
         flags: &[],
         positional: (2, Some(2)),
+        io: Io::Progress(|berth, who, args, out| Box::pin(links::unlink(berth, who, args, out))),
     },
     Spec {
         name: "storage:mount",
@@ -133,6 +157,7 @@ pub const SPECS: &[Spec] = &[
         summary: "mount a volume berth keeps (or, admins only, a host directory) in every process; survives redeploys and rollbacks",
         flags: &[],
         positional: (2, Some(2)),
+        io: Io::Progress(|berth, who, args, out| Box::pin(storage::mount(berth, who, args, out))),
     },
     Spec {
         name: "storage:unmount",
@@ -140,6 +165,7 @@ pub const SPECS: &[Spec] = &[
         summary: "stop mounting it (a volume keeps its data until apps:destroy)",
         flags: &[],
         positional: (2, Some(2)),
+        io: Io::Progress(|berth, who, args, out| Box::pin(storage::unmount(berth, who, args, out))),
     },
     Spec {
         name: "storage:list",
@@ -147,6 +173,7 @@ pub const SPECS: &[Spec] = &[
         summary: "the app's mounts",
         flags: &[JSON],
         positional: (1, Some(1)),
+        io: Io::Plain(|berth, who, args| Box::pin(storage::list(berth, who, args))),
     },
     Spec {
         name: "apps:grant",
@@ -154,6 +181,7 @@ pub const SPECS: &[Spec] = &[
         summary: "let a member key see and operate an app",
         flags: &[],
         positional: (2, Some(2)),
+        io: Io::Plain(|berth, who, args| Box::pin(apps::grant(berth, who, args, true))),
     },
     Spec {
         name: "apps:revoke",
@@ -161,6 +189,7 @@ pub const SPECS: &[Spec] = &[
         summary: "take a grant back",
         flags: &[],
         positional: (2, Some(2)),
+        io: Io::Plain(|berth, who, args| Box::pin(apps::grant(berth, who, args, false))),
     },
     Spec {
         name: "ps:scale",
@@ -168,6 +197,7 @@ pub const SPECS: &[Spec] = &[
         summary: "run N instances of a process type",
         flags: &[],
         positional: (2, None),
+        io: Io::Progress(|berth, who, args, out| Box::pin(ps::scale(berth, who, args, out))),
     },
     Spec {
         name: "ps:stop",
@@ -175,6 +205,7 @@ pub const SPECS: &[Spec] = &[
         summary: "stop every process (image, config and data stay)",
         flags: &[],
         positional: (1, Some(1)),
+        io: Io::Progress(|berth, who, args, out| Box::pin(ps::stop(berth, who, args, out))),
     },
     Spec {
         name: "ps:start",
@@ -182,6 +213,7 @@ pub const SPECS: &[Spec] = &[
         summary: "start a stopped app again",
         flags: &[],
         positional: (1, Some(1)),
+        io: Io::Progress(|berth, who, args, out| Box::pin(ps::start(berth, who, args, out))),
     },
     Spec {
         name: "ps:restart",
@@ -189,6 +221,7 @@ pub const SPECS: &[Spec] = &[
         summary: "restart one container at a time, each after the previous answers",
         flags: &[],
         positional: (1, Some(1)),
+        io: Io::Progress(|berth, who, args, out| Box::pin(ps::restart(berth, who, args, out))),
     },
     Spec {
         name: "ps:rebuild",
@@ -196,6 +229,7 @@ pub const SPECS: &[Spec] = &[
         summary: "build the deployed commit again and release it (--all: every app, admins only)",
         flags: &[("--all", false)],
         positional: (0, Some(1)),
+        io: Io::Progress(|berth, who, args, out| Box::pin(ps::rebuild(berth, who, args, out))),
     },
     Spec {
         name: "ps:report",
@@ -203,6 +237,7 @@ pub const SPECS: &[Spec] = &[
         summary: "each container: process, state, uptime, restarts, host:port",
         flags: &[JSON],
         positional: (1, Some(1)),
+        io: Io::Plain(|berth, who, args| Box::pin(ps::report(berth, who, args))),
     },
     Spec {
         name: "config:set",
@@ -210,6 +245,7 @@ pub const SPECS: &[Spec] = &[
         summary: "set config vars (a new release, redeployed)",
         flags: &[("--no-restart", false)],
         positional: (2, None),
+        io: Io::Progress(|berth, who, args, out| Box::pin(config::set(berth, who, args, out))),
     },
     Spec {
         name: "config:unset",
@@ -217,6 +253,7 @@ pub const SPECS: &[Spec] = &[
         summary: "remove config vars (a new release, redeployed)",
         flags: &[("--no-restart", false)],
         positional: (2, None),
+        io: Io::Progress(|berth, who, args, out| Box::pin(config::unset(berth, who, args, out))),
     },
     Spec {
         name: "config:get",
@@ -224,6 +261,7 @@ pub const SPECS: &[Spec] = &[
         summary: "print one config value",
         flags: &[],
         positional: (2, Some(2)),
+        io: Io::Plain(|berth, who, args| Box::pin(config::get(berth, who, args))),
     },
     Spec {
         name: "config:show",
@@ -231,6 +269,7 @@ pub const SPECS: &[Spec] = &[
         summary: "the config vars, values masked unless --reveal",
         flags: &[("--reveal", false), JSON],
         positional: (1, Some(1)),
+        io: Io::Plain(|berth, who, args| Box::pin(config::show(berth, who, args))),
     },
     Spec {
         name: "releases",
@@ -238,6 +277,7 @@ pub const SPECS: &[Spec] = &[
         summary: "number, commit, image, who, when, status, description",
         flags: &[("-n", true), JSON],
         positional: (1, Some(1)),
+        io: Io::Plain(|berth, who, args| Box::pin(releases::list(berth, who, args))),
     },
     Spec {
         name: "releases:rollback",
@@ -245,6 +285,9 @@ pub const SPECS: &[Spec] = &[
         summary: "redeploy an earlier release's image and config as a new release",
         flags: &[],
         positional: (1, Some(2)),
+        io: Io::Progress(|berth, who, args, out| {
+            Box::pin(releases::rollback(berth, who, args, out))
+        }),
     },
     Spec {
         name: "logs",
@@ -252,6 +295,7 @@ pub const SPECS: &[Spec] = &[
         summary: "container output; -f follows until you disconnect",
         flags: &[("-f", false), ("-n", true), ("--process", true)],
         positional: (1, Some(1)),
+        io: Io::Plain(|berth, who, args| Box::pin(releases::logs(berth, who, args))),
     },
     Spec {
         name: "events",
@@ -259,6 +303,7 @@ pub const SPECS: &[Spec] = &[
         summary: "what happened to the app, by whom, with what outcome",
         flags: &[("-n", true), JSON],
         positional: (1, Some(1)),
+        io: Io::Plain(|berth, who, args| Box::pin(releases::events(berth, who, args))),
     },
     Spec {
         name: "domains:add",
@@ -266,6 +311,7 @@ pub const SPECS: &[Spec] = &[
         summary: "serve the app at DOMAIN through the HTTP router (besides APP.<base_domain>)",
         flags: &[],
         positional: (2, Some(2)),
+        io: Io::Plain(|berth, who, args| Box::pin(domains::add(berth, who, args))),
     },
     Spec {
         name: "domains:approve",
@@ -273,6 +319,7 @@ pub const SPECS: &[Spec] = &[
         summary: "(admins) serve a member's domain: until then it waits, unrouted and uncertified",
         flags: &[],
         positional: (2, Some(2)),
+        io: Io::Plain(|berth, who, args| Box::pin(domains::approve(berth, who, args))),
     },
     Spec {
         name: "domains:remove",
@@ -280,6 +327,7 @@ pub const SPECS: &[Spec] = &[
         summary: "stop serving the app at DOMAIN",
         flags: &[],
         positional: (2, Some(2)),
+        io: Io::Plain(|berth, who, args| Box::pin(domains::remove(berth, who, args))),
     },
     Spec {
         name: "domains:list",
@@ -287,6 +335,7 @@ pub const SPECS: &[Spec] = &[
         summary: "the host names the router serves the app at",
         flags: &[JSON],
         positional: (1, Some(1)),
+        io: Io::Plain(|berth, who, args| Box::pin(domains::list(berth, who, args))),
     },
     Spec {
         name: "canary:start",
@@ -294,6 +343,7 @@ pub const SPECS: &[Spec] = &[
         summary: "the next push (or release vN, redeployed) runs beside the current release and gets N % of requests (default 10)",
         flags: &[("--weight", true), ("--release", true)],
         positional: (1, Some(1)),
+        io: Io::Progress(|berth, who, args, out| Box::pin(canary::start(berth, who, args, out))),
     },
     Spec {
         name: "canary:weight",
@@ -301,6 +351,7 @@ pub const SPECS: &[Spec] = &[
         summary: "the canary's share of requests, in percent",
         flags: &[],
         positional: (2, Some(2)),
+        io: Io::Plain(|berth, who, args| Box::pin(canary::set_weight(berth, who, args))),
     },
     Spec {
         name: "canary:promote",
@@ -308,6 +359,7 @@ pub const SPECS: &[Spec] = &[
         summary: "make the canary the current release (every request goes to it)",
         flags: &[],
         positional: (1, Some(1)),
+        io: Io::Progress(|berth, who, args, out| Box::pin(canary::promote(berth, who, args, out))),
     },
     Spec {
         name: "canary:abort",
@@ -315,6 +367,7 @@ pub const SPECS: &[Spec] = &[
         summary: "stop the canary; every request goes to the current release again",
         flags: &[],
         positional: (1, Some(1)),
+        io: Io::Progress(|berth, who, args, out| Box::pin(canary::abort(berth, who, args, out))),
     },
     Spec {
         name: "certs:add",
@@ -322,6 +375,7 @@ pub const SPECS: &[Spec] = &[
         summary: "serve the app's hosts over HTTPS with this certificate chain and key (PEM on stdin; picked by SNI)",
         flags: &[],
         positional: (1, Some(1)),
+        io: Io::Stdin(|berth, who, args, stdin| Box::pin(certs::add(berth, who, args, stdin))),
     },
     Spec {
         name: "certs:remove",
@@ -329,6 +383,7 @@ pub const SPECS: &[Spec] = &[
         summary: "stop serving the app over HTTPS and delete its certificate",
         flags: &[],
         positional: (1, Some(1)),
+        io: Io::Plain(|berth, who, args| Box::pin(certs::remove(berth, who, args))),
     },
     Spec {
         name: "certs:info",
@@ -336,6 +391,7 @@ pub const SPECS: &[Spec] = &[
         summary: "the names, issuer and end date of the app's certificate, and where it came from",
         flags: &[JSON],
         positional: (1, Some(1)),
+        io: Io::Plain(|berth, who, args| Box::pin(certs::info(berth, who, args))),
     },
     Spec {
         name: "letsencrypt:enable",
@@ -343,6 +399,9 @@ pub const SPECS: &[Spec] = &[
         summary: "get a certificate for APP.<base_domain> and the app's domains over ACME (HTTP-01), renewed before it ends",
         flags: &[],
         positional: (1, Some(1)),
+        io: Io::Progress(|berth, who, args, out| {
+            Box::pin(certs::letsencrypt(berth, who, args, out, false))
+        }),
     },
     Spec {
         name: "letsencrypt:renew",
@@ -350,6 +409,9 @@ pub const SPECS: &[Spec] = &[
         summary: "renew the app's ACME certificate now (for its current domains)",
         flags: &[],
         positional: (1, Some(1)),
+        io: Io::Progress(|berth, who, args, out| {
+            Box::pin(certs::letsencrypt(berth, who, args, out, true))
+        }),
     },
     Spec {
         name: "buildpacks:list",
@@ -357,6 +419,7 @@ pub const SPECS: &[Spec] = &[
         summary: "the buildpacks, what detects each, and their images",
         flags: &[JSON],
         positional: (0, Some(0)),
+        io: Io::Plain(|berth, _, args| Box::pin(buildpacks::list(berth, args))),
     },
     Spec {
         name: "buildpacks:detect",
@@ -364,6 +427,7 @@ pub const SPECS: &[Spec] = &[
         summary: "how the app's current commit would be built (Dockerfile or which buildpack), and why; --dockerfile prints the generated one",
         flags: &[("--dockerfile", false), JSON],
         positional: (1, Some(1)),
+        io: Io::Plain(|berth, who, args| Box::pin(buildpacks::detect(berth, who, args))),
     },
     Spec {
         name: "apps:set",
@@ -371,6 +435,7 @@ pub const SPECS: &[Spec] = &[
         summary: "where the app runs (admins only; a running app moves there now; refused when this host cannot apply it), or which branch deploys",
         flags: &[],
         positional: (2, None),
+        io: Io::Progress(|berth, who, args, out| Box::pin(targets::set(berth, who, args, out))),
     },
     Spec {
         name: "resources:set",
@@ -378,6 +443,7 @@ pub const SPECS: &[Spec] = &[
         summary: "CPU and memory limits of a process type, for every target",
         flags: &[("--cpu", true), ("--memory", true)],
         positional: (2, Some(2)),
+        io: Io::Plain(|berth, who, args| Box::pin(targets::resources(berth, who, args))),
     },
     Spec {
         name: "deploy:render",
@@ -385,6 +451,7 @@ pub const SPECS: &[Spec] = &[
         summary: "print the units a target would apply for a release (dry run)",
         flags: &[("--target", true), ("--release", true), JSON],
         positional: (1, Some(1)),
+        io: Io::Plain(|berth, who, args| Box::pin(targets::render_units(berth, who, args))),
     },
     Spec {
         name: "deploy:plan",
@@ -392,6 +459,7 @@ pub const SPECS: &[Spec] = &[
         summary: "replicas x CPU and memory per process type",
         flags: &[JSON],
         positional: (1, Some(1)),
+        io: Io::Plain(|berth, who, args| Box::pin(targets::plan(berth, who, args))),
     },
     Spec {
         name: "run",
@@ -399,6 +467,7 @@ pub const SPECS: &[Spec] = &[
         summary: "a one-off container of the app's image and config, attached; its exit code is yours",
         flags: &[],
         positional: (2, None),
+        io: Io::Attached,
     },
     Spec {
         name: "system:df",
@@ -406,6 +475,7 @@ pub const SPECS: &[Spec] = &[
         summary: "disk used per app: images, volumes, repo, logs (admins only)",
         flags: &[JSON],
         positional: (0, Some(0)),
+        io: Io::Plain(|berth, who, args| Box::pin(system::df(berth, who, args))),
     },
     Spec {
         name: "system:prune",
@@ -413,6 +483,7 @@ pub const SPECS: &[Spec] = &[
         summary: "remove images older than each app's last keep_releases releases, stopped one-off containers and aborted pushes' files now (admins only)",
         flags: &[("--dry-run", false), JSON],
         positional: (0, Some(0)),
+        io: Io::Plain(|berth, who, args| Box::pin(system::prune(berth, who, args))),
     },
     Spec {
         name: "webhooks:add",
@@ -420,6 +491,7 @@ pub const SPECS: &[Spec] = &[
         summary: "POST these events (default all) of one app (or, admins, of every app) to URL as JSON signed with HMAC-SHA256; the URL must answer a ping",
         flags: &[("--events", true), ("--app", true)],
         positional: (1, Some(1)),
+        io: Io::Plain(|berth, who, args| Box::pin(hooks::add(berth, who, args))),
     },
     Spec {
         name: "webhooks:list",
@@ -427,6 +499,7 @@ pub const SPECS: &[Spec] = &[
         summary: "the webhooks you may manage",
         flags: &[JSON],
         positional: (0, Some(0)),
+        io: Io::Plain(|berth, who, args| Box::pin(hooks::list(berth, who, args))),
     },
     Spec {
         name: "webhooks:remove",
@@ -434,6 +507,7 @@ pub const SPECS: &[Spec] = &[
         summary: "stop sending to a webhook",
         flags: &[],
         positional: (1, Some(1)),
+        io: Io::Plain(|berth, who, args| Box::pin(hooks::remove(berth, who, args))),
     },
     Spec {
         name: "webhooks:deliveries",
@@ -441,6 +515,7 @@ pub const SPECS: &[Spec] = &[
         summary: "each event sent: status (pending, delivered, failed), attempts, last answer",
         flags: &[("-n", true), JSON],
         positional: (0, Some(1)),
+        io: Io::Plain(|berth, who, args| Box::pin(hooks::deliveries(berth, who, args))),
     },
     Spec {
         name: "webhooks:inbound",
@@ -448,6 +523,7 @@ pub const SPECS: &[Spec] = &[
         summary: "a URL with a secret token that runs the app's git:sync when POSTed (GitHub/Gitea push webhooks)",
         flags: &[],
         positional: (1, Some(1)),
+        io: Io::Plain(|berth, who, args| Box::pin(hooks::inbound(berth, who, args))),
     },
     Spec {
         name: "git:sync",
@@ -455,6 +531,7 @@ pub const SPECS: &[Spec] = &[
         summary: "fetch REF (default HEAD) of a repository and deploy it as if pushed to the deploy branch",
         flags: &[],
         positional: (2, Some(3)),
+        io: Io::Progress(|berth, who, args, out| Box::pin(hooks::sync(berth, who, args, out))),
     },
     Spec {
         name: "templates:approve",
@@ -462,6 +539,7 @@ pub const SPECS: &[Spec] = &[
         summary: "let the app use the .berth/templates/ of that release's commit (default the running one); a push that changes them needs a new approval (admins only)",
         flags: &[("--release", true)],
         positional: (1, Some(1)),
+        io: Io::Plain(|berth, who, args| Box::pin(targets::approve(berth, who, args))),
     },
     Spec {
         name: "templates:revoke",
@@ -469,6 +547,7 @@ pub const SPECS: &[Spec] = &[
         summary: "use berth's built-in templates for the app again (admins only)",
         flags: &[],
         positional: (1, Some(1)),
+        io: Io::Plain(|berth, who, args| Box::pin(targets::revoke(berth, who, args))),
     },
     Spec {
         name: "keys:add",
@@ -476,6 +555,7 @@ pub const SPECS: &[Spec] = &[
         summary: "allow a key to push and run commands (admins only)",
         flags: &[("--role", true)],
         positional: (1, Some(1)),
+        io: Io::Stdin(|berth, who, args, stdin| Box::pin(keys::add(berth, who, args, stdin))),
     },
     Spec {
         name: "keys:list",
@@ -483,6 +563,7 @@ pub const SPECS: &[Spec] = &[
         summary: "the registered keys (admins only)",
         flags: &[JSON],
         positional: (0, Some(0)),
+        io: Io::Plain(|berth, who, args| Box::pin(keys::list(berth, who, args))),
     },
     Spec {
         name: "keys:remove",
@@ -490,6 +571,7 @@ pub const SPECS: &[Spec] = &[
         summary: "revoke a key (admins only)",
         flags: &[],
         positional: (1, Some(1)),
+        io: Io::Plain(|berth, who, args| Box::pin(keys::remove(berth, who, args))),
     },
     Spec {
         name: "help",
@@ -497,6 +579,7 @@ pub const SPECS: &[Spec] = &[
         summary: "this list, or the commands of one topic (apps, ps, config, ...)",
         flags: &[],
         positional: (0, Some(1)),
+        io: Io::Help,
     },
 ];
 
@@ -604,8 +687,11 @@ pub async fn one_off(
 
 /// Whether this command reads its standard input (the SSH layer then collects it first).
 pub fn reads_stdin(args: &[String]) -> bool {
-    args.first()
-        .is_some_and(|name| name == "keys:add" || name == "certs:add")
+    args.first().is_some_and(|name| {
+        SPECS
+            .iter()
+            .any(|s| s.name == name && matches!(s.io, Io::Stdin(_)))
+    })
 }
 
 /// Runs one command for `who`. `stdin` is the client's input, for the commands that read it.
@@ -622,71 +708,14 @@ pub async fn run(berth: &Berth, who: &Identity, raw: &[String], stdin: &[u8]) ->
     };
     // Progress lines (`-----> ...`) go to stdout ahead of the command's answer.
     let (out, progress) = Output::collecting();
-    let result = match spec.name {
-        "help" => Ok(help(args.positional.first().map(String::as_str))),
-        "apps:create" => apps::create(berth, who, &args).await,
-        "apps:list" => apps::list(berth, who, &args).await,
-        "apps:info" => apps::info(berth, who, &args).await,
-        "apps:rename" => apps::rename(berth, who, &args, &out).await,
-        "apps:destroy" => apps::destroy(berth, who, &args).await,
-        "apps:labels" => apps::labels(berth, who, &args).await,
-        "apps:grant" => apps::grant(berth, who, &args, true).await,
-        "apps:revoke" => apps::grant(berth, who, &args, false).await,
-        "apps:link" => links::link(berth, who, &args, &out).await,
-        "apps:unlink" => links::unlink(berth, who, &args, &out).await,
-        "storage:mount" => storage::mount(berth, who, &args, &out).await,
-        "storage:unmount" => storage::unmount(berth, who, &args, &out).await,
-        "storage:list" => storage::list(berth, who, &args).await,
-        "ps:scale" => ps::scale(berth, who, &args, &out).await,
-        "ps:stop" => ps::stop(berth, who, &args, &out).await,
-        "ps:start" => ps::start(berth, who, &args, &out).await,
-        "ps:restart" => ps::restart(berth, who, &args, &out).await,
-        "ps:rebuild" => ps::rebuild(berth, who, &args, &out).await,
-        "ps:report" => ps::report(berth, who, &args).await,
-        "config:set" => config::set(berth, who, &args, &out).await,
-        "config:unset" => config::unset(berth, who, &args, &out).await,
-        "config:get" => config::get(berth, who, &args).await,
-        "config:show" => config::show(berth, who, &args).await,
-        "releases" => releases::list(berth, who, &args).await,
-        "releases:rollback" => releases::rollback(berth, who, &args, &out).await,
-        "logs" => releases::logs(berth, who, &args).await,
-        "events" => releases::events(berth, who, &args).await,
-        "keys:add" => keys::add(berth, who, &args, stdin).await,
-        "apps:set" => targets::set(berth, who, &args, &out).await,
-        "buildpacks:list" => buildpacks::list(berth, &args).await,
-        "domains:add" => domains::add(berth, who, &args).await,
-        "domains:approve" => domains::approve(berth, who, &args).await,
-        "domains:remove" => domains::remove(berth, who, &args).await,
-        "domains:list" => domains::list(berth, who, &args).await,
-        "buildpacks:detect" => buildpacks::detect(berth, who, &args).await,
-        "certs:add" => certs::add(berth, who, &args, stdin).await,
-        "certs:remove" => certs::remove(berth, who, &args).await,
-        "certs:info" => certs::info(berth, who, &args).await,
-        "letsencrypt:enable" => certs::letsencrypt(berth, who, &args, &out, false).await,
-        "letsencrypt:renew" => certs::letsencrypt(berth, who, &args, &out, true).await,
-        "canary:start" => canary::start(berth, who, &args, &out).await,
-        "canary:weight" => canary::set_weight(berth, who, &args).await,
-        "canary:promote" => canary::promote(berth, who, &args, &out).await,
-        "canary:abort" => canary::abort(berth, who, &args, &out).await,
-        "resources:set" => targets::resources(berth, who, &args).await,
-        "deploy:render" => targets::render_units(berth, who, &args).await,
-        "deploy:plan" => targets::plan(berth, who, &args).await,
-        "templates:approve" => targets::approve(berth, who, &args).await,
-        "templates:revoke" => targets::revoke(berth, who, &args).await,
-        "run" => Err(
+    let result = match spec.io {
+        Io::Help => Ok(help(args.positional.first().map(String::as_str))),
+        Io::Plain(handler) => handler(berth, who, &args).await,
+        Io::Progress(handler) => handler(berth, who, &args, &out).await,
+        Io::Stdin(handler) => handler(berth, who, &args, stdin).await,
+        Io::Attached => Err(
             "run attaches to your terminal: use `ssh -t berth@HOST run APP COMMAND`".to_string(),
         ),
-        "keys:list" => keys::list(berth, who, &args).await,
-        "system:df" => system::df(berth, who, &args).await,
-        "webhooks:add" => hooks::add(berth, who, &args).await,
-        "webhooks:list" => hooks::list(berth, who, &args).await,
-        "webhooks:remove" => hooks::remove(berth, who, &args).await,
-        "webhooks:deliveries" => hooks::deliveries(berth, who, &args).await,
-        "webhooks:inbound" => hooks::inbound(berth, who, &args).await,
-        "git:sync" => hooks::sync(berth, who, &args, &out).await,
-        "system:prune" => system::prune(berth, who, &args).await,
-        "keys:remove" => keys::remove(berth, who, &args).await,
-        _ => Err(unknown_command(name)),
     };
     drop(out);
     let progress = progress.await;
@@ -799,63 +828,12 @@ fn edit_distance(a: &str, b: &str) -> usize {
     row[b.len()]
 }
 
-// ---- access: who may do what
-
-/// What an operation needs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Access {
-    /// See and operate (scale, config, logs, ...): admin, owner, or granted.
-    Operate,
-    /// Change who has the app (destroy, rename, grant): admin or owner.
-    Own,
-}
+mod access;
+use access::{Access, admin_only, admin_only_for, app_for, may};
+pub use access::{check_app_quota, check_may_push, key_is_admin, key_may_operate, readable_repo};
 
 fn internal(error: impl std::fmt::Display) -> String {
     crate::error::internal_while("a command", error)
-}
-
-async fn may(berth: &Berth, who: &Identity, app: &App, access: Access) -> Result<bool, String> {
-    if who.is_admin() || app.owner == who.key_name {
-        return Ok(true);
-    }
-    if access == Access::Own {
-        return Ok(false);
-    }
-    Ok(berth
-        .store
-        .grants(app.id)
-        .await
-        .map_err(internal)?
-        .contains(&who.key_name))
-}
-
-/// The app named `raw_name` if `who` may do `access` to it; checked before anything is touched.
-async fn app_for(
-    berth: &Berth,
-    who: &Identity,
-    raw_name: &str,
-    access: Access,
-) -> Result<App, String> {
-    let name = AppName::parse(raw_name)?;
-    // A member is told the same thing whether the app does not exist or is not theirs: app
-    // names are not enumerated through refusals (finding 27).
-    let hidden = || format!("not allowed or not found: {name} is not an app you may operate");
-    let Some(app) = berth.store.app(&name).await.map_err(internal)? else {
-        return Err(if who.is_admin() {
-            format!("app {name} not found")
-        } else {
-            hidden()
-        });
-    };
-    if !may(berth, who, &app, access).await? {
-        if !may(berth, who, &app, Access::Operate).await? {
-            return Err(hidden());
-        }
-        return Err(format!(
-            "not allowed: only the owner of {name} or an admin may do that"
-        ));
-    }
-    Ok(app)
 }
 
 /// The release the app runs, or `missing` as the error.
@@ -895,90 +873,6 @@ async fn numbered_release(
                 app.name, app.name
             )
         })
-}
-
-fn admin_only(who: &Identity) -> Result<(), String> {
-    if who.is_admin() {
-        Ok(())
-    } else {
-        Err("not allowed: only admins manage keys".to_string())
-    }
-}
-
-/// Server-wide commands (disk, webhooks of every app): admins only.
-fn admin_only_for(who: &Identity, command: &str) -> Result<(), String> {
-    if who.is_admin() {
-        Ok(())
-    } else {
-        Err(format!("not allowed: only admins may run {command}"))
-    }
-}
-
-/// Pushing deploys: admins may push to any app, members to apps they own or were granted; a
-/// push to an app that does not exist yet creates it, owned by the pusher.
-pub async fn check_may_push(berth: &Berth, who: &Identity, app: &AppName) -> Result<(), String> {
-    match berth.store.app(app).await.map_err(internal)? {
-        Some(existing) if !may(berth, who, &existing, Access::Operate).await? => Err(format!(
-            "not allowed: app {app} is not one you may push to (the name is taken); choose another name or ask an admin for access"
-        )),
-        _ => Ok(()),
-    }
-}
-
-/// Members own at most `member_max_apps` apps (finding 28); admins have no limit.
-pub async fn check_app_quota(berth: &Berth, who: &Identity) -> Result<(), String> {
-    if who.is_admin() {
-        return Ok(());
-    }
-    let owned = berth
-        .store
-        .apps_owned_by(&who.key_name)
-        .await
-        .map_err(internal)?;
-    if owned >= berth.config.member_max_apps {
-        return Err(format!(
-            "you own {owned} apps already (member_max_apps = {}): destroy one or ask an admin",
-            berth.config.member_max_apps
-        ));
-    }
-    Ok(())
-}
-
-/// Whether the key named `key_name` is an admin now (the host CLI's reserved `host` is).
-pub async fn key_is_admin(berth: &Berth, key_name: &str) -> bool {
-    key_name == "host"
-        || matches!(berth.store.key_by_name(key_name).await, Ok(Some(key)) if key.role == crate::domain::Role::Admin)
-}
-
-/// Whether the key named `key_name` exists and may operate `app` (admin, owner or granted):
-/// for capabilities a key set up earlier (a sync source, a webhook) that act later in its name.
-pub async fn key_may_operate(berth: &Berth, key_name: &str, app: &App) -> bool {
-    if key_name == "host" {
-        return true; // the host CLI (a reserved name) is the host's root
-    }
-    let Ok(Some(key)) = berth.store.key_by_name(key_name).await else {
-        return false;
-    };
-    let who = Identity {
-        key_name: key.name,
-        role: key.role,
-    };
-    may(berth, &who, app, Access::Operate)
-        .await
-        .unwrap_or(false)
-}
-
-/// The bare repo of an app the caller may read (used for `git clone`).
-pub async fn readable_repo(
-    berth: &Berth,
-    who: &Identity,
-    raw_name: &str,
-) -> Result<PathBuf, String> {
-    let app = app_for(berth, who, raw_name, Access::Operate).await?;
-    Ok(git::repo_path(
-        &berth.config.repos_dir(),
-        &AppName::parse(&app.name)?,
-    ))
 }
 
 /// Pretty JSON with a trailing newline.
