@@ -27,6 +27,7 @@ use crate::names::AppName;
 use crate::output::Output;
 use crate::pipeline;
 use crate::server::{Berth, Identity};
+use crate::store::LogFailure;
 
 pub const ENV_SOCKET: &str = "BERTH_HOOK_SOCKET";
 pub const ENV_TOKEN: &str = "BERTH_PUSH_TOKEN";
@@ -151,7 +152,11 @@ pub async fn prepare_receive(
         .map_err(internal)?;
     if let Err(error) = made {
         if created {
-            let _ = berth.store.delete_app(record.id).await;
+            berth
+                .store
+                .delete_app(record.id)
+                .await
+                .or_log("removing an app whose repo could not be made");
         }
         return Err(internal(error));
     }

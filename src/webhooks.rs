@@ -22,6 +22,7 @@ use crate::names::AppName;
 use crate::output::Output;
 use crate::server::Berth;
 use crate::store::AppEvent;
+use crate::store::LogFailure;
 
 /// The events a webhook can ask for (`--events`), besides `*` (all).
 pub const EVENTS: &[&str] = &[
@@ -211,7 +212,10 @@ pub async fn dispatch_loop(berth: Arc<Berth>) {
         Ok(Some(value)) => value.parse().unwrap_or(0),
         _ => {
             let last = store.last_event_id().await.unwrap_or(0);
-            let _ = store.set_setting(CURSOR, &last.to_string()).await;
+            store
+                .set_setting(CURSOR, &last.to_string())
+                .await
+                .or_log("the webhook cursor");
             last
         }
     };
@@ -226,7 +230,10 @@ pub async fn dispatch_loop(berth: Arc<Berth>) {
                     continue;
                 }
                 cursor = events.last().map_or(cursor, |e| e.id);
-                let _ = store.set_setting(CURSOR, &cursor.to_string()).await;
+                store
+                    .set_setting(CURSOR, &cursor.to_string())
+                    .await
+                    .or_log("the webhook cursor");
             }
             Ok(_) => {}
             Err(error) => tracing::warn!(%error, "cannot read events for webhooks"),
@@ -510,7 +517,11 @@ pub async fn inbound_loop(berth: Arc<Berth>) {
             },
             _ = flush.tick() => {
                 for (app_id, count) in berth.inbound.take_refused() {
-                    let _ = berth.store.count_refused_sync(app_id, count).await;
+                    berth
+                        .store
+                        .count_refused_sync(app_id, count)
+                        .await
+                        .or_log("counting refused syncs");
                     berth
                         .store
                         .note_event(

@@ -165,7 +165,13 @@ mod tests {
     fn levels_are_ordered_and_no_level_is_below_all() {
         assert!(Access::Operate < Access::Own && Access::Own < Access::Admin);
         assert!(None < Some(Access::Operate), "a stranger may not operate");
-        assert!(Some(Access::Own) >= Some(Access::Operate), "an owner operates");
-        assert!(Some(Access::Operate) < Some(Access::Own), "a grantee does not own");
+        assert!(
+            Some(Access::Own) >= Some(Access::Operate),
+            "an owner operates"
+        );
+        assert!(
+            Some(Access::Operate) < Some(Access::Own),
+            "a grantee does not own"
+        );
     }
 }

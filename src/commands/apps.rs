@@ -14,6 +14,7 @@ use crate::names::AppName;
 use crate::ops;
 use crate::output::Output;
 use crate::server::{Berth, Identity};
+use crate::store::LogFailure;
 use crate::store::{App, Release};
 
 /// How long `apps:list` waits for the engine before answering from the DB alone.
@@ -410,7 +411,11 @@ pub async fn create(berth: &Berth, who: &Identity, args: &Args) -> Result<String
         .map_err(internal)?;
     if let Err(error) = made {
         if let Ok(Some(app)) = berth.store.app(&name).await {
-            let _ = berth.store.delete_app(app.id).await;
+            berth
+                .store
+                .delete_app(app.id)
+                .await
+                .or_log("removing an app whose repo could not be made");
         }
         return Err(internal(error));
     }

@@ -10,6 +10,7 @@ use crate::domain::ReleaseStatus;
 use crate::ops;
 use crate::output::Output;
 use crate::server::{Berth, Identity};
+use crate::store::LogFailure;
 
 fn weight(raw: &str) -> Result<u8, String> {
     raw.trim_end_matches('%')
@@ -105,7 +106,10 @@ pub async fn start(
     match deployed {
         Ok(_) => Ok(String::new()),
         Err(message) => {
-            let _ = store.end_canary(app.id, ReleaseStatus::Failed).await;
+            store
+                .end_canary(app.id, ReleaseStatus::Failed)
+                .await
+                .or_log("ending a canary that failed");
             Err(format!(
                 "{message}; v{} keeps every request",
                 current.number

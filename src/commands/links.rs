@@ -10,6 +10,7 @@ use crate::deploy::Scheduler;
 use crate::ops;
 use crate::output::Output;
 use crate::server::{Berth, Identity};
+use crate::store::LogFailure;
 
 /// `DEP` upper-cased, `-` as `_`; or the `--as` name, which must look like an env var prefix.
 fn alias_for(dep: &str, given: Option<&str>) -> Result<String, String> {
@@ -95,7 +96,10 @@ pub async fn link(
         Ok(true) => ops::refresh_dependents(berth, &scheduler, &app, &who.key_name, out).await,
         Ok(false) => {}
         Err(message) => {
-            let _ = store.remove_link(app.id, dep.id).await;
+            store
+                .remove_link(app.id, dep.id)
+                .await
+                .or_log("taking back a link that failed");
             return Err(format!("{message}; {} is not linked", app.name));
         }
     }
@@ -145,9 +149,10 @@ pub async fn unlink(
             }
             Ok(false) => {}
             Err(message) => {
-                let _ = store
+                store
                     .add_link(app.id, dep.id, &link.alias, &link.created_by)
-                    .await;
+                    .await
+                    .or_log("putting back a link");
                 return Err(format!("{message}; it stays linked"));
             }
         }

@@ -12,6 +12,7 @@ use crate::error::internal;
 use crate::manifest::Manifest;
 use crate::output::Output;
 use crate::server::Berth;
+use crate::store::LogFailure;
 use crate::store::{App, NewRelease, Release, ReleaseImage};
 
 /// Where the new release's image comes from.
@@ -298,7 +299,10 @@ async fn deploy_only(
         .mark_release_running(release, first_port)
         .await
         .map_err(|e| format!("internal error recording the release: {e}"))?;
-    let _ = store.set_stopped(app.id, false).await;
+    store
+        .set_stopped(app.id, false)
+        .await
+        .or_log("marking the app started");
     store.move_app(app.id, AppState::Running, actor).await;
     if instances.is_empty() {
         let detail = format!("v{} with no web instances", release.number);
@@ -376,7 +380,10 @@ pub async fn redeploy_with_config(
         return Ok(false);
     };
     if let Err(message) = refuse_during_canary(berth, app).await {
-        let _ = store.replace_config(app.id, old).await;
+        store
+            .replace_config(app.id, old)
+            .await
+            .or_log("putting the old config back");
         return Err(message);
     }
     out.step(&format!("Redeploying {} ({description})", app.name));
@@ -405,7 +412,10 @@ pub async fn redeploy_with_config(
             Ok(true)
         }
         Err(message) => {
-            let _ = store.replace_config(app.id, old).await;
+            store
+                .replace_config(app.id, old)
+                .await
+                .or_log("putting the old config back");
             store.move_app(app.id, AppState::Running, actor).await;
             store
                 .note_event(Some(app.id), "config", actor, "failed", description)

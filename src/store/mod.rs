@@ -35,6 +35,20 @@ pub use webhooks::*;
 
 pub type StoreResult<T> = Result<T, sqlx::Error>;
 
+/// For a state write whose failure cannot change what the caller does next (an undo after a
+/// failure, a cursor): the failure is logged with what was being written, never dropped.
+pub trait LogFailure {
+    fn or_log(self, what: &str);
+}
+
+impl<T> LogFailure for StoreResult<T> {
+    fn or_log(self, what: &str) {
+        if let Err(error) = self {
+            tracing::error!(%error, what, "a state write failed");
+        }
+    }
+}
+
 #[derive(Clone)]
 pub struct Store {
     pool: SqlitePool,
