@@ -264,7 +264,7 @@ pub async fn prune_loop(berth: std::sync::Arc<Berth>) {
         if let Err(error) = berth.store.prune_deliveries(30).await {
             tracing::warn!(%error, "cannot forget old webhook deliveries");
         }
-        if let Ok(scheduler) = Scheduler::connect().await {
+        if let Ok(scheduler) = berth.scheduler().await {
             let removed = prune_all(&berth, &scheduler, false).await;
             if !removed.is_empty() {
                 let bytes: u64 = removed.iter().map(|r| r.bytes).sum();

@@ -207,7 +207,7 @@ pub async fn build_and_release(
             )
         })?)
         };
-    let scheduler = deploy::Scheduler::connect().await?;
+    let scheduler = berth.scheduler().await?;
     let app_id = record.id;
 
     let config_vars = store

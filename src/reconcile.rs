@@ -28,7 +28,7 @@ pub async fn run(berth: Arc<Berth>) {
         // Until the build network's firewall stands (an engine down at start), members'
         // builds get no network: tried again every round.
         if !network::build_network_guarded()
-            && let Ok(scheduler) = Scheduler::connect_within(Duration::from_secs(2)).await
+            && let Ok(scheduler) = berth.scheduler_within(Duration::from_secs(2)).await
             && let Err(message) = scheduler
                 .guard_build_network(&berth.config.build_subnet)
                 .await
@@ -43,7 +43,7 @@ pub async fn run(berth: Arc<Berth>) {
 /// Containers started by a berth from before networks per app move onto their apps' networks
 /// (and those of the apps they are linked to) once, at start.
 async fn adopt_legacy_network(berth: &Berth) {
-    let Ok(scheduler) = Scheduler::connect_within(Duration::from_secs(2)).await else {
+    let Ok(scheduler) = berth.scheduler_within(Duration::from_secs(2)).await else {
         return;
     };
     let mut links = std::collections::HashMap::new();
@@ -60,7 +60,7 @@ pub async fn reconcile_once(berth: &Berth) {
         Ok(apps) => apps,
         Err(error) => return tracing::error!(%error, "reconciler cannot read apps"),
     };
-    let live = match Scheduler::connect_within(Duration::from_secs(2)).await {
+    let live = match berth.scheduler_within(Duration::from_secs(2)).await {
         Ok(scheduler) => scheduler.all_instances().await.map(|all| (scheduler, all)),
         Err(message) => Err(message),
     };

@@ -50,6 +50,9 @@ pub struct Berth {
     /// `member_max_runs`).
     pub builds: Arc<crate::limits::Limits<String>>,
     pub runs: Arc<crate::limits::Limits<String>>,
+    /// The scheduler every operation uses, when one was set (`use_scheduler`: the ops unit
+    /// tests' fake); unset, each operation connects to the engine.
+    scheduler: std::sync::OnceLock<crate::deploy::Scheduler>,
     /// The one shutdown signal of the background tasks (`spawn_background`): set once, when the
     /// server stops serving.
     shutdown: tokio::sync::watch::Sender<bool>,
@@ -112,6 +115,7 @@ impl Berth {
             inbound: Default::default(),
             revoked: tokio::sync::broadcast::channel(64).0,
             shutdown: tokio::sync::watch::channel(false).0,
+            scheduler: std::sync::OnceLock::new(),
             locks: Default::default(),
             domains: Default::default(),
         });
@@ -212,6 +216,32 @@ impl Berth {
     /// Takes the app's deploy lock, waiting for whoever holds it.
     pub async fn lock_app(&self, app_id: i64) -> tokio::sync::OwnedMutexGuard<()> {
         self.app_lock(app_id).lock_owned().await
+    }
+
+    /// Where apps run: the engine (connected now, and checked to answer), or the scheduler set
+    /// with `use_scheduler`.
+    pub async fn scheduler(&self) -> Result<crate::deploy::Scheduler, String> {
+        match self.scheduler.get() {
+            Some(set) => Ok(set.clone()),
+            None => crate::deploy::Scheduler::connect().await,
+        }
+    }
+
+    /// `scheduler`, giving up after `limit` (a hung engine must not hang a command).
+    pub async fn scheduler_within(
+        &self,
+        limit: std::time::Duration,
+    ) -> Result<crate::deploy::Scheduler, String> {
+        match self.scheduler.get() {
+            Some(set) => Ok(set.clone()),
+            None => crate::deploy::Scheduler::connect_within(limit).await,
+        }
+    }
+
+    /// Makes every operation use `scheduler` (tests of the application layer use a fake); only
+    /// the first call counts.
+    pub fn use_scheduler(&self, scheduler: crate::deploy::Scheduler) {
+        let _ = self.scheduler.set(scheduler);
     }
 
     /// Runs a background task (reconciler, retention, renewals, webhook delivery) in a span of

@@ -7,7 +7,6 @@ use serde::Serialize;
 
 use super::{Access, Args, app_for, internal, may, to_json};
 use crate::deploy::ContainerReport;
-use crate::deploy::Scheduler;
 use crate::domain::AppState;
 use crate::git;
 use crate::names::AppName;
@@ -108,8 +107,11 @@ fn view(
 }
 
 /// What the engine runs, per app, in one call; `None` when it does not answer in time.
-async fn live_containers(berth_limit: Duration) -> Option<HashMap<String, Vec<ContainerReport>>> {
-    let scheduler = Scheduler::connect_within(berth_limit).await.ok()?;
+async fn live_containers(
+    berth: &Berth,
+    berth_limit: Duration,
+) -> Option<HashMap<String, Vec<ContainerReport>>> {
+    let scheduler = berth.scheduler_within(berth_limit).await.ok()?;
     tokio::time::timeout(berth_limit, scheduler.all_instances())
         .await
         .ok()?
@@ -142,7 +144,7 @@ fn formation_text(view: &AppView) -> String {
 }
 
 pub async fn list(berth: &Berth, who: &Identity, args: &Args) -> Result<String, String> {
-    let live = live_containers(LIVE_LIMIT).await;
+    let live = live_containers(berth, LIVE_LIMIT).await;
     let empty = Vec::new();
     let mut views = Vec::new();
     for app in berth.store.apps().await.map_err(internal)? {
@@ -233,7 +235,7 @@ async fn disabled(berth: &Berth, app: &App) -> Result<Vec<String>, String> {
 
 pub async fn info(berth: &Berth, who: &Identity, args: &Args) -> Result<String, String> {
     let app = app_for(berth, who, &args.positional[0], Access::Operate).await?;
-    let live = live_containers(LIVE_LIMIT).await;
+    let live = live_containers(berth, LIVE_LIMIT).await;
     let running = berth
         .store
         .running_release(app.id)

@@ -5,7 +5,6 @@
 use std::collections::BTreeMap;
 
 use super::{Access, Args, app_for, current_release, internal, numbered_release};
-use crate::deploy::Scheduler;
 use crate::domain::ReleaseStatus;
 use crate::ops;
 use crate::output::Output;
@@ -79,7 +78,7 @@ pub async fn start(
     if source.status == ReleaseStatus::Failed {
         return Err(format!("v{} never ran (its deploy failed)", source.number));
     }
-    let scheduler = Scheduler::connect().await?;
+    let scheduler = berth.scheduler().await?;
     store
         .start_canary(app.id, weight, &who.key_name)
         .await
@@ -162,7 +161,7 @@ pub async fn promote(
         ));
     };
     let release = numbered_release(berth, &app, &number.to_string()).await?;
-    let scheduler = Scheduler::connect().await?;
+    let scheduler = berth.scheduler().await?;
     out.step(&format!("Promoting v{number} of {}", app.name));
     ops::promote_canary(berth, &scheduler, &app, &release, &who.key_name, out).await?;
     let port = ops::app_port(berth, &app).await?;
@@ -187,7 +186,7 @@ pub async fn abort(
         .await
         .map_err(internal)?
         .ok_or_else(|| no_canary(&app.name))?;
-    let scheduler = Scheduler::connect().await?;
+    let scheduler = berth.scheduler().await?;
     out.step(&format!("Aborting {}'s canary", app.name));
     let number = canary.release;
     ops::abort_canary(berth, &scheduler, &app, number, &who.key_name).await?;

@@ -4,7 +4,6 @@
 use std::collections::BTreeMap;
 
 use super::{Access, Args, app_for, internal, to_json};
-use crate::deploy::Scheduler;
 use crate::ops;
 use crate::output::Output;
 use crate::server::{Berth, Identity};
@@ -104,7 +103,7 @@ async fn change(
         ));
     }
     ops::refuse_during_canary(berth, app).await?;
-    let scheduler = Scheduler::connect().await?;
+    let scheduler = berth.scheduler().await?;
     let change = ops::ConfigChange {
         old: &old,
         new: &new,

@@ -6,7 +6,6 @@
 use std::collections::{HashMap, HashSet};
 
 use super::{Access, Args, app_for, internal};
-use crate::deploy::Scheduler;
 use crate::ops;
 use crate::output::Output;
 use crate::server::{Berth, Identity};
@@ -85,7 +84,7 @@ pub async fn link(
             dep.name, app.name
         ));
     }
-    let scheduler = Scheduler::connect().await?;
+    let scheduler = berth.scheduler().await?;
     // The values first: a DEP with nothing running is refused before anything is recorded.
     ops::link_values(berth, &scheduler, &dep, &alias).await?;
     store
@@ -136,7 +135,7 @@ pub async fn unlink(
     }
     store.remove_link(app.id, dep.id).await.map_err(internal)?;
     if new != old {
-        let scheduler = Scheduler::connect().await?;
+        let scheduler = berth.scheduler().await?;
         let description = format!("unlink {}", dep.name);
         let change = ops::ConfigChange {
             old: &old,

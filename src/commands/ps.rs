@@ -2,7 +2,7 @@
 //! never races a push; a failed change leaves what ran before.
 
 use super::{Access, Args, app_for, internal, to_json};
-use crate::deploy::{ContainerReport, Scheduler};
+use crate::deploy::ContainerReport;
 use crate::domain::AppState;
 use crate::git;
 use crate::names::AppName;
@@ -201,7 +201,9 @@ async fn rebuild_one(berth: &Berth, who: &Identity, app: &App, out: &Output) -> 
 
 pub async fn report(berth: &Berth, who: &Identity, args: &Args) -> Result<String, String> {
     let app = app_for(berth, who, &args.positional[0], Access::Operate).await?;
-    let scheduler = Scheduler::connect_within(std::time::Duration::from_secs(2)).await?;
+    let scheduler = berth
+        .scheduler_within(std::time::Duration::from_secs(2))
+        .await?;
     let containers = scheduler
         .with_details(scheduler.instances_of(&app.name, None).await?)
         .await;

@@ -5,7 +5,6 @@ use std::collections::BTreeMap;
 use futures_util::stream::{self, BoxStream, StreamExt};
 
 use super::{Access, Args, app_for, current_release, internal, numbered_release, to_json};
-use crate::deploy::Scheduler;
 use crate::domain::ReleaseStatus;
 use crate::ops;
 use crate::output::Output;
@@ -127,7 +126,7 @@ pub async fn log_stream(
         .running_release(app.id)
         .await
         .map_err(internal)?;
-    let scheduler = Scheduler::connect().await?;
+    let scheduler = berth.scheduler().await?;
     let containers = scheduler
         .instances_of(&app.name, current.map(|r| r.number))
         .await?;
@@ -202,7 +201,7 @@ pub async fn run(
         .into_iter()
         .map(|(k, v)| format!("{k}={v}"))
         .collect();
-    let scheduler = Scheduler::connect().await?;
+    let scheduler = berth.scheduler().await?;
     // Only the program's name is recorded: arguments may carry secrets.
     let detail = format!("v{}: {}", current.number, command[0]);
     berth

@@ -2,13 +2,12 @@
 //! every app).
 
 use super::{Args, admin_only_for, internal, to_json};
-use crate::deploy::Scheduler;
 use crate::disk::{self, human};
 use crate::server::{Berth, Identity};
 
 pub async fn df(berth: &Berth, who: &Identity, args: &Args) -> Result<String, String> {
     admin_only_for(who, "system:df")?;
-    let scheduler = Scheduler::connect().await?;
+    let scheduler = berth.scheduler().await?;
     let mut rows = Vec::new();
     for app in berth.store.apps().await.map_err(internal)? {
         rows.push(disk::usage(berth, &scheduler, &app).await);
@@ -57,7 +56,7 @@ pub async fn df(berth: &Berth, who: &Identity, args: &Args) -> Result<String, St
 
 pub async fn prune(berth: &Berth, who: &Identity, args: &Args) -> Result<String, String> {
     admin_only_for(who, "system:prune")?;
-    let scheduler = Scheduler::connect().await?;
+    let scheduler = berth.scheduler().await?;
     let dry_run = args.has("--dry-run");
     let removed = disk::prune_all(berth, &scheduler, dry_run).await;
     if args.json() {

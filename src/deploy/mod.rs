@@ -25,6 +25,8 @@ pub mod swarm;
 mod volumes;
 
 pub use scheduler::Scheduler;
+#[cfg(test)]
+pub use scheduler::fake;
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;

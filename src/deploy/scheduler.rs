@@ -21,21 +21,45 @@ use crate::output::Output;
 /// Where apps run: the engine (and the swarm through it), by target. Cheap to clone.
 #[derive(Clone)]
 pub struct Scheduler {
-    docker: Docker,
+    inner: Inner,
+}
+
+#[derive(Clone)]
+enum Inner {
+    Engine(Docker),
+    /// The application layer's unit tests: records what it was asked, fails what it is told to.
+    #[cfg(test)]
+    Fake(std::sync::Arc<fake::Fake>),
+}
+
+/// The engine connection, or (tests) the fake's answer for this method.
+macro_rules! engine_or_fake {
+    ($self:ident, $fake:ident => $answer:expr) => {
+        match &$self.inner {
+            Inner::Engine(docker) => docker,
+            #[cfg(test)]
+            #[allow(unused_variables)]
+            Inner::Fake($fake) => {
+                #[allow(clippy::let_unit_value, clippy::unit_arg)]
+                let answer = $answer;
+                return answer;
+            }
+        }
+    };
 }
 
 impl Scheduler {
     /// Connects to the local engine and checks that it answers.
     pub async fn connect() -> Result<Self, String> {
         Ok(Self {
-            docker: engine::connect().await?,
+            inner: Inner::Engine(engine::connect().await?),
         })
     }
 
     /// `connect`, giving up after `limit` (a hung engine must not hang a command).
     pub async fn connect_within(limit: Duration) -> Result<Self, String> {
         Ok(Self {
-            docker: engine::connect_within(limit).await?,
+            inner: Inner::Engine(engine::connect_within(limit).await?),
         })
     }
 
@@ -50,21 +74,14 @@ impl Scheduler {
         cache_scope: &str,
         out: &Output,
     ) -> Result<(), String> {
-        crate::build::build(
-            &self.docker,
-            context,
-            tag,
-            labels,
-            network,
-            cache_scope,
-            out,
-        )
-        .await
+        let docker = engine_or_fake!(self, fake => fake.check("build").map(|()| fake.did(format!("build {tag}"))));
+        crate::build::build(docker, context, tag, labels, network, cache_scope, out).await
     }
 
     /// Gives a built image its release name and drops the build tag (`registry::retag`).
     pub async fn retag(&self, build_tag: &str, image: &str) -> Result<(), String> {
-        crate::registry::retag(&self.docker, build_tag, image).await
+        let docker = engine_or_fake!(self, fake => Ok(fake.did(format!("retag {image}"))));
+        crate::registry::retag(docker, build_tag, image).await
     }
 
     /// Pushes a release image to the registry; gives its digest (`registry::push`).
@@ -74,7 +91,8 @@ impl Scheduler {
         registry: &str,
         out: &Output,
     ) -> Result<String, String> {
-        crate::registry::push(&self.docker, image, registry, out).await
+        let docker = engine_or_fake!(self, fake => { fake.did(format!("push {image}")); Ok(format!("sha256:{:064}", 0)) });
+        crate::registry::push(docker, image, registry, out).await
     }
 
     /// Makes sure a release image is on this engine, pulled by its digest when it is not
@@ -85,7 +103,16 @@ impl Scheduler {
         digest: Option<&str>,
         out: &Output,
     ) -> Result<(), String> {
-        crate::registry::ensure_local(&self.docker, image, digest, out).await
+        let docker = engine_or_fake!(self, fake => Ok(()));
+        crate::registry::ensure_local(docker, image, digest, out).await
+    }
+
+    /// A scheduler that runs nothing: it records what it is asked and fails what `fake` says.
+    #[cfg(test)]
+    pub fn fake(fake: std::sync::Arc<fake::Fake>) -> Self {
+        Self {
+            inner: Inner::Fake(fake),
+        }
     }
 
     fn applied(target: Target) -> Result<&'static dyn super::Backend, String> {
@@ -102,8 +129,10 @@ impl Scheduler {
         out: &Output,
         serving: Publish<'_>,
     ) -> Result<Vec<Instance>, String> {
+        let docker =
+            engine_or_fake!(self, fake => fake.start("deploy", target, spec, Some(serving)));
         Self::applied(target)?
-            .deploy(&self.docker, spec, out, serving)
+            .deploy(docker, spec, out, serving)
             .await
     }
 
@@ -115,8 +144,10 @@ impl Scheduler {
         out: &Output,
         serving: Publish<'_>,
     ) -> Result<Vec<Instance>, String> {
+        let docker =
+            engine_or_fake!(self, fake => fake.start("scale", target, spec, Some(serving)));
         Self::applied(target)?
-            .scale(&self.docker, spec, out, serving)
+            .scale(docker, spec, out, serving)
             .await
     }
 
@@ -128,8 +159,9 @@ impl Scheduler {
         out: &Output,
         serving: Publish<'_>,
     ) -> Result<(), String> {
+        let docker = engine_or_fake!(self, fake => fake.check("restart").map(|()| fake.did(format!("restart {} v{}", spec.app, spec.release))));
         Self::applied(target)?
-            .restart(&self.docker, spec, out, serving)
+            .restart(docker, spec, out, serving)
             .await
     }
 
@@ -140,9 +172,10 @@ impl Scheduler {
         target: Target,
         app: &str,
     ) -> Vec<(Target, Result<usize, String>)> {
+        let docker = engine_or_fake!(self, fake => Vec::new());
         let mut stopped = Vec::new();
         for (other, old) in backends().filter(|(t, _)| *t != target) {
-            stopped.push((other, old.stop(&self.docker, app).await));
+            stopped.push((other, old.stop(docker, app).await));
         }
         stopped
     }
@@ -156,12 +189,13 @@ impl Scheduler {
         forget: bool,
         work_dir: &Path,
     ) -> Result<usize, String> {
+        let docker = engine_or_fake!(self, fake => { fake.did(format!("stop {app}")); Ok(0) });
         let mut stopped = 0;
         for (_, backend) in backends() {
             stopped += if forget {
-                backend.destroy(&self.docker, app, work_dir).await?
+                backend.destroy(docker, app, work_dir).await?
             } else {
-                backend.stop(&self.docker, app).await?
+                backend.stop(docker, app).await?
             };
         }
         Ok(stopped)
@@ -174,12 +208,15 @@ impl Scheduler {
         spec: &DeploySpec,
         out: &Output,
     ) -> Result<Vec<Instance>, String> {
-        docker::deploy_beside(&self.docker, spec, out).await
+        let docker =
+            engine_or_fake!(self, fake => fake.start("deploy_beside", Target::Docker, spec, None));
+        docker::deploy_beside(docker, spec, out).await
     }
 
     /// Stops one release's containers (docker target) once their requests are done.
     pub async fn retire_release(&self, app: &str, release: i64, serving: Publish<'_>) {
-        docker::retire_release(&self.docker, app, release, serving).await
+        let docker = engine_or_fake!(self, fake => fake.did(format!("retire {app} v{release}")));
+        docker::retire_release(docker, app, release, serving).await
     }
 
     /// Brings back web instance `index` of the spec's release (docker target; the reconciler):
@@ -190,7 +227,9 @@ impl Scheduler {
         index: u32,
         existing: Option<&ContainerReport>,
     ) -> Result<&'static str, String> {
-        docker::revive(&self.docker, spec, index, existing).await
+        let docker =
+            engine_or_fake!(self, fake => Err("the fake scheduler does not revive".to_string()));
+        docker::revive(docker, spec, index, existing).await
     }
 
     /// Starts instance `index` of a process type without a port (docker target).
@@ -201,12 +240,14 @@ impl Scheduler {
         index: u32,
         out: &Output,
     ) -> Result<String, String> {
-        docker::start_other(&self.docker, spec, process, index, out).await
+        let docker = engine_or_fake!(self, fake => Err("the fake scheduler does not start workers".to_string()));
+        docker::start_other(docker, spec, process, index, out).await
     }
 
     /// The port a release's web process listens on: its image's single EXPOSE, else 5000.
     pub async fn web_port(&self, image: &str) -> Result<u16, String> {
-        docker::web_port(&self.docker, image).await
+        let docker = engine_or_fake!(self, fake => Ok(fake.web_port.load(std::sync::atomic::Ordering::Relaxed)));
+        docker::web_port(docker, image).await
     }
 
     /// The app's instances on this engine (both applied targets label theirs the same way),
@@ -216,17 +257,20 @@ impl Scheduler {
         app: &str,
         release: Option<i64>,
     ) -> Result<Vec<ContainerReport>, String> {
-        inventory::instances_of(&self.docker, app, release).await
+        let docker = engine_or_fake!(self, fake => Ok(Vec::new()));
+        inventory::instances_of(docker, app, release).await
     }
 
     /// Every instance berth runs, by app, in one engine call.
     pub async fn all_instances(&self) -> Result<HashMap<String, Vec<ContainerReport>>, String> {
-        inventory::all_instances(&self.docker).await
+        let docker = engine_or_fake!(self, fake => Ok(HashMap::new()));
+        inventory::all_instances(docker).await
     }
 
     /// The reports with what only an inspection tells (restart counts).
     pub async fn with_details(&self, reports: Vec<ContainerReport>) -> Vec<ContainerReport> {
-        inventory::with_details(&self.docker, reports).await
+        let docker = engine_or_fake!(self, fake => reports);
+        inventory::with_details(docker, reports).await
     }
 
     /// The log of one instance: the last `tail` lines, then (with `follow`) what it writes.
@@ -236,7 +280,8 @@ impl Scheduler {
         tail: i64,
         follow: bool,
     ) -> futures_util::stream::BoxStream<'static, Vec<u8>> {
-        logs::log_stream(&self.docker, instance, tail, follow)
+        let docker = engine_or_fake!(self, fake => Box::pin(futures_util::stream::empty()));
+        logs::log_stream(docker, instance, tail, follow)
     }
 
     /// A one-off container of the app (`run`), attached to the caller.
@@ -249,7 +294,8 @@ impl Scheduler {
         within: RunIn,
         tty: bool,
     ) -> Result<OneOff, String> {
-        oneoff::run_one_off(&self.docker, app, image, env, command, within, tty).await
+        let docker = engine_or_fake!(self, fake => Err("the fake scheduler runs no one-off containers".to_string()));
+        oneoff::run_one_off(docker, app, image, env, command, within, tty).await
     }
 
     /// A one-off container run to its end (release phase, app.json scripts): its exit code.
@@ -264,62 +310,69 @@ impl Scheduler {
         limit: Duration,
         out: &Output,
     ) -> Result<i64, String> {
-        oneoff::run_to_end(&self.docker, app, image, env, command, within, limit, out).await
+        let docker = engine_or_fake!(self, fake => fake.check("run").map(|()| { fake.did(format!("run {}", command.join(" "))); 0 }));
+        oneoff::run_to_end(docker, app, image, env, command, within, limit, out).await
     }
 
     /// The named volume `name` of the app, made if it is not there yet.
     pub async fn ensure_volume(&self, name: &str, app: &str, app_uid: &str) -> Result<(), String> {
-        volumes::ensure_volume(&self.docker, name, app, app_uid).await
+        let docker = engine_or_fake!(self, fake => Ok(fake.did(format!("volume {name}"))));
+        volumes::ensure_volume(docker, name, app, app_uid).await
     }
 
     pub async fn remove_volume(&self, name: &str) -> Result<(), String> {
-        volumes::remove_volume(&self.docker, name).await
+        let docker = engine_or_fake!(self, fake => Ok(fake.did(format!("remove volume {name}"))));
+        volumes::remove_volume(docker, name).await
     }
 
     /// The volumes labeled with the app's uid (ones it mounts or mounted before).
     pub async fn labeled_volumes(&self, app_uid: &str) -> Vec<String> {
-        volumes::labeled_volumes(&self.docker, app_uid).await
+        let docker = engine_or_fake!(self, fake => Vec::new());
+        volumes::labeled_volumes(docker, app_uid).await
     }
 
     /// Where the engine keeps a volume's files.
     pub async fn volume_dir(&self, name: &str) -> Option<PathBuf> {
-        let info = self.docker.inspect_volume(name).await.ok()?;
+        let docker = engine_or_fake!(self, fake => None);
+        let info = docker.inspect_volume(name).await.ok()?;
         Some(PathBuf::from(info.mountpoint))
     }
 
     /// Where the engine keeps a container's log (json-file).
     pub async fn log_file(&self, container: &str) -> Option<PathBuf> {
-        let info = self.docker.inspect_container(container, None).await.ok()?;
+        let docker = engine_or_fake!(self, fake => None);
+        let info = docker.inspect_container(container, None).await.ok()?;
         info.log_path.filter(|p| !p.is_empty()).map(PathBuf::from)
     }
 
     /// The app's containers, running or not.
     pub async fn app_containers(&self, app: &str) -> Vec<AppContainer> {
-        inventory::app_containers(&self.docker, app).await
+        let docker = engine_or_fake!(self, fake => Vec::new());
+        inventory::app_containers(docker, app).await
     }
 
     /// Removes a stopped container (never a running one); whether it went.
     pub async fn remove_stopped_container(&self, id: &str) -> bool {
+        let docker = engine_or_fake!(self, fake => true);
         let options = bollard::query_parameters::RemoveContainerOptionsBuilder::default()
             .force(false)
             .build();
-        self.docker
-            .remove_container(id, Some(options))
-            .await
-            .is_ok()
+        docker.remove_container(id, Some(options)).await.is_ok()
     }
 
     /// The app's local images.
     pub async fn app_images(&self, app: &str) -> Vec<AppImage> {
-        inventory::app_image_list(&self.docker, app).await
+        let docker = engine_or_fake!(self, fake => Vec::new());
+        inventory::app_image_list(docker, app).await
     }
 
     /// Removes an image tag or id, never one a container uses (no force); whether it went.
     pub async fn remove_unused_image(&self, reference: &str) -> bool {
+        let docker = engine_or_fake!(self, fake => true);
         let options = bollard::query_parameters::RemoveImageOptionsBuilder::default()
             .force(false)
             .build();
-        self.docker
+        docker
             .remove_image(reference, Some(options), None)
             .await
             .is_ok()
@@ -327,32 +380,134 @@ impl Scheduler {
 
     /// Removes every image of the app; gives how many went.
     pub async fn remove_images(&self, app: &str) -> usize {
-        inventory::remove_images(&self.docker, app).await
+        let docker = engine_or_fake!(self, fake => 0);
+        inventory::remove_images(docker, app).await
     }
 
     /// Who a local image belongs to and its names, as the engine resolves `image`.
     pub async fn image_identity(&self, image: &str) -> Option<ImageIdentity> {
-        inventory::image_identity(&self.docker, image).await
+        let docker = engine_or_fake!(self, fake => None);
+        inventory::image_identity(docker, image).await
     }
 
     /// Removes the app's network once nothing uses it.
     pub async fn remove_app_network(&self, app: &str) {
-        network::remove_app_network(&self.docker, app).await
+        let docker = engine_or_fake!(self, fake => fake.did(format!("remove network {app}")));
+        network::remove_app_network(docker, app).await
     }
 
     /// Moves containers of an earlier berth off the shared legacy network onto their apps' own
     /// (and those of the apps they are linked to: app → dependencies).
     pub async fn adopt_legacy_network(&self, links: &HashMap<String, Vec<String>>) {
-        network::adopt_legacy_network(&self.docker, links).await
+        let docker = engine_or_fake!(self, fake => ());
+        network::adopt_legacy_network(docker, links).await
     }
 
     /// Makes the guarded network member builds run on (`build_subnet`).
     pub async fn guard_build_network(&self, subnet: &str) -> Result<(), String> {
-        network::guard_build_network(&self.docker, subnet).await
+        let docker = engine_or_fake!(self, fake => Ok(()));
+        network::guard_build_network(docker, subnet).await
     }
 
     /// Whether the swarm target can be applied through this engine.
     pub async fn swarm_ready(&self) -> Result<(), String> {
-        super::swarm::check(&self.docker).await
+        let docker =
+            engine_or_fake!(self, fake => Err("the fake scheduler has no swarm".to_string()));
+        super::swarm::check(docker).await
+    }
+}
+
+#[cfg(test)]
+pub mod fake {
+    use std::collections::HashSet;
+    use std::net::{Ipv4Addr, SocketAddr};
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicU16, Ordering};
+
+    use super::super::render::Target;
+    use super::super::{DeploySpec, Instance, Publish, names};
+
+    /// What the fake scheduler was asked (`log`), and which of its operations fail (`fail`:
+    /// `deploy`, `scale`, `restart`, `deploy_beside`, `run`, `build`).
+    pub struct Fake {
+        pub log: Mutex<Vec<String>>,
+        pub fail: Mutex<HashSet<&'static str>>,
+        /// The port every release's web process listens on.
+        pub web_port: AtomicU16,
+        next_port: AtomicU16,
+    }
+
+    impl Default for Fake {
+        fn default() -> Self {
+            Fake {
+                log: Mutex::default(),
+                fail: Mutex::default(),
+                web_port: AtomicU16::new(5000),
+                next_port: AtomicU16::new(20000),
+            }
+        }
+    }
+
+    impl Fake {
+        /// Makes `operation` fail from now on (or succeed again, with `false`).
+        pub fn failing(&self, operation: &'static str, fails: bool) {
+            let mut fail = self.fail.lock().unwrap();
+            if fails {
+                fail.insert(operation);
+            } else {
+                fail.remove(operation);
+            }
+        }
+
+        /// What it was asked so far.
+        pub fn calls(&self) -> Vec<String> {
+            self.log.lock().unwrap().clone()
+        }
+
+        pub(super) fn did(&self, what: String) {
+            self.log.lock().unwrap().push(what);
+        }
+
+        pub(super) fn check(&self, operation: &str) -> Result<(), String> {
+            if self.fail.lock().unwrap().contains(operation) {
+                self.did(format!("{operation} failed"));
+                return Err(format!("the fake {operation} failed"));
+            }
+            Ok(())
+        }
+
+        /// Starts `spec.web` instances at made-up loopback addresses (nothing listens there) and
+        /// serves them, as a target does once they answer.
+        pub(super) fn start(
+            &self,
+            operation: &'static str,
+            target: Target,
+            spec: &DeploySpec,
+            serving: Option<Publish<'_>>,
+        ) -> Result<Vec<Instance>, String> {
+            self.check(operation)?;
+            let instances: Vec<Instance> = (1..=spec.web)
+                .map(|index| Instance {
+                    name: names::container_name(&spec.app, spec.release, "web", index),
+                    index,
+                    address: Some(SocketAddr::from((
+                        Ipv4Addr::LOCALHOST,
+                        self.next_port.fetch_add(1, Ordering::Relaxed),
+                    ))),
+                })
+                .collect();
+            if let Some(serving) = serving {
+                let addresses: Vec<SocketAddr> =
+                    instances.iter().filter_map(|i| i.address).collect();
+                serving.serve(&addresses)?;
+            }
+            self.did(format!(
+                "{operation} {} v{} on {target}: {}",
+                spec.app,
+                spec.release,
+                instances.len()
+            ));
+            Ok(instances)
+        }
     }
 }

@@ -439,7 +439,7 @@ pub async fn rollback(
     out: &Output,
 ) -> Result<(), String> {
     let store = &berth.store;
-    let scheduler = Scheduler::connect().await?;
+    let scheduler = berth.scheduler().await?;
     store.move_app(app.id, AppState::RollingBack, actor).await;
     out.step(&format!(
         "Rolling {} back to v{} ({})",

@@ -6,7 +6,6 @@ use std::collections::BTreeMap;
 use super::{
     LockedApp, app_port, deploy_release, formation, spec_for, stop_everywhere, usable_target,
 };
-use crate::deploy::Scheduler;
 use crate::domain::{AppState, ReleaseStatus};
 use crate::error::internal;
 use crate::output::Output;
@@ -58,7 +57,7 @@ pub async fn scale(
         app.name,
         describe_formation(wanted)
     ));
-    let scheduler = Scheduler::connect().await?;
+    let scheduler = berth.scheduler().await?;
     let mut scaled = app.app().clone();
     scaled.formation = formation_json.clone();
     let spec = spec_for(berth, &scheduler, &scaled, &current).await?;
@@ -107,7 +106,7 @@ pub async fn stop(
     out: &Output,
 ) -> Result<usize, String> {
     let store = &berth.store;
-    let scheduler = Scheduler::connect().await?;
+    let scheduler = berth.scheduler().await?;
     store.move_app(app.id, AppState::Stopping, actor).await;
     out.step(&format!("Stopping {}", app.name));
     berth.routes.remove(&app.name);
@@ -134,7 +133,7 @@ pub async fn start(
 ) -> Result<(), String> {
     let store = &berth.store;
     let current = running_release(berth, app, "has no release to start: push one first").await?;
-    let scheduler = Scheduler::connect().await?;
+    let scheduler = berth.scheduler().await?;
     store.move_app(app.id, AppState::Starting, actor).await;
     out.step(&format!("Starting {} v{}", app.name, current.number));
     if let Err(message) = deploy_release(berth, &scheduler, app, &current, actor, out).await {
@@ -155,7 +154,7 @@ pub async fn restart(
 ) -> Result<(), String> {
     let store = &berth.store;
     let current = running_release(berth, app, "has no release running").await?;
-    let scheduler = Scheduler::connect().await?;
+    let scheduler = berth.scheduler().await?;
     let spec = spec_for(berth, &scheduler, app, &current).await?;
     store.move_app(app.id, AppState::Restarting, actor).await;
     out.step(&format!("Restarting {}, one container at a time", app.name));

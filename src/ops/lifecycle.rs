@@ -2,7 +2,6 @@
 //! (everything it has on this host goes), and moving it to another target.
 
 use super::{LockedApp, deploy_release, stop_everywhere, target};
-use crate::deploy::Scheduler;
 use crate::deploy::render::Target;
 use crate::domain::{AppState, ReleaseStatus};
 use crate::error::internal;
@@ -62,7 +61,7 @@ pub async fn rename(
             .map_err(internal)?,
         app.stopped,
     ) {
-        let scheduler = Scheduler::connect().await?;
+        let scheduler = berth.scheduler().await?;
         // The app keeps its port: the old name's route lets go of it first. A canary's
         // containers carry the old name too: it ends here.
         berth.routes.remove(old_name.as_str());
@@ -105,7 +104,7 @@ pub async fn destroy(
     keep_data: bool,
     actor: &str,
 ) -> Result<Destroyed, String> {
-    let scheduler = Scheduler::connect().await?;
+    let scheduler = berth.scheduler().await?;
     let volumes = crate::disk::volumes_of(berth, &scheduler, &app).await?;
     berth
         .store
@@ -180,7 +179,7 @@ pub async fn move_target(
     };
     let to: Target = target(berth, app)?;
     out.step(&format!("Moving {} v{} to {to}", app.name, current.number));
-    let scheduler = Scheduler::connect().await?;
+    let scheduler = berth.scheduler().await?;
     if let Err(message) = deploy_release(berth, &scheduler, app, &current, actor, out).await {
         berth
             .store

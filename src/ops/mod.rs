@@ -18,6 +18,8 @@ mod lifecycle;
 mod links;
 mod spec;
 mod storage;
+#[cfg(test)]
+mod tests;
 
 use std::ops::Deref;
 

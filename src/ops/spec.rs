@@ -188,7 +188,10 @@ pub async fn render_context(
     let config: BTreeMap<String, String> =
         serde_json::from_str(&release.config).unwrap_or_default();
     // The web port comes from the image when the engine answers; else the default.
-    let port = match Scheduler::connect_within(std::time::Duration::from_secs(1)).await {
+    let port = match berth
+        .scheduler_within(std::time::Duration::from_secs(1))
+        .await
+    {
         Ok(scheduler) => scheduler
             .web_port(&release.image)
             .await

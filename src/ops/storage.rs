@@ -2,7 +2,6 @@
 //! running app; when the restart fails the change is undone and what ran keeps running.
 
 use super::{LockedApp, restart};
-use crate::deploy::Scheduler;
 use crate::domain::MountKind;
 use crate::error::internal;
 use crate::output::Output;
@@ -47,7 +46,7 @@ pub async fn mount(
         ));
     }
     if mount.kind == MountKind::Volume {
-        let scheduler = Scheduler::connect().await?;
+        let scheduler = berth.scheduler().await?;
         scheduler
             .ensure_volume(mount.source, &app.name, &app.uid)
             .await?;
