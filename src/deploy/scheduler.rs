@@ -4,6 +4,9 @@
 //! target that applies. Nothing above `deploy/` holds a `bollard::Docker`: the application layer
 //! (`ops`), the commands, the pipeline and the reconciler hold a `Scheduler`.
 
+// Outside tests the engine is the only kind of scheduler, so `engine_or_fake!` matches one arm.
+#![allow(clippy::infallible_destructuring_match)]
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
