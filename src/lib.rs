@@ -42,6 +42,7 @@ pub mod netguard;
 pub mod ops;
 pub mod output;
 pub mod pipeline;
+pub mod plane;
 pub mod push;
 pub mod reconcile;
 pub mod registry;

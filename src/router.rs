@@ -28,8 +28,8 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::metrics::AccessEntry;
+use crate::plane::Plane;
 use crate::route::{Lease, Pick};
-use crate::server::Berth;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 type Body = BoxBody<Bytes, BoxError>;
@@ -66,7 +66,7 @@ type Slot = Arc<tokio::sync::Mutex<Kept>>;
 /// side and app side run on one thread (as nginx's workers do) without hand-offs between
 /// threads.
 pub fn serve(
-    berth: Arc<Berth>,
+    plane: Arc<Plane>,
     listener: TcpListener,
     tls: Option<Arc<rustls::ServerConfig>>,
 ) -> Result<(), String> {
@@ -77,13 +77,13 @@ pub fn serve(
     // One count for every worker: the caps hold for the listener, not per thread.
     let limits = crate::limits::ConnectionLimits::new(
         ROUTER_CONNECTIONS,
-        berth.config.max_connections_per_address,
+        plane.settings.max_connections_per_address,
     );
     for worker in 0..workers {
         let listener = listener
             .try_clone()
             .map_err(|e| format!("router listener: {e}"))?;
-        let (berth, tls, limits) = (berth.clone(), tls.clone(), limits.clone());
+        let (plane, tls, limits) = (plane.clone(), tls.clone(), limits.clone());
         std::thread::Builder::new()
             .name(format!("router-{worker}"))
             .spawn(move || {
@@ -93,7 +93,7 @@ pub fn serve(
                     .expect("router runtime");
                 runtime.block_on(async move {
                     match TcpListener::from_std(listener) {
-                        Ok(listener) => accept_loop(berth, listener, tls, limits).await,
+                        Ok(listener) => accept_loop(plane, listener, tls, limits).await,
                         Err(error) => tracing::error!(%error, "router listener"),
                     }
                 });
@@ -107,7 +107,7 @@ pub fn serve(
 const ROUTER_CONNECTIONS: usize = 16384;
 
 async fn accept_loop(
-    berth: Arc<Berth>,
+    plane: Arc<Plane>,
     listener: TcpListener,
     tls: Option<Arc<rustls::ServerConfig>>,
     limits: Arc<crate::limits::ConnectionLimits>,
@@ -119,7 +119,7 @@ async fn accept_loop(
     let pool: Upstream = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
         .pool_idle_timeout(Duration::from_secs(30))
         .build(connector);
-    let idle = Duration::from_secs(berth.config.idle_timeout);
+    let idle = Duration::from_secs(plane.settings.idle_timeout);
     let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -142,22 +142,22 @@ async fn accept_loop(
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let (berth, upstream, builder) = (berth.clone(), pool.clone(), builder.clone());
+        let (plane, upstream, builder) = (plane.clone(), pool.clone(), builder.clone());
         let tls = tls.clone();
         let slot: Slot = Arc::default();
         tokio::spawn(async move {
             let _held = held;
-            let _counted = berth.metrics.connection();
+            let _counted = plane.metrics().connection();
             let secure = tls.is_some();
             let service = {
-                let berth = berth.clone();
+                let plane = plane.clone();
                 hyper::service::service_fn(move |request| {
                     let client = Client {
                         remote,
                         secure,
                         slot: slot.clone(),
                     };
-                    handle(berth.clone(), upstream.clone(), client, request)
+                    handle(plane.clone(), upstream.clone(), client, request)
                 })
             };
             let stream = crate::limits::IdleIo::new(stream, idle);
@@ -182,20 +182,20 @@ async fn accept_loop(
 }
 
 /// Serves `/metrics` on `listener` (the admin address).
-pub async fn serve_admin(berth: Arc<Berth>, listener: TcpListener) {
+pub async fn serve_admin(plane: Arc<Plane>, listener: TcpListener) {
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
         };
-        let berth = berth.clone();
+        let plane = plane.clone();
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |request: Request<Incoming>| {
-                let berth = berth.clone();
+                let plane = plane.clone();
                 async move {
                     let response = if request.uri().path() == "/metrics" {
                         let mut response =
-                            Response::new(Full::new(Bytes::from(berth.metrics.render())));
+                            Response::new(Full::new(Bytes::from(plane.metrics().render())));
                         response.headers_mut().insert(
                             header::CONTENT_TYPE,
                             HeaderValue::from_static("text/plain; version=0.0.4"),
@@ -282,7 +282,7 @@ struct Outcome {
 }
 
 async fn handle(
-    berth: Arc<Berth>,
+    plane: Arc<Plane>,
     pool: Upstream,
     client: Client,
     request: Request<Incoming>,
@@ -292,20 +292,21 @@ async fn handle(
     let host = host_of(&request);
     let method = request.method().clone();
     let version = request.version();
-    let logged_path = berth
-        .access_log
-        .as_ref()
+    let logged_path = plane
+        .access_log()
         .map(|_| redact(request.uri().path_and_query().map_or("/", |p| p.as_str())));
     let mut outcome = Outcome {
         app: None,
         upstream: None,
         canary: false,
     };
-    let response = route(&berth, pool, client, request, &host, &mut outcome).await;
+    let response = route(&plane, pool, client, request, &host, &mut outcome).await;
     let took = started.elapsed();
     let status = response.status().as_u16();
-    berth.metrics.request(outcome.app.as_deref(), status, took);
-    if let (Some(log), Some(path)) = (&berth.access_log, &logged_path) {
+    plane
+        .metrics()
+        .request(outcome.app.as_deref(), status, took);
+    if let (Some(log), Some(path)) = (plane.access_log(), &logged_path) {
         log.write(&AccessEntry {
             remote: remote.ip(),
             host: &host,
@@ -324,14 +325,14 @@ async fn handle(
 
 #[allow(clippy::too_many_arguments)]
 async fn route(
-    berth: &Berth,
+    plane: &Plane,
     pool: Upstream,
     client: Client,
     mut request: Request<Incoming>,
     host: &str,
     outcome: &mut Outcome,
 ) -> Response<Body> {
-    if let Some(answer) = berth.challenges.answer(request.uri().path()) {
+    if let Some(answer) = plane.challenges().answer(request.uri().path()) {
         let mut response = Response::new(
             Full::new(Bytes::from(answer))
                 .map_err(|never| match never {})
@@ -358,14 +359,14 @@ async fn route(
                 "413: webhook payloads are at most 1 MiB\n",
             );
         };
-        return match berth.inbound.receive(&path, &body.to_bytes()) {
+        return match plane.inbound().receive(&path, &body.to_bytes()) {
             Some(202) => text(StatusCode::ACCEPTED, "202: sync queued\n"),
             Some(429) => text(
                 StatusCode::TOO_MANY_REQUESTS,
                 "429: too many syncs waiting; try again later\n",
             ),
             _ => {
-                berth.metrics.inbound_refused();
+                plane.metrics().inbound_refused();
                 text(StatusCode::FORBIDDEN, "403: wrong token\n")
             }
         };
@@ -376,10 +377,10 @@ async fn route(
             "404: nothing is served at this host\n",
         )
     };
-    let Some(app) = berth.app_for_host(host) else {
+    let Some(app) = plane.app_for_host(host) else {
         return not_found();
     };
-    let lease = match berth.routes.pick(&app) {
+    let lease = match plane.routes().pick(&app) {
         Pick::Upstream(lease) => lease,
         Pick::NotServed => return not_found(),
         Pick::NoInstance => {
@@ -391,7 +392,7 @@ async fn route(
         }
     };
     outcome.app = Some(app.clone());
-    let limit = berth.config.max_body_size;
+    let limit = plane.settings.max_body_size;
     let declared = request
         .headers()
         .get(header::CONTENT_LENGTH)
@@ -425,12 +426,12 @@ async fn route(
     {
         request.headers_mut().insert(header::HOST, value);
     }
-    let timeout = Duration::from_secs(berth.config.request_timeout);
+    let timeout = Duration::from_secs(plane.settings.request_timeout);
     if request.version() <= hyper::Version::HTTP_11 {
         if let Ok(uri) = path.parse() {
             *request.uri_mut() = uri;
         }
-        return over_kept_connection(berth, &client.slot, &app, lease, request, timeout, outcome)
+        return over_kept_connection(plane, &client.slot, &app, lease, request, timeout, outcome)
             .await;
     }
     outcome.upstream = Some(lease.address());
@@ -495,7 +496,7 @@ async fn connect(address: SocketAddr) -> Option<Sender> {
 /// sent again on a new one.
 #[allow(clippy::too_many_arguments)]
 async fn over_kept_connection(
-    berth: &Berth,
+    plane: &Plane,
     slot: &Slot,
     app: &str,
     mut lease: Lease,
@@ -510,7 +511,7 @@ async fn over_kept_connection(
     // connection to the same instance is tried.
     let instance_failed = |lease: &mut Lease| {
         lease.upstream.eject();
-        match berth.routes.pick(app) {
+        match plane.routes().pick(app) {
             Pick::Upstream(next) => {
                 *lease = next;
                 true

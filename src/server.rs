@@ -294,13 +294,15 @@ pub async fn run(berth: Arc<Berth>, listener: TcpListener) -> Result<(), String>
     let hooks = UnixListener::bind(&socket_path)
         .map_err(|e| format!("cannot bind {}: {e}", socket_path.display()))?;
     tokio::spawn(push::serve_hooks(berth.clone(), hooks));
+    // The router sees only the data plane's part of berth.
+    let plane = crate::plane::Plane::new(berth.clone());
     if let Some(address) = config.http_listen() {
         let http = TcpListener::bind(address).await.map_err(|e| {
             format!(
                 "cannot listen on {address} for the HTTP router: {e}; set http_listen to a free address, or \"off\""
             )
         })?;
-        crate::router::serve(berth.clone(), http, None)?;
+        crate::router::serve(plane.clone(), http, None)?;
     }
     if let Some(address) = config.https_listen() {
         let https = TcpListener::bind(address).await.map_err(|e| {
@@ -309,7 +311,7 @@ pub async fn run(berth: Arc<Berth>, listener: TcpListener) -> Result<(), String>
             )
         })?;
         let tls = crate::tls::server_config(&berth)?;
-        crate::router::serve(berth.clone(), https, Some(tls))?;
+        crate::router::serve(plane.clone(), https, Some(tls))?;
     }
     berth.spawn_background("acme-renewals", crate::acme::renew_loop(berth.clone()));
     if let Some(address) = config.admin_listen() {
@@ -318,7 +320,7 @@ pub async fn run(berth: Arc<Berth>, listener: TcpListener) -> Result<(), String>
                 "cannot listen on {address} for /metrics: {e}; set admin_listen to a free address, or \"off\""
             )
         })?;
-        tokio::spawn(crate::router::serve_admin(berth.clone(), admin));
+        tokio::spawn(crate::router::serve_admin(plane.clone(), admin));
     }
     berth.spawn_background("reconciler", reconcile::run(berth.clone()));
     berth.spawn_background("retention", crate::disk::prune_loop(berth.clone()));
