@@ -11,6 +11,8 @@
 //!   run (and the engine's other rooms: names, networks, volumes, inventory, logs, one-off
 //!   runs); `build`, `registry` and `engine` are the other modules that know bollard.
 //! - `error`: internal errors as one line with an id the server log carries too.
+//! - `router`, `route`, `plane`: the HTTP router, the serving sets, and the narrow view of
+//!   berth the router gets (no store, no scheduler).
 //! - `disk`: disk usage and retention; `webhooks`: outbound events and inbound syncs;
 //!   `backup`: one-file backup and restore.
 //! - `store`: SQLite state; `domain`: app states, release statuses, roles and mount kinds as

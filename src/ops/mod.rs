@@ -9,6 +9,7 @@
 //! - `links`: link values and the dependents that follow a deploy.
 //! - `storage`: mounts.
 //! - `lifecycle`: rename, destroy.
+//! - `revive`: the reconciler's job for one app: bring back what died, re-point the routes.
 //! - `spec`: the deploy spec and what the templates see (reads only).
 
 mod canary;
@@ -16,6 +17,7 @@ mod deploy;
 mod formation;
 mod lifecycle;
 mod links;
+mod revive;
 mod spec;
 mod storage;
 #[cfg(test)]
@@ -28,6 +30,7 @@ pub use deploy::*;
 pub use formation::*;
 pub use lifecycle::*;
 pub use links::*;
+pub use revive::*;
 pub use spec::*;
 pub use storage::*;
 

@@ -1,0 +1,250 @@
+//! Revival, for the reconciler: what should run compared with what the engine reports,
+//! brought back where it is missing (docker target), and the serving sets pointed at what runs.
+
+use std::net::SocketAddr;
+
+use super::{LockedApp, app_port, formation, manifest, spec_for, target};
+use crate::deploy::render::Target;
+use crate::deploy::{ContainerReport, Scheduler, names};
+use crate::domain::AppState;
+use crate::output::Output;
+use crate::server::Berth;
+use crate::store::{App, Release};
+
+/// Who the reconciler's events and state changes are by.
+pub const RECONCILER: &str = "reconciler";
+const ACTOR: &str = RECONCILER;
+/// Restarts by the engine's restart policy after which a release counts as crash-looping.
+const CRASH_LOOP_RESTARTS: i64 = 5;
+
+/// Compares what should run for the app with `containers` (what the engine reports of it) and
+/// brings back missing or stopped instances (docker target), points the app's port and canary
+/// at what runs, and records each finding as an event and a state. For swarm apps it only
+/// re-points (the swarm restarts its own tasks, on new host ports).
+pub async fn revive(
+    berth: &Berth,
+    scheduler: &Scheduler,
+    app: &LockedApp,
+    containers: &[ContainerReport],
+) -> Result<(), String> {
+    let store = &berth.store;
+    let Some(current) = store
+        .running_release(app.id)
+        .await
+        .map_err(|e| e.to_string())?
+    else {
+        return Ok(());
+    };
+    if target(berth, app)? == Target::Swarm {
+        return revive_swarm(berth, app, &current, containers).await;
+    }
+    let wanted = formation(app).get("web").copied().unwrap_or(1);
+    let mine: Vec<&ContainerReport> = containers
+        .iter()
+        .filter(|c| c.release == current.number && c.process == "web")
+        .filter(|c| c.swarm_service.is_none())
+        .collect();
+    // The deploy spec (an image inspect) is needed only when something must be brought back:
+    // a pass over healthy apps is one engine call in all.
+    let gone = |process: &str, index: u32| {
+        containers
+            .iter()
+            .filter(|c| c.release == current.number && c.swarm_service.is_none())
+            .find(|c| c.process == process && c.index == index)
+            .is_none_or(|c| c.state != "running" && c.state != "restarting")
+    };
+    // Other process types (workers): the ones the formation wants that are gone or stopped.
+    let formation = formation(app);
+    let missing_others: Vec<(String, u32)> = manifest(&current)
+        .scalable()
+        .flat_map(|(name, _)| {
+            let count = formation.get(name).copied().unwrap_or(0);
+            (1..=count).map(move |index| (name.clone(), index))
+        })
+        .filter(|(name, index)| gone(name, *index))
+        .collect();
+    let needs_revival = (1..=wanted).any(|index| gone("web", index)) || !missing_others.is_empty();
+    let spec = if needs_revival {
+        match spec_for(berth, scheduler, app, &current).await {
+            Ok(spec) => Some(spec),
+            Err(message) => {
+                // The release's image is gone: nothing can be recreated.
+                if app.state != AppState::Lost {
+                    store
+                        .set_app_state(app.id, AppState::Lost, ACTOR)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    store
+                        .record_event(Some(app.id), "reconcile", ACTOR, "lost", &message)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                }
+                return Ok(());
+            }
+        }
+    } else {
+        None
+    };
+    let mut healthy = true;
+    let mut revived = false;
+    for index in 1..=wanted {
+        let existing = mine.iter().find(|c| c.index == index).copied();
+        match existing {
+            Some(container) if container.state == "running" => continue,
+            Some(container) if container.state == "restarting" => {
+                // The engine's restart policy is on it; count the restarts to spot a crash loop.
+                let restarts = scheduler
+                    .with_details(vec![container.clone()])
+                    .await
+                    .first()
+                    .map_or(0, |r| r.restarts);
+                if restarts >= CRASH_LOOP_RESTARTS && app.state != AppState::Failed {
+                    store
+                        .set_app_state(app.id, AppState::Failed, ACTOR)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    let detail = format!("web.{index} keeps crashing (restarted {restarts} times)");
+                    store
+                        .record_event(Some(app.id), "reconcile", ACTOR, "failed", &detail)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                }
+                healthy = false;
+                continue;
+            }
+            _ => {}
+        }
+        let was = existing
+            .map(|c| c.state.clone())
+            .unwrap_or_else(|| "missing".to_string());
+        let Some(spec) = spec.as_ref() else { continue }; // set whenever a revival is needed
+        match scheduler.revive(spec, index, existing).await {
+            Ok(done) => {
+                revived = true;
+                let detail = format!("{done} web.{index} (was {was})");
+                tracing::info!(app = %app.name, %detail, "reconciled");
+                store
+                    .record_event(Some(app.id), "reconcile", ACTOR, "ok", &detail)
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
+            Err(message) => {
+                healthy = false;
+                if app.state != AppState::Lost {
+                    store
+                        .set_app_state(app.id, AppState::Lost, ACTOR)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                }
+                let detail = format!("web.{index} (was {was}) cannot be brought back: {message}");
+                store
+                    .record_event(Some(app.id), "reconcile", ACTOR, "lost", &detail)
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
+        }
+    }
+    if let Some(spec) = spec.as_ref() {
+        for (name, index) in &missing_others {
+            let Some(process) = spec.others.iter().find(|p| &p.name == name) else {
+                continue;
+            };
+            let detail = match scheduler
+                .start_other(spec, process, *index, &Output::discard())
+                .await
+            {
+                Ok(_) => format!("recreated {name}.{index}"),
+                Err(message) => format!("{name}.{index} cannot be brought back: {message}"),
+            };
+            tracing::info!(app = %app.name, %detail, "reconciled");
+            store
+                .record_event(Some(app.id), "reconcile", ACTOR, "ok", &detail)
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+    }
+    // Serve exactly the running instances of the current release (after a berth restart this
+    // is what brings the app's port back).
+    let serving = if revived {
+        scheduler
+            .instances_of(&app.name, Some(current.number))
+            .await?
+    } else {
+        mine.into_iter().cloned().collect()
+    };
+    let addresses: Vec<SocketAddr> = serving
+        .iter()
+        .filter(|c| c.process == "web" && c.state == "running" && c.index <= wanted)
+        .filter_map(|c| c.address)
+        .collect();
+    let port = app_port(berth, app).await?;
+    berth.routes.point(&app.name, port, &addresses)?;
+    berth
+        .routes
+        .set_health(&app.name, manifest(&current).healthcheck);
+    // A canary serves its share again once its instances run (after a berth restart too).
+    if let Some(canary) = store.canary(app.id).await.map_err(|e| e.to_string())?
+        && let Some(number) = canary.release
+    {
+        let addresses: Vec<SocketAddr> = containers
+            .iter()
+            .filter(|c| c.release == number && c.process == "web" && c.state == "running")
+            .filter(|c| c.swarm_service.is_none())
+            .filter_map(|c| c.address)
+            .collect();
+        berth
+            .routes
+            .point_canary(&app.name, Some((&addresses, canary.weight)));
+    }
+    if healthy && matches!(app.state, AppState::Unknown | AppState::Lost) {
+        store
+            .set_app_state(app.id, AppState::Running, ACTOR)
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+/// A swarm app: the swarm restarts its tasks itself (on new host ports), so the reconciler only
+/// points the app's port at the running web tasks of the current release and records when
+/// there are none.
+async fn revive_swarm(
+    berth: &Berth,
+    app: &App,
+    current: &Release,
+    containers: &[ContainerReport],
+) -> Result<(), String> {
+    let store = &berth.store;
+    let service = names::service_name(&app.name, "web");
+    let mut addresses: Vec<SocketAddr> = containers
+        .iter()
+        .filter(|c| c.swarm_service.as_deref() == Some(service.as_str()))
+        .filter(|c| c.state == "running" && c.release == current.number)
+        .filter_map(|c| c.address)
+        .collect();
+    addresses.sort_unstable();
+    let wanted = formation(app).get("web").copied().unwrap_or(1);
+    if addresses.is_empty() && wanted > 0 {
+        if app.state == AppState::Running {
+            store
+                .set_app_state(app.id, AppState::Lost, ACTOR)
+                .await
+                .map_err(|e| e.to_string())?;
+            let detail = format!("no web task of v{} runs on the swarm", current.number);
+            store
+                .record_event(Some(app.id), "reconcile", ACTOR, "lost", &detail)
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        return Ok(());
+    }
+    let port = app_port(berth, app).await?;
+    berth.routes.point(&app.name, port, &addresses)?;
+    if matches!(app.state, AppState::Unknown | AppState::Lost) {
+        store
+            .set_app_state(app.id, AppState::Running, ACTOR)
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
