@@ -27,7 +27,7 @@ pub struct Config {
     /// The branch that deploys when an app has no branch of its own.
     pub deploy_branch: String,
     /// The target of apps that have none of their own: docker, systemd, swarm or kubernetes.
-    pub default_target: String,
+    pub default_target: crate::domain::Target,
     /// A directory whose `<target>/` subdirectories override the built-in templates.
     pub template_dir: Option<PathBuf>,
     /// Where the HTTP router listens (routing by Host to every app); `""` or `off`: no router.
@@ -100,7 +100,7 @@ impl Default for Config {
             registry_credentials: None,
             ready_timeout: 30,
             deploy_branch: "main".into(),
-            default_target: "docker".into(),
+            default_target: crate::domain::Target::Docker,
             template_dir: None,
             buildpack_images: Default::default(),
             http_listen: "0.0.0.0:80".into(),
@@ -284,8 +284,6 @@ impl Config {
                 return Err(format!("registry {registry:?} must be host:port"));
             }
         }
-        crate::deploy::render::Target::parse(&self.default_target)
-            .map_err(|e| format!("default_target: {e}"))?;
         let keys = crate::buildpack::image_keys();
         for (key, image) in &self.buildpack_images {
             if !keys.contains(key) {

@@ -184,6 +184,52 @@ impl fmt::Display for MountKind {
     }
 }
 
+/// Where a release runs.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize, sqlx::Type,
+)]
+#[serde(rename_all = "lowercase")]
+#[sqlx(rename_all = "lowercase")]
+pub enum Target {
+    Docker,
+    Systemd,
+    Swarm,
+    Kubernetes,
+}
+
+impl Target {
+    pub const ALL: [Target; 4] = [
+        Target::Docker,
+        Target::Systemd,
+        Target::Swarm,
+        Target::Kubernetes,
+    ];
+
+    pub fn parse(name: &str) -> Result<Target, String> {
+        Target::ALL
+            .into_iter()
+            .find(|t| t.name() == name)
+            .ok_or_else(|| {
+                format!("unknown target {name:?}: use docker, systemd, swarm or kubernetes")
+            })
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Target::Docker => "docker",
+            Target::Systemd => "systemd",
+            Target::Swarm => "swarm",
+            Target::Kubernetes => "kubernetes",
+        }
+    }
+}
+
+impl fmt::Display for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -95,8 +95,8 @@ fn view(
         domains,
         target: app
             .target
-            .clone()
-            .unwrap_or_else(|| berth.config.default_target.clone()),
+            .unwrap_or(berth.config.default_target)
+            .to_string(),
         deploy_branch: app
             .deploy_branch
             .clone()

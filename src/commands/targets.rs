@@ -17,7 +17,7 @@ pub async fn set(
 ) -> Result<String, String> {
     let app = app_for(berth, who, &args.positional[0], Access::Operate).await?;
     let mut app = ops::lock(berth, &app).await?;
-    let previous = app.target.clone();
+    let previous = app.target;
     let mut done = Vec::new();
     let mut moved_to = None;
     for pair in &args.positional[1..] {
@@ -39,11 +39,11 @@ pub async fn set(
                 })?;
                 berth
                     .store
-                    .set_target(app.id, Some(target.name()))
+                    .set_target(app.id, Some(target))
                     .await
                     .map_err(internal)?;
                 done.push(format!("target={target}"));
-                if ops::target(berth, &app)? != target {
+                if ops::target(berth, &app) != target {
                     moved_to = Some(target);
                 }
             }
@@ -87,7 +87,7 @@ pub async fn set(
         .await;
     out.step(&format!("{}: {}", app.name, done.join(" ")));
     if moved_to.is_some() {
-        ops::move_target(berth, &mut app, previous.as_deref(), &who.key_name, out).await?;
+        ops::move_target(berth, &mut app, previous, &who.key_name, out).await?;
     }
     Ok(String::new())
 }
@@ -155,7 +155,7 @@ pub async fn render_units(berth: &Berth, who: &Identity, args: &Args) -> Result<
     let app = app_for(berth, who, &args.positional[0], Access::Operate).await?;
     let target = match args.value("--target") {
         Some(name) => Target::parse(name)?,
-        None => ops::target(berth, &app)?,
+        None => ops::target(berth, &app),
     };
     let release = release_arg(berth, &app, args).await?;
     let context = ops::render_context(berth, &app, &release).await?;

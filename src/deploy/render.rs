@@ -6,87 +6,45 @@
 //! the nearest wins, file by file. `templates/README.md` lists every variable.
 
 use std::collections::BTreeMap;
-use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-/// Where a release runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Target {
-    Docker,
-    Systemd,
-    Swarm,
-    Kubernetes,
-}
+pub use crate::domain::Target;
 
-impl Target {
-    pub const ALL: [Target; 4] = [
-        Target::Docker,
-        Target::Systemd,
-        Target::Swarm,
-        Target::Kubernetes,
-    ];
-
-    pub fn parse(name: &str) -> Result<Target, String> {
-        Target::ALL
-            .into_iter()
-            .find(|t| t.name() == name)
-            .ok_or_else(|| {
-                format!("unknown target {name:?}: use docker, systemd, swarm or kubernetes")
-            })
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Target::Docker => "docker",
-            Target::Systemd => "systemd",
-            Target::Swarm => "swarm",
-            Target::Kubernetes => "kubernetes",
-        }
-    }
-
-    /// The built-in templates of the target: (file name, text).
-    fn builtin(self) -> &'static [(&'static str, &'static str)] {
-        match self {
-            Target::Docker => &[],
-            Target::Systemd => &[(
-                "process.service.tera",
-                include_str!("../../templates/systemd/process.service.tera"),
-            )],
-            Target::Swarm => &[(
-                "stack.yml.tera",
-                include_str!("../../templates/swarm/stack.yml.tera"),
-            )],
-            Target::Kubernetes => &[
-                (
-                    "namespace.yaml.tera",
-                    include_str!("../../templates/kubernetes/namespace.yaml.tera"),
-                ),
-                (
-                    "deployment.yaml.tera",
-                    include_str!("../../templates/kubernetes/deployment.yaml.tera"),
-                ),
-                (
-                    "service.yaml.tera",
-                    include_str!("../../templates/kubernetes/service.yaml.tera"),
-                ),
-                (
-                    "ingress.yaml.tera",
-                    include_str!("../../templates/kubernetes/ingress.yaml.tera"),
-                ),
-                (
-                    "volume.yaml.tera",
-                    include_str!("../../templates/kubernetes/volume.yaml.tera"),
-                ),
-            ],
-        }
-    }
-}
-
-impl fmt::Display for Target {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
+/// The built-in templates of the target: (file name, text).
+fn builtin(target: Target) -> &'static [(&'static str, &'static str)] {
+    match target {
+        Target::Docker => &[],
+        Target::Systemd => &[(
+            "process.service.tera",
+            include_str!("../../templates/systemd/process.service.tera"),
+        )],
+        Target::Swarm => &[(
+            "stack.yml.tera",
+            include_str!("../../templates/swarm/stack.yml.tera"),
+        )],
+        Target::Kubernetes => &[
+            (
+                "namespace.yaml.tera",
+                include_str!("../../templates/kubernetes/namespace.yaml.tera"),
+            ),
+            (
+                "deployment.yaml.tera",
+                include_str!("../../templates/kubernetes/deployment.yaml.tera"),
+            ),
+            (
+                "service.yaml.tera",
+                include_str!("../../templates/kubernetes/service.yaml.tera"),
+            ),
+            (
+                "ingress.yaml.tera",
+                include_str!("../../templates/kubernetes/ingress.yaml.tera"),
+            ),
+            (
+                "volume.yaml.tera",
+                include_str!("../../templates/kubernetes/volume.yaml.tera"),
+            ),
+        ],
     }
 }
 
@@ -331,7 +289,7 @@ pub fn render(
     overrides: &Overrides,
 ) -> Result<Vec<Unit>, String> {
     let mut tera = sandboxed_tera();
-    for (file, builtin) in target.builtin() {
+    for (file, builtin) in builtin(target) {
         let (origin, text) = overrides.find(file).unwrap_or(("built-in", builtin));
         let name = format!("{origin}:{}/{file}", target.name());
         tera.add_raw_template(&name, text)

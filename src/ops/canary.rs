@@ -41,7 +41,7 @@ pub fn describe_canary(canary: &crate::store::Canary) -> String {
 
 /// Canaries run on the docker target: the router splits requests between two releases' containers.
 pub fn canary_target(berth: &Berth, app: &App) -> Result<(), String> {
-    match target(berth, app)? {
+    match target(berth, app) {
         Target::Docker => Ok(()),
         other => Err(format!(
             "canaries run on the docker target; {} runs on {other} (apps:set {} target=docker)",

@@ -163,7 +163,7 @@ pub async fn destroy(
 pub async fn move_target(
     berth: &Berth,
     app: &mut LockedApp,
-    previous: Option<&str>,
+    previous: Option<Target>,
     actor: &str,
     out: &Output,
 ) -> Result<(), String> {
@@ -177,7 +177,7 @@ pub async fn move_target(
     else {
         return Ok(());
     };
-    let to: Target = target(berth, app)?;
+    let to: Target = target(berth, app);
     out.step(&format!("Moving {} v{} to {to}", app.name, current.number));
     let scheduler = berth.scheduler().await?;
     if let Err(message) = deploy_release(berth, &scheduler, app, &current, actor, out).await {
@@ -191,7 +191,7 @@ pub async fn move_target(
         return Err(format!(
             "{message}; {} stays on {}",
             app.name,
-            target(berth, app)?
+            target(berth, app)
         ));
     }
     Ok(())

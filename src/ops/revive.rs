@@ -35,7 +35,7 @@ pub async fn revive(
     else {
         return Ok(());
     };
-    if target(berth, app)? == Target::Swarm {
+    if target(berth, app) == Target::Swarm {
         return revive_swarm(berth, app, &current, containers).await;
     }
     let wanted = formation(app).get("web").copied().unwrap_or(1);

@@ -24,7 +24,7 @@ pub async fn spec_for(
         serde_json::from_str(&release.config).unwrap_or_default();
     // Targets that apply files get the release's units, rendered with the app's overrides; a
     // template that fails stops the deploy here, before anything is applied.
-    let target = target(berth, app)?;
+    let target = target(berth, app);
     let units = if target == Target::Docker {
         Vec::new()
     } else {
@@ -160,7 +160,7 @@ pub async fn app_port(berth: &Berth, app: &App) -> Result<u16, String> {
 
 /// The app's target, once it is known to apply here.
 pub async fn usable_target(berth: &Berth, app: &App) -> Result<Target, String> {
-    let target = target(berth, app)?;
+    let target = target(berth, app);
     deploy::applicable(target).await?;
     Ok(target)
 }
@@ -171,12 +171,8 @@ pub fn resources(app: &App) -> BTreeMap<String, Resources> {
 }
 
 /// The app's target: its own, else the server's default.
-pub fn target(berth: &Berth, app: &App) -> Result<Target, String> {
-    Target::parse(
-        app.target
-            .as_deref()
-            .unwrap_or(&berth.config.default_target),
-    )
+pub fn target(berth: &Berth, app: &App) -> Target {
+    app.target.unwrap_or(berth.config.default_target)
 }
 
 /// What the templates of every target see for this release of the app.

@@ -17,7 +17,7 @@ pub struct App {
     /// The stable public port of the app (berth's proxy), once it has one.
     pub port: Option<i64>,
     /// `apps:set APP target=…`; none means the server's `default_target`.
-    pub target: Option<String>,
+    pub target: Option<crate::domain::Target>,
     /// JSON object of process type → `{cpu, memory}` (`resources:set`).
     pub resources: String,
     pub created_at: String,
@@ -169,7 +169,11 @@ impl Store {
         Ok(())
     }
 
-    pub async fn set_target(&self, app_id: i64, target: Option<&str>) -> StoreResult<()> {
+    pub async fn set_target(
+        &self,
+        app_id: i64,
+        target: Option<crate::domain::Target>,
+    ) -> StoreResult<()> {
         sqlx::query("UPDATE apps SET target = ? WHERE id = ?")
             .bind(target)
             .bind(app_id)
