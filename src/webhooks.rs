@@ -25,17 +25,51 @@ use crate::store::AppEvent;
 use crate::store::LogFailure;
 
 /// The events a webhook can ask for (`--events`), besides `*` (all).
-pub const EVENTS: &[&str] = &[
-    "deploy.succeeded",
-    "deploy.failed",
-    "app.lost",
-    "app.crashed",
-    "app.destroyed",
-    "canary.started",
-    "canary.promoted",
-    "canary.aborted",
-    "sync.refused",
-];
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WebhookEvent {
+    DeploySucceeded,
+    DeployFailed,
+    AppLost,
+    AppCrashed,
+    AppDestroyed,
+    CanaryStarted,
+    CanaryPromoted,
+    CanaryAborted,
+    SyncRefused,
+}
+
+impl WebhookEvent {
+    pub const ALL: [WebhookEvent; 9] = [
+        WebhookEvent::DeploySucceeded,
+        WebhookEvent::DeployFailed,
+        WebhookEvent::AppLost,
+        WebhookEvent::AppCrashed,
+        WebhookEvent::AppDestroyed,
+        WebhookEvent::CanaryStarted,
+        WebhookEvent::CanaryPromoted,
+        WebhookEvent::CanaryAborted,
+        WebhookEvent::SyncRefused,
+    ];
+
+    /// Its name, as webhooks ask for it and receivers see it (`X-Berth-Event`, `event`).
+    pub fn name(self) -> &'static str {
+        match self {
+            WebhookEvent::DeploySucceeded => "deploy.succeeded",
+            WebhookEvent::DeployFailed => "deploy.failed",
+            WebhookEvent::AppLost => "app.lost",
+            WebhookEvent::AppCrashed => "app.crashed",
+            WebhookEvent::AppDestroyed => "app.destroyed",
+            WebhookEvent::CanaryStarted => "canary.started",
+            WebhookEvent::CanaryPromoted => "canary.promoted",
+            WebhookEvent::CanaryAborted => "canary.aborted",
+            WebhookEvent::SyncRefused => "sync.refused",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<WebhookEvent> {
+        WebhookEvent::ALL.into_iter().find(|e| e.name() == name)
+    }
+}
 
 /// Attempts per delivery; the waits between them double from one second (1, 2, 4, 8, 16 s).
 pub const ATTEMPTS: i64 = 6;
@@ -43,19 +77,25 @@ const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 const CURSOR: &str = "webhooks.last_event";
 
 /// The webhook event an event of the `events` table is, if any.
-pub fn event_name(kind: &str, outcome: &str) -> Option<&'static str> {
+pub fn event_of(kind: &str, outcome: &str) -> Option<WebhookEvent> {
+    use WebhookEvent::*;
     Some(match (kind, outcome) {
-        ("deploy", "succeeded") => "deploy.succeeded",
-        ("deploy" | "config", "failed") => "deploy.failed",
-        ("reconcile", "lost") => "app.lost",
-        ("reconcile", "failed") => "app.crashed",
-        ("app.destroyed", _) => "app.destroyed",
-        ("canary", "started") => "canary.started",
-        ("canary", "promoted") => "canary.promoted",
-        ("canary", "aborted") => "canary.aborted",
-        ("sync", "refused") => "sync.refused",
+        ("deploy", "succeeded") => DeploySucceeded,
+        ("deploy" | "config", "failed") => DeployFailed,
+        ("reconcile", "lost") => AppLost,
+        ("reconcile", "failed") => AppCrashed,
+        ("app.destroyed", _) => AppDestroyed,
+        ("canary", "started") => CanaryStarted,
+        ("canary", "promoted") => CanaryPromoted,
+        ("canary", "aborted") => CanaryAborted,
+        ("sync", "refused") => SyncRefused,
         _ => return None,
     })
+}
+
+/// The webhook event name of an event of the `events` table, if it is one.
+pub fn event_name(kind: &str, outcome: &str) -> Option<&'static str> {
+    event_of(kind, outcome).map(WebhookEvent::name)
 }
 
 /// Whether a webhook's `events` (comma-separated, or `*`) include `event`.

@@ -34,10 +34,12 @@ pub async fn add(berth: &Berth, who: &Identity, args: &Args) -> Result<String, S
     webhooks::check_url(url)?;
     let events = args.value("--events").unwrap_or("*");
     for event in events.split(',') {
-        if event != "*" && !webhooks::EVENTS.contains(&event) {
+        if event != "*" && webhooks::WebhookEvent::parse(event).is_none() {
             return Err(format!(
                 "unknown event {event:?}; events: {} (or *)",
-                webhooks::EVENTS.join(", ")
+                webhooks::WebhookEvent::ALL
+                    .map(webhooks::WebhookEvent::name)
+                    .join(", ")
             ));
         }
     }
