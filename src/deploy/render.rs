@@ -630,6 +630,51 @@ mod tests {
         assert!(kube[1].text.contains("memory: \"256Mi\""));
     }
 
+    /// Every target's units for `sample()` are kept under `snapshots/render/<target>/`: a change
+    /// to a template or to the context shows as a diff of those files. `BERTH_UPDATE_SNAPSHOTS=1`
+    /// writes them anew (then review the diff and commit it).
+    #[test]
+    fn rendered_units_match_their_snapshots() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("snapshots/render");
+        let update = std::env::var_os("BERTH_UPDATE_SNAPSHOTS").is_some();
+        let mut differ = Vec::new();
+        for target in Target::ALL {
+            let dir = root.join(target.name());
+            let units = render(target, &sample(), &Overrides::default()).unwrap();
+            if update {
+                let _ = std::fs::remove_dir_all(&dir);
+                std::fs::create_dir_all(&dir).unwrap();
+            }
+            let mut expected: Vec<String> = std::fs::read_dir(&dir)
+                .map(|entries| {
+                    entries
+                        .flatten()
+                        .map(|e| e.file_name().to_string_lossy().into_owned())
+                        .collect()
+                })
+                .unwrap_or_default();
+            expected.sort();
+            let mut names: Vec<String> = units.iter().map(|u| u.name.clone()).collect();
+            names.sort();
+            if !update && names != expected {
+                differ.push(format!("{target}: units {names:?}, snapshots {expected:?}"));
+            }
+            for unit in &units {
+                let path = dir.join(&unit.name);
+                if update {
+                    std::fs::write(&path, &unit.text).unwrap();
+                } else if std::fs::read_to_string(&path).ok().as_deref() != Some(&unit.text) {
+                    differ.push(format!("{} differs from the render:\n{}", path.display(), unit.text));
+                }
+            }
+        }
+        assert!(
+            differ.is_empty(),
+            "{}\n(BERTH_UPDATE_SNAPSHOTS=1 cargo test --lib rendered_units writes them anew)",
+            differ.join("\n")
+        );
+    }
+
     #[test]
     fn templates_cannot_read_the_environment_or_fill_memory() {
         // Attack: a template override asks for the server's environment (tokens, cloud
