@@ -246,8 +246,12 @@ pub async fn prune_app(
 pub async fn prune_all(berth: &Berth, scheduler: &Scheduler, dry_run: bool) -> Vec<Removal> {
     let mut removed = Vec::new();
     for app in berth.store.apps().await.unwrap_or_default() {
+        let lock = berth.app_lock(app.id);
+        let Ok(_guard) = lock.try_lock() else {
+            continue;
+        };
         // Read again under the lock: a rename may have come first.
-        let Some(app) = crate::ops::try_lock(berth, app.id).await else {
+        let Ok(Some(app)) = berth.store.app_by_id(app.id).await else {
             continue;
         };
         removed.extend(prune_app(berth, scheduler, &app, dry_run).await);

@@ -23,6 +23,7 @@
 //!
 //! See ARCHITECTURE.md for the invariants.
 
+pub mod access;
 pub mod acme;
 pub mod backup;
 pub mod build;
@@ -50,6 +51,7 @@ pub mod reconcile;
 pub mod registry;
 pub mod route;
 pub mod router;
+pub mod serve;
 pub mod server;
 pub mod ssh;
 pub mod store;

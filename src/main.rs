@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use berth::config::Config;
-use berth::server::{self, Berth, Identity};
+use berth::server::{Berth, Identity};
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
@@ -157,7 +157,7 @@ async fn run(command: Top) -> Result<u8, String> {
                 .map_err(|e| format!("cannot listen on {}: {e}", config.ssh_listen))?;
             let berth = Berth::open(config).await?;
             tracing::info!(listen = %berth.config.ssh_listen, data_dir = %berth.config.data_dir.display(), "berth serving");
-            server::run(berth, listener).await?;
+            berth::serve::run(berth, listener).await?;
             Ok(0)
         }
         Top::Keys {

@@ -14,7 +14,7 @@ use crate::git::{self, RefUpdate};
 use crate::names::AppName;
 use crate::ops;
 use crate::output::Output;
-use crate::push::PushSession;
+use crate::push::session::PushSession;
 use crate::registry;
 use crate::server::Berth;
 
@@ -194,7 +194,7 @@ pub async fn build_and_release(
     let app = request.app.as_str();
     let commit = request.commit;
     // Admins' pushes are trusted; a member's is limited and checked (findings 3 and 28).
-    let by_admin = crate::commands::key_is_admin(berth, request.actor).await;
+    let by_admin = crate::access::key_is_admin(berth, request.actor).await;
     // One member cannot take every core and the engine with parallel builds (finding 28).
     let _build =
         if by_admin {

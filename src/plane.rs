@@ -58,13 +58,13 @@ impl Plane {
 
     /// Answers to ACME HTTP-01 challenges in progress.
     #[inline]
-    pub fn challenges(&self) -> &crate::acme::Challenges {
+    pub fn challenges(&self) -> &crate::acme::challenges::Challenges {
         &self.berth.challenges
     }
 
     /// Inbound webhook tokens (a sync is queued for the control plane, never run here).
     #[inline]
-    pub fn inbound(&self) -> &crate::webhooks::Inbound {
+    pub fn inbound(&self) -> &crate::webhooks::inbound::Inbound {
         &self.berth.inbound
     }
 }

@@ -23,7 +23,7 @@ use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::deploy::Serving;
+use crate::deploy::serving::Serving;
 use crate::manifest::Healthcheck;
 
 /// How often every serving instance is checked (a TCP connect).

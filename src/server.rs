@@ -3,13 +3,9 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use tokio::net::{TcpListener, UnixListener};
-
 use crate::config::Config;
-use crate::push::{self, PushRegistry};
-use crate::reconcile;
+use crate::push::session::PushRegistry;
 use crate::route::Routes;
-use crate::ssh;
 use crate::store::Store;
 
 /// Who is connected: the key that signed, and its role.
@@ -36,13 +32,13 @@ pub struct Berth {
     /// The apps' certificates, served by SNI on `https_listen`.
     pub certs: crate::tls::Certs,
     /// ACME HTTP-01 answers the router gives while a certificate is being issued.
-    pub challenges: crate::acme::Challenges,
+    pub challenges: crate::acme::challenges::Challenges,
     /// Request, deploy and build counts for `/metrics`.
     pub metrics: crate::metrics::Metrics,
     /// The router's access log, unless `access_log = "off"`.
     pub access_log: Option<Arc<crate::metrics::AccessLog>>,
     /// Inbound webhook tokens (for the router) and the syncs they trigger.
-    pub inbound: crate::webhooks::Inbound,
+    pub inbound: crate::webhooks::inbound::Inbound,
     /// Fingerprints of keys just removed (`keys:remove`): the SSH layer closes their
     /// connections at once.
     pub revoked: tokio::sync::broadcast::Sender<String>,
@@ -276,63 +272,4 @@ impl Berth {
     pub fn url(&self, host_port: u16) -> String {
         format!("http://{}:{host_port}", self.config.public_host)
     }
-}
-
-/// Serves until the SSH listener fails. The caller binds the socket (tests bind port 0).
-pub async fn run(berth: Arc<Berth>, listener: TcpListener) -> Result<(), String> {
-    let config = &berth.config;
-    push::install_hooks(&config.hooks_dir()).map_err(|e| format!("cannot write hooks: {e}"))?;
-    let socket_path = config.hook_socket_path();
-    if let Some(dir) = socket_path.parent() {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
-            .map_err(|e| format!("cannot restrict {}: {e}", dir.display()))?;
-    }
-    let _ = std::fs::remove_file(&socket_path);
-    let hooks = UnixListener::bind(&socket_path)
-        .map_err(|e| format!("cannot bind {}: {e}", socket_path.display()))?;
-    tokio::spawn(push::serve_hooks(berth.clone(), hooks));
-    // The router sees only the data plane's part of berth.
-    let plane = crate::plane::Plane::new(berth.clone());
-    if let Some(address) = config.http_listen() {
-        let http = TcpListener::bind(address).await.map_err(|e| {
-            format!(
-                "cannot listen on {address} for the HTTP router: {e}; set http_listen to a free address, or \"off\""
-            )
-        })?;
-        crate::router::serve(plane.clone(), http, None)?;
-    }
-    if let Some(address) = config.https_listen() {
-        let https = TcpListener::bind(address).await.map_err(|e| {
-            format!(
-                "cannot listen on {address} for HTTPS: {e}; set https_listen to a free address, or \"off\""
-            )
-        })?;
-        let tls = crate::tls::server_config(&berth)?;
-        crate::router::serve(plane.clone(), https, Some(tls))?;
-    }
-    berth.spawn_background("acme-renewals", crate::acme::renew_loop(berth.clone()));
-    if let Some(address) = config.admin_listen() {
-        let admin = TcpListener::bind(address).await.map_err(|e| {
-            format!(
-                "cannot listen on {address} for /metrics: {e}; set admin_listen to a free address, or \"off\""
-            )
-        })?;
-        tokio::spawn(crate::router::serve_admin(plane.clone(), admin));
-    }
-    berth.spawn_background("reconciler", reconcile::run(berth.clone()));
-    berth.spawn_background("retention", crate::disk::prune_loop(berth.clone()));
-    berth.spawn_background(
-        "webhook-delivery",
-        crate::webhooks::dispatch_loop(berth.clone()),
-    );
-    berth.spawn_background(
-        "inbound-syncs",
-        crate::webhooks::inbound_loop(berth.clone()),
-    );
-    let served = ssh::serve(berth.clone(), listener).await;
-    berth.shut_down();
-    served
 }

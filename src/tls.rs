@@ -13,8 +13,6 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 
-use crate::server::Berth;
-
 /// What a certificate says about itself.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct CertInfo {
@@ -208,15 +206,18 @@ impl Certs {
     }
 
     /// The app's certificate, when it covers `name`.
-    fn key_for(&self, app: &str, name: &str) -> Option<Arc<CertifiedKey>> {
+    pub fn key_for(&self, app: &str, name: &str) -> Option<Arc<CertifiedKey>> {
         let keys = self.keys.read().unwrap_or_else(|p| p.into_inner());
         let (key, info) = keys.get(app)?;
         covers(info, name).then(|| key.clone())
     }
 }
 
+/// How the router finds a certificate for a server name (SNI, lower-case, no trailing dot).
+pub type Lookup = Box<dyn Fn(&str) -> Option<Arc<CertifiedKey>> + Send + Sync>;
+
 /// Picks the certificate by the name the client asked for (SNI).
-struct BySni(std::sync::Weak<Berth>);
+struct BySni(Lookup);
 
 impl std::fmt::Debug for BySni {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -226,23 +227,22 @@ impl std::fmt::Debug for BySni {
 
 impl ResolvesServerCert for BySni {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        let berth = self.0.upgrade()?;
         let name = hello
             .server_name()?
             .trim_end_matches('.')
             .to_ascii_lowercase();
-        let app = berth.app_for_host(&name)?;
-        berth.certs.key_for(&app, &name)
+        (self.0)(&name)
     }
 }
 
-/// The router's TLS settings: certificates by SNI, HTTP/2 and HTTP/1.1 by ALPN.
-pub fn server_config(berth: &Arc<Berth>) -> Result<Arc<rustls::ServerConfig>, String> {
+/// The router's TLS settings: certificates by SNI (found by `lookup`), HTTP/2 and HTTP/1.1 by
+/// ALPN.
+pub fn server_config(lookup: Lookup) -> Result<Arc<rustls::ServerConfig>, String> {
     let mut config = rustls::ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| format!("TLS setup: {e}"))?
         .with_no_client_auth()
-        .with_cert_resolver(Arc::new(BySni(Arc::downgrade(berth))));
+        .with_cert_resolver(Arc::new(BySni(lookup)));
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Arc::new(config))
 }

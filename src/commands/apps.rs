@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use super::{Access, Args, app_for, internal, may, to_json};
+use super::common::{Access, Args, app_for, internal, may, to_json};
 use crate::deploy::ContainerReport;
 use crate::domain::AppState;
 use crate::git;
@@ -212,7 +212,7 @@ async fn disabled(berth: &Berth, app: &App) -> Result<Vec<String>, String> {
         }
     }
     if let Some(sync) = berth.store.sync(app.id).await.map_err(internal)?
-        && !super::key_may_operate(berth, &sync.created_by, app).await
+        && !super::common::key_may_operate(berth, &sync.created_by, app).await
     {
         disabled.push(format!(
             "git:sync source (set by {}; {})",
@@ -397,7 +397,7 @@ pub async fn info(berth: &Berth, who: &Identity, args: &Args) -> Result<String, 
 
 pub async fn create(berth: &Berth, who: &Identity, args: &Args) -> Result<String, String> {
     let name = AppName::parse(&args.positional[0])?;
-    super::check_app_quota(berth, who).await?;
+    super::common::check_app_quota(berth, who).await?;
     let repo = git::repo_path(&berth.config.repos_dir(), &name);
     if !berth
         .store

@@ -1,7 +1,7 @@
 //! `buildpacks:list` and `buildpacks:detect`: which buildpacks exist, and which one an app's
 //! current commit would be built with, and why.
 
-use super::{Access, Args, app_for, internal, to_json};
+use super::common::{Access, Args, app_for, internal, to_json};
 use crate::buildpack;
 use crate::git;
 use crate::names::AppName;

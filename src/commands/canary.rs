@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use super::{Access, Args, app_for, current_release, internal, numbered_release};
+use super::common::{Access, Args, app_for, current_release, internal, numbered_release};
 use crate::domain::ReleaseStatus;
 use crate::ops;
 use crate::output::Output;

@@ -3,7 +3,7 @@
 
 use serde::Serialize;
 
-use super::{Access, Args, app_for, internal, to_json};
+use super::common::{Access, Args, app_for, internal, to_json};
 use crate::acme;
 use crate::ops;
 use crate::output::Output;

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use super::{Access, Args, app_for, internal, to_json};
+use super::common::{Access, Args, app_for, internal, to_json};
 use crate::ops;
 use crate::output::Output;
 use crate::server::{Berth, Identity};

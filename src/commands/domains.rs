@@ -1,7 +1,7 @@
 //! `domains:add`, `domains:remove`, `domains:list`: the host names the HTTP router serves an app
 //! at, besides `APP.<base_domain>`.
 
-use super::{Access, Args, app_for, internal, to_json};
+use super::common::{Access, Args, app_for, internal, to_json};
 use crate::names::is_host_name;
 use crate::server::{Berth, Identity};
 
@@ -89,7 +89,7 @@ pub async fn add(berth: &Berth, who: &Identity, args: &Args) -> Result<String, S
 }
 
 pub async fn approve(berth: &Berth, who: &Identity, args: &Args) -> Result<String, String> {
-    super::admin_only_for(who, "domains:approve")?;
+    super::common::admin_only_for(who, "domains:approve")?;
     let app = app_for(berth, who, &args.positional[0], Access::Operate).await?;
     let domain = spelled(&args.positional[1]);
     if !berth

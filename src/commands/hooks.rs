@@ -2,7 +2,7 @@
 //! server-wide ones (no `--app`) are admins'. `git:sync` from a path on this host (or
 //! `file://`) is admins' only: members could otherwise read any repository on the server.
 
-use super::{Access, Args, app_for, internal, to_json};
+use super::common::{Access, Args, app_for, internal, to_json};
 use crate::output::Output;
 use crate::pipeline::{self, SyncSource};
 use crate::server::{Berth, Identity};

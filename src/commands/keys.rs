@@ -1,6 +1,6 @@
 //! `keys:*` (admins only) and `berth keys add` on the host.
 
-use super::{Args, admin_only, internal, to_json};
+use super::common::{Args, admin_only, internal, to_json};
 use crate::server::{Berth, Identity};
 
 pub async fn add(
@@ -93,7 +93,7 @@ pub async fn add_key(
         .find(|l| !l.trim().is_empty())
         .unwrap_or("")
         .trim();
-    let fingerprint = crate::ssh::fingerprint_of(line)?;
+    let fingerprint = crate::ssh::keys::fingerprint_of(line)?;
     if let Some(existing) = berth
         .store
         .key_by_fingerprint(&fingerprint)

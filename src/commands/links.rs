@@ -5,7 +5,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use super::{Access, Args, app_for, internal};
+use super::common::{Access, Args, app_for, internal};
 use crate::ops;
 use crate::output::Output;
 use crate::server::{Berth, Identity};

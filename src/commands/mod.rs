@@ -22,11 +22,8 @@ mod storage;
 mod system;
 mod targets;
 
-use std::collections::HashMap;
-
 use crate::output::Output;
 use crate::server::{Berth, Identity};
-use crate::store::App;
 
 pub use keys::add_key;
 
@@ -583,35 +580,6 @@ pub const SPECS: &[Spec] = &[
     },
 ];
 
-/// Parsed arguments: positionals in order, flags by name.
-#[derive(Debug, Default)]
-pub struct Args {
-    pub positional: Vec<String>,
-    flags: HashMap<&'static str, Option<String>>,
-}
-
-impl Args {
-    pub fn has(&self, flag: &str) -> bool {
-        self.flags.contains_key(flag)
-    }
-    pub fn value(&self, flag: &str) -> Option<&str> {
-        self.flags.get(flag).and_then(|v| v.as_deref())
-    }
-    pub fn json(&self) -> bool {
-        self.has("--json")
-    }
-    fn count(&self, flag: &str, default: i64) -> Result<i64, String> {
-        match self.value(flag) {
-            None => Ok(default),
-            Some(text) => text
-                .parse::<i64>()
-                .ok()
-                .filter(|n| *n > 0)
-                .ok_or_else(|| format!("{flag} takes a positive number, not {text:?}")),
-        }
-    }
-}
-
 fn parse(spec: &Spec, raw: &[String]) -> Result<Args, String> {
     let usage = || format!("usage: {}", spec.usage);
     let mut args = Args::default();
@@ -828,59 +796,8 @@ fn edit_distance(a: &str, b: &str) -> usize {
     row[b.len()]
 }
 
-mod access;
-use access::{Access, admin_only, admin_only_for, app_for, may};
-pub use access::{check_app_quota, check_may_push, key_is_admin, key_may_operate, readable_repo};
-
-fn internal(error: impl std::fmt::Display) -> String {
-    crate::error::internal_while("a command", error)
-}
-
-/// The release the app runs, or `missing` as the error.
-async fn current_release(
-    berth: &Berth,
-    app: &App,
-    missing: &str,
-) -> Result<crate::store::Release, String> {
-    berth
-        .store
-        .running_release(app.id)
-        .await
-        .map_err(internal)?
-        .ok_or_else(|| format!("{} {missing}", app.name))
-}
-
-/// The app's release named `v3` (or `3`).
-async fn numbered_release(
-    berth: &Berth,
-    app: &App,
-    wanted: &str,
-) -> Result<crate::store::Release, String> {
-    let number: i64 = wanted.trim_start_matches('v').parse().map_err(|_| {
-        format!(
-            "{wanted:?} is not a release like v3; see `releases {}`",
-            app.name
-        )
-    })?;
-    berth
-        .store
-        .release(app.id, number)
-        .await
-        .map_err(internal)?
-        .ok_or_else(|| {
-            format!(
-                "{} has no release v{number}; see `releases {}`",
-                app.name, app.name
-            )
-        })
-}
-
-/// Pretty JSON with a trailing newline.
-fn to_json(value: &impl serde::Serialize) -> Result<String, String> {
-    serde_json::to_string_pretty(value)
-        .map(|s| s + "\n")
-        .map_err(internal)
-}
+mod common;
+pub use common::Args;
 
 #[cfg(test)]
 mod tests {

@@ -1,7 +1,7 @@
 //! `ps:*`: scale, stop, start, restart, rebuild, report. Each holds the app's deploy lock, so it
 //! never races a push; a failed change leaves what ran before.
 
-use super::{Access, Args, app_for, internal, to_json};
+use super::common::{Access, Args, app_for, internal, to_json};
 use crate::deploy::ContainerReport;
 use crate::domain::AppState;
 use crate::git;

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use futures_util::stream::{self, BoxStream, StreamExt};
 
-use super::{Access, Args, app_for, current_release, internal, numbered_release, to_json};
+use super::common::{Access, Args, app_for, current_release, internal, numbered_release, to_json};
 use crate::domain::ReleaseStatus;
 use crate::ops;
 use crate::output::Output;

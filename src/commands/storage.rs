@@ -3,7 +3,7 @@
 //! `apps:destroy` unless `--keep-data`. A host directory (`/host/dir:/path`) is admins' only.
 //! Mounts belong to the app, not to a release: every process of every release gets them.
 
-use super::{Access, Args, app_for, internal, to_json};
+use super::common::{Access, Args, app_for, internal, to_json};
 use crate::domain::MountKind;
 use crate::ops;
 use crate::output::Output;

@@ -1,7 +1,7 @@
 //! `system:*`: what berth uses on this host's disk, and freeing it now (admins only: it spans
 //! every app).
 
-use super::{Args, admin_only_for, internal, to_json};
+use super::common::{Args, admin_only_for, internal, to_json};
 use crate::disk::{self, human};
 use crate::server::{Berth, Identity};
 

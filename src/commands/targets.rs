@@ -1,7 +1,7 @@
 //! `apps:set`, `resources:set`, `deploy:render` and `deploy:plan`: where and with what an app
 //! runs, and the dry run of it.
 
-use super::{
+use super::common::{
     Access, Args, admin_only_for, app_for, current_release, internal, numbered_release, to_json,
 };
 use crate::deploy::render::{self, Resources, Target};

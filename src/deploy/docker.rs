@@ -19,12 +19,14 @@ use bollard::query_parameters::{
 use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
 
+use super::backend::Backend;
 use super::inventory::{ContainerReport, own_instances, restart_count};
 use super::logs::last_logs;
 use super::names::*;
 use super::network::{ensure_network, join_links};
 use super::probe::{answers, probe};
-use super::{Backend, DEFAULT_PORT, DeploySpec, Instance, Publish};
+use super::serving::Publish;
+use super::spec::{DEFAULT_PORT, DeploySpec, Instance};
 use crate::engine;
 use crate::output::Output;
 
@@ -418,7 +420,7 @@ async fn start_one(
 pub async fn start_other(
     docker: &Docker,
     spec: &DeploySpec,
-    process: &super::ProcessSpec,
+    process: &super::spec::ProcessSpec,
     index: u32,
     out: &Output,
 ) -> Result<String, String> {

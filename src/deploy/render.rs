@@ -664,7 +664,11 @@ mod tests {
                 if update {
                     std::fs::write(&path, &unit.text).unwrap();
                 } else if std::fs::read_to_string(&path).ok().as_deref() != Some(&unit.text) {
-                    differ.push(format!("{} differs from the render:\n{}", path.display(), unit.text));
+                    differ.push(format!(
+                        "{} differs from the render:\n{}",
+                        path.display(),
+                        unit.text
+                    ));
                 }
             }
         }

@@ -13,11 +13,13 @@ use std::time::Duration;
 
 use bollard::Docker;
 
+use super::backend::Backend;
 use super::inventory::{self, AppContainer, AppImage, ContainerReport, ImageIdentity};
 use super::oneoff::{self, OneOff, RunIn};
 use super::render::Target;
-use super::{DeploySpec, Instance, ProcessSpec, Publish, backend, backends};
-use super::{docker, logs, network, volumes};
+use super::serving::Publish;
+use super::spec::{DeploySpec, Instance, ProcessSpec};
+use super::{docker, logs, network, swarm, volumes};
 use crate::engine;
 use crate::output::Output;
 
@@ -118,7 +120,7 @@ impl Scheduler {
         }
     }
 
-    fn applied(target: Target) -> Result<&'static dyn super::Backend, String> {
+    fn applied(target: Target) -> Result<&'static dyn Backend, String> {
         backend(target).ok_or_else(|| format!("cannot apply {target} here"))
     }
 
@@ -420,6 +422,53 @@ impl Scheduler {
     }
 }
 
+/// The backend that applies `target` on this host, if berth can apply it at all.
+pub(super) fn backend(target: Target) -> Option<&'static dyn Backend> {
+    match target {
+        Target::Docker => Some(&docker::Containers),
+        Target::Swarm => Some(&swarm::Stack),
+        Target::Systemd | Target::Kubernetes => None,
+    }
+}
+
+/// Every target berth can apply, with its backend (to stop an app wherever it runs).
+pub(super) fn backends() -> impl Iterator<Item = (Target, &'static dyn Backend)> {
+    [Target::Docker, Target::Swarm]
+        .into_iter()
+        .filter_map(|target| Some((target, backend(target)?)))
+}
+
+/// Whether this host can apply the target; the reason when it cannot (checked before anything
+/// is written or started).
+pub async fn applicable(target: Target) -> Result<(), String> {
+    let rendered = format!("deploy:render APP --target {target} shows what it would apply");
+    match target {
+        Target::Docker => Ok(()),
+        Target::Systemd => {
+            let pid1 = std::fs::read_to_string("/proc/1/comm").unwrap_or_default();
+            if pid1.trim() == "systemd" {
+                Err(format!(
+                    "applying systemd units is not built yet; {rendered}"
+                ))
+            } else {
+                Err(format!(
+                    "the systemd target needs systemd as PID 1 on this host, and it is {:?}; {rendered}",
+                    pid1.trim()
+                ))
+            }
+        }
+        Target::Swarm => {
+            Scheduler::connect_within(Duration::from_secs(2))
+                .await?
+                .swarm_ready()
+                .await
+        }
+        Target::Kubernetes => Err(format!(
+            "applying to Kubernetes (kubectl with a kubeconfig) is not built yet; {rendered}"
+        )),
+    }
+}
+
 #[cfg(test)]
 pub mod fake {
     use std::collections::HashSet;
@@ -427,8 +476,10 @@ pub mod fake {
     use std::sync::Mutex;
     use std::sync::atomic::{AtomicU16, Ordering};
 
-    use super::super::render::Target;
-    use super::super::{DeploySpec, Instance, Publish, names};
+    use crate::deploy::names;
+    use crate::deploy::render::Target;
+    use crate::deploy::serving::Publish;
+    use crate::deploy::spec::{DeploySpec, Instance};
 
     /// What the fake scheduler was asked (`log`), and which of its operations fail (`fail`:
     /// `deploy`, `scale`, `restart`, `deploy_beside`, `run`, `build`).

@@ -24,10 +24,12 @@ use bollard::query_parameters::ListTasksOptionsBuilder;
 use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
 
+use super::backend::Backend;
 use super::inventory::{self, ContainerReport};
 use super::logs::last_logs;
 use super::names::{service_name, stack_name};
-use super::{Backend, DeploySpec, Instance, Publish};
+use super::serving::Publish;
+use super::spec::{DeploySpec, Instance};
 use crate::engine;
 use crate::output::Output;
 

@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 
-use super::LockedApp;
+use super::lock::LockedApp;
 use super::spec::*;
 use crate::deploy::Scheduler;
 use crate::deploy::render::Target;

@@ -4,11 +4,11 @@
 
 use std::collections::BTreeMap;
 
-use super::LockedApp;
-use super::{canary::*, links::*, spec::*};
+use super::canary::{deploy_canary, refuse_during_canary};
+use super::lock::LockedApp;
+use super::spec::{app_port, run_in, spec_for, usable_target};
 use crate::deploy::{self, Scheduler};
 use crate::domain::{AppState, ReleaseStatus};
-use crate::error::internal;
 use crate::manifest::Manifest;
 use crate::output::Output;
 use crate::server::Berth;
@@ -36,25 +36,6 @@ pub struct Plan<'a> {
     pub actor: &'a str,
     /// Deploy it as the app's canary, beside the current release, with this weight (%).
     pub canary: Option<u8>,
-}
-
-/// `create_and_deploy`, then (unless it is a canary) the apps linked to this one follow
-/// (`refresh_dependents`). What commands and pushes call; the refresh's own redeploys call
-/// `create_and_deploy`, so a deploy never recurses into the links.
-pub async fn create_deploy_and_follow(
-    berth: &Berth,
-    scheduler: &Scheduler,
-    app: &LockedApp,
-    source: Source<'_>,
-    plan: Plan<'_>,
-    out: &Output,
-) -> Result<Release, String> {
-    let (canary, actor) = (plan.canary, plan.actor);
-    let release = create_and_deploy(berth, scheduler, app, source, plan, out).await?;
-    if canary.is_none() {
-        refresh_dependents(berth, scheduler, app, actor, out).await;
-    }
-    Ok(release)
 }
 
 /// Records a new release and deploys it. On failure the release is marked `failed`, the app
@@ -245,24 +226,7 @@ async fn run_phase(
     }
 }
 
-/// Puts an already recorded release into service with the app's formation and marks it running.
-/// Deploys an existing release, then brings the apps linked to this one up to date.
-#[tracing::instrument(name = "deploy", skip_all, fields(app = %app.name, release = release.number))]
-pub async fn deploy_release(
-    berth: &Berth,
-    scheduler: &Scheduler,
-    app: &LockedApp,
-    release: &Release,
-    actor: &str,
-    out: &Output,
-) -> Result<(), String> {
-    deploy_only(berth, scheduler, app, release, actor, out).await?;
-    // Apps linked to this one follow it when its address changed (a new port, a new name).
-    refresh_dependents(berth, scheduler, app, actor, out).await;
-    Ok(())
-}
-
-async fn deploy_only(
+pub(super) async fn deploy_only(
     berth: &Berth,
     scheduler: &Scheduler,
     app: &LockedApp,
@@ -424,58 +388,6 @@ pub async fn redeploy_with_config(
                 "{message}; the config is unchanged and v{} keeps running",
                 current.number
             ))
-        }
-    }
-}
-
-/// Deploys `target`, an earlier release, as a new release of its image with its config (which
-/// becomes the app's); on failure `current` keeps running.
-pub async fn rollback(
-    berth: &Berth,
-    app: &LockedApp,
-    current: &Release,
-    target: &Release,
-    actor: &str,
-    out: &Output,
-) -> Result<(), String> {
-    let store = &berth.store;
-    let scheduler = berth.scheduler().await?;
-    store.move_app(app.id, AppState::RollingBack, actor).await;
-    out.step(&format!(
-        "Rolling {} back to v{} ({})",
-        app.name, target.number, target.image
-    ));
-    let config: BTreeMap<String, String> = serde_json::from_str(&target.config).unwrap_or_default();
-    let description = format!("rollback to v{}", target.number);
-    let plan = Plan {
-        commit: &target.commit_sha,
-        config: &config,
-        manifest: &target.manifest,
-        description: &description,
-        actor,
-        canary: None,
-    };
-    match create_deploy_and_follow(
-        berth,
-        &scheduler,
-        app,
-        Source::Existing(&target.image),
-        plan,
-        out,
-    )
-    .await
-    {
-        Ok(_) => {
-            // The app's config follows the release it now runs.
-            store
-                .replace_config(app.id, &config)
-                .await
-                .map_err(internal)?;
-            Ok(())
-        }
-        Err(message) => {
-            berth.store.move_app(app.id, AppState::Running, actor).await;
-            Err(format!("{message}; v{} keeps running", current.number))
         }
     }
 }

@@ -3,9 +3,10 @@
 
 use std::collections::BTreeMap;
 
-use super::{
-    LockedApp, app_port, deploy_release, formation, spec_for, stop_everywhere, usable_target,
-};
+use super::deploy::stop_everywhere;
+use super::follow::deploy_release;
+use super::lock::LockedApp;
+use super::spec::{app_port, formation, spec_for, usable_target};
 use crate::domain::{AppState, ReleaseStatus};
 use crate::error::internal;
 use crate::output::Output;

@@ -1,7 +1,10 @@
 //! An app's life as a whole: rename (its containers, routes and links follow), destroy
 //! (everything it has on this host goes), and moving it to another target.
 
-use super::{LockedApp, deploy_release, stop_everywhere, target};
+use super::deploy::stop_everywhere;
+use super::follow::deploy_release;
+use super::lock::LockedApp;
+use super::spec::target;
 use crate::deploy::render::Target;
 use crate::domain::{AppState, ReleaseStatus};
 use crate::error::internal;

@@ -3,41 +3,12 @@
 
 use std::collections::BTreeMap;
 
-use super::LockedApp;
-use super::deploy::*;
+use super::deploy::{ConfigChange, redeploy_with_config};
+use super::lock::LockedApp;
 use crate::deploy::Scheduler;
 use crate::output::Output;
 use crate::server::Berth;
 use crate::store::App;
-
-/// The apps `app` is linked to whose link still stands: the key that made it may still operate
-/// the dependency (finding 9). A link of an ex-grantee or a removed key no longer joins its
-/// app to the dependency's network, nor keeps the dependency from being destroyed.
-pub async fn active_links(berth: &Berth, app: &App) -> Result<Vec<String>, String> {
-    let mut active = Vec::new();
-    for link in berth
-        .store
-        .links_from(app.id)
-        .await
-        .map_err(|e| format!("internal error reading links: {e}"))?
-    {
-        if link_stands(berth, &link).await {
-            active.push(link.dep);
-        }
-    }
-    Ok(active)
-}
-
-/// Whether the key that made `link` may still operate its dependency.
-pub async fn link_stands(berth: &Berth, link: &crate::store::Link) -> bool {
-    let Ok(name) = crate::names::AppName::parse(&link.dep) else {
-        return false;
-    };
-    match berth.store.app(&name).await {
-        Ok(Some(dep)) => crate::commands::key_may_operate(berth, &link.created_by, &dep).await,
-        _ => false,
-    }
-}
 
 /// The variables a link gives: `ALIAS_HOST` (DEP's name, which its web instances answer to on
 /// the berth network), `ALIAS_PORT` (the port its web process listens on) and `ALIAS_URL`.
@@ -103,7 +74,7 @@ pub async fn refresh_dependents(
             if redeployed.contains(&app.id) {
                 continue;
             }
-            let Ok(app) = super::lock(berth, &app).await else {
+            let Ok(app) = super::lock::lock(berth, &app).await else {
                 continue;
             };
             match relink(berth, scheduler, &app, &dep, &link.alias, actor, out).await {

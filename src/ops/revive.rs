@@ -3,7 +3,8 @@
 
 use std::net::SocketAddr;
 
-use super::{LockedApp, app_port, formation, manifest, spec_for, target};
+use super::lock::LockedApp;
+use super::spec::{app_port, formation, manifest, spec_for, target};
 use crate::deploy::render::Target;
 use crate::deploy::{ContainerReport, Scheduler, names};
 use crate::domain::AppState;

@@ -4,7 +4,6 @@
 
 use std::collections::BTreeMap;
 
-use super::links::*;
 use crate::deploy::render::{self, Resources, Target};
 use crate::deploy::{self, DeploySpec, Scheduler};
 use crate::domain::MountKind;
@@ -323,4 +322,33 @@ pub fn manifest(release: &Release) -> Manifest {
 pub fn formation(app: &App) -> BTreeMap<String, u32> {
     serde_json::from_str(&app.formation)
         .unwrap_or_else(|_| BTreeMap::from([("web".to_string(), 1)]))
+}
+
+/// The apps `app` is linked to whose link still stands: the key that made it may still operate
+/// the dependency (finding 9). A link of an ex-grantee or a removed key no longer joins its
+/// app to the dependency's network, nor keeps the dependency from being destroyed.
+pub async fn active_links(berth: &Berth, app: &App) -> Result<Vec<String>, String> {
+    let mut active = Vec::new();
+    for link in berth
+        .store
+        .links_from(app.id)
+        .await
+        .map_err(|e| format!("internal error reading links: {e}"))?
+    {
+        if link_stands(berth, &link).await {
+            active.push(link.dep);
+        }
+    }
+    Ok(active)
+}
+
+/// Whether the key that made `link` may still operate its dependency.
+pub async fn link_stands(berth: &Berth, link: &crate::store::Link) -> bool {
+    let Ok(name) = crate::names::AppName::parse(&link.dep) else {
+        return false;
+    };
+    match berth.store.app(&name).await {
+        Ok(Some(dep)) => crate::access::key_may_operate(berth, &link.created_by, &dep).await,
+        _ => false,
+    }
 }

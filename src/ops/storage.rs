@@ -1,7 +1,8 @@
 //! Mounts (`storage:mount`, `storage:unmount`): recorded, then applied by a rolling restart of a
 //! running app; when the restart fails the change is undone and what ran keeps running.
 
-use super::{LockedApp, restart};
+use super::formation::restart;
+use super::lock::LockedApp;
 use crate::domain::MountKind;
 use crate::error::internal;
 use crate::output::Output;

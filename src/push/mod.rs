@@ -11,7 +11,6 @@
 //! Frames from server to hook: one kind byte, a big-endian u32 length, the payload.
 //! `o` carries output bytes; `x` carries the exit status (one byte) and ends the exchange.
 
-use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -21,13 +20,17 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 
-use crate::commands;
 use crate::git::{self, RefUpdate};
 use crate::names::AppName;
 use crate::output::Output;
 use crate::pipeline;
 use crate::server::{Berth, Identity};
 use crate::store::LogFailure;
+
+pub mod session;
+
+use session::LockSlot;
+pub use session::{PushRegistry, PushSession};
 
 pub const ENV_SOCKET: &str = "BERTH_HOOK_SOCKET";
 pub const ENV_TOKEN: &str = "BERTH_PUSH_TOKEN";
@@ -39,36 +42,6 @@ struct HookRequest {
     /// `GIT_QUARANTINE_PATH`: where the pushed objects wait until the hook accepts them.
     quarantine: Option<PathBuf>,
     updates: Vec<RefUpdate>,
-}
-
-/// A push in progress, known to the server by a random token given only to its receive-pack.
-#[derive(Clone)]
-pub struct PushSession {
-    pub app: AppName,
-    pub app_id: i64,
-    pub actor: String,
-    pub repo: PathBuf,
-    hook_ran: Arc<AtomicBool>,
-    /// The app's deploy lock once the pipeline took it. Shared with the `PushTicket`, so it is
-    /// released only after receive-pack has updated the refs and exited, and the pipeline ended.
-    lock: LockSlot,
-}
-
-type LockSlot = Arc<std::sync::Mutex<Option<tokio::sync::OwnedMutexGuard<()>>>>;
-
-impl PushSession {
-    /// Keeps the app's deploy lock until the push is over (refs updated, client answered).
-    pub fn hold_lock(&self, guard: tokio::sync::OwnedMutexGuard<()>) {
-        if let Ok(mut slot) = self.lock.lock() {
-            *slot = Some(guard);
-        }
-    }
-}
-
-/// Registered pushes; a `PushTicket` removes its entry when dropped.
-#[derive(Default)]
-pub struct PushRegistry {
-    sessions: std::sync::Mutex<HashMap<String, PushSession>>,
 }
 
 pub struct PushTicket {
@@ -96,26 +69,6 @@ impl Drop for PushTicket {
     }
 }
 
-impl PushRegistry {
-    /// Whether a push to the app (by id) is in progress: its quarantine directory is live.
-    pub fn in_progress(&self, app_id: i64) -> bool {
-        self.sessions
-            .lock()
-            .map(|sessions| sessions.values().any(|s| s.app_id == app_id))
-            .unwrap_or(true)
-    }
-
-    fn take(&self, token: &str) -> Option<PushSession> {
-        let sessions = self.sessions.lock().ok()?;
-        let session = sessions.get(token)?.clone();
-        // A token works once: a second hook call with it is refused.
-        if session.hook_ran.swap(true, Ordering::SeqCst) {
-            return None;
-        }
-        Some(session)
-    }
-}
-
 /// Everything the SSH layer needs to run `git receive-pack` for an app.
 pub struct ReceiveSetup {
     pub repo: PathBuf,
@@ -131,9 +84,9 @@ pub async fn prepare_receive(
     raw_name: &str,
 ) -> Result<ReceiveSetup, String> {
     let app = AppName::parse(raw_name)?;
-    commands::check_may_push(berth, who, &app).await?;
+    crate::access::check_may_push(berth, who, &app).await?;
     if berth.store.app(&app).await.map_err(internal)?.is_none() {
-        commands::check_app_quota(berth, who).await?;
+        crate::access::check_app_quota(berth, who).await?;
     }
     let (record, created) = berth
         .store
@@ -142,7 +95,7 @@ pub async fn prepare_receive(
         .map_err(internal)?;
     if !created {
         // Another key may have made the app between the check and here: check what exists.
-        commands::check_may_push(berth, who, &app).await?;
+        crate::access::check_may_push(berth, who, &app).await?;
     }
     let repo = git::repo_path(&berth.config.repos_dir(), &app);
     let path = repo.clone();
@@ -281,7 +234,7 @@ async fn handle_hook(berth: Arc<Berth>, stream: UnixStream) -> std::io::Result<(
     // Access is checked again now that the pack is in: a key removed, or a grant revoked,
     // while the client was sending deploys nothing.
     let still_allowed = match berth.store.app_by_id(session.app_id).await {
-        Ok(Some(app)) => commands::key_may_operate(&berth, &session.actor, &app).await,
+        Ok(Some(app)) => crate::access::key_may_operate(&berth, &session.actor, &app).await,
         _ => false,
     };
     if !still_allowed {

@@ -3,8 +3,7 @@
 //! `letsencrypt:enable` issues at once; a timer renews certificates that end within
 //! `acme_renew_days`.
 
-use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use instant_acme::{
@@ -15,35 +14,8 @@ use instant_acme::{
 use crate::output::Output;
 use crate::server::Berth;
 
-/// Pending HTTP-01 answers: token → key authorization.
-#[derive(Default)]
-pub struct Challenges(RwLock<HashMap<String, String>>);
-
-impl Challenges {
-    /// The answer for a `/.well-known/acme-challenge/TOKEN` path, if one is pending.
-    pub fn answer(&self, path: &str) -> Option<String> {
-        let token = path.strip_prefix("/.well-known/acme-challenge/")?;
-        self.0
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(token)
-            .cloned()
-    }
-
-    fn set(&self, token: &str, answer: String) {
-        self.0
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(token.to_string(), answer);
-    }
-
-    fn clear(&self, tokens: &[String]) {
-        let mut map = self.0.write().unwrap_or_else(|p| p.into_inner());
-        for token in tokens {
-            map.remove(token);
-        }
-    }
-}
+pub mod challenges;
+pub use challenges::Challenges;
 
 #[derive(serde::Serialize, serde::Deserialize)]
 struct StoredAccount {

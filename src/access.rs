@@ -4,8 +4,8 @@
 
 use std::path::PathBuf;
 
-use super::internal;
 use crate::domain::Role;
+use crate::error::internal;
 use crate::git;
 use crate::names::AppName;
 use crate::server::{Berth, Identity};

@@ -8,7 +8,7 @@
 //! detail line, which never holds config values; secrets never leave the DB except as the
 //! signature.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,13 +16,16 @@ use hmac::{Hmac, Mac};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
-use sha2::{Digest, Sha256};
+use sha2::Sha256;
 
 use crate::names::AppName;
 use crate::output::Output;
 use crate::server::Berth;
+
+pub mod inbound;
 use crate::store::AppEvent;
 use crate::store::LogFailure;
+pub use inbound::{INBOUND_PREFIX, INBOUND_QUEUE, Inbound, Trigger, token_hash};
 
 /// The events a webhook can ask for (`--events`), besides `*` (all).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -115,11 +118,6 @@ pub fn signature(secret: &str, body: &[u8]) -> String {
 /// A random secret (hex of 32 bytes): webhook secrets and inbound tokens.
 pub fn random_secret() -> String {
     hex::encode(rand::random::<[u8; 32]>())
-}
-
-/// SHA-256 (hex) of an inbound token, as stored.
-pub fn token_hash(token: &str) -> String {
-    hex::encode(Sha256::digest(token.as_bytes()))
 }
 
 /// The JSON an event is sent as.
@@ -372,11 +370,11 @@ const RESPONSE_LIMIT: usize = 64 << 10;
 /// operate the app, a hook of every app an admin.
 pub async fn webhook_active(berth: &Berth, hook: &crate::store::Webhook) -> bool {
     match &hook.app {
-        None => crate::commands::key_is_admin(berth, &hook.created_by).await,
+        None => crate::access::key_is_admin(berth, &hook.created_by).await,
         Some(name) => match AppName::parse(name) {
             Ok(name) => match berth.store.app(&name).await {
                 Ok(Some(app)) => {
-                    crate::commands::key_may_operate(berth, &hook.created_by, &app).await
+                    crate::access::key_may_operate(berth, &hook.created_by, &app).await
                 }
                 _ => false,
             },
@@ -388,8 +386,7 @@ pub async fn webhook_active(berth: &Berth, hook: &crate::store::Webhook) -> bool
 /// Whether a webhook may reach internal addresses: its creator is (still) an admin, or the
 /// server allows it for members too.
 pub async fn may_reach_internal(berth: &Berth, created_by: &str) -> bool {
-    berth.config.allow_private_destinations
-        || crate::commands::key_is_admin(berth, created_by).await
+    berth.config.allow_private_destinations || crate::access::key_is_admin(berth, created_by).await
 }
 
 /// One attempt at one delivery, recorded: delivered on 2xx, else retried after 1, 2, 4, 8, 16 s
@@ -426,120 +423,6 @@ async fn attempt(berth: &Berth, hook: &crate::store::Webhook, delivery: &crate::
         .store
         .delivery_attempted(delivery.id, status, &response, next_at)
         .await;
-}
-
-/// Inbound webhooks: token hashes by app (read by the router, which never touches the DB),
-/// and the queue of triggered syncs. Unauthenticated clients reach this, so it is bounded: a
-/// wrong token is only counted (one event per app and second, not one per POST), an app has at
-/// most one sync waiting (more POSTs join it), and the queue holds [`INBOUND_QUEUE`] apps
-/// (past that: 429).
-pub struct Inbound {
-    /// App name → (app id, token hash); reloaded when tokens, names or apps change.
-    tokens: std::sync::RwLock<HashMap<String, (i64, String)>>,
-    queue: tokio::sync::mpsc::Sender<Trigger>,
-    receiver: std::sync::Mutex<Option<tokio::sync::mpsc::Receiver<Trigger>>>,
-    /// Apps with a sync waiting in the queue.
-    queued: std::sync::Mutex<HashSet<i64>>,
-    /// Wrong tokens per app since the last flush.
-    refused: std::sync::Mutex<HashMap<i64, u64>>,
-}
-
-/// Apps whose syncs may wait at once.
-pub const INBOUND_QUEUE: usize = 64;
-
-/// A POST to an app's inbound URL with the right token; the body's `ref` when it had one
-/// (GitHub and Gitea push payloads).
-#[derive(Debug)]
-pub struct Trigger {
-    pub app_id: i64,
-    pub pushed_ref: Option<String>,
-}
-
-impl Default for Inbound {
-    fn default() -> Self {
-        let (queue, receiver) = tokio::sync::mpsc::channel(INBOUND_QUEUE);
-        Inbound {
-            tokens: Default::default(),
-            queue,
-            receiver: std::sync::Mutex::new(Some(receiver)),
-            queued: Default::default(),
-            refused: Default::default(),
-        }
-    }
-}
-
-/// The path prefix of inbound webhooks on the HTTP router: `/.berth/hooks/APP/TOKEN`.
-pub const INBOUND_PREFIX: &str = "/.berth/hooks/";
-
-impl Inbound {
-    pub async fn reload(&self, store: &crate::store::Store) -> Result<(), String> {
-        let tokens = store
-            .inbound_tokens()
-            .await
-            .map_err(|e| format!("cannot read inbound webhooks: {e}"))?;
-        *self.tokens.write().unwrap_or_else(|p| p.into_inner()) = tokens
-            .into_iter()
-            .map(|(name, id, hash)| (name, (id, hash)))
-            .collect();
-        Ok(())
-    }
-
-    /// For the router: a POST to `path`. Some(status) when the path is under the inbound
-    /// prefix: 202 queued (or joined a waiting sync), 403 for a wrong token or an app without
-    /// one (the same answer, so it tells nobody which apps have hooks), 429 when the queue is
-    /// full.
-    pub fn receive(&self, path: &str, body: &[u8]) -> Option<u16> {
-        let rest = path.strip_prefix(INBOUND_PREFIX)?;
-        let (app, token) = rest.split_once('/').unwrap_or((rest, ""));
-        let known = self
-            .tokens
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(app)
-            .cloned();
-        let Some((app_id, expected)) = known else {
-            return Some(403);
-        };
-        if !constant_time_eq(token_hash(token).as_bytes(), expected.as_bytes()) {
-            *self
-                .refused
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .entry(app_id)
-                .or_default() += 1;
-            return Some(403);
-        }
-        let pushed_ref = serde_json::from_slice::<serde_json::Value>(body)
-            .ok()
-            .and_then(|v| v.get("ref").and_then(|r| r.as_str()).map(String::from));
-        let mut queued = self.queued.lock().unwrap_or_else(|p| p.into_inner());
-        if queued.contains(&app_id) {
-            return Some(202);
-        }
-        match self.queue.try_send(Trigger { app_id, pushed_ref }) {
-            Ok(()) => {
-                queued.insert(app_id);
-                Some(202)
-            }
-            Err(_) => Some(429),
-        }
-    }
-
-    /// The wrong-token counts since the last call, by app id.
-    fn take_refused(&self) -> HashMap<i64, u64> {
-        std::mem::take(&mut *self.refused.lock().unwrap_or_else(|p| p.into_inner()))
-    }
-
-    fn take_receiver(&self) -> Option<tokio::sync::mpsc::Receiver<Trigger>> {
-        self.receiver
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take()
-    }
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// Runs the syncs inbound webhooks trigger, one at a time; records refused tokens once a
@@ -591,7 +474,7 @@ pub async fn inbound_loop(berth: Arc<Berth>) {
         let Ok(Some(source)) = berth.store.sync(app.id).await else {
             continue;
         };
-        if !crate::commands::key_may_operate(&berth, &source.created_by, &app).await {
+        if !crate::access::key_may_operate(&berth, &source.created_by, &app).await {
             tracing::warn!(app = %app.name, key = %source.created_by, "inbound webhook refused: the key that set the sync source may no longer operate the app");
             berth
                 .store
@@ -629,6 +512,7 @@ pub async fn inbound_loop(berth: Arc<Berth>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::HashMap;
 
     #[test]
     fn signatures_match_a_known_vector() {

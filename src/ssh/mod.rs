@@ -22,12 +22,8 @@ use crate::git::GitService;
 use crate::push;
 use crate::server::{Berth, Identity};
 
-/// The SHA256 fingerprint of an OpenSSH public key line (`ssh-ed25519 AAAA… comment`).
-pub fn fingerprint_of(openssh_line: &str) -> Result<String, String> {
-    let key = PublicKey::from_openssh(openssh_line.trim())
-        .map_err(|e| format!("not an OpenSSH public key: {e}"))?;
-    Ok(key.fingerprint(HashAlg::Sha256).to_string())
-}
+pub mod keys;
+pub use keys::fingerprint_of;
 
 /// Loads the host key from the data dir, generating it on first start.
 fn host_key(path: &Path) -> Result<russh::keys::PrivateKey, String> {
@@ -585,7 +581,7 @@ async fn serve_git(
                 return finish(&write, format!("ERROR: {message}\n").as_bytes(), 128).await;
             }
         },
-        GitService::UploadPack => match commands::readable_repo(berth, who, raw_app).await {
+        GitService::UploadPack => match crate::access::readable_repo(berth, who, raw_app).await {
             Ok(repo) => (repo, None),
             Err(message) => {
                 return finish(&write, format!("ERROR: {message}\n").as_bytes(), 128).await;
