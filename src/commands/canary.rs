@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use super::common::{Access, Args, app_for, current_release, internal, numbered_release};
+use super::common::{Access, Args, app_for, internal, numbered_release};
 use crate::domain::ReleaseStatus;
 use crate::ops;
 use crate::output::Output;
@@ -42,7 +42,7 @@ pub async fn start(
             app.name, app.name
         ));
     }
-    let current = current_release(
+    let current = ops::running_release(
         berth,
         &app,
         "has no running release yet: its first push deploys it normally",

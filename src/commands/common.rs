@@ -43,20 +43,6 @@ pub(super) fn internal(error: impl std::fmt::Display) -> String {
     crate::error::internal_while("a command", error)
 }
 
-/// The release the app runs, or `missing` as the error.
-pub(super) async fn current_release(
-    berth: &Berth,
-    app: &App,
-    missing: &str,
-) -> Result<crate::store::Release, String> {
-    berth
-        .store
-        .running_release(app.id)
-        .await
-        .map_err(internal)?
-        .ok_or_else(|| format!("{} {missing}", app.name))
-}
-
 /// The app's release named `v3` (or `3`).
 pub(super) async fn numbered_release(
     berth: &Berth,

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use futures_util::stream::{self, BoxStream, StreamExt};
 
-use super::common::{Access, Args, app_for, current_release, internal, numbered_release, to_json};
+use super::common::{Access, Args, app_for, internal, numbered_release, to_json};
 use crate::domain::ReleaseStatus;
 use crate::ops;
 use crate::output::Output;
@@ -49,7 +49,8 @@ pub async fn rollback(
     let app = ops::lock(berth, &app).await?;
     ops::refuse_during_canary(berth, &app).await?;
     let store = &berth.store;
-    let current = current_release(berth, &app, "has no release running to roll back from").await?;
+    let current =
+        ops::running_release(berth, &app, "has no release running to roll back from").await?;
     let target = match args.positional.get(1) {
         Some(wanted) => {
             let target = numbered_release(berth, &app, wanted).await?;
@@ -194,7 +195,7 @@ pub async fn run(
             )
         })?)
     };
-    let current = current_release(berth, &app, "has no release yet: push one first").await?;
+    let current = ops::running_release(berth, &app, "has no release yet: push one first").await?;
     let config: BTreeMap<String, String> =
         serde_json::from_str(&current.config).unwrap_or_default();
     let env = config

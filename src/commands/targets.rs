@@ -1,9 +1,7 @@
 //! `apps:set`, `resources:set`, `deploy:render` and `deploy:plan`: where and with what an app
 //! runs, and the dry run of it.
 
-use super::common::{
-    Access, Args, admin_only_for, app_for, current_release, internal, numbered_release, to_json,
-};
+use super::common::{Access, Args, admin_only_for, app_for, internal, numbered_release, to_json};
 use crate::deploy::render::{self, Resources, Target};
 use crate::ops;
 use crate::output::Output;
@@ -185,13 +183,13 @@ async fn release_arg(
 ) -> Result<crate::store::Release, String> {
     match args.value("--release") {
         Some(wanted) => numbered_release(berth, app, wanted).await,
-        None => current_release(berth, app, "has no release yet: push one first").await,
+        None => ops::running_release(berth, app, "has no release yet: push one first").await,
     }
 }
 
 pub async fn plan(berth: &Berth, who: &Identity, args: &Args) -> Result<String, String> {
     let app = app_for(berth, who, &args.positional[0], Access::Operate).await?;
-    let release = current_release(berth, &app, "has no release yet: push one first").await?;
+    let release = ops::running_release(berth, &app, "has no release yet: push one first").await?;
     let context = ops::render_context(berth, &app, &release).await?;
     let lines = render::plan(&context);
     if args.json() {
