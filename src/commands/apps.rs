@@ -46,7 +46,7 @@ struct AppView {
 }
 
 fn labels_of(app: &App) -> BTreeMap<String, String> {
-    serde_json::from_str(&app.labels).unwrap_or_default()
+    app.labels.0.clone()
 }
 
 fn view(

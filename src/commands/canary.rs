@@ -83,7 +83,7 @@ pub async fn start(
         .start_canary(app.id, weight, &who.key_name)
         .await
         .map_err(internal)?;
-    let config: BTreeMap<String, String> = serde_json::from_str(&source.config).unwrap_or_default();
+    let config: BTreeMap<String, String> = source.config.0.clone();
     let description = format!("canary of v{}", source.number);
     let plan = ops::Plan {
         commit: &source.commit_sha,

@@ -196,8 +196,7 @@ pub async fn run(
         })?)
     };
     let current = ops::running_release(berth, &app, "has no release yet: push one first").await?;
-    let config: BTreeMap<String, String> =
-        serde_json::from_str(&current.config).unwrap_or_default();
+    let config: BTreeMap<String, String> = current.config.0.clone();
     let env = config
         .into_iter()
         .map(|(k, v)| format!("{k}={v}"))

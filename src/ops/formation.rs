@@ -60,7 +60,7 @@ pub async fn scale(
     ));
     let scheduler = berth.scheduler().await?;
     let mut scaled = app.app().clone();
-    scaled.formation = formation_json.clone();
+    scaled.formation.0 = wanted.clone();
     let spec = spec_for(berth, &scheduler, &scaled, &current).await?;
     let port = app_port(berth, app).await?;
     let target = usable_target(berth, app).await?;

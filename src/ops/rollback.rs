@@ -28,7 +28,7 @@ pub async fn rollback(
         "Rolling {} back to v{} ({})",
         app.name, target.number, target.image
     ));
-    let config: BTreeMap<String, String> = serde_json::from_str(&target.config).unwrap_or_default();
+    let config: BTreeMap<String, String> = target.config.0.clone();
     let description = format!("rollback to v{}", target.number);
     let plan = Plan {
         commit: &target.commit_sha,

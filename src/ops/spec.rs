@@ -19,8 +19,7 @@ pub async fn spec_for(
     app: &App,
     release: &Release,
 ) -> Result<DeploySpec, String> {
-    let config: BTreeMap<String, String> =
-        serde_json::from_str(&release.config).unwrap_or_default();
+    let config: BTreeMap<String, String> = release.config.0.clone();
     // Targets that apply files get the release's units, rendered with the app's overrides; a
     // template that fails stops the deploy here, before anything is applied.
     let target = target(berth, app);
@@ -166,7 +165,7 @@ pub async fn usable_target(berth: &Berth, app: &App) -> Result<Target, String> {
 
 /// The app's resources: process type → CPU and memory.
 pub fn resources(app: &App) -> BTreeMap<String, Resources> {
-    serde_json::from_str(&app.resources).unwrap_or_default()
+    app.resources.0.clone()
 }
 
 /// The app's target: its own, else the server's default.
@@ -180,8 +179,7 @@ pub async fn render_context(
     app: &App,
     release: &Release,
 ) -> Result<render::Context, String> {
-    let config: BTreeMap<String, String> =
-        serde_json::from_str(&release.config).unwrap_or_default();
+    let config: BTreeMap<String, String> = release.config.0.clone();
     // The web port comes from the image when the engine answers; else the default.
     let port = match berth
         .scheduler_within(std::time::Duration::from_secs(1))
@@ -225,7 +223,7 @@ pub async fn render_context(
         },
         registry: berth.config.registry.is_some(),
         env: config,
-        labels: serde_json::from_str(&app.labels).unwrap_or_default(),
+        labels: app.labels.0.clone(),
         processes,
         domains: vec![format!("{}.{}", app.name, berth.config.public_host)],
         volumes: mounts(berth, None, app).await?,
@@ -320,8 +318,7 @@ pub fn manifest(release: &Release) -> Manifest {
 
 /// The app's formation: process type → instances.
 pub fn formation(app: &App) -> BTreeMap<String, u32> {
-    serde_json::from_str(&app.formation)
-        .unwrap_or_else(|_| BTreeMap::from([("web".to_string(), 1)]))
+    app.formation.0.clone()
 }
 
 /// The apps `app` is linked to whose link still stands: the key that made it may still operate

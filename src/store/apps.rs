@@ -8,18 +8,19 @@ pub struct App {
     pub owner: String,
     pub deploy_branch: Option<String>,
     pub state: AppState,
-    /// JSON object of labels (`{"team":"web"}`).
-    pub labels: String,
-    /// JSON object of process type → instances (`{"web":1}`).
-    pub formation: String,
+    /// Labels (`{"team":"web"}` in the DB), decoded with the row: a bad column fails the read.
+    pub labels: sqlx::types::Json<std::collections::BTreeMap<String, String>>,
+    /// Process type → instances (`{"web":1}`).
+    pub formation: sqlx::types::Json<std::collections::BTreeMap<String, u32>>,
     /// Set by `ps:stop`: nothing of the app should run.
     pub stopped: bool,
     /// The stable public port of the app (berth's proxy), once it has one.
     pub port: Option<i64>,
     /// `apps:set APP target=…`; none means the server's `default_target`.
     pub target: Option<crate::domain::Target>,
-    /// JSON object of process type → `{cpu, memory}` (`resources:set`).
-    pub resources: String,
+    /// Process type → `{cpu, memory}` (`resources:set`).
+    pub resources:
+        sqlx::types::Json<std::collections::BTreeMap<String, crate::deploy::render::Resources>>,
     pub created_at: String,
     pub updated_at: String,
     /// Random, never reused (SQLite may reuse a destroyed app's id): names and labels the

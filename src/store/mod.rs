@@ -176,6 +176,32 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn json_columns_are_decoded_with_the_row_and_a_bad_one_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("berth.db")).await.unwrap();
+        let name = AppName::parse("shop").unwrap();
+        let (app, _) = store.ensure_app(&name, "alice").await.unwrap();
+        assert_eq!(app.formation.0["web"], 1, "the column default");
+        assert!(app.labels.0.is_empty() && app.resources.0.is_empty());
+        store
+            .set_formation(app.id, r#"{"web":2,"worker":1}"#)
+            .await
+            .unwrap();
+        let read = store.app(&name).await.unwrap().unwrap();
+        assert_eq!(
+            (read.formation.0["web"], read.formation.0["worker"]),
+            (2, 1)
+        );
+        // A column that is not what berth wrote fails the read, instead of reading as "web=1".
+        sqlx::query("UPDATE apps SET formation = 'web=3' WHERE id = ?")
+            .bind(app.id)
+            .execute(&store.pool)
+            .await
+            .unwrap();
+        assert!(store.app(&name).await.is_err());
+    }
+
+    #[tokio::test]
     async fn old_finished_deliveries_are_forgotten() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("berth.db")).await.unwrap();

@@ -35,9 +35,10 @@ pub struct Release {
     pub description: String,
     pub host_port: Option<i64>,
     pub created_at: String,
-    /// JSON object of the config vars this release runs with (never shown unmasked by default).
+    /// The config vars this release runs with (never shown unmasked by default), decoded with
+    /// the row.
     #[serde(skip)]
-    pub config: String,
+    pub config: sqlx::types::Json<std::collections::BTreeMap<String, String>>,
     /// JSON of the release's manifest (`manifest::Manifest`: Procfile, app.json).
     #[serde(skip)]
     pub manifest: String,
