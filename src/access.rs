@@ -151,10 +151,7 @@ pub async fn readable_repo(
     raw_name: &str,
 ) -> Result<PathBuf, String> {
     let app = app_for(berth, who, raw_name, Access::Operate).await?;
-    Ok(git::repo_path(
-        &berth.config.repos_dir(),
-        &AppName::parse(&app.name)?,
-    ))
+    Ok(git::repo_path(&berth.config.repos_dir(), &app.name))
 }
 
 #[cfg(test)]

@@ -110,7 +110,7 @@ pub async fn usage(berth: &Berth, scheduler: &Scheduler, app: &App) -> Usage {
         }
     }
     Usage {
-        app: app.name.clone(),
+        app: app.name.to_string(),
         images: images.len(),
         images_bytes: images.iter().map(|i| i.size).sum(),
         volumes: volumes.len(),
@@ -140,7 +140,7 @@ pub async fn prune_app(
             continue;
         }
         removed.push(Removal {
-            app: app.name.clone(),
+            app: app.name.to_string(),
             kind: "container",
             name: container.name.clone(),
             bytes: 0,
@@ -184,7 +184,7 @@ pub async fn prune_app(
                 continue;
             }
             removed.push(Removal {
-                app: app.name.clone(),
+                app: app.name.to_string(),
                 kind: "image",
                 name: image.id.chars().take(19).collect(),
                 bytes: image.size,
@@ -202,7 +202,7 @@ pub async fn prune_app(
                 continue;
             }
             removed.push(Removal {
-                app: app.name.clone(),
+                app: app.name.to_string(),
                 kind: "image",
                 name: tag.clone(),
                 // The space comes back when the image's last tag goes.
@@ -232,7 +232,7 @@ pub async fn prune_app(
                 continue;
             }
             removed.push(Removal {
-                app: app.name.clone(),
+                app: app.name.to_string(),
                 kind: "push-temp",
                 name,
                 bytes,

@@ -50,6 +50,54 @@ pub fn is_host_name(name: &str) -> bool {
         })
 }
 
+/// Read where a `&str` is wanted (paths, labels, log fields): a checked name is still text.
+impl std::ops::Deref for AppName {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl AsRef<str> for AppName {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl PartialEq<str> for AppName {
+    fn eq(&self, other: &str) -> bool {
+        self.0 == other
+    }
+}
+
+impl PartialEq<&str> for AppName {
+    fn eq(&self, other: &&str) -> bool {
+        self.0 == *other
+    }
+}
+
+impl PartialEq<String> for AppName {
+    fn eq(&self, other: &String) -> bool {
+        &self.0 == other
+    }
+}
+
+/// Rows read from the DB are checked again: a name that is not one fails the read.
+impl TryFrom<String> for AppName {
+    type Error = String;
+
+    fn try_from(raw: String) -> Result<AppName, String> {
+        AppName::parse(&raw)
+    }
+}
+
+impl serde::Serialize for AppName {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.0)
+    }
+}
+
 impl fmt::Display for AppName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)

@@ -530,7 +530,7 @@ pub async fn sync(
         }
     }
     let mut app = ops::lock(berth, app).await?;
-    let name = AppName::parse(&app.name)?;
+    let name = app.name.clone();
     let repo = git::repo_path(&berth.config.repos_dir(), &name);
     let shown_ref = git_ref.as_deref().unwrap_or("HEAD");
     out.step(&format!("Fetching {shown_ref} from {url}"));

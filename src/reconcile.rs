@@ -42,7 +42,7 @@ async fn adopt_legacy_network(berth: &Berth) {
     let mut links = std::collections::HashMap::new();
     for app in berth.store.apps().await.unwrap_or_default() {
         if let Ok(deps) = ops::active_links(berth, &app).await {
-            links.insert(app.name.clone(), deps);
+            links.insert(app.name.to_string(), deps);
         }
     }
     scheduler.adopt_legacy_network(&links).await;
@@ -82,7 +82,7 @@ pub async fn reconcile_once(berth: &Berth) {
         if app.stopped || !app.state.is_settled() {
             continue;
         }
-        let containers = by_app.remove(&app.name).unwrap_or_default();
+        let containers = by_app.remove(app.name.as_str()).unwrap_or_default();
         if let Err(error) = ops::revive(berth, &scheduler, &app, &containers).await {
             tracing::warn!(app = %app.name, %error, "reconcile failed");
         }

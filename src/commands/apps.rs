@@ -79,7 +79,7 @@ fn view(
         counts
     });
     AppView {
-        name: app.name.clone(),
+        name: app.name.to_string(),
         state: if live.is_some() {
             app.state
         } else {
@@ -163,7 +163,7 @@ pub async fn list(berth: &Berth, who: &Identity, args: &Args) -> Result<String, 
             .map_err(internal)?;
         let containers = live
             .as_ref()
-            .map(|by_app| by_app.get(&app.name).unwrap_or(&empty).as_slice());
+            .map(|by_app| by_app.get(app.name.as_str()).unwrap_or(&empty).as_slice());
         views.push(view(berth, &app, running.as_ref(), containers));
     }
     if args.json() {
@@ -245,7 +245,7 @@ pub async fn info(berth: &Berth, who: &Identity, args: &Args) -> Result<String, 
     let grants = berth.store.grants(app.id).await.map_err(internal)?;
     let containers = live
         .as_ref()
-        .map(|by_app| by_app.get(&app.name).cloned().unwrap_or_default());
+        .map(|by_app| by_app.get(app.name.as_str()).cloned().unwrap_or_default());
     let v = view(berth, &app, running.as_ref(), containers.as_deref());
     /// The canary beside the current release, and how requests split.
     #[derive(Serialize)]

@@ -4,7 +4,6 @@
 use super::common::{Access, Args, app_for, internal, to_json};
 use crate::buildpack;
 use crate::git;
-use crate::names::AppName;
 use crate::pipeline::{self, SourceCommit};
 use crate::server::{Berth, Identity};
 
@@ -75,7 +74,7 @@ struct Detected {
 
 pub async fn detect(berth: &Berth, who: &Identity, args: &Args) -> Result<String, String> {
     let app = app_for(berth, who, &args.positional[0], Access::Operate).await?;
-    let repo = git::repo_path(&berth.config.repos_dir(), &AppName::parse(&app.name)?);
+    let repo = git::repo_path(&berth.config.repos_dir(), &app.name);
     let branch = app
         .deploy_branch
         .clone()
@@ -88,7 +87,7 @@ pub async fn detect(berth: &Berth, who: &Identity, args: &Args) -> Result<String
         .get("BUILDPACK")
         .cloned();
     let images = berth.config.buildpack_images.clone();
-    let name = app.name.clone();
+    let name = app.name.to_string();
     let detected = tokio::task::spawn_blocking(move || {
         let commit = git::branch_target(&repo, &branch)
             .map_err(|e| format!("cannot read the repo: {}", e.message()))?
@@ -112,7 +111,7 @@ pub async fn detect(berth: &Berth, who: &Identity, args: &Args) -> Result<String
             ),
         };
         Ok::<_, String>(Detected {
-            app: name,
+            app: name.to_string(),
             commit,
             build,
             reason,

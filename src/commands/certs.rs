@@ -114,7 +114,7 @@ pub async fn info(berth: &Berth, who: &Identity, args: &Args) -> Result<String, 
     }
     let certificate = berth.certs.info(&app.name);
     let view = View {
-        app: app.name.clone(),
+        app: app.name.to_string(),
         source,
         expires: certificate.as_ref().map(|c| date(c.not_after)),
         certificate,

@@ -50,7 +50,7 @@ pub async fn add(berth: &Berth, who: &Identity, args: &Args) -> Result<String, S
     let app = app_for(berth, who, &args.positional[0], Access::Operate).await?;
     let domain = domain_arg(berth, &args.positional[1])?;
     match berth.store.domain_owner(&domain).await.map_err(internal)? {
-        Some(owner) if owner == app.name => {
+        Some(owner) if owner == app.name.as_str() => {
             return Ok(format!("-----> {domain} already routes to {}\n", app.name));
         }
         Some(owner) => {
@@ -161,7 +161,7 @@ pub async fn list(berth: &Berth, who: &Identity, args: &Args) -> Result<String, 
             .await
             .map_err(internal)?,
         router: berth.config.http_listen().map(|a| a.to_string()),
-        app: app.name,
+        app: app.name.to_string(),
     };
     if args.json() {
         return to_json(&listed);

@@ -82,7 +82,7 @@ pub async fn add(berth: &Berth, who: &Identity, args: &Args) -> Result<String, S
         .map_err(internal)?;
     let scope = app
         .as_ref()
-        .map_or("every app".to_string(), |a| a.name.clone());
+        .map_or("every app".to_string(), |a| a.name.to_string());
     Ok(format!(
         "-----> Added webhook {id}: {events} of {scope} to {url}\n       secret (shown once): {secret}\n       each POST has X-Berth-Signature: sha256=HMAC-SHA256(secret, body) in hex\n"
     ))

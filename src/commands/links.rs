@@ -65,7 +65,7 @@ pub async fn link(
     let app = ops::lock(berth, &app).await?;
     let store = &berth.store;
     let links = store.links_from(app.id).await.map_err(internal)?;
-    if let Some(existing) = links.iter().find(|l| l.dep == dep.name) {
+    if let Some(existing) = links.iter().find(|l| l.dep == dep.name.as_str()) {
         return Err(format!(
             "{} is already linked to {} as {}: apps:unlink {} {} first",
             app.name, dep.name, existing.alias, app.name, dep.name

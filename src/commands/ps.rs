@@ -5,7 +5,6 @@ use super::common::{Access, Args, app_for, internal, to_json};
 use crate::deploy::ContainerReport;
 use crate::domain::AppState;
 use crate::git;
-use crate::names::AppName;
 use crate::ops;
 use crate::output::Output;
 use crate::pipeline::{self, BuildRequest};
@@ -154,7 +153,7 @@ async fn rebuild_all(berth: &Berth, who: &Identity, out: &Output) -> Result<Stri
             Ok(()) => rebuilt.push(app.name),
             Err(message) => {
                 out.error(&format!("{}: {message}", app.name));
-                failed.push(app.name);
+                failed.push(app.name.to_string());
             }
         }
     }
@@ -178,7 +177,7 @@ async fn rebuild_one(berth: &Berth, who: &Identity, app: &App, out: &Output) -> 
         .await
         .map_err(internal)?
         .ok_or_else(|| format!("{} has never been pushed: nothing to rebuild", app.name))?;
-    let name = AppName::parse(&app.name)?;
+    let name = app.name.clone();
     let repo = git::repo_path(&berth.config.repos_dir(), &name);
     let short = &current.commit_sha[..current.commit_sha.len().min(7)];
     let request = BuildRequest {

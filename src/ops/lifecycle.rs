@@ -25,7 +25,7 @@ pub async fn rename(
     if berth.store.app(new_name).await.map_err(internal)?.is_some() {
         return Err(format!("app {new_name} already exists"));
     }
-    let old_name = AppName::parse(&app.name)?;
+    let old_name = app.name.clone();
     let repos = berth.config.repos_dir();
     let (old_repo, new_repo) = (
         git::repo_path(&repos, &old_name),
@@ -119,7 +119,7 @@ pub async fn destroy(
     let containers = stop_everywhere(berth, &scheduler, &app.name, true).await?;
     scheduler.remove_app_network(&app.name).await;
     let images = scheduler.remove_images(&app.name).await;
-    let name = AppName::parse(&app.name)?;
+    let name = app.name.clone();
     let repo = git::repo_path(&berth.config.repos_dir(), &name);
     if repo.exists() {
         std::fs::remove_dir_all(&repo).map_err(|e| format!("cannot remove the repo: {e}"))?;

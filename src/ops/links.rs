@@ -31,7 +31,7 @@ pub async fn link_values(
         })?;
     let port = scheduler.web_port(&release.image).await?;
     Ok(BTreeMap::from([
-        (format!("{alias}_HOST"), dep.name.clone()),
+        (format!("{alias}_HOST"), dep.name.to_string()),
         (format!("{alias}_PORT"), port.to_string()),
         (
             format!("{alias}_URL"),

@@ -64,7 +64,7 @@ pub async fn spec_for(
         health: manifest.healthcheck.clone(),
         units,
         work_dir: berth.config.deploy_dir(),
-        app: app.name.clone(),
+        app: app.name.to_string(),
         release: release.number,
         image: release.image.clone(),
         digest: release.digest.clone(),
@@ -214,7 +214,7 @@ pub async fn render_context(
         })
         .collect();
     Ok(render::Context {
-        app: app.name.clone(),
+        app: app.name.to_string(),
         release: release.number,
         // Units that pull the image pull it by its digest once it has one (`repo:vN@sha256:…`).
         image: match &release.digest {
@@ -239,7 +239,7 @@ pub async fn repo_templates(
     app: &App,
     commit: &str,
 ) -> Result<Option<(String, bool)>, String> {
-    let name = crate::names::AppName::parse(&app.name)?;
+    let name = app.name.clone();
     let repo = crate::git::repo_path(&berth.config.repos_dir(), &name);
     let commit = commit.to_string();
     let tree = tokio::task::spawn_blocking(move || {
@@ -276,7 +276,7 @@ pub async fn template_overrides(
             .collect()
     };
     if let Some((_, true)) = repo_templates(berth, app, &release.commit_sha).await? {
-        let name = crate::names::AppName::parse(&app.name)?;
+        let name = app.name.clone();
         let repo = crate::git::repo_path(&berth.config.repos_dir(), &name);
         let (commit, dir) = (
             release.commit_sha.clone(),

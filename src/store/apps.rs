@@ -4,7 +4,9 @@ use super::*;
 pub struct App {
     #[serde(skip)]
     pub id: i64,
-    pub name: String,
+    /// Checked again when read (`AppName::parse`).
+    #[sqlx(try_from = "String")]
+    pub name: AppName,
     pub owner: String,
     pub deploy_branch: Option<String>,
     pub state: AppState,

@@ -176,7 +176,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn json_columns_are_decoded_with_the_row_and_a_bad_one_is_an_error() {
+    async fn rows_are_decoded_once_and_a_bad_column_or_name_is_an_error() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("berth.db")).await.unwrap();
         let name = AppName::parse("shop").unwrap();
@@ -199,6 +199,13 @@ mod tests {
             .await
             .unwrap();
         assert!(store.app(&name).await.is_err());
+        // So does a name that is not an app name (every name is checked again when read).
+        sqlx::query("UPDATE apps SET formation = '{}', name = '../etc' WHERE id = ?")
+            .bind(app.id)
+            .execute(&store.pool)
+            .await
+            .unwrap();
+        assert!(store.app_by_id(app.id).await.is_err());
     }
 
     #[tokio::test]
