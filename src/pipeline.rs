@@ -9,7 +9,6 @@ use std::path::Path;
 use crate::build::{self, DockerIgnore};
 use crate::buildpack;
 use crate::deploy;
-use crate::domain::AppState;
 use crate::git::{self, RefUpdate};
 use crate::names::AppName;
 use crate::ops;
@@ -105,13 +104,15 @@ pub async fn on_push(
         actor: &push.actor,
     };
     let built = build_and_release(berth, &request, &mut locked, out).await;
+    if let Err(message) = &built {
+        ops::build_failed(berth, &locked, &push.actor, message).await;
+    }
     // The lock stays with the push until git has updated the ref and the client is answered.
     push.hold_lock(locked.into_guard());
     match built {
         Ok(()) => true,
         Err(message) => {
             out.error(&message);
-            record_failed_deploy(berth, push.app_id, &push.actor, &message).await;
             match previous {
                 Some(release) => out.error(&format!(
                     "push rejected: v{} keeps serving; fix the problem and push again",
@@ -158,16 +159,6 @@ async fn deploy_branch_for(
         }
     }
     Ok(default)
-}
-
-/// A build or deploy of a commit failed: the app is `failed` and the event says why (webhooks
-/// send it as `deploy.failed`).
-async fn record_failed_deploy(berth: &Berth, app_id: i64, actor: &str, message: &str) {
-    berth.store.move_app(app_id, AppState::Failed, actor).await;
-    berth
-        .store
-        .note_event(Some(app_id), "deploy", actor, "failed", message)
-        .await;
 }
 
 /// A commit to build and release.
@@ -291,9 +282,7 @@ pub async fn build_and_release(
     let manifest = plan.manifest;
 
     // Build first: a failed build makes no release, so release numbers count real releases.
-    store
-        .move_app(app_id, AppState::Building, request.actor)
-        .await;
+    ops::build_started(berth, record, request.actor).await;
     match &plan.generated {
         None => out.step(&format!("Building {app} from Dockerfile")),
         Some(generated) => out.step(&format!(
@@ -581,7 +570,7 @@ pub async fn sync(
         actor,
     };
     if let Err(message) = build_and_release(berth, &request, &mut app, out).await {
-        record_failed_deploy(berth, app.id, actor, &message).await;
+        ops::build_failed(berth, &app, actor, &message).await;
         let kept = running.map_or("nothing was deployed".to_string(), |r| {
             format!("v{} keeps serving", r.number)
         });

@@ -7,13 +7,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::deploy::network;
-use crate::domain::AppState;
 use crate::ops;
 use crate::server::Berth;
 
 /// How often the reconciler looks.
 pub const INTERVAL: Duration = Duration::from_secs(5);
-const ACTOR: &str = ops::RECONCILER;
 
 pub async fn run(berth: Arc<Berth>) {
     adopt_legacy_network(&berth).await;
@@ -59,16 +57,7 @@ pub async fn reconcile_once(berth: &Berth) {
     };
     let (scheduler, mut by_app) = match live {
         Ok(live) => live,
-        Err(message) => {
-            for app in apps.iter().filter(|a| a.state == AppState::Running) {
-                berth.store.move_app(app.id, AppState::Unknown, ACTOR).await;
-                berth
-                    .store
-                    .note_event(Some(app.id), "reconcile", ACTOR, "unknown", &message)
-                    .await;
-            }
-            return;
-        }
+        Err(message) => return ops::engine_unreachable(berth, &apps, &message).await,
     };
     for app in apps {
         if app.stopped || !app.state.is_settled() {

@@ -3,7 +3,6 @@
 
 use super::common::{Access, Args, app_for, internal, to_json};
 use crate::deploy::ContainerReport;
-use crate::domain::AppState;
 use crate::git;
 use crate::ops;
 use crate::output::Output;
@@ -189,10 +188,7 @@ async fn rebuild_one(berth: &Berth, who: &Identity, app: &App, out: &Output) -> 
         actor: &who.key_name,
     };
     if let Err(message) = pipeline::build_and_release(berth, &request, &mut app, out).await {
-        berth
-            .store
-            .move_app(app.id, AppState::Failed, &who.key_name)
-            .await;
+        ops::build_failed(berth, &app, &who.key_name, &message).await;
         return Err(message);
     }
     Ok(())

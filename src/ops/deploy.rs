@@ -391,3 +391,21 @@ pub async fn redeploy_with_config(
         }
     }
 }
+
+/// A build of the app starts (a push, `ps:rebuild`, a sync): it is `building`.
+pub async fn build_started(berth: &Berth, app: &LockedApp, actor: &str) {
+    berth
+        .store
+        .move_app(app.id, AppState::Building, actor)
+        .await;
+}
+
+/// A build or deploy of a commit failed: the app is `failed` and the event says why (webhooks
+/// send it as `deploy.failed`).
+pub async fn build_failed(berth: &Berth, app: &LockedApp, actor: &str, message: &str) {
+    berth.store.move_app(app.id, AppState::Failed, actor).await;
+    berth
+        .store
+        .note_event(Some(app.id), "deploy", actor, "failed", message)
+        .await;
+}

@@ -249,3 +249,16 @@ async fn revive_swarm(
     }
     Ok(())
 }
+
+/// The engine does not answer: every running app is `unknown` until it does, with the reason as
+/// an event (no lock is taken: nothing is changed on the engine, and an operation in progress
+/// moves its app on itself).
+pub async fn engine_unreachable(berth: &Berth, apps: &[App], message: &str) {
+    for app in apps.iter().filter(|a| a.state == AppState::Running) {
+        berth.store.move_app(app.id, AppState::Unknown, ACTOR).await;
+        berth
+            .store
+            .note_event(Some(app.id), "reconcile", ACTOR, "unknown", message)
+            .await;
+    }
+}
