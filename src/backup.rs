@@ -181,8 +181,14 @@ pub async fn restore(config: &Config, file: &Path) -> Result<String, String> {
         if target.is_dir() {
             let _ = std::fs::remove_dir_all(&target);
         }
-        std::fs::rename(&source, &target)
-            .map_err(|e| format!("cannot move {name} into place: {e}"))?;
+        match std::fs::rename(&source, &target) {
+            Ok(()) => {}
+            // The check above opened the staged DB; SQLite checkpoints its WAL into berth.db and
+            // deletes it when that last connection closes, which sqlx finishes on its own thread
+            // a moment after `close()` returned: a WAL gone by now is in berth.db already.
+            Err(e) if name == "berth.db-wal" && e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(format!("cannot move {name} into place: {e}")),
+        }
         moved.push(name);
     }
     let _ = std::fs::remove_dir_all(&staging);
