@@ -264,11 +264,6 @@ impl Berth {
         self.shutdown.send_replace(true);
     }
 
-    /// Whether `shut_down` was called.
-    pub fn shutting_down(&self) -> bool {
-        *self.shutdown.borrow()
-    }
-
     pub fn url(&self, host_port: u16) -> String {
         format!("http://{}:{host_port}", self.config.public_host)
     }

@@ -59,7 +59,7 @@ pub async fn scale(
         describe_formation(wanted)
     ));
     let scheduler = berth.scheduler().await?;
-    let mut scaled = app.app().clone();
+    let mut scaled = App::clone(app);
     scaled.formation.0 = wanted.clone();
     let spec = spec_for(berth, &scheduler, &scaled, &current).await?;
     let port = app_port(berth, app).await?;

@@ -80,7 +80,7 @@ pub async fn refresh_dependents(
             match relink(berth, scheduler, &app, &dep, &link.alias, actor, out).await {
                 Ok(true) => {
                     redeployed.insert(app.id);
-                    work.push_back(app.app().clone());
+                    work.push_back(App::clone(&app));
                 }
                 Ok(false) => {}
                 Err(message) => out.error(&format!(

@@ -21,11 +21,6 @@ impl Deref for LockedApp {
 }
 
 impl LockedApp {
-    /// The app as read under the lock (a clone, e.g. to change a field for a spec).
-    pub fn app(&self) -> &App {
-        &self.app
-    }
-
     /// The lock itself, for a holder that must keep it past the op (a push until git has
     /// updated its ref).
     pub fn into_guard(self) -> tokio::sync::OwnedMutexGuard<()> {

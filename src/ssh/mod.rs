@@ -401,14 +401,18 @@ pub enum Request {
 
 impl Request {
     /// What the request is, for the channel's log span: the git service or the command's
-    /// name, never its arguments (`config:set` carries secrets).
+    /// name, never its arguments (`config:set` carries secrets), and never a word that is no
+    /// command (what a member typed does not reach the server log).
     pub fn kind(&self) -> &str {
         match self {
             Request::Git { service, .. } => match service {
                 GitService::ReceivePack => "git-receive-pack",
                 GitService::UploadPack => "git-upload-pack",
             },
-            Request::Command(words) => words.first().map_or("", String::as_str),
+            Request::Command(words) => words
+                .first()
+                .and_then(|word| commands::SPECS.iter().find(|s| s.name == word))
+                .map_or("unknown", |spec| spec.name),
             Request::Shell => "shell",
             Request::Refused(_) => "refused",
         }
@@ -797,6 +801,23 @@ fn exit_code(status: std::process::ExitStatus) -> u32 {
 mod tests {
     use super::{Request, parse_exec};
     use crate::git::GitService;
+
+    #[test]
+    fn a_channel_span_carries_no_text_a_member_typed() {
+        // Attack: a member sends an exec whose first word is a forged log line (a newline and
+        // "admin logged in", or 30 KB of text) to fill or falsify the server log through the
+        // channel's span. Only berth's own command names are recorded; arguments never are.
+        let kind = |text: &str| parse_exec(text).map(|r| r.kind().to_string());
+        assert_eq!(kind("'x\nINFO admin logged in' arg"), Ok("unknown".into()));
+        assert_eq!(
+            kind("config:set shop SECRET=hunter2"),
+            Ok("config:set".into())
+        );
+        assert_eq!(
+            kind("git-receive-pack '/shop.git'"),
+            Ok("git-receive-pack".into())
+        );
+    }
 
     #[test]
     fn parses_git_requests_in_every_client_form() {
