@@ -116,8 +116,13 @@ pub async fn backup(
 /// berth stopped; gives a summary line.
 pub async fn restore(config: &Config, file: &Path) -> Result<String, String> {
     let data = &config.data_dir;
-    if std::os::unix::net::UnixStream::connect(config.hook_socket_path()).is_ok() {
-        return Err("berth is running on this data_dir: stop it first, then restore".to_string());
+    if std::os::unix::net::UnixStream::connect(config.hook_socket_path()).is_ok()
+        || std::os::unix::net::UnixStream::connect(crate::dataplane::socket_path(config)).is_ok()
+    {
+        return Err(
+            "berth is running on this data_dir: stop it first (berth stop), then restore"
+                .to_string(),
+        );
     }
     if config.db_path().exists() {
         let store = Store::open(&config.db_path())

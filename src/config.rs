@@ -72,6 +72,9 @@ pub struct Config {
     pub max_body_size: u64,
     /// Most seconds an instance that left the serving set gets to finish its requests.
     pub drain_timeout: u64,
+    /// Most seconds a stopping control plane (TERM: `systemctl stop/restart`, `berth stop`, an
+    /// upgrade) waits for the pushes and commands under way before it fails the rest.
+    pub shutdown_timeout: u64,
     /// One line per routed request in `<data_dir>/logs/access.log`: `text`, `json` or `off`.
     pub access_log: String,
     /// Releases per app whose images stay on this host (rollbacks to them never rebuild).
@@ -123,6 +126,7 @@ impl Default for Config {
             member_max_runs: 4,
             max_body_size: 100 * 1024 * 1024,
             drain_timeout: 30,
+            shutdown_timeout: 20,
             access_log: "text".into(),
             keep_releases: 5,
             allow_private_destinations: false,
@@ -163,6 +167,7 @@ const KEYS: &[&str] = &[
     "member_max_runs",
     "max_body_size",
     "drain_timeout",
+    "shutdown_timeout",
     "access_log",
     "keep_releases",
     "allow_private_destinations",
@@ -188,6 +193,7 @@ const NUMBER_KEYS: &[&str] = &[
     "member_max_runs",
     "max_body_size",
     "drain_timeout",
+    "shutdown_timeout",
     "keep_releases",
 ];
 
@@ -384,6 +390,9 @@ impl Config {
     }
     pub fn drain_timeout(&self) -> Duration {
         Duration::from_secs(self.drain_timeout)
+    }
+    pub fn shutdown_timeout(&self) -> Duration {
+        Duration::from_secs(self.shutdown_timeout)
     }
     pub fn logs_dir(&self) -> PathBuf {
         self.data_dir.join("logs")

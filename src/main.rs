@@ -26,6 +26,18 @@ enum Top {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// Run the data plane alone (the HTTP router, the apps' ports, /metrics); `serve` starts
+    /// one when none runs.
+    Dataplane {
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Stop everything: the control plane (it finishes what is under way first, up to
+    /// `shutdown_timeout`), then the data plane (apps stop being served).
+    Stop {
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
     /// Manage the keys allowed to push and run commands.
     Keys {
         #[command(subcommand)]
@@ -151,13 +163,28 @@ async fn run(command: Top) -> Result<u8, String> {
     match command {
         Top::Serve { config } => {
             raise_file_limit();
-            let config = load_config(config)?;
+            let file = config_path(config);
+            let config = Config::load(file.as_deref())?;
             let listener = tokio::net::TcpListener::bind(config.ssh_listen)
                 .await
                 .map_err(|e| format!("cannot listen on {}: {e}", config.ssh_listen))?;
             let berth = Berth::open(config).await?;
+            // One control plane per data dir; the lock goes with the process, however it ends.
+            let _lock = berth::dataplane::control_lock(&berth.config)?;
             tracing::info!(listen = %berth.config.ssh_listen, data_dir = %berth.config.data_dir.display(), "berth serving");
-            berth::serve::run(berth, listener).await?;
+            berth::serve::run(berth, listener, file.as_deref()).await?;
+            Ok(0)
+        }
+        Top::Stop { config } => {
+            let config = load_config(config)?;
+            println!("{}", berth::dataplane::stop_all(&config).await?);
+            Ok(0)
+        }
+        Top::Dataplane { config } => {
+            raise_file_limit();
+            let file = config_path(config);
+            let config = Config::load(file.as_deref())?;
+            berth::dataplane::run(config, file).await?;
             Ok(0)
         }
         Top::Keys {

@@ -308,7 +308,14 @@ pub async fn build_and_release(
     let built = scheduler
         .build_image(context, &build_tag, labels, network, &record.uid, out)
         .await;
-    berth.metrics.build(app, built.is_ok(), started.elapsed());
+    berth
+        .plane
+        .observe(crate::dataplane::wire::Observed::Build {
+            app: app.to_string(),
+            ok: built.is_ok(),
+            secs: started.elapsed().as_secs_f64(),
+        })
+        .await;
     built?;
 
     // app.json's formation is the initial scale: it applies to an app's first release only.

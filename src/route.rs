@@ -23,7 +23,6 @@ use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::deploy::serving::Serving;
 use crate::manifest::Healthcheck;
 
 /// How often every serving instance is checked (a TCP connect).
@@ -192,8 +191,19 @@ impl Set {
     }
 }
 
+/// What one app's port and host serve, as the data plane keeps it across its restarts.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Served {
+    pub port: u16,
+    pub stable: Vec<SocketAddr>,
+    pub canary: Option<(Vec<SocketAddr>, u8)>,
+    pub health: Option<Healthcheck>,
+}
+
 pub struct Routes {
     publish_address: IpAddr,
+    /// Client connections the app ports are forwarding right now (all apps).
+    active: Arc<AtomicUsize>,
     balance: Balance,
     /// Bounds on each app port's clients: idle time, connections per client address.
     tcp_idle: Duration,
@@ -206,6 +216,8 @@ pub struct Routes {
 
 struct Route {
     port: u16,
+    /// The listening socket (a copy of the accept task's), handed to a newer data plane.
+    listener: std::net::TcpListener,
     set: RwLock<Arc<Set>>,
     /// Counts picks, for the canary's share.
     picks: AtomicUsize,
@@ -306,6 +318,7 @@ impl Routes {
             per_address,
             publish_address,
             balance,
+            active: Arc::default(),
             apps: RwLock::new(HashMap::new()),
             reserved: Mutex::default(),
         }
@@ -425,8 +438,10 @@ impl Routes {
         std_listener
             .set_nonblocking(true)
             .map_err(|e| e.to_string())?;
+        let kept = std_listener.try_clone().map_err(|e| e.to_string())?;
         let listener = TcpListener::from_std(std_listener).map_err(|e| e.to_string())?;
         let balance = self.balance;
+        let active = self.active.clone();
         let route = Arc::new_cyclic(|weak: &std::sync::Weak<Route>| {
             let limits = crate::limits::ConnectionLimits::new(PORT_CONNECTIONS, self.per_address);
             let accept = tokio::spawn(accept_loop(
@@ -435,10 +450,12 @@ impl Routes {
                 balance,
                 limits,
                 self.tcp_idle,
+                active,
             ));
             let health = tokio::spawn(health_loop(weak.clone()));
             Route {
                 port,
+                listener: kept,
                 set: RwLock::default(),
                 picks: AtomicUsize::new(0),
                 retired: Mutex::default(),
@@ -448,6 +465,72 @@ impl Routes {
         });
         apps.insert(app.to_string(), route.clone());
         Ok(route)
+    }
+
+    /// Takes listening sockets a previous data plane handed over, by port: an app's port is
+    /// served from them instead of being bound anew.
+    pub fn adopt_listeners(&self, listeners: Vec<std::net::TcpListener>) {
+        let mut reserved = self.reserved.lock().unwrap_or_else(|p| p.into_inner());
+        for listener in listeners {
+            if let Ok(address) = listener.local_addr() {
+                reserved.insert(address.port(), listener);
+            }
+        }
+    }
+
+    /// Every app's serving set, port and health check, to keep across restarts.
+    pub fn snapshot(&self) -> HashMap<String, Served> {
+        let apps = self.apps.read().unwrap_or_else(|p| p.into_inner());
+        apps.iter()
+            .map(|(app, route)| {
+                let set = route.set();
+                let addresses = |pool: &Pool| pool.upstreams.iter().map(|u| u.address).collect();
+                let served = Served {
+                    port: route.port,
+                    stable: addresses(&set.stable),
+                    canary: set.canary.as_ref().map(|c| (addresses(&c.pool), c.weight)),
+                    health: route
+                        .health
+                        .read()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .clone(),
+                };
+                (app.clone(), served)
+            })
+            .collect()
+    }
+
+    /// Serves the app as `served` says (a data plane starting from its saved table).
+    pub fn restore(&self, app: &str, served: &Served) -> Result<(), String> {
+        self.point(app, served.port, &served.stable)?;
+        if let Some((addresses, weight)) = &served.canary {
+            self.point_canary(app, Some((addresses, *weight)));
+        }
+        self.set_health(app, served.health.clone());
+        Ok(())
+    }
+
+    /// The listening sockets of every app port (for a newer data plane to inherit).
+    pub fn listener_fds(&self) -> Vec<std::os::fd::RawFd> {
+        use std::os::fd::AsRawFd;
+        let apps = self.apps.read().unwrap_or_else(|p| p.into_inner());
+        apps.values().map(|r| r.listener.as_raw_fd()).collect()
+    }
+
+    /// Stops accepting on every app port (a newer data plane accepts on the same sockets);
+    /// connections already forwarded go on.
+    pub fn stop_accepting(&self) {
+        let apps = self.apps.read().unwrap_or_else(|p| p.into_inner());
+        for route in apps.values() {
+            if let Some(accept) = route.tasks.first() {
+                accept.abort();
+            }
+        }
+    }
+
+    /// Client connections the app ports are forwarding right now.
+    pub fn active_connections(&self) -> usize {
+        self.active.load(Ordering::Relaxed)
     }
 
     /// Stops serving the app's port (stopped or destroyed apps).
@@ -536,24 +619,6 @@ impl Routes {
     }
 }
 
-/// The app's port and host, as a deploy target sees them: the current release's instances.
-pub struct AppPort<'a> {
-    pub routes: &'a Routes,
-    pub app: &'a str,
-    pub port: u16,
-    pub drain: Duration,
-}
-
-impl Serving for AppPort<'_> {
-    fn serve(&self, addresses: &[SocketAddr]) -> Result<(), String> {
-        self.routes.point(self.app, self.port, addresses)
-    }
-
-    fn drained(&self, addresses: &[SocketAddr]) -> BoxFuture<'static, ()> {
-        self.routes.drained(self.app, addresses, self.drain)
-    }
-}
-
 /// Connections one app's port takes at once.
 const PORT_CONNECTIONS: usize = 4096;
 
@@ -563,6 +628,7 @@ async fn accept_loop(
     balance: Balance,
     limits: Arc<crate::limits::ConnectionLimits>,
     idle: Duration,
+    active: Arc<AtomicUsize>,
 ) {
     loop {
         let Ok((client, peer)) = listener.accept().await else {
@@ -576,9 +642,12 @@ async fn accept_loop(
         };
         let _ = client.set_nodelay(true);
         let client = crate::limits::IdleIo::new(client, idle);
+        active.fetch_add(1, Ordering::Relaxed);
+        let active = active.clone();
         tokio::spawn(async move {
             forward(client, route, balance).await;
             drop(slot);
+            active.fetch_sub(1, Ordering::Relaxed);
         });
     }
 }
@@ -663,6 +732,7 @@ mod tests {
         let routes = Routes::new(IpAddr::V4(Ipv4Addr::LOCALHOST), Balance::RoundRobin);
         let route = Arc::new(Route {
             port: 0,
+            listener: std::net::TcpListener::bind("127.0.0.1:0").unwrap(),
             set: RwLock::default(),
             picks: AtomicUsize::new(0),
             retired: Mutex::default(),

@@ -16,6 +16,7 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -93,7 +94,12 @@ pub fn serve(
                     .expect("router runtime");
                 runtime.block_on(async move {
                     match TcpListener::from_std(listener) {
-                        Ok(listener) => accept_loop(plane, listener, tls, limits).await,
+                        Ok(listener) => {
+                            accept_loop(plane, listener, tls, limits).await;
+                            // Stopped accepting: the connections in progress go on until the
+                            // process exits.
+                            std::future::pending::<()>().await
+                        }
                         Err(error) => tracing::error!(%error, "router listener"),
                     }
                 });
@@ -131,8 +137,13 @@ async fn accept_loop(
         .keep_alive_interval(idle)
         .keep_alive_timeout(Duration::from_secs(20));
     let builder = Arc::new(builder);
+    let mut accepting = plane.accepting.subscribe();
     loop {
-        let Ok((stream, remote)) = listener.accept().await else {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = accepting.wait_for(|on| !*on) => break,
+        };
+        let Ok((stream, remote)) = accepted else {
             tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
         };
@@ -148,6 +159,7 @@ async fn accept_loop(
         tokio::spawn(async move {
             let _held = held;
             let _counted = plane.metrics().connection();
+            let _open = Open::new(&plane);
             let secure = tls.is_some();
             let service = {
                 let plane = plane.clone();
@@ -181,10 +193,43 @@ async fn accept_loop(
     }
 }
 
+/// Counts a router client connection as open while it lives.
+struct Open<'a>(&'a Plane);
+
+impl<'a> Open<'a> {
+    fn new(plane: &'a Plane) -> Open<'a> {
+        plane.connections.fetch_add(1, Ordering::Relaxed);
+        Open(plane)
+    }
+}
+
+impl Drop for Open<'_> {
+    fn drop(&mut self) {
+        self.0.connections.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Stops every router listener accepting (a newer data plane accepts on the same sockets);
+/// the connections in progress go on, each closed after its next response.
+pub fn stop_accepting(plane: &Plane) {
+    plane.start_draining();
+    plane.accepting.send_replace(false);
+}
+
+/// The router's client connections open now.
+pub fn active_connections(plane: &Plane) -> usize {
+    plane.connections.load(Ordering::Relaxed)
+}
+
 /// Serves `/metrics` on `listener` (the admin address).
 pub async fn serve_admin(plane: Arc<Plane>, listener: TcpListener) {
+    let mut accepting = plane.accepting.subscribe();
     loop {
-        let Ok((stream, _)) = listener.accept().await else {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = accepting.wait_for(|on| !*on) => return,
+        };
+        let Ok((stream, _)) = accepted else {
             tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
         };
@@ -300,7 +345,14 @@ async fn handle(
         upstream: None,
         canary: false,
     };
-    let response = route(&plane, pool, client, request, &host, &mut outcome).await;
+    let mut response = route(&plane, pool, client, request, &host, &mut outcome).await;
+    // Handing over to a newer data plane: the client's next request opens a new connection,
+    // which the new process accepts.
+    if plane.draining() && version < hyper::Version::HTTP_2 {
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
     let took = started.elapsed();
     let status = response.status().as_u16();
     plane

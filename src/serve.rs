@@ -1,7 +1,8 @@
-//! Wiring: `run` starts every part of a serving berth (the hook socket, the router and its
-//! HTTPS and admin listeners, the background tasks) around one `Berth`, then serves SSH. Kept
+//! Wiring: `run` starts every part of a serving control plane (the data plane, adopted or
+//! started; the hook socket; the background tasks) around one `Berth`, then serves SSH. Kept
 //! apart from `server` (the `Berth` state) so the state does not import what uses it.
 
+use std::path::Path;
 use std::sync::Arc;
 
 use tokio::net::{TcpListener, UnixListener};
@@ -11,9 +12,37 @@ use crate::reconcile;
 use crate::server::Berth;
 use crate::ssh;
 
-/// Serves until the SSH listener fails. The caller binds the socket (tests bind port 0).
-pub async fn run(berth: Arc<Berth>, listener: TcpListener) -> Result<(), String> {
+/// Serves until the SSH listener fails or the server is told to stop. The caller binds the
+/// socket (tests bind port 0). `config_file` is handed to a data plane started here.
+pub async fn run(
+    berth: Arc<Berth>,
+    listener: TcpListener,
+    config_file: Option<&Path>,
+) -> Result<(), String> {
     let config = &berth.config;
+    // The data plane serves the apps' traffic in a process of its own, which outlives this
+    // one: adopted when it runs, else started.
+    crate::dataplane::ensure(config, config_file).await?;
+    if let Some(mut events) = berth.plane.take_events() {
+        let weak = Arc::downgrade(&berth);
+        tokio::spawn(async move {
+            while let Some(event) = events.recv().await {
+                let Some(berth) = weak.upgrade() else { return };
+                match event {
+                    crate::dataplane::wire::FromPlane::Trigger(trigger) => {
+                        if !berth.inbound.enqueue(trigger) {
+                            tracing::warn!("inbound sync dropped: the queue is full");
+                        }
+                    }
+                    crate::dataplane::wire::FromPlane::Refused(counts) => {
+                        berth.inbound.add_refused(&counts)
+                    }
+                    crate::dataplane::wire::FromPlane::Reply { .. } => {}
+                }
+            }
+        });
+    }
+    berth.sync_plane().await?;
     push::install_hooks(&config.hooks_dir()).map_err(|e| format!("cannot write hooks: {e}"))?;
     let socket_path = config.hook_socket_path();
     if let Some(dir) = socket_path.parent() {
@@ -27,40 +56,7 @@ pub async fn run(berth: Arc<Berth>, listener: TcpListener) -> Result<(), String>
     let hooks = UnixListener::bind(&socket_path)
         .map_err(|e| format!("cannot bind {}: {e}", socket_path.display()))?;
     tokio::spawn(push::serve_hooks(berth.clone(), hooks));
-    // The router sees only the data plane's part of berth.
-    let plane = crate::plane::Plane::new(berth.clone());
-    if let Some(address) = config.http_listen() {
-        let http = TcpListener::bind(address).await.map_err(|e| {
-            format!(
-                "cannot listen on {address} for the HTTP router: {e}; set http_listen to a free address, or \"off\""
-            )
-        })?;
-        crate::router::serve(plane.clone(), http, None)?;
-    }
-    if let Some(address) = config.https_listen() {
-        let https = TcpListener::bind(address).await.map_err(|e| {
-            format!(
-                "cannot listen on {address} for HTTPS: {e}; set https_listen to a free address, or \"off\""
-            )
-        })?;
-        // The certificate of the app a name is served for (custom domain or APP.base).
-        let weak = Arc::downgrade(&berth);
-        let tls = crate::tls::server_config(Box::new(move |name| {
-            let berth = weak.upgrade()?;
-            let app = berth.app_for_host(name)?;
-            berth.certs.key_for(&app, name)
-        }))?;
-        crate::router::serve(plane.clone(), https, Some(tls))?;
-    }
     berth.spawn_background("acme-renewals", crate::acme::renew_loop(berth.clone()));
-    if let Some(address) = config.admin_listen() {
-        let admin = TcpListener::bind(address).await.map_err(|e| {
-            format!(
-                "cannot listen on {address} for /metrics: {e}; set admin_listen to a free address, or \"off\""
-            )
-        })?;
-        tokio::spawn(crate::router::serve_admin(plane.clone(), admin));
-    }
     berth.spawn_background("reconciler", reconcile::run(berth.clone()));
     berth.spawn_background("retention", crate::disk::prune_loop(berth.clone()));
     berth.spawn_background(

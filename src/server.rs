@@ -5,7 +5,6 @@ use std::sync::Arc;
 
 use crate::config::Config;
 use crate::push::session::PushRegistry;
-use crate::route::Routes;
 use crate::store::Store;
 
 /// Who is connected: the key that signed, and its role.
@@ -27,17 +26,12 @@ pub struct Berth {
     pub store: Store,
     /// Pushes waiting for their pre-receive hook.
     pub pushes: PushRegistry,
-    /// The app proxy: each app's stable port.
-    pub routes: Routes,
-    /// The apps' certificates, served by SNI on `https_listen`.
+    /// The data plane (the router and each app's stable port, a process of its own): what it
+    /// serves is changed through this.
+    pub plane: Arc<crate::dataplane::Link>,
+    /// The apps' certificates (the data plane reads the same files, told when they change).
     pub certs: crate::tls::Certs,
-    /// ACME HTTP-01 answers the router gives while a certificate is being issued.
-    pub challenges: crate::acme::challenges::Challenges,
-    /// Request, deploy and build counts for `/metrics`.
-    pub metrics: crate::metrics::Metrics,
-    /// The router's access log, unless `access_log = "off"`.
-    pub access_log: Option<Arc<crate::metrics::AccessLog>>,
-    /// Inbound webhook tokens (for the router) and the syncs they trigger.
+    /// Inbound webhook tokens (sent to the data plane) and the syncs its router triggers.
     pub inbound: crate::webhooks::inbound::Inbound,
     /// Fingerprints of keys just removed (`keys:remove`): the SSH layer closes their
     /// connections at once.
@@ -87,27 +81,21 @@ impl Berth {
                 private_mode(&path, 0o600)?;
             }
         }
-        let routes = Routes::bounded(
-            config.publish_address,
-            config.balance,
-            std::time::Duration::from_secs(config.tcp_idle_timeout),
-            config.max_connections_per_address,
+        let plane = crate::dataplane::Link::new(
+            crate::dataplane::socket_path(&config),
+            config.drain_timeout(),
         );
-        let access_log = crate::metrics::AccessLog::open(&config.access_log, &config.logs_dir())?;
         let certs = crate::tls::Certs::load(config.certs_dir());
         let builds = crate::limits::Limits::new(usize::MAX, config.member_max_builds);
         let runs = crate::limits::Limits::new(usize::MAX, config.member_max_runs);
         let berth = Arc::new(Berth {
             config,
             store,
-            routes,
+            plane,
             pushes: PushRegistry::default(),
             builds,
             runs,
-            metrics: Default::default(),
             certs,
-            challenges: Default::default(),
-            access_log,
             inbound: Default::default(),
             revoked: tokio::sync::broadcast::channel(64).0,
             shutdown: tokio::sync::watch::channel(false).0,
@@ -115,38 +103,41 @@ impl Berth {
             locks: Default::default(),
             domains: Default::default(),
         });
-        berth.reload_domains().await?;
+        berth.load_domains().await?;
         berth.inbound.reload(&berth.store).await?;
         Ok(berth)
     }
 
-    /// Re-reads the custom domains (after domains:add/remove, apps:rename, apps:destroy).
-    pub async fn reload_domains(&self) -> Result<(), String> {
-        let domains = self
+    async fn load_domains(&self) -> Result<HashMap<String, String>, String> {
+        let domains: HashMap<String, String> = self
             .store
             .domains()
             .await
-            .map_err(|e| format!("cannot read domains: {e}"))?;
-        *self.domains.write().unwrap_or_else(|p| p.into_inner()) = domains.into_iter().collect();
-        Ok(())
+            .map_err(|e| format!("cannot read domains: {e}"))?
+            .into_iter()
+            .collect();
+        *self.domains.write().unwrap_or_else(|p| p.into_inner()) = domains.clone();
+        Ok(domains)
     }
 
-    /// The app served at `host`: a custom domain, else `APP.<base_domain>`.
-    pub fn app_for_host(&self, host: &str) -> Option<String> {
-        if let Some(app) = self
-            .domains
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(host)
-        {
-            return Some(app.clone());
-        }
-        let name = host
-            .strip_suffix(self.config.base_domain())?
-            .strip_suffix('.')?;
-        crate::names::AppName::parse(name)
-            .ok()
-            .map(|n| n.as_str().to_string())
+    /// Re-reads the custom domains (after domains:add/remove, apps:rename, apps:destroy) and
+    /// gives them to the data plane.
+    pub async fn reload_domains(&self) -> Result<(), String> {
+        let domains = self.load_domains().await?;
+        self.plane.set_domains(domains).await
+    }
+
+    /// Re-reads the inbound webhook tokens and gives them to the data plane.
+    pub async fn reload_inbound(&self) -> Result<(), String> {
+        self.inbound.reload(&self.store).await?;
+        self.plane.set_tokens(self.inbound.tokens()).await
+    }
+
+    /// Gives the data plane what it routes by that the control plane owns: custom domains and
+    /// inbound tokens (at start, after a data plane may have missed changes).
+    pub async fn sync_plane(&self) -> Result<(), String> {
+        self.reload_domains().await?;
+        self.reload_inbound().await
     }
 
     /// The app's custom domains, sorted.
@@ -192,13 +183,8 @@ impl Berth {
     }
 
     /// The app's port and host as a deploy target sees them.
-    pub fn app_port<'a>(&'a self, app: &'a str, port: u16) -> crate::route::AppPort<'a> {
-        crate::route::AppPort {
-            routes: &self.routes,
-            app,
-            port,
-            drain: self.config.drain_timeout(),
-        }
+    pub fn app_port(&self, app: &str, port: u16) -> crate::dataplane::AppPort {
+        self.plane.app_port(app, port)
     }
 
     pub fn app_lock(&self, app_id: i64) -> Arc<tokio::sync::Mutex<()>> {

@@ -157,6 +157,13 @@ impl Certs {
         }
     }
 
+    /// Reads every certificate from the files again (the data plane, told they changed).
+    pub fn reload(&self) {
+        let fresh = Certs::load(self.dir.clone());
+        let keys = fresh.keys.into_inner().unwrap_or_else(|p| p.into_inner());
+        *self.keys.write().unwrap_or_else(|p| p.into_inner()) = keys;
+    }
+
     /// Stores and serves the app's certificate (replacing any other), after checking it.
     pub fn install(&self, app: &str, cert_pem: &[u8], key_pem: &[u8]) -> Result<CertInfo, String> {
         let (certified, info) = parse(cert_pem, key_pem)?;

@@ -18,14 +18,14 @@ impl Challenges {
             .cloned()
     }
 
-    pub(super) fn set(&self, token: &str, answer: String) {
+    pub fn set(&self, token: &str, answer: String) {
         self.0
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .insert(token.to_string(), answer);
     }
 
-    pub(super) fn clear(&self, tokens: &[String]) {
+    pub fn clear(&self, tokens: &[String]) {
         let mut map = self.0.write().unwrap_or_else(|p| p.into_inner());
         for token in tokens {
             map.remove(token);

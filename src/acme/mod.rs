@@ -118,7 +118,7 @@ pub async fn issue(
                 "answering the HTTP-01 challenge for {}",
                 challenge.identifier()
             ));
-            berth.challenges.set(&challenge.token, answer);
+            berth.plane.challenge(&challenge.token, Some(answer)).await?;
             tokens.push(challenge.token.clone());
             challenge
                 .set_ready()
@@ -141,7 +141,11 @@ pub async fn issue(
         Ok((chain, key))
     }
     .await;
-    berth.challenges.clear(&tokens);
+    for token in &tokens {
+        if let Err(error) = berth.plane.challenge(token, None).await {
+            tracing::warn!(%error, "challenge answer left in the data plane");
+        }
+    }
     result
 }
 
@@ -164,7 +168,9 @@ pub async fn provision(
         names.join(", ")
     ));
     let (chain, key) = issue(berth, &names, out).await?;
-    berth.certs.install(app, chain.as_bytes(), key.as_bytes())
+    let info = berth.certs.install(app, chain.as_bytes(), key.as_bytes())?;
+    berth.plane.reload_certs().await?;
+    Ok(info)
 }
 
 /// Renews, twice a day, the ACME certificates that end within `acme_renew_days`.

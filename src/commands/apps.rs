@@ -258,6 +258,15 @@ pub async fn info(berth: &Berth, who: &Identity, args: &Args) -> Result<String, 
         /// Where the canary's instances answer.
         upstreams: Vec<String>,
     }
+    // Where the data plane sends the canary's share (none known while it does not answer).
+    let canary_upstreams: Vec<String> = berth
+        .plane
+        .canary(&app.name)
+        .await
+        .ok()
+        .flatten()
+        .map(|(a, _)| a.iter().map(|a| a.to_string()).collect())
+        .unwrap_or_default();
     let canary = berth
         .store
         .canary(app.id)
@@ -268,11 +277,7 @@ pub async fn info(berth: &Berth, who: &Identity, args: &Args) -> Result<String, 
             weight: c.weight,
             current_release: running.as_ref().map(|r| r.number),
             current_weight: 100 - c.weight,
-            upstreams: berth
-                .routes
-                .canary(&app.name)
-                .map(|(a, _)| a.iter().map(|a| a.to_string()).collect())
-                .unwrap_or_default(),
+            upstreams: canary_upstreams.clone(),
         });
     let links = berth.store.links_from(app.id).await.map_err(internal)?;
     let linked_from = berth.store.links_to(app.id).await.map_err(internal)?;

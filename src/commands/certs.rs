@@ -54,6 +54,7 @@ pub async fn add(
     let app = ops::lock(berth, &app).await?;
     let (certs, key) = tls::split_bundle(stdin);
     let info = berth.certs.install(&app.name, &certs, &key)?;
+    berth.plane.reload_certs().await?;
     berth
         .store
         .set_certificate_source(app.id, "manual")
@@ -83,6 +84,7 @@ pub async fn remove(berth: &Berth, who: &Identity, args: &Args) -> Result<String
     if !berth.certs.remove(&app.name) {
         return Err(format!("{} has no certificate", app.name));
     }
+    berth.plane.reload_certs().await?;
     berth
         .store
         .remove_certificate(app.id)

@@ -276,7 +276,7 @@ pub async fn inbound(berth: &Berth, who: &Identity, args: &Args) -> Result<Strin
         .set_sync_token(app.id, &webhooks::token_hash(&token))
         .await
         .map_err(internal)?;
-    berth.inbound.reload(&berth.store).await?;
+    berth.reload_inbound().await?;
     berth
         .store
         .note_event(

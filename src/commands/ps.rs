@@ -204,10 +204,11 @@ pub async fn report(berth: &Berth, who: &Identity, args: &Args) -> Result<String
         .await;
     // What the router sends each web instance: serving, canary, out (failing its health
     // check), or nothing.
-    let traffic = berth.routes.traffic(&app.name);
+    // (None known while the data plane does not answer: every instance shows `-`.)
+    let traffic = berth.plane.traffic(&app.name).await.unwrap_or_default();
     let traffic_of = |c: &ContainerReport| {
         c.address
-            .and_then(|a| traffic.get(&a).copied())
+            .and_then(|a| traffic.get(&a).map(String::as_str))
             .unwrap_or("-")
     };
     if args.json() {

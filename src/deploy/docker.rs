@@ -137,7 +137,11 @@ pub async fn deploy(
             .filter_map(|c| c.address)
             .collect(),
     };
-    if let Some(message) = failure.or_else(|| publish.serve(&addresses_of(&instances)).err()) {
+    let failure = match failure {
+        Some(message) => Some(message),
+        None => publish.serve(&addresses_of(&instances)).await.err(),
+    };
+    if let Some(message) = failure {
         for name in instances.iter().map(|i| &i.name).chain(&others) {
             remove_container(docker, name).await;
         }
@@ -220,7 +224,7 @@ pub async fn scale(
             stop_and_remove(docker, &extra.name).await;
         }
     }
-    publish.serve(&addresses_of(&serving))?;
+    publish.serve(&addresses_of(&serving)).await?;
     let extras: Vec<&ContainerReport> = current.iter().filter(|c| c.index > spec.web).collect();
     if !extras.is_empty() {
         let addresses: Vec<SocketAddr> = extras.iter().filter_map(|c| c.address).collect();
@@ -289,7 +293,9 @@ pub async fn restart(
         };
         serving.retain(|(index, _)| *index != container.index);
         serving.extend(fresh.address.map(|a| (container.index, a)));
-        publish.serve(&serving.iter().map(|(_, a)| *a).collect::<Vec<_>>())?;
+        publish
+            .serve(&serving.iter().map(|(_, a)| *a).collect::<Vec<_>>())
+            .await?;
         publish
             .drained(&container.address.into_iter().collect::<Vec<_>>())
             .await;

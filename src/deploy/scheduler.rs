@@ -135,7 +135,7 @@ impl Scheduler {
         serving: Publish<'_>,
     ) -> Result<Vec<Instance>, String> {
         let docker =
-            engine_or_fake!(self, fake => fake.start("deploy", target, spec, Some(serving)));
+            engine_or_fake!(self, fake => fake.start("deploy", target, spec, Some(serving)).await);
         Self::applied(target)?
             .deploy(docker, spec, out, serving)
             .await
@@ -150,7 +150,7 @@ impl Scheduler {
         serving: Publish<'_>,
     ) -> Result<Vec<Instance>, String> {
         let docker =
-            engine_or_fake!(self, fake => fake.start("scale", target, spec, Some(serving)));
+            engine_or_fake!(self, fake => fake.start("scale", target, spec, Some(serving)).await);
         Self::applied(target)?
             .scale(docker, spec, out, serving)
             .await
@@ -213,8 +213,7 @@ impl Scheduler {
         spec: &DeploySpec,
         out: &Output,
     ) -> Result<Vec<Instance>, String> {
-        let docker =
-            engine_or_fake!(self, fake => fake.start("deploy_beside", Target::Docker, spec, None));
+        let docker = engine_or_fake!(self, fake => fake.start("deploy_beside", Target::Docker, spec, None).await);
         docker::deploy_beside(docker, spec, out).await
     }
 
@@ -532,7 +531,7 @@ pub mod fake {
 
         /// Starts `spec.web` instances at made-up loopback addresses (nothing listens there) and
         /// serves them, as a target does once they answer.
-        pub(super) fn start(
+        pub(super) async fn start(
             &self,
             operation: &'static str,
             target: Target,
@@ -553,7 +552,7 @@ pub mod fake {
             if let Some(serving) = serving {
                 let addresses: Vec<SocketAddr> =
                     instances.iter().filter_map(|i| i.address).collect();
-                serving.serve(&addresses)?;
+                serving.serve(&addresses).await?;
             }
             self.did(format!(
                 "{operation} {} v{} on {target}: {}",

@@ -1,5 +1,5 @@
 //! How a target hands its instances to the serving sets, without knowing them: `route`
-//! implements [`Serving`] for an app's port, the targets call it. A leaf, so `route` and the
+//! (`dataplane::AppPort`) implements [`Serving`] for an app's port, the targets call it. A leaf, so `route` and the
 //! targets do not import each other.
 
 use std::net::SocketAddr;
@@ -10,7 +10,7 @@ use futures_util::future::BoxFuture;
 pub trait Serving: Sync {
     /// Points the app's port and host at these instances (the serving set), replacing the
     /// last set at once.
-    fn serve(&self, addresses: &[SocketAddr]) -> Result<(), String>;
+    fn serve<'a>(&'a self, addresses: &'a [SocketAddr]) -> BoxFuture<'a, Result<(), String>>;
     /// Resolves once no request is in flight on these instances (ones that just left the
     /// serving set), or when the drain timeout is over.
     fn drained(&self, addresses: &[SocketAddr]) -> BoxFuture<'static, ()>;

@@ -357,7 +357,7 @@ async fn converge(
         let mut addresses: Vec<SocketAddr> = serving.iter().filter_map(|c| c.address).collect();
         addresses.sort_unstable();
         if !addresses.is_empty() && published.as_ref() != Some(&addresses) {
-            publish.serve(&addresses)?;
+            publish.serve(&addresses).await?;
             published = Some(addresses);
         }
         let new: Vec<&&ContainerReport> = serving
@@ -377,7 +377,7 @@ async fn converge(
         }
         if !updating && new.len() == spec.web as usize && serving.len() == new.len() {
             if spec.web == 0 {
-                publish.serve(&[])?;
+                publish.serve(&[]).await?;
             }
             let mut instances: Vec<Instance> = new
                 .iter()

@@ -75,8 +75,9 @@ pub async fn deploy_canary(
     let instances = scheduler.deploy_beside(&spec, out).await?;
     let addresses: Vec<SocketAddr> = instances.iter().filter_map(|i| i.address).collect();
     berth
-        .routes
-        .point_canary(&app.name, Some((&addresses, weight)));
+        .plane
+        .point_canary(&app.name, Some((&addresses, weight)))
+        .await?;
     store.set_canary_release(release).await.map_err(internal)?;
     store.move_app(app.id, AppState::Running, actor).await;
     if let Some(old) = previous.and_then(|c| c.release)
@@ -133,7 +134,7 @@ pub async fn promote_canary(
     let store = &berth.store;
     let old = store.running_release(app.id).await.ok().flatten();
     let port = app_port(berth, app).await?;
-    let Some(canary_addresses) = berth.routes.promote_canary(&app.name) else {
+    let Some(canary_addresses) = berth.plane.promote_canary(&app.name).await? else {
         return Err(format!(
             "v{} is not serving (its containers are gone): canary:abort {}",
             canary.number, app.name
@@ -182,7 +183,7 @@ pub async fn abort_canary(
     actor: &str,
 ) -> Result<(), String> {
     let store = &berth.store;
-    berth.routes.point_canary(&app.name, None);
+    berth.plane.point_canary(&app.name, None).await?;
     store
         .end_canary(app.id, ReleaseStatus::Aborted)
         .await
@@ -221,7 +222,7 @@ pub async fn set_canary_weight(
         .set_canary_weight(app.id, weight)
         .await
         .map_err(crate::error::internal)?;
-    berth.routes.set_canary_weight(&app.name, weight);
+    berth.plane.set_canary_weight(&app.name, weight).await?;
     store
         .note_event(
             Some(app.id),

@@ -162,8 +162,13 @@ pub async fn create_and_deploy(
     }
     .await;
     berth
-        .metrics
-        .deploy(&app.name, result.is_ok(), started.elapsed());
+        .plane
+        .observe(crate::dataplane::wire::Observed::Deploy {
+            app: app.name.to_string(),
+            ok: result.is_ok(),
+            secs: started.elapsed().as_secs_f64(),
+        })
+        .await;
     match result {
         Ok(()) => {
             // Retention: images older than the last keep_releases releases go (the caller holds
@@ -246,7 +251,10 @@ pub(super) async fn deploy_only(
     let instances = scheduler
         .deploy(target, &spec, out, &berth.app_port(&app.name, port))
         .await?;
-    berth.routes.set_health(&app.name, spec.health.clone());
+    berth
+        .plane
+        .set_health(&app.name, spec.health.clone())
+        .await?;
     // An app moved to another target stops on the one it left (nothing to do when it did not).
     for (other, stopped) in scheduler.stop_elsewhere(target, &app.name).await {
         match stopped {

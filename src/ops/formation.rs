@@ -110,7 +110,7 @@ pub async fn stop(
     let scheduler = berth.scheduler().await?;
     store.move_app(app.id, AppState::Stopping, actor).await;
     out.step(&format!("Stopping {}", app.name));
-    berth.routes.remove(&app.name);
+    berth.plane.remove(&app.name).await?;
     let stopped = stop_everywhere(berth, &scheduler, &app.name, false).await?;
     // Its containers are gone with the rest: a canary ends here.
     if store.canary(app.id).await.map_err(internal)?.is_some() {

@@ -5,6 +5,7 @@ use super::deploy::stop_everywhere;
 use super::follow::deploy_release;
 use super::lock::LockedApp;
 use super::spec::target;
+use crate::dataplane::wire::Observed;
 use crate::deploy::render::Target;
 use crate::domain::{AppState, ReleaseStatus};
 use crate::error::internal;
@@ -51,11 +52,17 @@ pub async fn rename(
     // the old-named containers.
     out.step(&format!("Renamed {old_name} to {new_name}"));
     berth.certs.rename(old_name.as_str(), new_name.as_str());
-    berth.metrics.forget(old_name.as_str());
+    berth.plane.reload_certs().await?;
+    berth
+        .plane
+        .observe(Observed::Forget {
+            app: old_name.to_string(),
+        })
+        .await;
     berth.reload_domains().await?;
     // Inbound tokens follow the app's id: a renamed app keeps its hook under its new name, a
     // destroyed one's token stops working, and no later app of the old name inherits it.
-    berth.inbound.reload(&berth.store).await?;
+    berth.reload_inbound().await?;
     if let (Some(current), false) = (
         berth
             .store
@@ -67,7 +74,7 @@ pub async fn rename(
         let scheduler = berth.scheduler().await?;
         // The app keeps its port: the old name's route lets go of it first. A canary's
         // containers carry the old name too: it ends here.
-        berth.routes.remove(old_name.as_str());
+        berth.plane.remove(old_name.as_str()).await?;
         if berth
             .store
             .canary(app.id)
@@ -113,9 +120,15 @@ pub async fn destroy(
         .store
         .move_app(app.id, AppState::Deleting, actor)
         .await;
-    berth.routes.remove(&app.name);
+    berth.plane.remove(&app.name).await?;
     berth.certs.remove(&app.name);
-    berth.metrics.forget(&app.name);
+    berth.plane.reload_certs().await?;
+    berth
+        .plane
+        .observe(Observed::Forget {
+            app: app.name.to_string(),
+        })
+        .await;
     let containers = stop_everywhere(berth, &scheduler, &app.name, true).await?;
     scheduler.remove_app_network(&app.name).await;
     let images = scheduler.remove_images(&app.name).await;
@@ -139,7 +152,7 @@ pub async fn destroy(
     berth.reload_domains().await?;
     // Inbound tokens follow the app's id: a renamed app keeps its hook under its new name, a
     // destroyed one's token stops working, and no later app of the old name inherits it.
-    berth.inbound.reload(&berth.store).await?;
+    berth.reload_inbound().await?;
     let (mut kept_volumes, mut removed_volumes) = (Vec::new(), Vec::new());
     if keep_data {
         kept_volumes = volumes;

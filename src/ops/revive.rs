@@ -179,10 +179,11 @@ pub async fn revive(
         .filter_map(|c| c.address)
         .collect();
     let port = app_port(berth, app).await?;
-    berth.routes.point(&app.name, port, &addresses)?;
+    berth.plane.point(&app.name, port, &addresses).await?;
     berth
-        .routes
-        .set_health(&app.name, manifest(&current).healthcheck);
+        .plane
+        .set_health(&app.name, manifest(&current).healthcheck)
+        .await?;
     // A canary serves its share again once its instances run (after a berth restart too).
     if let Some(canary) = store.canary(app.id).await.map_err(|e| e.to_string())?
         && let Some(number) = canary.release
@@ -194,8 +195,9 @@ pub async fn revive(
             .filter_map(|c| c.address)
             .collect();
         berth
-            .routes
-            .point_canary(&app.name, Some((&addresses, canary.weight)));
+            .plane
+            .point_canary(&app.name, Some((&addresses, canary.weight)))
+            .await?;
     }
     if healthy && matches!(app.state, AppState::Unknown | AppState::Lost) {
         store
@@ -240,7 +242,7 @@ async fn revive_swarm(
         return Ok(());
     }
     let port = app_port(berth, app).await?;
-    berth.routes.point(&app.name, port, &addresses)?;
+    berth.plane.point(&app.name, port, &addresses).await?;
     if matches!(app.state, AppState::Unknown | AppState::Lost) {
         store
             .set_app_state(app.id, AppState::Running, ACTOR)

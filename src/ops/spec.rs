@@ -147,7 +147,7 @@ pub async fn app_port(berth: &Berth, app: &App) -> Result<u16, String> {
     if let Some(port) = app.port.and_then(|p| u16::try_from(p).ok()) {
         return Ok(port);
     }
-    let port = berth.routes.free_port()?;
+    let port = berth.plane.reserve_port().await?;
     berth
         .store
         .set_port(app.id, port)

@@ -32,6 +32,7 @@ async fn world() -> World {
         admin_listen: "off".into(),
         ..Config::default()
     };
+    crate::dataplane::start_in_process(&config).await.unwrap();
     let berth = Berth::open(config).await.unwrap();
     let fake = Arc::new(Fake::default());
     berth.use_scheduler(Scheduler::fake(fake.clone()));
@@ -112,8 +113,8 @@ impl World {
         release.unwrap().status
     }
 
-    fn serving(&self, name: &str) -> usize {
-        self.berth.routes.traffic(name).len()
+    async fn serving(&self, name: &str) -> usize {
+        self.berth.plane.traffic(name).await.unwrap().len()
     }
 }
 
@@ -122,14 +123,14 @@ async fn a_failed_deploy_marks_its_release_failed_and_the_running_release_stays(
     let w = world().await;
     w.release("web", "berth/web:v1", &[]).await.unwrap();
     assert_eq!(w.running("web").await, 1);
-    assert_eq!(w.serving("web"), 1, "v1's instance serves");
+    assert_eq!(w.serving("web").await, 1, "v1's instance serves");
 
     w.fake.failing("deploy", true);
     let failed = w.release("web", "berth/web:v2", &[]).await;
     assert!(failed.is_err(), "the deploy failed: {failed:?}");
     assert_eq!(w.status("web", 2).await, ReleaseStatus::Failed);
     assert_eq!(w.running("web").await, 1, "v1 keeps running");
-    assert_eq!(w.serving("web"), 1, "and keeps serving");
+    assert_eq!(w.serving("web").await, 1, "and keeps serving");
 }
 
 #[tokio::test]
@@ -244,7 +245,7 @@ async fn a_canary_is_started_beside_promoted_and_aborted_with_the_right_release_
         store.canary(app.id).await.unwrap().unwrap().release,
         Some(2)
     );
-    let traffic = w.berth.routes.traffic("web");
+    let traffic = w.berth.plane.traffic("web").await.unwrap();
     assert!(traffic.values().any(|t| *t == "canary"), "{traffic:?}");
 
     // Promoted: v2 runs, the canary row is gone, v1 is retired.
@@ -284,7 +285,7 @@ async fn a_canary_is_started_beside_promoted_and_aborted_with_the_right_release_
     assert_eq!(w.running("web").await, 2);
     assert_eq!(w.status("web", 3).await, ReleaseStatus::Aborted);
     assert!(w.fake.calls().contains(&"retire web v3".to_string()));
-    let traffic = w.berth.routes.traffic("web");
+    let traffic = w.berth.plane.traffic("web").await.unwrap();
     assert!(traffic.values().all(|t| *t != "canary"), "{traffic:?}");
 }
 
@@ -338,7 +339,7 @@ async fn a_scale_that_fails_keeps_the_formation() {
     let scaled = scale(&w.berth, &app, &wanted, "host", &Output::discard()).await;
     assert_eq!(scaled.unwrap(), Some(3));
     assert_eq!(formation(&w.app("web").await)["web"], 3);
-    assert_eq!(w.serving("web"), 3);
+    assert_eq!(w.serving("web").await, 3);
 }
 
 #[tokio::test]

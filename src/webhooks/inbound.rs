@@ -26,7 +26,7 @@ pub const INBOUND_QUEUE: usize = 64;
 
 /// A POST to an app's inbound URL with the right token; the body's `ref` when it had one
 /// (GitHub and Gitea push payloads).
-#[derive(Debug)]
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub struct Trigger {
     pub app_id: i64,
     pub pushed_ref: Option<String>,
@@ -102,12 +102,56 @@ impl Inbound {
         }
     }
 
+    /// The tokens, app name → (app id, token hash).
+    pub fn tokens(&self) -> HashMap<String, (i64, String)> {
+        self.tokens
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Replaces the tokens (the data plane, sent the control plane's).
+    pub fn set_tokens(&self, tokens: HashMap<String, (i64, String)>) {
+        *self.tokens.write().unwrap_or_else(|p| p.into_inner()) = tokens;
+    }
+
+    /// Queues a trigger the data plane received (the control plane's side); false when the
+    /// queue is full.
+    pub fn enqueue(&self, trigger: Trigger) -> bool {
+        let mut queued = self.queued.lock().unwrap_or_else(|p| p.into_inner());
+        if queued.contains(&trigger.app_id) {
+            return true;
+        }
+        let app_id = trigger.app_id;
+        let sent = self.queue.try_send(trigger).is_ok();
+        if sent {
+            queued.insert(app_id);
+        }
+        sent
+    }
+
+    /// The data plane handed the app's trigger to the control plane: a later POST queues anew.
+    pub fn forwarded(&self, app_id: i64) {
+        self.queued
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&app_id);
+    }
+
+    /// Adds wrong-token counts the data plane saw (the control plane's side).
+    pub fn add_refused(&self, counts: &[(i64, u64)]) {
+        let mut refused = self.refused.lock().unwrap_or_else(|p| p.into_inner());
+        for (app_id, count) in counts {
+            *refused.entry(*app_id).or_default() += count;
+        }
+    }
+
     /// The wrong-token counts since the last call, by app id.
-    pub(super) fn take_refused(&self) -> HashMap<i64, u64> {
+    pub fn take_refused(&self) -> HashMap<i64, u64> {
         std::mem::take(&mut *self.refused.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
-    pub(super) fn take_receiver(&self) -> Option<tokio::sync::mpsc::Receiver<Trigger>> {
+    pub fn take_receiver(&self) -> Option<tokio::sync::mpsc::Receiver<Trigger>> {
         self.receiver
             .lock()
             .unwrap_or_else(|p| p.into_inner())

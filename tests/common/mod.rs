@@ -151,13 +151,33 @@ impl TestServer {
         register_key(&self.config_path(), name, role, key);
     }
 
-    /// Stops the server process (`restart` starts it again).
+    /// Stops the server: the control plane and the data plane (`restart` starts it again).
     pub fn stop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        self.stop_data_plane();
     }
 
-    /// Stops the server process and starts it again on the same data dir and port.
+    /// `berth stop`: stops the data plane (the control plane is already gone).
+    fn stop_data_plane(&self) {
+        let _ = Command::new(env!("CARGO_BIN_EXE_berth"))
+            .args(["stop", "--config"])
+            .arg(self.config_path())
+            .stdin(Stdio::null())
+            .output();
+    }
+
+    /// The data plane's process id (it outlives the control plane).
+    pub fn data_plane_pid(&self) -> Option<u32> {
+        std::fs::read_to_string(self.data_dir().join("run/dataplane.pid"))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    }
+
+    /// Kills the control plane (`kill -9`) and starts it again on the same data dir and port;
+    /// the data plane goes on serving throughout.
     pub fn restart(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
@@ -307,6 +327,7 @@ impl Drop for TestServer {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        self.stop_data_plane();
         for app in self.apps.lock().map(|a| a.clone()).unwrap_or_default() {
             remove_app_containers(&app);
         }
