@@ -30,6 +30,7 @@ pub mod build;
 pub mod buildpack;
 pub mod commands;
 pub mod config;
+pub mod crash;
 pub mod dataplane;
 pub mod deploy;
 pub mod disk;

@@ -305,9 +305,19 @@ pub async fn build_and_release(
             "the build network is not guarded here (see the server log): RUN steps have no network",
         );
     }
-    let built = scheduler
-        .build_image(context, &build_tag, labels, network, &record.uid, out)
-        .await;
+    let built = scheduler.build_image(context, &build_tag, labels, network, &record.uid, out);
+    let built = async {
+        let mut built = std::pin::pin!(built);
+        // A crash while the build runs (crash-safety tests): 300 ms into it.
+        if std::env::var_os("BERTH_CRASH_AT").is_some() {
+            tokio::select! {
+                result = &mut built => return result,
+                () = tokio::time::sleep(std::time::Duration::from_millis(300)) => crate::crash::point("build"),
+            }
+        }
+        built.await
+    }
+    .await;
     berth
         .plane
         .observe(crate::dataplane::wire::Observed::Build {

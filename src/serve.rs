@@ -57,7 +57,12 @@ pub async fn run(
         .map_err(|e| format!("cannot bind {}: {e}", socket_path.display()))?;
     tokio::spawn(push::serve_hooks(berth.clone(), hooks));
     berth.spawn_background("acme-renewals", crate::acme::renew_loop(berth.clone()));
-    berth.spawn_background("reconciler", reconcile::run(berth.clone()));
+    // What a crash left half-done is settled before the reconciler's first round.
+    let settling = berth.clone();
+    berth.spawn_background("reconciler", async move {
+        crate::ops::settle_interrupted(&settling).await;
+        reconcile::run(settling).await
+    });
     berth.spawn_background("retention", crate::disk::prune_loop(berth.clone()));
     berth.spawn_background(
         "webhook-delivery",
@@ -67,7 +72,37 @@ pub async fn run(
         "inbound-syncs",
         crate::webhooks::inbound_loop(berth.clone()),
     );
+    // TERM (systemctl stop/restart, berth stop, an upgrade) or INT: stop taking connections
+    // and commands, let those under way finish (up to shutdown_timeout), then exit; the data
+    // plane serves on.
+    let signals = berth.clone();
+    tokio::spawn(async move {
+        let kind = tokio::signal::unix::SignalKind::terminate;
+        let (Ok(mut term), Ok(mut int)) = (
+            tokio::signal::unix::signal(kind()),
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()),
+        ) else {
+            return tracing::error!("cannot handle TERM: berth stops at once on it");
+        };
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        signals.stop_serving();
+    });
     let served = ssh::serve(berth.clone(), listener).await;
+    if berth.is_stopping() {
+        let limit = berth.config.shutdown_timeout();
+        tracing::info!(timeout = ?limit, "stopping: no new connections; waiting for pushes and commands under way");
+        let left = berth.idle_within(limit).await;
+        if left > 0 {
+            tracing::warn!(
+                left,
+                "stopping with pushes or commands still under way: they fail (pushes are rejected, branches unchanged)"
+            );
+        }
+    }
     berth.shut_down();
+    tracing::info!("control plane stopped (the data plane serves on)");
     served
 }

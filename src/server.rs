@@ -43,6 +43,10 @@ pub struct Berth {
     /// The scheduler every operation uses, when one was set (`use_scheduler`: the ops unit
     /// tests' fake); unset, each operation connects to the engine.
     scheduler: std::sync::OnceLock<crate::deploy::Scheduler>,
+    /// Set when the control plane stops (TERM): no new SSH connection or command is taken.
+    stopping: tokio::sync::watch::Sender<bool>,
+    /// Pushes and commands under way (a stop waits for them, up to `shutdown_timeout`).
+    busy: Arc<std::sync::atomic::AtomicUsize>,
     /// The one shutdown signal of the background tasks (`spawn_background`): set once, when the
     /// server stops serving.
     shutdown: tokio::sync::watch::Sender<bool>,
@@ -51,6 +55,15 @@ pub struct Berth {
     locks: std::sync::Mutex<HashMap<i64, Arc<tokio::sync::Mutex<()>>>>,
     /// Custom domain → app, for the router (the DB's `domains`, reloaded when they change).
     domains: std::sync::RwLock<HashMap<String, String>>,
+}
+
+/// A push or command under way (`Berth::busy`).
+pub struct Busy(Arc<std::sync::atomic::AtomicUsize>);
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 /// Sets `path`'s permission bits to `mode`.
@@ -99,6 +112,8 @@ impl Berth {
             inbound: Default::default(),
             revoked: tokio::sync::broadcast::channel(64).0,
             shutdown: tokio::sync::watch::channel(false).0,
+            stopping: tokio::sync::watch::channel(false).0,
+            busy: Arc::default(),
             scheduler: std::sync::OnceLock::new(),
             locks: Default::default(),
             domains: Default::default(),
@@ -243,6 +258,39 @@ impl Berth {
             }
             .instrument(tracing::info_span!("background", task = name)),
         );
+    }
+
+    /// Counts a push or command as under way while the guard lives.
+    pub fn busy(&self) -> Busy {
+        self.busy.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Busy(self.busy.clone())
+    }
+
+    /// Stops taking SSH connections and commands (TERM).
+    pub fn stop_serving(&self) {
+        self.stopping.send_replace(true);
+    }
+
+    pub fn is_stopping(&self) -> bool {
+        *self.stopping.borrow()
+    }
+
+    /// Resolves when the control plane is told to stop.
+    pub async fn stopped(&self) {
+        let mut stopping = self.stopping.subscribe();
+        let _ = stopping.wait_for(|s| *s).await;
+    }
+
+    /// Waits until no push or command is under way, at most `max`; gives how many still are.
+    pub async fn idle_within(&self, max: std::time::Duration) -> usize {
+        let deadline = std::time::Instant::now() + max;
+        loop {
+            let busy = self.busy.load(std::sync::atomic::Ordering::Relaxed);
+            if busy == 0 || std::time::Instant::now() >= deadline {
+                return busy;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
     }
 
     /// Stops the background tasks (the SSH server stopped serving).

@@ -137,10 +137,16 @@ pub async fn deploy(
             .filter_map(|c| c.address)
             .collect(),
     };
+    if failure.is_none() {
+        crate::crash::point("deploy");
+    }
     let failure = match failure {
         Some(message) => Some(message),
         None => publish.serve(&addresses_of(&instances)).await.err(),
     };
+    if failure.is_none() {
+        crate::crash::point("switched");
+    }
     if let Some(message) = failure {
         for name in instances.iter().map(|i| &i.name).chain(&others) {
             remove_container(docker, name).await;

@@ -140,6 +140,7 @@ pub async fn promote_canary(
             canary.number, app.name
         ));
     };
+    crate::crash::point("promote");
     store
         .mark_release_running(canary, canary_addresses.first().map_or(0, |a| a.port()))
         .await

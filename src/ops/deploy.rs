@@ -77,6 +77,7 @@ pub async fn create_and_deploy(
         if let Source::Build { build_tag, .. } = source {
             scheduler.retag(build_tag, &release.image).await?;
             if let Some(registry_address) = berth.config.registry.as_deref() {
+                crate::crash::point("registry");
                 out.step(&format!("Pushing image {}", release.image));
                 let digest = scheduler
                     .push_image(&release.image, registry_address, out)
@@ -88,6 +89,7 @@ pub async fn create_and_deploy(
                 release.digest = Some(digest);
             }
         }
+        crate::crash::point("release");
         let manifest = Manifest::from_json(plan.manifest);
         let phases = manifest.processes.contains_key("release")
             || manifest.predeploy.is_some()

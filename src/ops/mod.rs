@@ -14,6 +14,7 @@
 //! - `storage`: mounts.
 //! - `lifecycle`: rename, destroy, moving to another target.
 //! - `revive`: the reconciler's job for one app: bring back what died, re-point the routes.
+//! - `settle`: at start-up, what a crash left half-done is finished or undone.
 //! - `spec`: the deploy spec and what the templates see (reads only).
 //!
 //! No two of these import each other in a circle (`lock` ← `spec` ← `canary` ← `deploy` ←
@@ -28,6 +29,7 @@ mod links;
 mod lock;
 mod revive;
 mod rollback;
+mod settle;
 mod spec;
 mod storage;
 #[cfg(test)]
@@ -42,5 +44,6 @@ pub use links::*;
 pub use lock::*;
 pub use revive::*;
 pub use rollback::*;
+pub use settle::*;
 pub use spec::*;
 pub use storage::*;

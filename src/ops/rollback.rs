@@ -24,6 +24,7 @@ pub async fn rollback(
     let store = &berth.store;
     let scheduler = berth.scheduler().await?;
     store.move_app(app.id, AppState::RollingBack, actor).await;
+    crate::crash::point("rollback");
     out.step(&format!(
         "Rolling {} back to v{} ({})",
         app.name, target.number, target.image

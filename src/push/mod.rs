@@ -263,7 +263,9 @@ async fn handle_hook(berth: Arc<Berth>, stream: UnixStream) -> std::io::Result<(
     };
     let (out, mut receiver) = Output::bounded(crate::output::PUSH_BUDGET);
     // The pipeline runs in its own task: a pusher who disconnects does not stop it half-way.
+    let busy = berth.busy();
     let task = tokio::spawn(async move {
+        let _busy = busy;
         pipeline::on_push(
             &berth,
             &session,

@@ -67,7 +67,11 @@ pub async fn serve(berth: Arc<Berth>, listener: TcpListener) -> Result<(), Strin
     let limits = crate::limits::ConnectionLimits::new(MAX_CONNECTIONS, MAX_PER_ADDRESS);
     // Our own accept loop (as warpgate does), so each socket can be wrapped before the handshake.
     loop {
-        let (stream, peer) = match listener.accept().await {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = berth.stopped() => return Ok(()),
+        };
+        let (stream, peer) = match accepted {
             Ok(accepted) => accepted,
             Err(error) => {
                 tracing::warn!(%error, "ssh accept failed");
@@ -489,6 +493,16 @@ impl Connection {
         tokio::spawn(tracing::Instrument::instrument(
             async move {
                 let (read, write) = channel.split();
+                if berth.is_stopping() {
+                    tokio::spawn(drain(read));
+                    return finish(
+                        &write,
+                        b"ERROR: berth is restarting: try again in a moment\n",
+                        1,
+                    )
+                    .await;
+                }
+                let _busy = berth.busy();
                 let Some(fingerprint) = fingerprint else {
                     tokio::spawn(drain(read));
                     return finish(&write, b"not authenticated\n", 1).await;
