@@ -179,14 +179,44 @@ impl TestServer {
     /// Kills the control plane (`kill -9`) and starts it again on the same data dir and port;
     /// the data plane goes on serving throughout.
     pub fn restart(&mut self) {
+        self.restart_with(Path::new(env!("CARGO_BIN_EXE_berth")), &[]);
+    }
+
+    /// Kills the control plane (`kill -9`) and starts `binary serve` with `env` in its place.
+    pub fn restart_with(&mut self, binary: &Path, env: &[(&str, &str)]) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        self.child = spawn_server(
+        self.start_control_plane(binary, env);
+    }
+
+    /// Starts `binary serve` with `env` (the control plane is not running).
+    pub fn start_control_plane(&mut self, binary: &Path, env: &[(&str, &str)]) {
+        self.child = spawn_binary(
+            binary,
             &self.config_path(),
             &self.dir.path().join("server.log"),
-            &[],
+            env,
         );
         self.wait_listening();
+    }
+
+    /// Kills the control plane (`kill -9`) and waits for it; the data plane goes on.
+    pub fn stop_control_plane_hard(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Sends the control plane `TERM` (what `systemctl stop` does) and waits until it exits.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        self.child.wait().expect("wait for berth")
+    }
+
+    /// Waits until the control plane process exits by itself (a crash point killed it).
+    pub fn wait_exit(&mut self) -> std::process::ExitStatus {
+        self.child.wait().expect("wait for berth")
     }
 
     fn wait_listening(&self) {
@@ -366,12 +396,17 @@ fn exited_before_listening(child: &mut Child, port: u16) -> bool {
 
 /// `berth serve`, its output appended to `log`.
 fn spawn_server(config: &Path, log: &Path, env: &[(&str, &str)]) -> Child {
+    spawn_binary(Path::new(env!("CARGO_BIN_EXE_berth")), config, log, env)
+}
+
+/// `BINARY serve`, its output appended to `log`.
+fn spawn_binary(binary: &Path, config: &Path, log: &Path, env: &[(&str, &str)]) -> Child {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(log)
         .expect("log file");
-    Command::new(env!("CARGO_BIN_EXE_berth"))
+    Command::new(binary)
         .args(["serve", "--config"])
         .arg(config)
         .envs(env.iter().copied())
@@ -489,6 +524,12 @@ pub fn web_app(content: &str) -> tempfile::TempDir {
     write_web_app(dir.path(), content);
     commit(dir.path(), "initial");
     dir
+}
+
+/// Changes only the page the busybox web app serves (its Dockerfile stays).
+pub fn write_web_app_content(repo: &Path, content: &str) {
+    std::fs::create_dir_all(repo.join("www")).expect("mkdir");
+    std::fs::write(repo.join("www/index.html"), format!("{content}\n")).expect("write");
 }
 
 pub fn write_web_app(repo: &Path, content: &str) {
