@@ -192,25 +192,49 @@ if [ -n "$admin_key" ]; then
   "$bin" keys add admin --role admin --key-file "$admin_key" --config "$config"
 fi
 
-# --- Start (or restart when the binary changed).
+# --- Start (or restart when the binary changed). Two processes: the data plane (the router and
+# the apps' ports, which carry the apps' traffic) and the control plane (SSH, pushes,
+# commands). An upgrade hands the data plane's sockets to the new binary (no connection is
+# refused) and restarts the control plane, which lets the work under way finish first.
 if systemd_running; then
-  if ! cmp -s "$here/systemd/berth.service" /etc/systemd/system/berth.service; then
-    install -m 644 "$here/systemd/berth.service" /etc/systemd/system/berth.service
-    systemctl daemon-reload
-    changed=1
+  for unit in berth-dataplane.service berth.service; do
+    if ! cmp -s "$here/systemd/$unit" "/etc/systemd/system/$unit"; then
+      install -m 644 "$here/systemd/$unit" "/etc/systemd/system/$unit"
+      systemctl daemon-reload
+      changed=1
+    fi
+  done
+  systemctl enable berth-dataplane berth >/dev/null
+  if ! systemctl is-active --quiet berth-dataplane; then
+    systemctl start berth-dataplane
+  elif [ "$changed" -eq 1 ]; then
+    say "Handing the data plane over to the new binary"
+    systemctl reload berth-dataplane
   fi
-  systemctl enable berth >/dev/null
   if [ "$changed" -eq 1 ] || ! systemctl is-active --quiet berth; then systemctl restart berth; fi
 else
   pidfile="$data_dir/berth.pid"
   running=0
   if [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then running=1; fi
   if [ "$running" -eq 1 ] && [ "$changed" -eq 1 ]; then
+    # TERM: pushes and commands under way finish first (shutdown_timeout, 20 s by default).
     kill "$(cat "$pidfile")"; running=0
-    for _ in $(seq 1 40); do kill -0 "$(cat "$pidfile")" 2>/dev/null || break; sleep 0.25; done
+    for _ in $(seq 1 160); do kill -0 "$(cat "$pidfile")" 2>/dev/null || break; sleep 0.25; done
+  fi
+  # The data plane (started by the first `berth serve`, in a session of its own) takes the
+  # new binary by handing its sockets over (SIGUSR2) before the control plane restarts.
+  plane_pid=$(cat "$data_dir/run/dataplane.pid" 2>/dev/null || true)
+  if [ "$changed" -eq 1 ] && [ -n "$plane_pid" ] && kill -0 "$plane_pid" 2>/dev/null; then
+    say "Handing the data plane over to the new binary"
+    kill -USR2 "$plane_pid"
+    for _ in $(seq 1 120); do
+      now=$(cat "$data_dir/run/dataplane.pid" 2>/dev/null || true)
+      [ -n "$now" ] && [ "$now" != "$plane_pid" ] && break
+      sleep 0.25
+    done
   fi
   if [ "$running" -eq 0 ]; then
-    say "Starting berth (no systemd here: background process, log in $data_dir/berth.log)"
+    say "Starting berth (no systemd here: background processes, logs in $data_dir/berth.log and $data_dir/logs/dataplane.log)"
     nohup "$bin" serve --config "$config" >>"$data_dir/berth.log" 2>&1 &
     echo $! >"$pidfile"
   fi

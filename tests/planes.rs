@@ -124,9 +124,13 @@ fn load_while(at: &Endpoints, expected: &[&str], work: impl FnOnce()) -> (usize,
             })
             .collect();
         std::thread::sleep(Duration::from_millis(300));
-        work();
+        // A failing assertion in `work` stops the clients too (else the scope waits for ever).
+        let worked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(work));
         std::thread::sleep(Duration::from_millis(500));
         stop.store(true, Ordering::Relaxed);
+        if let Err(panic) = worked {
+            std::panic::resume_unwind(panic);
+        }
         let (mut good, mut bad) = (0, Vec::new());
         for client in clients {
             let (g, b) = client.join().expect("client");

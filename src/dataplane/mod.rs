@@ -364,6 +364,7 @@ pub async fn run(config: Config, config_file: Option<PathBuf>) -> Result<(), Str
     let pid_file = pid_path(&config);
     write_atomically(&pid_file, format!("{}\n", std::process::id()).as_bytes())?;
     tell_ready();
+    notify_systemd();
     tracing::info!(pid = std::process::id(), "data plane serving");
     let mut usr2 = signal(libc::SIGUSR2)?;
     let mut term = signal(libc::SIGTERM)?;
@@ -448,6 +449,30 @@ fn tell_ready() {
     unsafe { std::env::remove_var(READY_VAR) };
     let mut pipe = unsafe { std::fs::File::from_raw_fd(fd) };
     let _ = pipe.write_all(b"ready\n");
+}
+
+/// Under systemd (`Type=notify`, `NotifyAccess=all`): this process is the unit's main process
+/// and serves. After a handover the new process says so, so systemd follows it.
+fn notify_systemd() {
+    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
+        return;
+    };
+    let message = format!("READY=1\nMAINPID={}\n", std::process::id());
+    let Ok(socket) = std::os::unix::net::UnixDatagram::unbound() else {
+        return;
+    };
+    let path = path.to_string_lossy().into_owned();
+    let sent = match path.strip_prefix('@') {
+        Some(abstract_name) => {
+            use std::os::linux::net::SocketAddrExt;
+            std::os::unix::net::SocketAddr::from_abstract_name(abstract_name.as_bytes())
+                .and_then(|address| socket.send_to_addr(message.as_bytes(), &address))
+        }
+        None => socket.send_to(message.as_bytes(), &path),
+    };
+    if let Err(error) = sent {
+        tracing::warn!(%error, "cannot notify systemd");
+    }
 }
 
 impl Server {
