@@ -4,8 +4,11 @@ set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 work=$(mktemp -d /tmp/berth-bench.XXXXXX)
 pids=()
+configs=()
 cleanup() {
   for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  # Each berth's data plane outlives its control plane: `berth stop` ends both.
+  for config in "${configs[@]}"; do "$root/target/release/berth" stop --config "$config" >/dev/null 2>&1 || true; done
   docker ps -aq --filter "label=berth.bench=$$" | xargs -r docker rm -f >/dev/null 2>&1 || true
   for app in ${bench_apps:-}; do docker ps -aq --filter "label=berth.app=$app" | xargs -r docker rm -f >/dev/null 2>&1 || true; done
   rm -rf "$work"
@@ -45,6 +48,7 @@ TOML
   "$root/target/release/berth" keys add bench --role admin --key-file "$work/key.pub" --config "$work/$name.toml" >/dev/null
   "$root/target/release/berth" serve --config "$work/$name.toml" >"$work/$name.log" 2>&1 &
   berth_pid=$!
+  configs+=("$work/$name.toml")
   pids+=("$berth_pid")
   for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/$berth_port") 2>/dev/null && return 0; sleep 0.05; done
   echo "berth did not start: $(cat "$work/$name.log")" >&2; exit 1
