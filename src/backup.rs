@@ -117,7 +117,8 @@ pub async fn backup(
 pub async fn restore(config: &Config, file: &Path) -> Result<String, String> {
     let data = &config.data_dir;
     if std::os::unix::net::UnixStream::connect(config.hook_socket_path()).is_ok()
-        || std::os::unix::net::UnixStream::connect(crate::dataplane::socket_path(config)).is_ok()
+        || std::os::unix::net::UnixStream::connect(crate::dataplane::link::socket_path(config))
+            .is_ok()
     {
         return Err(
             "berth is running on this data_dir: stop it first (berth stop), then restore"

@@ -28,7 +28,7 @@ pub struct Berth {
     pub pushes: PushRegistry,
     /// The data plane (the router and each app's stable port, a process of its own): what it
     /// serves is changed through this.
-    pub plane: Arc<crate::dataplane::Link>,
+    pub plane: Arc<crate::dataplane::link::Link>,
     /// The apps' certificates (the data plane reads the same files, told when they change).
     pub certs: crate::tls::Certs,
     /// Inbound webhook tokens (sent to the data plane) and the syncs its router triggers.
@@ -94,8 +94,8 @@ impl Berth {
                 private_mode(&path, 0o600)?;
             }
         }
-        let plane = crate::dataplane::Link::new(
-            crate::dataplane::socket_path(&config),
+        let plane = crate::dataplane::link::Link::new(
+            crate::dataplane::link::socket_path(&config),
             config.drain_timeout(),
         );
         let certs = crate::tls::Certs::load(config.certs_dir());
@@ -198,7 +198,7 @@ impl Berth {
     }
 
     /// The app's port and host as a deploy target sees them.
-    pub fn app_port(&self, app: &str, port: u16) -> crate::dataplane::AppPort {
+    pub fn app_port(&self, app: &str, port: u16) -> crate::dataplane::link::AppPort {
         self.plane.app_port(app, port)
     }
 

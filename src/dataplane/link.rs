@@ -21,6 +21,11 @@ use super::wire::{self, Answer, Call, FromPlane, Observed, Request};
 use crate::deploy::serving::Serving;
 use crate::manifest::Healthcheck;
 
+/// The data plane's socket for this config: `<data_dir>/run/plane.sock`.
+pub fn socket_path(config: &crate::config::Config) -> PathBuf {
+    config.data_dir.join("run").join("plane.sock")
+}
+
 /// How long a call waits for a data plane to accept the connection (one that restarts or hands
 /// over is back well within this).
 const CONNECT_WAIT: Duration = Duration::from_secs(10);

@@ -40,7 +40,7 @@ use crate::route::Served;
 
 /// The data plane's socket, table and process id, under `<data_dir>/run` (0700).
 pub fn socket_path(config: &Config) -> PathBuf {
-    run_dir(config).join("plane.sock")
+    link::socket_path(config)
 }
 
 fn run_dir(config: &Config) -> PathBuf {
