@@ -6,7 +6,9 @@
 //! Stages: `build` (the build is under way), `registry` (before the image push), `release`
 //! (the release is recorded, before its release phase), `deploy` (the new instances answer,
 //! before the switch), `switched` (the data plane serves the new release, before it is
-//! recorded), `scale`, `rollback`, `promote` (in the middle of those commands).
+//! recorded), `scale` (the new web instances serve, the formation is not recorded, the extra
+//! ones not stopped), `rollback` (before its release is made), `promote` (the data plane serves
+//! the canary as the current release, which is not recorded yet).
 
 /// Kills this process when `BERTH_CRASH_AT` names `stage`.
 pub fn point(stage: &str) {

@@ -308,10 +308,14 @@ pub async fn build_and_release(
     let built = scheduler.build_image(context, &build_tag, labels, network, &record.uid, out);
     let built = async {
         let mut built = std::pin::pin!(built);
-        // A crash while the build runs (crash-safety tests): 300 ms into it.
+        // A crash while the build runs (crash-safety tests): 300 ms into it, or as it ends
+        // when it takes less (a cached build).
         if std::env::var_os("BERTH_CRASH_AT").is_some() {
             tokio::select! {
-                result = &mut built => return result,
+                result = &mut built => {
+                    crate::crash::point("build");
+                    return result;
+                }
                 () = tokio::time::sleep(std::time::Duration::from_millis(300)) => crate::crash::point("build"),
             }
         }

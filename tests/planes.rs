@@ -149,6 +149,13 @@ fn traffic_survives_control_plane_crashes_restarts_upgrades_and_a_data_plane_han
     assert!(server.push(repo.path(), &app, "main").status.success());
     let at = endpoints(&server, &app);
     let data_plane = server.data_plane_pid().expect("a data plane runs");
+    // The data plane takes orders from whoever reaches its socket: root's only, like the data
+    // dir (a local user or an app's process that could connect would re-route every app).
+    assert_eq!(
+        file_mode(&server.data_dir().join("run")) & 0o077,
+        0,
+        "the socket's directory"
+    );
 
     // kill -9 of the control plane, then start again: the data plane never stops serving.
     let (good, bad) = load_while(&at, &["steady\n"], || {
@@ -448,4 +455,115 @@ fn term_lets_a_push_under_way_finish_and_refuses_what_it_cannot_wait_for() {
     // And the next push works.
     let pushed = server.push(repo.path(), &app, "main");
     assert!(pushed.status.success(), "{}", text(&pushed));
+}
+
+/// The app's state as `apps:info` gives it.
+fn state(server: &TestServer, app: &str) -> Option<String> {
+    json(&server.ssh(&["apps:info", app, "--json"]))["state"]
+        .as_str()
+        .map(String::from)
+}
+
+#[test]
+fn a_crash_in_scale_rollback_or_promote_is_settled_and_the_app_serves_on() {
+    let mut server = TestServer::start();
+    let app = app_name("crashcmd");
+    let repo = web_app("one");
+    assert!(server.push(repo.path(), &app, "main").status.success());
+    let at = endpoints(&server, &app);
+    let binary = std::path::Path::new(env!("CARGO_BIN_EXE_berth"));
+    let settled = |server: &TestServer| {
+        wait_for("the app to be settled", || {
+            (state(server, &app).as_deref() == Some("running")).then_some(())
+        })
+    };
+
+    // ps:scale web=3 cut short once the new instances serve: back to the formation on record.
+    server.restart_with(binary, &[("BERTH_CRASH_AT", "scale")]);
+    let (good, bad) = load_while(&at, &["one\n"], || {
+        let scaled = server.ssh(&["ps:scale", &app, "web=3"]);
+        assert!(!scaled.status.success(), "{}", text(&scaled));
+        server.wait_exit();
+        server.start_control_plane(binary, &[]);
+        settled(&server);
+        wait_for("one web container, as on record", || {
+            (running_containers(&app).len() == 1).then_some(())
+        });
+    });
+    assert!(
+        bad.is_empty(),
+        "scale: {} failed of {}: {:?}",
+        bad.len(),
+        good + bad.len(),
+        &bad[..bad.len().min(5)]
+    );
+    let events = ok(&server.ssh(&["events", &app]));
+    assert!(events.contains("ps:scale was cut short"), "{events}");
+    ok(&server.ssh(&["ps:scale", &app, "web=2"]));
+    let report = ok(&server.ssh(&["ps:report", &app]));
+    assert_eq!(report.matches("serving").count(), 2, "{report}");
+
+    // releases:rollback cut short: v2 serves on; a rollback afterwards works.
+    write_web_app(repo.path(), "two");
+    commit(repo.path(), "two");
+    assert!(server.push(repo.path(), &app, "main").status.success());
+    server.restart_with(binary, &[("BERTH_CRASH_AT", "rollback")]);
+    let (good, bad) = load_while(&at, &["two\n"], || {
+        let rolled = server.ssh(&["releases:rollback", &app]);
+        assert!(!rolled.status.success(), "{}", text(&rolled));
+        server.wait_exit();
+        server.start_control_plane(binary, &[]);
+        settled(&server);
+    });
+    assert!(
+        bad.is_empty(),
+        "rollback: {} failed of {}: {:?}",
+        bad.len(),
+        good + bad.len(),
+        &bad[..bad.len().min(5)]
+    );
+    let events = ok(&server.ssh(&["events", &app]));
+    assert!(
+        events.contains("was rolling_back when berth stopped"),
+        "{events}"
+    );
+    ok(&server.ssh(&["releases:rollback", &app]));
+    assert_eq!(
+        http_get_at(&at.router, &at.host, "/").as_deref(),
+        Some("one\n")
+    );
+
+    // canary:promote cut short after the data plane switched, before it was recorded: the
+    // canary is as it was before the promote (the record wins), and promoting again works.
+    ok(&server.ssh(&["canary:start", &app, "--weight", "50"]));
+    write_web_app(repo.path(), "three");
+    commit(repo.path(), "three");
+    assert!(server.push(repo.path(), &app, "main").status.success());
+    server.restart_with(binary, &[("BERTH_CRASH_AT", "promote")]);
+    let (good, bad) = load_while(&at, &["one\n", "three\n"], || {
+        let promoted = server.ssh(&["canary:promote", &app]);
+        assert!(!promoted.status.success(), "{}", text(&promoted));
+        server.wait_exit();
+        server.start_control_plane(binary, &[]);
+        settled(&server);
+        wait_for("the canary's share again", || {
+            let report = ok(&server.ssh(&["ps:report", &app]));
+            (report.contains("canary") && report.contains("serving")).then_some(())
+        });
+    });
+    assert!(
+        bad.is_empty(),
+        "promote: {} failed of {}: {:?}",
+        bad.len(),
+        good + bad.len(),
+        &bad[..bad.len().min(5)]
+    );
+    let promoted = ok(&server.ssh(&["canary:promote", &app]));
+    assert!(promoted.contains("is live at"), "{promoted}");
+    for _ in 0..10 {
+        assert_eq!(
+            http_get_at(&at.router, &at.host, "/").as_deref(),
+            Some("three\n")
+        );
+    }
 }

@@ -76,11 +76,6 @@ impl Link {
             .take()
     }
 
-    /// Whether a data plane answers on the socket now (no waiting).
-    pub async fn reachable(&self) -> bool {
-        UnixStream::connect(&self.socket).await.is_ok()
-    }
-
     async fn connect(&self) -> Result<Connection, String> {
         let deadline = Instant::now() + CONNECT_WAIT;
         let stream = loop {

@@ -231,6 +231,7 @@ pub async fn scale(
         }
     }
     publish.serve(&addresses_of(&serving)).await?;
+    crate::crash::point("scale");
     let extras: Vec<&ContainerReport> = current.iter().filter(|c| c.index > spec.web).collect();
     if !extras.is_empty() {
         let addresses: Vec<SocketAddr> = extras.iter().filter_map(|c| c.address).collect();

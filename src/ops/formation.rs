@@ -53,7 +53,6 @@ pub async fn scale(
         return Ok(None);
     };
     store.move_app(app.id, AppState::Scaling, actor).await;
-    crate::crash::point("scale");
     out.step(&format!(
         "Scaling {} to {}",
         app.name,

@@ -7,6 +7,8 @@
 //! - An app left in an operation's state (`building`, `deploying`, `scaling`, …) is settled:
 //!   `stopped` when it was stopped, `running` when a release runs, else `failed` (or `created`
 //!   with no release), with an event naming the state it was in.
+//! - An interrupted `ps:scale` is undone: the running release is brought back to the formation
+//!   on record (the extra instances leave the serving set, drain and stop; missing ones start).
 //! - Containers of releases that are neither running nor a canary (a retirement the crash cut
 //!   short, a half-started release) are removed once the data plane serves none of them.
 
@@ -15,9 +17,10 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use super::lock::lock_id;
-use super::spec::app_port;
+use super::spec::{app_port, spec_for, usable_target};
 use crate::deploy::ContainerReport;
 use crate::domain::{AppState, ReleaseStatus};
+use crate::output::Output;
 use crate::server::Berth;
 
 const ACTOR: &str = "start-up";
@@ -112,6 +115,9 @@ pub async fn settle_interrupted(berth: &Berth) {
         let Some(scheduler) = &scheduler else {
             continue;
         };
+        if app.state == AppState::Scaling && !app.stopped {
+            resume_formation(berth, scheduler, &app).await;
+        }
         let running = berth
             .store
             .running_release(app.id)
@@ -158,4 +164,42 @@ pub async fn settle_interrupted(berth: &Berth) {
                 .await;
         }
     }
+}
+
+/// Brings the running release back to the formation on record (an interrupted `ps:scale`).
+async fn resume_formation(
+    berth: &Berth,
+    scheduler: &crate::deploy::Scheduler,
+    app: &crate::store::App,
+) {
+    let Ok(Some(current)) = berth.store.running_release(app.id).await else {
+        return;
+    };
+    let scaled = async {
+        let spec = spec_for(berth, scheduler, app, &current).await?;
+        let target = usable_target(berth, app).await?;
+        let port = app_port(berth, app).await?;
+        scheduler
+            .scale(
+                target,
+                &spec,
+                &Output::discard(),
+                &berth.app_port(&app.name, port),
+            )
+            .await
+    }
+    .await;
+    let note = match scaled {
+        Ok(instances) => format!(
+            "ps:scale was cut short: back to the formation on record ({} web)",
+            instances.len()
+        ),
+        Err(message) => format!(
+            "ps:scale was cut short and the formation on record could not be restored: {message}"
+        ),
+    };
+    berth
+        .store
+        .note_event(Some(app.id), "interrupted", ACTOR, "settled", &note)
+        .await;
 }
