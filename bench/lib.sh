@@ -78,3 +78,29 @@ CFG
   for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/$sshd_port") 2>/dev/null && return 0; sleep 0.05; done
   echo "sshd did not start: $(cat "$work/sshd/log")" >&2; exit 1
 }
+
+# write_go_app DIR: the go buildpack fixture (net/http, keep-alive), answering "hello from v1",
+# in a new repo at DIR (not committed yet). Servers given $go_buildpack_images build it from the
+# local langs image.
+go_buildpack_images='[buildpack_images]
+go = "berth-test/langs:bookworm"
+go_runtime = "berth-test/busybox:latest"'
+write_go_app() {
+  git init -q -b main "$1"
+  printf 'module fixture\n\ngo 1.19\n' >"$1/go.mod"
+  cat >"$1/main.go" <<'GO'
+package main
+
+import (
+	"fmt"
+	"net/http"
+	"os"
+)
+
+func main() {
+	version := "v1"
+	http.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) { fmt.Fprint(w, "hello from "+version) })
+	http.ListenAndServe(":"+os.Getenv("PORT"), nil)
+}
+GO
+}

@@ -16,28 +16,11 @@ bash "$root/tests/base_images.sh" >/dev/null
 http_port=$(free_port)
 BENCH_HTTP_LISTEN="127.0.0.1:$http_port" start_berth restart "base_domain = \"localhost\"
 access_log = \"off\"
-[buildpack_images]
-go = \"berth-test/langs:bookworm\"
-go_runtime = \"berth-test/busybox:latest\""
+$go_buildpack_images"
 config=$work/restart.toml
 app="restart-bench-$$"; bench_apps=$app
 repo=$work/app
-git init -q -b main "$repo"
-printf 'module fixture\n\ngo 1.19\n' >"$repo/go.mod"
-cat >"$repo/main.go" <<'GO'
-package main
-
-import (
-	"fmt"
-	"net/http"
-	"os"
-)
-
-func main() {
-	http.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) { fmt.Fprint(w, "steady") })
-	http.ListenAndServe(":"+os.Getenv("PORT"), nil)
-}
-GO
+write_go_app "$repo"
 git -C "$repo" add -A; git -C "$repo" -c user.name=b -c user.email=b@b commit -qm v1
 (cd "$repo" && GIT_SSH_COMMAND="ssh $ssh_opts" git push -q "ssh://berth@127.0.0.1:$berth_port/$app" main >"$work/push.log" 2>&1) ||
   { echo "push failed: $(tail -5 "$work/push.log")" >&2; exit 1; }

@@ -141,6 +141,17 @@ fn load_while(at: &Endpoints, expected: &[&str], work: impl FnOnce()) -> (usize,
     })
 }
 
+/// Fails the test when any request of the load failed.
+fn none_failed(what: &str, good: usize, bad: &[String]) {
+    assert!(
+        bad.is_empty(),
+        "{what}: {} failed of {}: {:?}",
+        bad.len(),
+        good + bad.len(),
+        &bad[..bad.len().min(5)]
+    );
+}
+
 #[test]
 fn traffic_survives_control_plane_crashes_restarts_upgrades_and_a_data_plane_handover() {
     let mut server = TestServer::start();
@@ -164,13 +175,7 @@ fn traffic_survives_control_plane_crashes_restarts_upgrades_and_a_data_plane_han
         server.start_control_plane(std::path::Path::new(env!("CARGO_BIN_EXE_berth")), &[]);
         std::thread::sleep(Duration::from_secs(1));
     });
-    assert!(
-        bad.is_empty(),
-        "{} failed of {}: {:?}",
-        bad.len(),
-        good + bad.len(),
-        &bad[..bad.len().min(5)]
-    );
+    none_failed("kill -9 and start of the control plane", good, &bad);
     assert!(good > 100, "only {good} requests made");
     assert_eq!(
         server.data_plane_pid(),
@@ -193,12 +198,10 @@ fn traffic_survives_control_plane_crashes_restarts_upgrades_and_a_data_plane_han
         server.restart_with(&upgraded, &[]);
         std::thread::sleep(Duration::from_millis(500));
     });
-    assert!(
-        bad.is_empty(),
-        "{} failed of {}: {:?}",
-        bad.len(),
-        good + bad.len(),
-        &bad[..bad.len().min(5)]
+    none_failed(
+        "TERM + start and an upgrade of the control plane",
+        good,
+        &bad,
     );
     assert!(good > 100, "only {good} requests made");
 
@@ -209,13 +212,7 @@ fn traffic_survives_control_plane_crashes_restarts_upgrades_and_a_data_plane_han
         let pushed = server.push(repo.path(), &app, "main");
         assert!(pushed.status.success(), "{}", text(&pushed));
     });
-    assert!(
-        bad.is_empty(),
-        "{} failed of {}: {:?}",
-        bad.len(),
-        good + bad.len(),
-        &bad[..bad.len().min(5)]
-    );
+    none_failed("a push after the restarts", good, &bad);
 
     // The data plane's own restart: SIGUSR2 hands its sockets to a new process, which serves
     // while the old one drains and exits.
@@ -232,13 +229,7 @@ fn traffic_survives_control_plane_crashes_restarts_upgrades_and_a_data_plane_han
             (!std::path::Path::new(&format!("/proc/{data_plane}")).exists()).then_some(())
         });
     });
-    assert!(
-        bad.is_empty(),
-        "{} failed of {}: {:?}",
-        bad.len(),
-        good + bad.len(),
-        &bad[..bad.len().min(5)]
-    );
+    none_failed("the data plane's handover", good, &bad);
     assert!(good > 100, "only {good} requests made");
     // The new data plane takes calls: a scale and its answer go through it.
     ok(&server.ssh(&["ps:scale", &app, "web=2"]));
@@ -283,13 +274,7 @@ fn a_crash_at_any_stage_of_a_push_is_settled_and_the_app_serves_on() {
                 (state == "running").then_some(())
             });
         });
-        assert!(
-            bad.is_empty(),
-            "{stage}: {} failed of {}: {:?}",
-            bad.len(),
-            good + bad.len(),
-            &bad[..bad.len().min(5)]
-        );
+        none_failed(stage, good, &bad);
         // What serves is the release that served before, or the new one if the switch happened.
         let now = http_get_at(&at.router, &at.host, "/").expect("the app answers");
         if *stage == "switched" {
@@ -400,13 +385,7 @@ fn term_lets_a_push_under_way_finish_and_refuses_what_it_cannot_wait_for() {
         });
         assert!(server.wait_exit().success());
     });
-    assert!(
-        bad.is_empty(),
-        "{} failed of {}: {:?}",
-        bad.len(),
-        good + bad.len(),
-        &bad[..bad.len().min(5)]
-    );
+    none_failed("TERM during a push", good, &bad);
     assert_eq!(
         http_get_at(&at.router, &at.host, "/").as_deref(),
         Some("two\n")
@@ -490,13 +469,7 @@ fn a_crash_in_scale_rollback_or_promote_is_settled_and_the_app_serves_on() {
             (running_containers(&app).len() == 1).then_some(())
         });
     });
-    assert!(
-        bad.is_empty(),
-        "scale: {} failed of {}: {:?}",
-        bad.len(),
-        good + bad.len(),
-        &bad[..bad.len().min(5)]
-    );
+    none_failed("scale", good, &bad);
     let events = ok(&server.ssh(&["events", &app]));
     assert!(events.contains("ps:scale was cut short"), "{events}");
     ok(&server.ssh(&["ps:scale", &app, "web=2"]));
@@ -515,13 +488,7 @@ fn a_crash_in_scale_rollback_or_promote_is_settled_and_the_app_serves_on() {
         server.start_control_plane(binary, &[]);
         settled(&server);
     });
-    assert!(
-        bad.is_empty(),
-        "rollback: {} failed of {}: {:?}",
-        bad.len(),
-        good + bad.len(),
-        &bad[..bad.len().min(5)]
-    );
+    none_failed("rollback", good, &bad);
     let events = ok(&server.ssh(&["events", &app]));
     assert!(
         events.contains("was rolling_back when berth stopped"),
@@ -551,13 +518,7 @@ fn a_crash_in_scale_rollback_or_promote_is_settled_and_the_app_serves_on() {
             (report.contains("canary") && report.contains("serving")).then_some(())
         });
     });
-    assert!(
-        bad.is_empty(),
-        "promote: {} failed of {}: {:?}",
-        bad.len(),
-        good + bad.len(),
-        &bad[..bad.len().min(5)]
-    );
+    none_failed("promote", good, &bad);
     let promoted = ok(&server.ssh(&["canary:promote", &app]));
     assert!(promoted.contains("is live at"), "{promoted}");
     for _ in 0..10 {
