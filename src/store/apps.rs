@@ -91,7 +91,8 @@ impl Store {
         state: AppState,
         actor: &str,
     ) -> StoreResult<()> {
-        let mut tx = self.pool.begin().await?;
+        // IMMEDIATE: read, then write (see `create_release`).
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let old: Option<(String,)> = sqlx::query_as("SELECT state FROM apps WHERE id = ?")
             .bind(app_id)
             .fetch_optional(&mut *tx)

@@ -155,6 +155,54 @@ mod tests {
         assert_eq!(app.state, AppState::Unknown);
     }
 
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn releases_and_state_changes_made_at_once_all_succeed() {
+        // Seen in CI: a push failed with "database is locked" (SQLITE_BUSY_SNAPSHOT, 517) when
+        // the reconciler wrote between create_release's read of the next number and its insert.
+        // Transactions that read before they write take the write lock first (IMMEDIATE), so
+        // they wait for the other writer instead of failing.
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("berth.db")).await.unwrap();
+        let mut apps = Vec::new();
+        for name in ["one", "two", "three", "four"] {
+            let name = AppName::parse(name).unwrap();
+            apps.push(store.ensure_app(&name, "admin").await.unwrap().0.id);
+        }
+        let mut tasks = Vec::new();
+        for app_id in apps {
+            let store = store.clone();
+            tasks.push(tokio::spawn(async move {
+                for round in 0..40 {
+                    store
+                        .create_release(releases::NewRelease {
+                            app_id,
+                            commit_sha: "0123456789abcdef",
+                            image: releases::ReleaseImage::Repository("berth/app"),
+                            config: "{}",
+                            manifest: "{}",
+                            created_by: "test",
+                            description: "race",
+                        })
+                        .await
+                        .map_err(|e| format!("create_release: {e}"))?;
+                    let state = if round % 2 == 0 {
+                        AppState::Deploying
+                    } else {
+                        AppState::Running
+                    };
+                    store
+                        .set_app_state(app_id, state, "test")
+                        .await
+                        .map_err(|e| format!("set_app_state: {e}"))?;
+                }
+                Ok::<(), String>(())
+            }));
+        }
+        for task in tasks {
+            task.await.unwrap().unwrap();
+        }
+    }
+
     #[tokio::test]
     async fn concurrent_first_pushes_make_one_app_and_say_whose() {
         // Finding 18: two keys push a new name at once; both passed the "no such app" check.

@@ -75,7 +75,10 @@ impl Store {
             created_by,
             description,
         } = new;
-        let mut tx = self.pool.begin().await?;
+        // IMMEDIATE: this transaction reads, then writes. A deferred one would fail at once with
+        // SQLITE_BUSY_SNAPSHOT (517, "database is locked") when another connection wrote in
+        // between (seen in CI); taking the write lock first makes it wait (busy_timeout) instead.
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let (number,): (i64,) =
             sqlx::query_as("SELECT COALESCE(MAX(number), 0) + 1 FROM releases WHERE app_id = ?")
                 .bind(app_id)
