@@ -43,6 +43,10 @@ pub async fn run(
         });
     }
     berth.sync_plane().await?;
+    berth.spawn_background(
+        "data-plane-watch",
+        crate::dataplane::keep_alive(berth.config.clone(), config_file.map(Path::to_path_buf)),
+    );
     push::install_hooks(&config.hooks_dir()).map_err(|e| format!("cannot write hooks: {e}"))?;
     let socket_path = config.hook_socket_path();
     if let Some(dir) = socket_path.parent() {

@@ -528,3 +528,32 @@ fn a_crash_in_scale_rollback_or_promote_is_settled_and_the_app_serves_on() {
         );
     }
 }
+
+#[test]
+fn a_killed_data_plane_is_started_again_from_its_saved_table() {
+    // No systemd here: the control plane keeps the data plane alive (under systemd, the unit's
+    // Restart=always does). A crash of the data plane is the one event that interrupts traffic.
+    let server = TestServer::start();
+    let app = app_name("planecrash");
+    let repo = web_app("kept");
+    assert!(server.push(repo.path(), &app, "main").status.success());
+    let at = endpoints(&server, &app);
+    let old = server.data_plane_pid().expect("a data plane runs");
+    let killed = std::process::Command::new("kill")
+        .args(["-KILL", &old.to_string()])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+    let new = wait_for("a new data plane", || {
+        server.data_plane_pid().filter(|pid| *pid != old)
+    });
+    assert_ne!(new, old);
+    // It serves what the last one was told, at the same addresses, without a redeploy.
+    wait_for("the app through the router again", || {
+        (http_get_at(&at.router, &at.host, "/").as_deref() == Some("kept\n")).then_some(())
+    });
+    assert_eq!(
+        http_get_at(&at.direct, &at.host, "/").as_deref(),
+        Some("kept\n")
+    );
+}

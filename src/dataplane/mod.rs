@@ -87,23 +87,32 @@ pub fn control_lock(config: &Config) -> Result<std::fs::File, String> {
     Ok(file)
 }
 
+/// The live process whose pid `path` holds (a zombie, exited but not reaped, is not live).
 fn pid_in(path: &Path) -> Option<i32> {
     let pid: i32 = std::fs::read_to_string(path).ok()?.trim().parse().ok()?;
+    (pid > 0 && alive(pid)).then_some(pid)
+}
+
+fn alive(pid: i32) -> bool {
     // SAFETY: signal 0 only asks whether the process exists.
-    (pid > 0 && unsafe { libc::kill(pid, 0) } == 0).then_some(pid)
+    let exists = unsafe { libc::kill(pid, 0) } == 0;
+    let zombie = std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+        s.rsplit(')')
+            .next()
+            .is_some_and(|r| r.trim_start().starts_with('Z'))
+    });
+    if zombie {
+        // Ours when this process started it: reaped here.
+        // SAFETY: a non-blocking wait on one pid.
+        unsafe { libc::waitpid(pid, std::ptr::null_mut(), libc::WNOHANG) };
+    }
+    exists && !zombie
 }
 
 async fn gone(pid: i32, within: Duration) -> bool {
     let deadline = Instant::now() + within;
     while Instant::now() < deadline {
-        // SAFETY: as in pid_in. A zombie (exited, not yet reaped) counts as gone.
-        let alive = unsafe { libc::kill(pid, 0) } == 0
-            && !std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
-                s.rsplit(')')
-                    .next()
-                    .is_some_and(|r| r.trim_start().starts_with('Z'))
-            });
-        if !alive {
+        if !alive(pid) {
             return true;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -790,6 +799,27 @@ async fn drain(plane: &Plane, max: Duration) {
         && (plane.routes().active_connections() > 0 || crate::router::active_connections(plane) > 0)
     {
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Keeps a data plane running while this control plane runs (not under systemd, which
+/// restarts its unit): when none answers and the one in the pid file is gone (a crash, a kill),
+/// starts one again, which serves from the saved table.
+pub async fn keep_alive(config: Config, config_file: Option<PathBuf>) {
+    if std::env::var("BERTH_DATAPLANE").is_ok_and(|v| v == "external") {
+        return;
+    }
+    let socket = socket_path(&config);
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        // A handover closes the socket for a moment while the old process still lives.
+        if UnixStream::connect(&socket).await.is_ok() || pid_in(&pid_path(&config)).is_some() {
+            continue;
+        }
+        tracing::error!("the data plane is gone: starting it again");
+        if let Err(error) = ensure(&config, config_file.as_deref()).await {
+            tracing::error!(%error, "the data plane did not come back");
+        }
     }
 }
 
