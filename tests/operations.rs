@@ -756,6 +756,12 @@ fn git_sync_and_inbound_webhooks_deploy_the_latest_commit() {
     let events = ok(&server.ssh(&["events", &app, "--json"]));
     assert!(events.contains("wrong inbound webhook token"), "{events}");
 
+    // A host command that asks the data plane something connects to it too: the triggers
+    // still go to the serving control plane (issue 15: they went to the command's connection,
+    // which was gone, and no sync ever ran).
+    let report = server.cli(&["ps:report", &app]);
+    assert!(report.status.success(), "{}", text(&report));
+
     // The right one with a GitHub push payload deploys the branch's latest commit.
     let payload = format!("{{\"ref\":\"refs/heads/main\",\"after\":\"{newest}\"}}");
     assert_eq!(post(&server, &path, &payload), 202);

@@ -50,6 +50,9 @@ pub struct Link {
     /// Inbound triggers and wrong-token counts the data plane forwards.
     events: mpsc::Sender<FromPlane>,
     receiver: Mutex<Option<mpsc::Receiver<FromPlane>>>,
+    /// Set once the events are taken (the serving control plane): every connection made then
+    /// subscribes to them first.
+    subscribed: std::sync::atomic::AtomicBool,
     drain: Duration,
 }
 
@@ -64,12 +67,14 @@ impl Link {
             pending: Arc::default(),
             events,
             receiver: Mutex::new(Some(receiver)),
+            subscribed: Default::default(),
             drain,
         })
     }
 
     /// What the data plane forwards (for the control plane's inbound loop); once.
     pub fn take_events(&self) -> Option<mpsc::Receiver<FromPlane>> {
+        self.subscribed.store(true, Ordering::Relaxed);
         self.receiver
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -91,7 +96,18 @@ impl Link {
             }
         };
         let generation = self.generation.fetch_add(1, Ordering::Relaxed) + 1;
-        let (reader, writer) = stream.into_split();
+        let (reader, mut writer) = stream.into_split();
+        if self.subscribed.load(Ordering::Relaxed) {
+            // Its answer (number 0) is waited for by nobody.
+            let subscribe = wire::line(&Request {
+                id: 0,
+                call: Call::Subscribe,
+            });
+            writer
+                .write_all(&subscribe)
+                .await
+                .map_err(|e| format!("the data plane's connection broke: {e}"))?;
+        }
         let (pending, events) = (self.pending.clone(), self.events.clone());
         tokio::spawn(async move {
             let mut lines = tokio::io::BufReader::new(reader);

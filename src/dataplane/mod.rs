@@ -581,7 +581,7 @@ impl Server {
                 self.stop.send_replace(true);
                 return Ok(Answer::Done);
             }
-            Call::Drained { .. } => return Ok(Answer::Done),
+            Call::Drained { .. } | Call::Subscribe => return Ok(Answer::Done),
         };
         self.save();
         Ok(answer)
@@ -602,7 +602,6 @@ async fn accept_control(server: Arc<Server>, listener: UnixListener) {
 async fn control_connection(server: Arc<Server>, stream: UnixStream) {
     let (reader, mut writer) = stream.into_split();
     let (send, mut outgoing) = mpsc::channel::<FromPlane>(1024);
-    *server.control.lock().unwrap_or_else(|p| p.into_inner()) = Some(send.clone());
     let write = tokio::spawn(async move {
         while let Some(message) = outgoing.recv().await {
             if writer.write_all(&wire::line(&message)).await.is_err() {
@@ -632,6 +631,16 @@ async fn control_connection(server: Arc<Server>, stream: UnixStream) {
             }
         };
         let id = request.id;
+        if let Call::Subscribe = request.call {
+            *server.control.lock().unwrap_or_else(|p| p.into_inner()) = Some(send.clone());
+            let _ = send
+                .send(FromPlane::Reply {
+                    id,
+                    result: Ok(Answer::Done),
+                })
+                .await;
+            continue;
+        }
         if let Call::Drained {
             app,
             addresses,

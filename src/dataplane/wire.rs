@@ -83,6 +83,9 @@ pub enum Call {
     Retain {
         apps: Vec<String>,
     },
+    /// This connection is the serving control plane's: inbound triggers and counts go to it
+    /// (not to a host CLI command's connection).
+    Subscribe,
     /// Stop serving and exit (`berth stop`).
     Stop,
 }

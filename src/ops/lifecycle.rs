@@ -120,9 +120,15 @@ pub async fn destroy(
         .store
         .move_app(app.id, AppState::Deleting, actor)
         .await;
-    berth.plane.remove(&app.name).await?;
+    // A data plane that cannot be told now drops the route when the next control plane starts
+    // (`Retain`, in `ops::settle_interrupted`): the destroy goes on.
+    if let Err(error) = berth.plane.remove(&app.name).await {
+        tracing::warn!(app = %app.name, %error, "route not removed yet");
+    }
     berth.certs.remove(&app.name);
-    berth.plane.reload_certs().await?;
+    if let Err(error) = berth.plane.reload_certs().await {
+        tracing::warn!(app = %app.name, %error, "certificates not reloaded yet");
+    }
     berth
         .plane
         .observe(Observed::Forget {

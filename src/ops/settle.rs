@@ -9,6 +9,7 @@
 //!   with no release), with an event naming the state it was in.
 //! - An interrupted `ps:scale` is undone: the running release is brought back to the formation
 //!   on record (the extra instances leave the serving set, drain and stop; missing ones start).
+//! - Routes of apps that no longer exist are dropped from the data plane.
 //! - Containers of releases that are neither running nor a canary (a retirement the crash cut
 //!   short, a half-started release) are removed once the data plane serves none of them.
 
@@ -31,6 +32,11 @@ pub async fn settle_interrupted(berth: &Berth) {
         Ok(apps) => apps,
         Err(error) => return tracing::error!(%error, "cannot read apps to settle"),
     };
+    // Routes of apps that no longer exist go (a destroy the data plane missed).
+    let names: Vec<String> = apps.iter().map(|a| a.name.to_string()).collect();
+    if let Err(error) = berth.plane.retain(names).await {
+        tracing::warn!(%error, "the data plane keeps routes of apps that may be gone");
+    }
     let scheduler = berth.scheduler_within(Duration::from_secs(5)).await.ok();
     let mut containers = match &scheduler {
         Some(scheduler) => scheduler.all_instances().await.unwrap_or_default(),
