@@ -1605,3 +1605,54 @@ fn a_command_that_waited_acts_on_the_app_as_it_is_now() {
     });
     ok(&server.ssh(&["apps:destroy", &new, "--confirm", &new]));
 }
+
+#[test]
+fn a_local_user_cannot_reach_the_data_planes_control_socket() {
+    // Attack (issue 15): the data plane does what its control socket is told (re-point any app's
+    // traffic, drop routes, stop). A local user (or anything not root on the host) that could
+    // connect to it would take every app's traffic. The socket lives in <data_dir>/run (0700).
+    let server = TestServer::start();
+    let socket = server.data_dir().join("run/plane.sock");
+    assert!(
+        socket.exists(),
+        "the data plane listens at {}",
+        socket.display()
+    );
+    assert_eq!(file_mode(&server.data_dir().join("run")) & 0o077, 0);
+    // curl connects to the socket (exit 7 when it cannot); anything past the connect (an empty
+    // or bad answer: other exit codes) means it reached the data plane.
+    let tried = Command::new("runuser")
+        .args([
+            "-u",
+            "nobody",
+            "--",
+            "curl",
+            "-s",
+            "-m",
+            "5",
+            "--unix-socket",
+        ])
+        .arg(&socket)
+        .arg("http://plane/")
+        .output()
+        .expect("runuser");
+    assert_eq!(
+        tried.status.code(),
+        Some(7),
+        "a user other than root reached the control socket: {}",
+        text(&tried)
+    );
+    // The same call as root does reach it (so the refusal above is the permissions, not curl).
+    let as_root = Command::new("curl")
+        .args(["-s", "-m", "5", "--unix-socket"])
+        .arg(&socket)
+        .arg("http://plane/")
+        .output()
+        .expect("curl");
+    assert_ne!(
+        as_root.status.code(),
+        Some(7),
+        "root connects: {}",
+        text(&as_root)
+    );
+}
