@@ -371,11 +371,6 @@ impl Link {
         }
     }
 
-    /// Asks the data plane to stop serving and exit (`berth stop`).
-    pub async fn stop(&self) -> Result<(), String> {
-        self.done(Call::Stop).await
-    }
-
     /// The app's port as a deploy target sees it.
     pub fn app_port(self: &Arc<Self>, app: &str, port: u16) -> AppPort {
         AppPort {

@@ -14,7 +14,7 @@
 //!   accepting, lets its connections finish (each HTTP/1 response closes its connection, so
 //!   clients come back to the new process) and exits. No connection is refused in between:
 //!   both processes accept from the same sockets until the old one stops.
-//! - `SIGTERM` (`berth stop`, or its `Stop` call) stops it.
+//! - `SIGTERM` (`berth stop`) stops it.
 
 pub mod link;
 pub mod wire;
@@ -266,8 +266,8 @@ struct Server {
     control: Mutex<Option<mpsc::Sender<FromPlane>>>,
     /// Set when this process stops taking calls (handing over, or stopping).
     closed: watch::Sender<bool>,
-    /// Set to stop the process.
-    stop: watch::Sender<bool>,
+    /// The table as last written.
+    saved: Mutex<Vec<u8>>,
 }
 
 /// A data plane serving: what `run` keeps to hand over or stop.
@@ -318,7 +318,7 @@ async fn start(config: &Config) -> Result<Serving, String> {
         table_path: table_path(config),
         control: Mutex::new(None),
         closed: watch::channel(false).0,
-        stop: watch::channel(false).0,
+        saved: Mutex::default(),
     });
     server.save();
     let listeners = Listeners {
@@ -378,7 +378,6 @@ pub async fn run(config: Config, config_file: Option<PathBuf>) -> Result<(), Str
     let mut usr2 = signal(libc::SIGUSR2)?;
     let mut term = signal(libc::SIGTERM)?;
     let mut int = signal(libc::SIGINT)?;
-    let mut stop = server.stop.subscribe();
     loop {
         tokio::select! {
             _ = usr2.recv() => {
@@ -404,7 +403,6 @@ pub async fn run(config: Config, config_file: Option<PathBuf>) -> Result<(), Str
             }
             _ = term.recv() => break,
             _ = int.recv() => break,
-            _ = stop.wait_for(|s| *s) => break,
         }
     }
     tracing::info!("data plane stopping");
@@ -493,8 +491,15 @@ impl Server {
             tokens: self.plane.inbound().tokens(),
         };
         let bytes = serde_json::to_vec(&table).unwrap_or_default();
-        if let Err(error) = write_atomically(&self.table_path, &bytes) {
-            tracing::error!(%error, "table not saved");
+        // The reconciler re-points every app every few seconds, mostly to the same set: the
+        // file (and its fsync) is written only when the table changed.
+        let mut saved = self.saved.lock().unwrap_or_else(|p| p.into_inner());
+        if *saved == bytes {
+            return;
+        }
+        match write_atomically(&self.table_path, &bytes) {
+            Ok(()) => *saved = bytes,
+            Err(error) => tracing::error!(%error, "table not saved"),
         }
     }
 
@@ -577,10 +582,6 @@ impl Server {
                 }
                 Answer::Done
             }
-            Call::Stop => {
-                self.stop.send_replace(true);
-                return Ok(Answer::Done);
-            }
             Call::Drained { .. } | Call::Subscribe => return Ok(Answer::Done),
         };
         self.save();
@@ -631,14 +632,13 @@ async fn control_connection(server: Arc<Server>, stream: UnixStream) {
             }
         };
         let id = request.id;
+        let done = FromPlane::Reply {
+            id,
+            result: Ok(Answer::Done),
+        };
         if let Call::Subscribe = request.call {
             *server.control.lock().unwrap_or_else(|p| p.into_inner()) = Some(send.clone());
-            let _ = send
-                .send(FromPlane::Reply {
-                    id,
-                    result: Ok(Answer::Done),
-                })
-                .await;
+            let _ = send.send(done).await;
             continue;
         }
         if let Call::Drained {
@@ -653,12 +653,7 @@ async fn control_connection(server: Arc<Server>, stream: UnixStream) {
                     .routes()
                     .drained(&app, &addresses, Duration::from_millis(max_ms))
                     .await;
-                let _ = send
-                    .send(FromPlane::Reply {
-                        id,
-                        result: Ok(Answer::Done),
-                    })
-                    .await;
+                let _ = send.send(done).await;
             });
             continue;
         }

@@ -86,8 +86,6 @@ pub enum Call {
     /// This connection is the serving control plane's: inbound triggers and counts go to it
     /// (not to a host CLI command's connection).
     Subscribe,
-    /// Stop serving and exit (`berth stop`).
-    Stop,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
