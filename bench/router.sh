@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The HTTP router under load, with wrk, same upstream container, same run:
 # 1. berth's router against nginx as a reverse proxy (keep-alive upstreams) and against the
-#    upstream directly: requests/s and p99 latency (target: berth/nginx >= 1.0 in requests/s).
+#    upstream directly: requests/s, p99 latency and CPU time per request of each proxy, in 5
+#    interleaved rounds (target: berth/nginx >= 1.0 in requests/s, p99 no worse).
 # 2. A redeploy in the middle of a DURATION-second wrk run (default 30): `config:set`, which makes
 #    a new release and replaces the app's containers (new ones answer first, old ones drain) —
 #    a push would spend most of the run compiling Go on the cores wrk uses. Failed requests
@@ -57,21 +58,36 @@ nginx -c "$work/nginx/nginx.conf" -g 'daemon off;' &
 pids+=($!)
 sleep 0.5
 
-load() { # url host seconds -> "requests/s p99"
-  wrk -t2 -c64 -d"$3" --latency -H "Host: $2" "$1" >"$work/wrk.out" 2>&1
-  awk '/Requests\/sec/ {r=$2} /^ +99%/ {p=$2} END {print r, p}' "$work/wrk.out"
+# CPU time (user + system, clock ticks) of processes: what each proxy spends per request.
+ticks() { local t=0 p; for p in "$@"; do t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat"))); done; echo "$t"; }
+hz=$(getconf CLK_TCK)
+dataplane=$(cat "$work/router-data/run/dataplane.pid" 2>/dev/null || pgrep -f "berth dataplane --config $work/router.toml" | head -1)
+nginx_workers=$(pgrep -f "nginx: worker" -P "$(cat "$work/nginx/pid")" | tr '\n' ' ')
+load() { # url host seconds pids... -> "requests/s p99 cpu-microseconds-per-request"
+  local url=$1 host=$2 seconds=$3; shift 3
+  local before; before=$(ticks "$@")
+  wrk -t2 -c64 -d"$seconds" --latency -H "Host: $host" "$url" >"$work/wrk.out" 2>&1
+  local spent=$(( $(ticks "$@") - before ))
+  awk -v spent="$spent" -v hz="$hz" '/requests in/ {n=$1} /Requests\/sec/ {r=$2} /^ +99%/ {p=$2}
+    END {printf "%s %s %.1f\n", r, p, spent * 1e6 / hz / n}' "$work/wrk.out"
 }
 : >"$work/b"; : >"$work/n"; : >"$work/d"
-for _ in 1 2 3; do
-  load "http://127.0.0.1:$http_port/" "$app.localhost" 5 >>"$work/b"
-  load "http://127.0.0.1:$nginx_port/" "$app.localhost" 5 >>"$work/n"
+# Interleaved, so that both proxies see the same machine: 5 rounds of 5 s each.
+for _ in 1 2 3 4 5; do
+  load "http://127.0.0.1:$http_port/" "$app.localhost" 5 $dataplane >>"$work/b"
+  load "http://127.0.0.1:$nginx_port/" "$app.localhost" 5 $nginx_workers >>"$work/n"
   load "http://127.0.0.1:$upstream/" "localhost" 5 >>"$work/d"
 done
-b=$(cut -d' ' -f1 "$work/b" | median) n=$(cut -d' ' -f1 "$work/n" | median) d=$(cut -d' ' -f1 "$work/d" | median)
-echo "router throughput (wrk -t2 -c64, median of 3 x 5 s):"
-echo "  berth router  $b req/s   p99 $(cut -d' ' -f2 "$work/b" | tr '\n' ' ')"
-echo "  nginx proxy   $n req/s   p99 $(cut -d' ' -f2 "$work/n" | tr '\n' ' ')   berth/nginx $(ratio "$b" "$n")"
-echo "  direct        $d req/s   p99 $(cut -d' ' -f2 "$work/d" | tr '\n' ' ')"
+col() { cut -d' ' -f"$1" "$2" | median; }
+b=$(col 1 "$work/b") n=$(col 1 "$work/n") d=$(col 1 "$work/d")
+p99() { cut -d' ' -f2 "$1" | tr '\n' ' '; }
+echo "router throughput (wrk -t2 -c64, 5 interleaved rounds of 5 s, medians):"
+echo "  berth router  $b req/s   p99 $(p99 "$work/b")  CPU $(col 3 "$work/b") us/request"
+echo "  nginx proxy   $n req/s   p99 $(p99 "$work/n")  CPU $(col 3 "$work/n") us/request"
+echo "  direct        $d req/s   p99 $(p99 "$work/d")"
+echo "  berth/nginx   requests/s $(ratio "$b" "$n")   CPU per request $(ratio "$(col 3 "$work/b")" "$(col 3 "$work/n")")"
+# The round-by-round ratios show the noise of this machine.
+echo "  per round     $(paste -d' ' "$work/b" "$work/n" | awk '{printf "%.2f ", $1 / $4}')"
 
 # A redeploy under load.
 wrk -t2 -c64 -d"${duration}s" --latency -H "Host: $app.localhost" "http://127.0.0.1:$http_port/" >"$work/wrk.deploy" 2>&1 &

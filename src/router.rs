@@ -1,7 +1,9 @@
 //! The HTTP router: one listener (`http_listen`, default `0.0.0.0:80`) for every app, routing by
 //! the Host header: `APP.<base_domain>` and the app's custom domains (`domains:add`). HTTP/1.1
 //! and HTTP/2 (h2c) from clients, HTTP/1.1 to the app; upgrades (WebSocket) are tunnelled;
-//! bodies stream both ways. An unknown host gets a plain 404 naming no app.
+//! bodies stream both ways. An unknown host gets a plain 404 naming no app. Plain HTTP/1.1
+//! requests take the direct path of `fast` (nginx's way: bytes copied, heads rewritten); the
+//! rest go through hyper.
 //!
 //! Every request is picked an instance by `route::Routes` (the app's current release, or its
 //! canary by weight; round robin or least-connections; instances that refuse connections are
@@ -27,6 +29,8 @@ use hyper::{Request, Response, StatusCode};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
+
+mod fast;
 
 use crate::metrics::AccessEntry;
 use crate::plane::Plane;
@@ -172,20 +176,41 @@ async fn accept_loop(
                     handle(plane.clone(), upstream.clone(), client, request)
                 })
             };
-            let stream = crate::limits::IdleIo::new(stream, idle);
+            let mut stream = crate::limits::IdleIo::new(stream, idle);
+            // Plain HTTP/1.1 requests take the direct path (`fast`); what it does not take,
+            // and HTTP/2 (over TLS: ALPN's h2), goes to hyper with the bytes read so far.
+            let mut read = bytes::BytesMut::with_capacity(16 * 1024);
             let _ = match tls {
                 None => {
+                    if let fast::End::Closed =
+                        fast::serve(&plane, &mut stream, remote, false, &mut read).await
+                    {
+                        return;
+                    }
                     builder
-                        .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                        .serve_connection_with_upgrades(
+                            TokioIo::new(fast::Rewind::new(read, stream)),
+                            service,
+                        )
                         .await
                 }
                 Some(acceptor) => {
                     let handshake = tokio::time::timeout(TLS_HANDSHAKE, acceptor.accept(stream));
-                    let Ok(Ok(stream)) = handshake.await else {
+                    let Ok(Ok(mut stream)) = handshake.await else {
                         return;
                     };
+                    let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2".as_slice());
+                    if !h2
+                        && let fast::End::Closed =
+                            fast::serve(&plane, &mut stream, remote, true, &mut read).await
+                    {
+                        return;
+                    }
                     builder
-                        .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                        .serve_connection_with_upgrades(
+                            TokioIo::new(fast::Rewind::new(read, stream)),
+                            service,
+                        )
                         .await
                 }
             };
@@ -277,13 +302,13 @@ fn text(status: StatusCode, body: &'static str) -> Response<Body> {
 }
 
 fn bad_gateway() -> Response<Body> {
-    text(StatusCode::BAD_GATEWAY, "502: the app did not answer\n")
+    text(StatusCode::BAD_GATEWAY, text_of(StatusCode::BAD_GATEWAY))
 }
 
 fn timed_out() -> Response<Body> {
     text(
         StatusCode::GATEWAY_TIMEOUT,
-        "504: the app did not answer in time\n",
+        text_of(StatusCode::GATEWAY_TIMEOUT),
     )
 }
 
@@ -301,11 +326,27 @@ fn host_of(request: &Request<Incoming>) -> String {
                 .map(str::to_string)
         })
         .unwrap_or_default();
+    normalize_host(&raw)
+}
+
+/// A Host header's name as routes know it: lowercased, without its port or a final dot.
+fn normalize_host(raw: &str) -> String {
     let host = match raw.rsplit_once(':') {
         Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
-        _ => raw.as_str(),
+        _ => raw,
     };
     host.trim_end_matches('.').to_ascii_lowercase()
+}
+
+/// The body of the router's own answer with `status`.
+fn text_of(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        404 => "404: nothing is served at this host\n",
+        413 => "413: the request body is larger than this server takes\n",
+        503 => "503: the app has no running web instance\n",
+        504 => "504: the app did not answer in time\n",
+        _ => "502: the app did not answer\n",
+    }
 }
 
 /// The path as the access log keeps it: an inbound webhook's secret token is replaced.
@@ -423,12 +464,7 @@ async fn route(
             }
         };
     }
-    let not_found = || {
-        text(
-            StatusCode::NOT_FOUND,
-            "404: nothing is served at this host\n",
-        )
-    };
+    let not_found = || text(StatusCode::NOT_FOUND, text_of(StatusCode::NOT_FOUND));
     let Some(app) = plane.app_for_host(host) else {
         return not_found();
     };
@@ -437,10 +473,8 @@ async fn route(
         Pick::NotServed => return not_found(),
         Pick::NoInstance => {
             outcome.app = Some(app);
-            return text(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "503: the app has no running web instance\n",
-            );
+            let unavailable = StatusCode::SERVICE_UNAVAILABLE;
+            return text(unavailable, text_of(unavailable));
         }
     };
     outcome.app = Some(app.clone());
@@ -513,7 +547,7 @@ async fn route(
 fn too_large() -> Response<Body> {
     text(
         StatusCode::PAYLOAD_TOO_LARGE,
-        "413: the request body is larger than this server takes\n",
+        text_of(StatusCode::PAYLOAD_TOO_LARGE),
     )
 }
 
