@@ -34,8 +34,9 @@ use crate::route::{Lease, Pick};
 
 /// The longest request or response head taken (past it: the general path answers 431).
 const MAX_HEAD: usize = 64 * 1024;
-/// Headers a head may have here (more: the general path takes the request).
-const MAX_HEADERS: usize = 64;
+/// Headers a head may have here, as hyper (a request with more goes to the general path; an
+/// answer with more is a 502).
+const MAX_HEADERS: usize = 100;
 /// How many connections to app instances one client connection keeps (one per instance).
 const KEPT: usize = 8;
 /// Bytes read at once.
