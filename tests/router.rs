@@ -289,7 +289,7 @@ fn http11_connections_are_kept_and_carry_what_the_app_sent() {
         stream
     };
     let mut stream = connect();
-    let mut send = |stream: &mut TcpStream, request: String| {
+    let send = |stream: &mut TcpStream, request: String| {
         stream.write_all(request.as_bytes()).expect("write");
     };
 
@@ -312,7 +312,7 @@ fn http11_connections_are_kept_and_carry_what_the_app_sent() {
     );
 
     // The same client connection, the same connection to the app.
-    let mut conn = |stream: &mut TcpStream| {
+    let conn = |stream: &mut TcpStream| {
         send(
             stream,
             format!("GET /conn HTTP/1.1\r\nHost: {host}\r\n\r\n"),

@@ -190,6 +190,32 @@ fn rendered_units_pass_the_real_validators_and_resources_reach_every_target() {
             text(&check)
         );
     }
+    // The text output is one YAML stream, a document per manifest: what `kubectl apply -f -`
+    // takes. Loaded with a YAML loader (each object kept, none overriding another) and
+    // validated as it is.
+    let stream = ok(&server.ssh(&["deploy:render", &app, "--target", "kubernetes"]));
+    let stream_file = dir.path().join("stream.yaml");
+    std::fs::write(&stream_file, &stream).expect("write stream");
+    let loaded = Command::new("python3")
+        .args([
+            "-c",
+            "import sys, yaml; print(' '.join(d['kind'] for d in yaml.safe_load_all(open(sys.argv[1])) if d))",
+        ])
+        .arg(&stream_file)
+        .output()
+        .expect("python3 yaml");
+    assert_eq!(
+        String::from_utf8_lossy(&loaded.stdout).trim(),
+        "Namespace PersistentVolumeClaim Deployment Service Deployment Ingress",
+        "{}",
+        text(&loaded)
+    );
+    let check = Command::new("python3")
+        .args(["-m", "kubernetes_validate", "--strict"])
+        .arg(&stream_file)
+        .output()
+        .expect("kubernetes-validate");
+    assert!(check.status.success(), "{stream}: {}", text(&check));
     let deployment = std::fs::read_to_string(dir.path().join("deployment-web.yaml")).expect("read");
     assert!(
         deployment.contains("replicas: 2")

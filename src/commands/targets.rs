@@ -162,17 +162,29 @@ pub async fn render_units(berth: &Berth, who: &Identity, args: &Args) -> Result<
     if args.json() {
         return to_json(&units);
     }
-    Ok(units
+    Ok(render_text(target, release.number, &units))
+}
+
+/// `deploy:render`'s text: what the target's own tool takes as it is. Kubernetes: one YAML
+/// stream, each manifest a document of its own (`---`), for `kubectl apply -f -`. Swarm: the
+/// stack file (`docker stack deploy -c -`). systemd: the units one after another, each under
+/// a comment naming its file (`--json` gives them apart, to write into /etc/systemd/system).
+fn render_text(target: Target, release: i64, units: &[crate::deploy::render::Unit]) -> String {
+    units
         .iter()
         .map(|u| {
+            let separator = if target == Target::Kubernetes {
+                "---\n"
+            } else {
+                ""
+            };
             format!(
-                "# ---- {} ({target}, v{})\n{}\n",
+                "{separator}# ---- {} ({target}, v{release})\n{}\n",
                 u.name,
-                release.number,
                 u.text.trim_end()
             )
         })
-        .collect())
+        .collect()
 }
 
 /// `--release vN`, else the running release.
