@@ -134,9 +134,16 @@ fi
 [ "$deps_only" -eq 1 ] && { say "Docker engine and registry are running"; exit 0; }
 
 # --- Build and install the binary (replaced only when it changed).
-command -v cargo >/dev/null || die "cargo is needed to build berth: install a Rust toolchain (1.85 or newer)"
-say "Building berth (release)"
-(cd "$here" && cargo build --release --locked --quiet)
+# A host without a Rust toolchain takes a binary built elsewhere for the same system, copied
+# in as target/release/berth beside this script.
+if command -v cargo >/dev/null; then
+  say "Building berth (release)"
+  (cd "$here" && cargo build --release --locked --quiet)
+elif [ -x "$here/target/release/berth" ]; then
+  say "No cargo here: installing the binary built elsewhere ($here/target/release/berth)"
+else
+  die "cargo is needed to build berth: install a Rust toolchain (1.85 or newer), or copy in a target/release/berth built for this system"
+fi
 changed=0
 if ! cmp -s "$here/target/release/berth" "$bin"; then
   install -m 755 "$here/target/release/berth" "$bin.new" && mv "$bin.new" "$bin"

@@ -32,3 +32,25 @@ if ! docker image inspect berth-test/langs:bookworm >/dev/null 2>&1; then
   rm -rf "$rootfs"/var/lib/apt/lists/*
   tar -C "$rootfs" -c . | docker import -c 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' - berth-test/langs:bookworm >/dev/null
 fi
+
+# A fresh Debian 12 host with systemd as its init and nothing else: no Docker, no git, no
+# berth. The systemd tests boot it as PID 1 (tests/common/systemd.rs) and run install.sh in it.
+if ! docker image inspect berth-test/debian-systemd:bookworm >/dev/null 2>&1; then
+  echo "-----> Making the local base image berth-test/debian-systemd:bookworm (debootstrap; a few minutes, once)"
+  command -v debootstrap >/dev/null || { apt-get update -qq; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap >/dev/null; }
+  rootfs=$(mktemp -d /var/tmp/berth-systemd.XXXXXX)
+  trap 'rm -rf "$rootfs"' EXIT
+  debootstrap --variant=minbase --include=systemd,systemd-sysv,dbus,iproute2,procps,ca-certificates \
+    bookworm "$rootfs" http://deb.debian.org/debian >/dev/null
+  chroot "$rootfs" apt-get clean
+  rm -rf "$rootfs"/var/lib/apt/lists/*
+  # What a container cannot do (or must not: the host's consoles and clock are not its own).
+  for unit in getty@tty1.service console-getty.service systemd-timesyncd.service; do
+    chroot "$rootfs" systemctl mask "$unit" >/dev/null 2>&1 || true
+  done
+  echo berth-host >"$rootfs/etc/hostname"
+  tar -C "$rootfs" -c . | docker import \
+    -c 'ENV container=docker' -c 'CMD ["/lib/systemd/systemd"]' \
+    - berth-test/debian-systemd:bookworm >/dev/null
+  rm -rf "$rootfs"
+fi

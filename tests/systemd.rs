@@ -1,0 +1,386 @@
+//! install.sh on a fresh systemd host: a Debian 12 container with systemd as PID 1 and nothing
+//! else (no Docker, no git, no berth; `berth-test/debian-systemd:bookworm`, made by
+//! tests/base_images.sh). The project is copied in with the binary built here (the host has no
+//! Rust toolchain, as most servers), the README's install command runs there, and the checks
+//! are a user's: the services active and enabled, a `git push` from outside (real git and
+//! OpenSSH) goes live, `ssh berth@HOST apps:list` answers, the service comes back after
+//! `systemctl restart berth` and after a crash, a second run changes nothing, and an upgrade
+//! restarts only what must restart, with no request failing meanwhile.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const IMAGE: &str = "berth-test/debian-systemd:bookworm";
+
+/// A systemd host in a container (the flags ENVIRONMENT.md found to work here: every
+/// capability but SYS_RESOURCE, the host's cgroups, tmpfs for /run). Its own Docker engine
+/// keeps its images in a volume (overlay2 cannot sit on overlay2). Removed with its volume
+/// when dropped.
+struct Host {
+    name: String,
+    address: String,
+}
+
+impl Host {
+    fn boot(name: &str) -> Host {
+        let image = Command::new("docker")
+            .args(["image", "inspect", IMAGE])
+            .output()
+            .expect("docker");
+        assert!(
+            image.status.success(),
+            "the image {IMAGE} is missing: run tests/base_images.sh (tests/run.sh does)"
+        );
+        let _ = Command::new("docker")
+            .args(["rm", "-f", "-v", name])
+            .output();
+        let run = Command::new("docker")
+            .args([
+                "run",
+                "-d",
+                "--name",
+                name,
+                "--hostname",
+                "berth-host",
+                "--label",
+                "berth.test=systemd",
+                "--cap-add",
+                "ALL",
+                "--cap-drop",
+                "SYS_RESOURCE",
+                "--security-opt",
+                "seccomp=unconfined",
+                "--security-opt",
+                "apparmor=unconfined",
+                "--cgroupns=host",
+                "-v",
+                "/sys/fs/cgroup:/sys/fs/cgroup:rw",
+                "--tmpfs",
+                "/run",
+                "--tmpfs",
+                "/run/lock",
+                "-v",
+                "/var/lib/docker",
+                IMAGE,
+                "/lib/systemd/systemd",
+            ])
+            .output()
+            .expect("docker run");
+        assert!(run.status.success(), "{}", text(&run));
+        let address = String::from_utf8_lossy(
+            &Command::new("docker")
+                .args(["inspect", "-f", "{{.NetworkSettings.IPAddress}}", name])
+                .output()
+                .expect("inspect")
+                .stdout,
+        )
+        .trim()
+        .to_string();
+        let host = Host {
+            name: name.to_string(),
+            address,
+        };
+        // systemd is PID 1 and has finished booting.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let state = host.sh("systemctl is-system-running");
+            let state = String::from_utf8_lossy(&state.stdout).trim().to_string();
+            if state == "running" || state == "degraded" {
+                break;
+            }
+            assert!(Instant::now() < deadline, "systemd did not boot: {state}");
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        let init = host.sh("cat /proc/1/comm");
+        assert_eq!(String::from_utf8_lossy(&init.stdout).trim(), "systemd");
+        host
+    }
+
+    fn sh(&self, script: &str) -> Output {
+        Command::new("docker")
+            .args(["exec", &self.name, "bash", "-c", script])
+            .output()
+            .expect("docker exec")
+    }
+
+    /// The script's stdout; fails the test when it failed.
+    fn ok(&self, script: &str) -> String {
+        let output = self.sh(script);
+        assert!(output.status.success(), "{script}: {}", text(&output));
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
+    /// Feeds `input` to the script's stdin.
+    fn pipe(&self, script: &str, input: &mut dyn Read) {
+        let mut child = Command::new("docker")
+            .args(["exec", "-i", &self.name, "bash", "-c", script])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("docker exec");
+        std::io::copy(input, child.stdin.as_mut().expect("stdin")).expect("copy");
+        drop(child.stdin.take());
+        assert!(child.wait().expect("wait").success(), "{script}");
+    }
+
+    fn main_pid(&self, unit: &str) -> String {
+        self.ok(&format!("systemctl show -p MainPID --value {unit}"))
+            .trim()
+            .to_string()
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        let _ = Command::new("docker")
+            .args(["rm", "-f", "-v", &self.name])
+            .output();
+    }
+}
+
+/// The project as a user has it (the files git knows, with what is not committed yet) and the
+/// binary built here, as a tar stream.
+fn project_tar() -> Vec<u8> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let files = Command::new("git")
+        .args(["ls-files", "-co", "--exclude-standard"])
+        .current_dir(root)
+        .output()
+        .expect("git ls-files");
+    let mut list: Vec<String> = String::from_utf8_lossy(&files.stdout)
+        .lines()
+        .filter(|f| root.join(f).is_file())
+        .map(String::from)
+        .collect();
+    list.push("target/release/berth".to_string());
+    let mut tar = Command::new("tar")
+        .args(["-c", "-f", "-", "-T", "-"])
+        .current_dir(root)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("tar");
+    tar.stdin
+        .take()
+        .expect("stdin")
+        .write_all(list.join("\n").as_bytes())
+        .expect("file list");
+    let output = tar.wait_with_output().expect("tar");
+    assert!(output.status.success());
+    output.stdout
+}
+
+fn ssh_to(host: &Host, key: &Path, args: &[&str]) -> Output {
+    Command::new("ssh")
+        .args(["-i"])
+        .arg(key)
+        .args([
+            "-o",
+            "IdentitiesOnly=yes",
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+            "-o",
+            "LogLevel=ERROR",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "ConnectTimeout=5",
+            "-p",
+            "2222",
+        ])
+        .arg(format!("berth@{}", host.address))
+        .args(args)
+        .output()
+        .expect("ssh")
+}
+
+/// Waits until berth answers over SSH on the host.
+fn answers(host: &Host, key: &Path) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        if ssh_to(host, key, &["apps:list"]).status.success() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    false
+}
+
+#[test]
+fn install_sh_on_a_fresh_systemd_debian_runs_berth_as_services() {
+    let host = Host::boot(&format!("berth-systemd-install-{}", std::process::id()));
+    // Nothing of what berth needs is there.
+    assert!(
+        !host
+            .sh("command -v docker || command -v git")
+            .status
+            .success(),
+        "the host is not fresh"
+    );
+    let keys = tempfile::tempdir().expect("dir");
+    let key = keys.path().join("admin");
+    keygen(&key);
+    host.pipe(
+        "mkdir -p /opt/berth && tar -x -C /opt/berth",
+        &mut project_tar().as_slice(),
+    );
+    host.pipe(
+        "cat > /root/admin.pub",
+        &mut std::fs::File::open(key.with_extension("pub")).expect("key"),
+    );
+
+    // The README's install command.
+    let install = format!(
+        "cd /opt/berth && BERTH_PUBLIC_HOST={} ./install.sh --admin-key /root/admin.pub 2>&1",
+        host.address
+    );
+    let first = host.ok(&install);
+    assert!(first.contains("No cargo here"), "{first}");
+    for unit in ["docker", "berth-registry", "berth-dataplane", "berth"] {
+        assert_eq!(
+            host.ok(&format!("systemctl is-active {unit}")).trim(),
+            "active",
+            "{unit}: {first}"
+        );
+        assert_eq!(
+            host.ok(&format!("systemctl is-enabled {unit}")).trim(),
+            "enabled",
+            "{unit}"
+        );
+    }
+    assert!(answers(&host, &key), "berth does not answer over SSH");
+
+    // The fixture's base image, given to the host's engine (it cannot pull).
+    let mut save = Command::new("docker")
+        .args(["save", "berth-test/busybox:latest"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("docker save");
+    host.pipe("docker load", save.stdout.as_mut().expect("stdout"));
+    assert!(save.wait().expect("save").success());
+
+    // A push from outside goes live.
+    let app = app_name("installed");
+    let repo = web_app("installed on systemd");
+    let push = Command::new("git")
+        .args([
+            "push",
+            &format!("ssh://berth@{}:2222/{app}", host.address),
+            "main",
+        ])
+        .current_dir(repo.path())
+        .env(
+            "GIT_SSH_COMMAND",
+            format!(
+                "ssh -i {} -o IdentitiesOnly=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR -o BatchMode=yes",
+                key.display()
+            ),
+        )
+        .output()
+        .expect("git push");
+    assert!(push.status.success(), "{}", text(&push));
+    let router = format!("{}:80", host.address);
+    let site = format!("{app}.{}", host.address);
+    let get = || http_request(&router, &site, "/").map(|(_, body)| body);
+    assert_eq!(get().as_deref(), Some("installed on systemd\n"));
+    let listed = ssh_to(&host, &key, &["apps:list"]);
+    assert!(
+        String::from_utf8_lossy(&listed.stdout).contains(&app),
+        "{}",
+        text(&listed)
+    );
+
+    // `systemctl restart berth`: back, and the app served throughout by the data plane.
+    let plane = host.main_pid("berth-dataplane");
+    host.ok("systemctl restart berth");
+    assert!(
+        answers(&host, &key),
+        "berth did not come back after a restart"
+    );
+    assert_eq!(host.main_pid("berth-dataplane"), plane);
+    assert_eq!(get().as_deref(), Some("installed on systemd\n"));
+
+    // A crash: systemd starts berth again.
+    let before = host.main_pid("berth");
+    host.ok(&format!("kill -9 {before}"));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while host.main_pid("berth") == before || host.main_pid("berth") == "0" {
+        assert!(Instant::now() < deadline, "systemd did not restart berth");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    assert!(
+        answers(&host, &key),
+        "berth did not come back after a crash"
+    );
+
+    // A second run changes nothing: nothing installed, started or restarted.
+    let pids = |host: &Host| {
+        ["docker", "berth-registry", "berth-dataplane", "berth"].map(|unit| host.main_pid(unit))
+    };
+    let before = pids(&host);
+    let again = host.ok(&install);
+    assert!(
+        !again.contains("Installing")
+            && !again.contains("Starting")
+            && !again.contains("Restarting")
+            && !again.contains("Handing"),
+        "{again}"
+    );
+    assert_eq!(pids(&host), before, "{again}");
+
+    // An upgrade (a changed binary): the data plane hands its sockets over, the control plane
+    // restarts; the engine and the registry stay. Requests all the while: none fails.
+    let stop = Arc::new(AtomicBool::new(false));
+    let (made, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let load = {
+        let (stop, made, failed) = (stop.clone(), made.clone(), failed.clone());
+        let (router, site) = (router.clone(), site.clone());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                made.fetch_add(1, Ordering::Relaxed);
+                let ok = http_request(&router, &site, "/").is_some_and(|(status, body)| {
+                    status == 200 && body == "installed on systemd\n"
+                });
+                if !ok {
+                    failed.fetch_add(1, Ordering::Relaxed);
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        })
+    };
+    host.ok("printf 'upgraded' >> /opt/berth/target/release/berth");
+    let upgrade = host.ok(&install);
+    std::thread::sleep(Duration::from_secs(1));
+    stop.store(true, Ordering::Relaxed);
+    load.join().expect("load");
+    assert!(upgrade.contains("Handing the data plane over"), "{upgrade}");
+    let after = pids(&host);
+    assert_eq!(
+        after[..2],
+        before[..2],
+        "the engine or the registry restarted: {upgrade}"
+    );
+    assert_ne!(
+        after[2], before[2],
+        "the data plane did not take the new binary"
+    );
+    assert_ne!(after[3], before[3], "the control plane did not restart");
+    assert!(
+        answers(&host, &key),
+        "berth does not answer after the upgrade"
+    );
+    let made = made.load(Ordering::Relaxed);
+    assert!(made > 20, "only {made} requests made");
+    assert_eq!(failed.load(Ordering::Relaxed), 0, "of {made} requests");
+    assert_eq!(get().as_deref(), Some("installed on systemd\n"));
+}
