@@ -264,7 +264,7 @@ fn read_answer(stream: &mut TcpStream, head_request: bool) -> (String, Vec<u8>) 
 #[test]
 fn http11_connections_are_kept_and_carry_what_the_app_sent() {
     let server = TestServer::start_with(&format!(
-        "registry = \"{}\"\nmax_body_size = 10000\n",
+        "registry = \"{}\"\nmax_body_size = 10000\nrequest_timeout = 2\nidle_timeout = 3\n",
         require_environment()
     ));
     let app = app_name("keepalive");
@@ -459,4 +459,25 @@ fn http11_connections_are_kept_and_carry_what_the_app_sent() {
     );
     let mut rest = Vec::new();
     assert_eq!(stream.read_to_end(&mut rest).expect("end"), 0);
+
+    // Slowloris: a head trickled a byte a second (each byte within idle_timeout, 3 s) is cut
+    // off once it has taken idle_timeout in all.
+    let mut stream = connect();
+    send(&mut stream, format!("GET /info HTTP/1.1\r\nHost: {host}\r\n"));
+    let started = std::time::Instant::now();
+    let mut cut = false;
+    for _ in 0..10 {
+        std::thread::sleep(Duration::from_secs(1));
+        if stream.write_all(b"X").is_err() {
+            cut = true;
+            break;
+        }
+    }
+    let mut rest = Vec::new();
+    let ended = cut || matches!(stream.read_to_end(&mut rest), Ok(0) | Err(_));
+    assert!(
+        ended && rest.is_empty() && started.elapsed() < Duration::from_secs(9),
+        "a trickled head held the connection for {:?}",
+        started.elapsed()
+    );
 }

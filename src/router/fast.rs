@@ -85,6 +85,9 @@ where
     let mut kept: Vec<Up> = Vec::new();
     let ip = remote.ip().to_string();
     loop {
+        // A head begun must be whole within `idle_timeout` (hyper's header_read_timeout on the
+        // general path): a client trickling a byte at a time cannot hold the connection.
+        let mut begun: Option<tokio::time::Instant> = None;
         let head = loop {
             if !buf.is_empty() {
                 match parse_request(plane, buf, &ip, secure) {
@@ -95,7 +98,20 @@ where
                 }
             }
             buf.reserve(CHUNK);
-            match client.read_buf(buf).await {
+            let read = match begun {
+                None if buf.is_empty() => client.read_buf(buf).await,
+                _ => {
+                    let deadline = *begun.get_or_insert_with(|| {
+                        tokio::time::Instant::now()
+                            + Duration::from_secs(plane.settings.idle_timeout)
+                    });
+                    match tokio::time::timeout_at(deadline, client.read_buf(buf)).await {
+                        Ok(read) => read,
+                        Err(_) => return End::Closed,
+                    }
+                }
+            };
+            match read {
                 Ok(0) | Err(_) => return End::Closed,
                 Ok(_) => {}
             }
@@ -398,7 +414,7 @@ fn parse_answer(buf: &[u8], head_request: bool, close: bool) -> Result<Option<An
     if framing == Framing::UntilClose {
         reusable = false;
     }
-    if close || framing == Framing::UntilClose {
+    if (close || framing == Framing::UntilClose) && status >= 200 {
         head.extend_from_slice(b"connection: close\r\n");
     }
     head.extend_from_slice(b"\r\n");
