@@ -463,7 +463,10 @@ fn http11_connections_are_kept_and_carry_what_the_app_sent() {
     // Slowloris: a head trickled a byte a second (each byte within idle_timeout, 3 s) is cut
     // off once it has taken idle_timeout in all.
     let mut stream = connect();
-    send(&mut stream, format!("GET /info HTTP/1.1\r\nHost: {host}\r\n"));
+    send(
+        &mut stream,
+        format!("GET /info HTTP/1.1\r\nHost: {host}\r\n"),
+    );
     let started = std::time::Instant::now();
     let mut cut = false;
     for _ in 0..10 {

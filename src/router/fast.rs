@@ -606,10 +606,12 @@ enum Copied {
     AppGone,
 }
 
-/// Copies the rest of a request body (`rest` bytes) from the client to the app.
-async fn copy_body<S>(client: &mut S, buf: &mut BytesMut, app: &mut TcpStream, rest: u64) -> Copied
+/// Copies the rest of a request body (`rest` bytes) from the client to the app (or to a sink,
+/// to skip it).
+async fn copy_body<S, W>(client: &mut S, buf: &mut BytesMut, app: &mut W, rest: u64) -> Copied
 where
     S: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
 {
     let mut rest = rest;
     while rest > 0 {
@@ -723,18 +725,9 @@ where
 {
     let close = close || rest > 64 * 1024;
     if !close {
-        let mut rest = rest;
-        while rest > 0 {
-            if buf.is_empty() {
-                buf.reserve(CHUNK);
-                match client.read_buf(buf).await {
-                    Ok(0) | Err(_) => return Next::Gone,
-                    Ok(_) => {}
-                }
-            }
-            let n = buf.len().min(rest as usize);
-            buf.advance(n);
-            rest -= n as u64;
+        let mut skip = tokio::io::sink();
+        if !matches!(copy_body(client, buf, &mut skip, rest).await, Copied::Done) {
+            return Next::Gone;
         }
     }
     if write_text(client, status, close).await.is_err() {
