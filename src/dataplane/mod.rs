@@ -681,12 +681,11 @@ async fn forward_events(server: Arc<Server>) {
                 let mut message = FromPlane::Trigger(trigger);
                 loop {
                     let control = server.control.lock().unwrap_or_else(|p| p.into_inner()).clone();
-                    match control {
-                        Some(control) => match control.send(message).await {
+                    if let Some(control) = control {
+                        match control.send(message).await {
                             Ok(()) => break,
                             Err(returned) => message = returned.0,
-                        },
-                        None => {}
+                        }
                     }
                     tokio::time::sleep(Duration::from_millis(200)).await;
                 }
