@@ -4,6 +4,8 @@
 #   berth-test/langs:bookworm  Debian bookworm minbase with python3 (+venv), nodejs + npm,
 #                              golang-go, ruby + bundler, rustc + cargo (debootstrap, then apt
 #                              inside the chroot; several minutes, once: skipped when present)
+#   berth-test/debian-systemd:bookworm  a bare Debian 12 with systemd as its init (no Docker,
+#                              no git): the fresh host of tests/systemd.rs (under a minute, once)
 # Idempotent. Run by tests/run.sh and bench/buildpacks.sh.
 set -euo pipefail
 

@@ -21,7 +21,8 @@ fi
 python3 -c 'import kubernetes_validate' 2>/dev/null || python3 -m pip install -q kubernetes-validate
 
 # Containers here cannot pull: fixture apps build FROM local base images (busybox, and a Debian
-# with python, node, go, ruby and rust for the buildpack fixtures; made once, then reused).
+# with python, node, go, ruby and rust for the buildpack fixtures, and a bare Debian 12 with
+# systemd for the install test; made once, then reused).
 bash tests/base_images.sh
 
 # The swarm target is tested on a real single-node swarm.
