@@ -724,18 +724,21 @@ fn wants_upgrade(headers: &HeaderMap) -> bool {
             .is_some_and(|v| v.to_ascii_lowercase().contains("upgrade"))
 }
 
+/// Headers that concern one connection only, never passed on (RFC 9110 §7.6.1; both paths).
+const HOP_BY_HOP: [&str; 7] = [
+    "connection",
+    "keep-alive",
+    "te",
+    "trailer",
+    "upgrade",
+    "proxy-authorization",
+    "proxy-authenticate",
+];
+
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    for name in [
-        header::CONNECTION,
-        header::TE,
-        header::TRAILER,
-        header::UPGRADE,
-        header::PROXY_AUTHORIZATION,
-        header::PROXY_AUTHENTICATE,
-    ] {
+    for name in HOP_BY_HOP {
         headers.remove(name);
     }
-    headers.remove("keep-alive");
 }
 
 /// An upgrade (WebSocket or any other protocol): the request goes to the app on a connection of

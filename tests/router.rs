@@ -120,15 +120,7 @@ fn apps_and_custom_domains_route_by_host_and_unknown_hosts_get_404() {
 fn forwarded_headers_are_set_and_upgrades_are_tunnelled() {
     let server = TestServer::start();
     let app = app_name("echo");
-    let repo = tempfile::tempdir().expect("temp dir");
-    git(repo.path(), &["init", "-q", "-b", "main"]);
-    write(repo.path(), "app.py", ECHO_APP);
-    write(
-        repo.path(),
-        "Dockerfile",
-        "FROM berth-test/langs:bookworm\nCOPY app.py /app.py\nCMD [\"python3\", \"/app.py\"]\n",
-    );
-    commit(repo.path(), "echo app");
+    let repo = python_app(ECHO_APP);
     let push = server.push(repo.path(), &app, "main");
     assert!(push.status.success(), "{}", text(&push));
     let host = format!("{app}.localhost:{}", server.http_port);
@@ -268,15 +260,7 @@ fn http11_connections_are_kept_and_carry_what_the_app_sent() {
         require_environment()
     ));
     let app = app_name("keepalive");
-    let repo = tempfile::tempdir().expect("temp dir");
-    git(repo.path(), &["init", "-q", "-b", "main"]);
-    write(repo.path(), "app.py", KEEPALIVE_APP);
-    write(
-        repo.path(),
-        "Dockerfile",
-        "FROM berth-test/langs:bookworm\nCOPY app.py /app.py\nCMD [\"python3\", \"/app.py\"]\n",
-    );
-    commit(repo.path(), "keep-alive app");
+    let repo = python_app(KEEPALIVE_APP);
     let push = server.push(repo.path(), &app, "main");
     assert!(push.status.success(), "{}", text(&push));
     let host = format!("{app}.localhost:{}", server.http_port);

@@ -31,14 +31,7 @@ struct Host {
 
 impl Host {
     fn boot(name: &str) -> Host {
-        let image = Command::new("docker")
-            .args(["image", "inspect", IMAGE])
-            .output()
-            .expect("docker");
-        assert!(
-            image.status.success(),
-            "the image {IMAGE} is missing: run tests/base_images.sh (tests/run.sh does)"
-        );
+        require_image(IMAGE);
         let _ = Command::new("docker")
             .args(["rm", "-f", "-v", name])
             .output();

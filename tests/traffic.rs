@@ -88,17 +88,7 @@ while True:
 "#;
 
 fn traffic_repo() -> tempfile::TempDir {
-    require_langs_image();
-    let repo = tempfile::tempdir().expect("temp dir");
-    git(repo.path(), &["init", "-q", "-b", "main"]);
-    write(repo.path(), "app.py", TRAFFIC_APP);
-    write(
-        repo.path(),
-        "Dockerfile",
-        &format!("FROM {LANGS}\nCOPY app.py /app.py\nCMD [\"python3\", \"/app.py\"]\n"),
-    );
-    commit(repo.path(), "traffic app");
-    repo
+    python_app(TRAFFIC_APP)
 }
 
 fn router(server: &TestServer) -> String {

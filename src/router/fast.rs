@@ -248,20 +248,12 @@ fn parse_request(plane: &Plane, buf: &[u8], ip: &str, secure: bool) -> Parsed {
     })
 }
 
-/// Headers that concern one connection only, never passed on (`Transfer-Encoding` is kept:
-/// a chunked answer passes through as it is, to a client that speaks HTTP/1.1).
+/// One of the router's hop-by-hop headers (`Transfer-Encoding` is not among them: a chunked
+/// answer passes through as it is, to a client that speaks HTTP/1.1).
 fn is_hop_by_hop(name: &str) -> bool {
-    [
-        "connection",
-        "keep-alive",
-        "te",
-        "trailer",
-        "upgrade",
-        "proxy-authorization",
-        "proxy-authenticate",
-    ]
-    .iter()
-    .any(|hop| name.eq_ignore_ascii_case(hop))
+    super::HOP_BY_HOP
+        .iter()
+        .any(|hop| name.eq_ignore_ascii_case(hop))
 }
 
 /// A connection to an app instance, with what was read from it.
@@ -342,6 +334,12 @@ fn parse_answer(buf: &[u8], head_request: bool, close: bool) -> Result<Option<An
     let mut reusable = version == 1;
     let mut length: Option<u64> = None;
     let mut chunked: Option<bool> = None;
+    // Both a length and chunked: the length is not to be trusted and is not passed on (RFC
+    // 9112 §6.3), and the app's connection is not used again.
+    let encoded = response
+        .headers
+        .iter()
+        .any(|h| h.name.eq_ignore_ascii_case("transfer-encoding"));
     for header in response.headers.iter() {
         let name = header.name;
         if name.eq_ignore_ascii_case("connection") {
@@ -372,10 +370,13 @@ fn parse_answer(buf: &[u8], head_request: bool, close: bool) -> Result<Option<An
             if length.is_some_and(|m| m != n) {
                 return Err(UpError::Bad);
             }
-            if length.is_some() {
+            let repeated = length.replace(n).is_some();
+            if encoded {
+                reusable = false;
+            }
+            if repeated || encoded {
                 continue;
             }
-            length = Some(n);
         }
         head.extend_from_slice(name.as_bytes());
         head.extend_from_slice(b": ");
@@ -393,24 +394,6 @@ fn parse_answer(buf: &[u8], head_request: bool, close: bool) -> Result<Option<An
             (None, None) => Framing::UntilClose,
         }
     };
-    if chunked.is_some() && length.is_some() {
-        // Both: the length is not to be trusted (RFC 9112 §6.3); the app's connection is not
-        // used again.
-        reusable = false;
-        let text = String::from_utf8_lossy(&head).into_owned();
-        head = text
-            .split("\r\n")
-            .filter(|line| {
-                !line
-                    .split(':')
-                    .next()
-                    .is_some_and(|n| n.eq_ignore_ascii_case("content-length"))
-            })
-            .collect::<Vec<_>>()
-            .join("\r\n")
-            .into_bytes();
-        head.extend_from_slice(b"\r\n");
-    }
     if framing == Framing::UntilClose {
         reusable = false;
     }

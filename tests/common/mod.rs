@@ -705,13 +705,33 @@ pub const LANGS: &str = "berth-test/langs:bookworm";
 
 /// Fails the test, naming the fix, when the LANGS base image is missing.
 pub fn require_langs_image() {
-    let image = Command::new("docker")
-        .args(["image", "inspect", LANGS])
+    require_image(LANGS);
+}
+
+/// A repo whose app is one Python file (`source`, run as `python3 /app.py` on the LANGS image).
+pub fn python_app(source: &str) -> tempfile::TempDir {
+    require_langs_image();
+    let repo = tempfile::tempdir().expect("temp dir");
+    git(repo.path(), &["init", "-q", "-b", "main"]);
+    write(repo.path(), "app.py", source);
+    write(
+        repo.path(),
+        "Dockerfile",
+        &format!("FROM {LANGS}\nCOPY app.py /app.py\nCMD [\"python3\", \"/app.py\"]\n"),
+    );
+    commit(repo.path(), "python app");
+    repo
+}
+
+/// Fails the test, naming the fix, when a base image tests/base_images.sh makes is missing.
+pub fn require_image(image: &str) {
+    let inspected = Command::new("docker")
+        .args(["image", "inspect", image])
         .output()
         .expect("docker image inspect");
     assert!(
-        image.status.success(),
-        "the base image {LANGS} is missing: run the tests with tests/run.sh (tests/base_images.sh makes it)"
+        inspected.status.success(),
+        "the base image {image} is missing: run the tests with tests/run.sh (tests/base_images.sh makes it)"
     );
 }
 
