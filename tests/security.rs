@@ -1656,3 +1656,125 @@ fn a_local_user_cannot_reach_the_data_planes_control_socket() {
         text(&as_root)
     );
 }
+
+/// A keep-alive app whose answers attack the router: `/poison` sends a second, unasked-for
+/// answer right after the first; `/twolengths` two different Content-Lengths; `/bighead` a
+/// header that never ends; `/badchunk` a chunked body that is not; `/` the real page.
+const HOSTILE_ANSWERS_APP: &str = r#"import os, socket, threading, time
+
+def serve(c):
+    data = b""
+    try:
+        while True:
+            while b"\r\n\r\n" not in data:
+                x = c.recv(4096)
+                if not x:
+                    return
+                data += x
+            head, data = data.split(b"\r\n\r\n", 1)
+            path = head.split(b" ")[1]
+            if path == b"/poison":
+                c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello"
+                          b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nPOISON")
+            elif path == b"/twolengths":
+                c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 50\r\n\r\nhello")
+            elif path == b"/bighead":
+                c.sendall(b"HTTP/1.1 200 OK\r\nX-Junk: " + b"a" * (2 << 20))
+                time.sleep(30)
+                return
+            elif path == b"/badchunk":
+                c.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n")
+            else:
+                c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nreal")
+    except OSError:
+        pass
+    finally:
+        c.close()
+
+server = socket.socket()
+server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+server.bind(("", int(os.environ["PORT"])))
+server.listen(64)
+while True:
+    conn, _ = server.accept()
+    threading.Thread(target=serve, args=(conn,), daemon=True).start()
+"#;
+
+/// Row 35, the router's HTTP/1.1 path against a member's app. Attack: the app answers a
+/// request with a second, unasked-for answer behind it (to have it served as the answer to the
+/// next request on the connection, its own client's or, through a shared connection, another
+/// client's), frames an answer two ways, sends a header that never ends (to fill the data
+/// plane's memory), or a broken chunked body (to wedge or crash the router). Now: an app
+/// connection with bytes nobody asked for is dropped, and each client connection has its own;
+/// two lengths are a 502; a head past 64 KiB is a 502; a broken chunk ends that client's
+/// connection only. The data plane serves on, the same process. Control: `/` answers "real".
+#[test]
+fn a_hostile_apps_answers_reach_no_other_request_and_cannot_take_the_router_down() {
+    use std::io::{Read, Write};
+    use std::time::{Duration, Instant};
+    let server = TestServer::start_with(&format!(
+        "registry = \"{}\"\nrequest_timeout = 10\n",
+        require_environment()
+    ));
+    let app = app_name("hostile-answers");
+    let repo = python_app(HOSTILE_ANSWERS_APP);
+    let push = server.push(repo.path(), &app, "main");
+    assert!(push.status.success(), "{}", text(&push));
+    let plane = server.data_plane_pid().expect("the data plane");
+    let router = format!("127.0.0.1:{}", server.http_port);
+    let host = format!("{app}.localhost");
+    let connect = || {
+        let stream = std::net::TcpStream::connect(&router).expect("connect");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(15)))
+            .expect("timeout");
+        stream
+    };
+    // One HTTP/1.1 request on `stream`: (status, body) of a Content-Length answer.
+    let get = |stream: &mut std::net::TcpStream, path: &str| -> (String, String) {
+        write!(stream, "GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n").expect("write");
+        let head = read_head(stream);
+        let length = head
+            .to_ascii_lowercase()
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length: ")?.trim().parse().ok())
+            .unwrap_or(0);
+        let mut body = vec![0u8; length];
+        stream.read_exact(&mut body).expect("body");
+        let status = head.split_whitespace().nth(1).unwrap_or("").to_string();
+        (status, String::from_utf8_lossy(&body).into_owned())
+    };
+
+    // A smuggled answer: served to nobody.
+    let mut first = connect();
+    assert_eq!(get(&mut first, "/poison"), ("200".into(), "hello".into()));
+    assert_eq!(get(&mut first, "/"), ("200".into(), "real".into()));
+    let mut other = connect();
+    assert_eq!(get(&mut other, "/"), ("200".into(), "real".into()));
+
+    // Two lengths: refused, not passed on with the client left to guess.
+    assert_eq!(get(&mut connect(), "/twolengths").0, "502");
+
+    // A header that never ends: 502 long before the app stops sending or request_timeout.
+    let started = Instant::now();
+    assert_eq!(get(&mut connect(), "/bighead").0, "502");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+
+    // A broken chunked body ends that client's connection, nothing else.
+    let mut broken = connect();
+    write!(broken, "GET /badchunk HTTP/1.1\r\nHost: {host}\r\n\r\n").expect("write");
+    let mut rest = Vec::new();
+    let _ = broken.read_to_end(&mut rest);
+    assert!(
+        !String::from_utf8_lossy(&rest).contains("hello"),
+        "{rest:?}"
+    );
+
+    // The router serves on, the same process.
+    assert_eq!(get(&mut connect(), "/"), ("200".into(), "real".into()));
+    assert_eq!(server.data_plane_pid(), Some(plane));
+}
