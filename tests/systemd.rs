@@ -209,6 +209,106 @@ fn answers(host: &Host, key: &Path) -> bool {
     false
 }
 
+/// Runs the README's install command on the host with `key` as the admin's, then gives the
+/// host's engine the fixtures' base image (it cannot pull). Gives the command and its output.
+fn install_berth(host: &Host, key: &Path) -> (String, String) {
+    keygen(key);
+    host.pipe(
+        "mkdir -p /opt/berth && tar -x -C /opt/berth",
+        &mut project_tar().as_slice(),
+    );
+    host.pipe(
+        "cat > /root/admin.pub",
+        &mut std::fs::File::open(key.with_extension("pub")).expect("key"),
+    );
+    let install = format!(
+        "cd /opt/berth && BERTH_PUBLIC_HOST={} ./install.sh --admin-key /root/admin.pub 2>&1",
+        host.address
+    );
+    let output = host.ok(&install);
+    let mut save = Command::new("docker")
+        .args(["save", "berth-test/busybox:latest"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("docker save");
+    host.pipe("docker load", save.stdout.as_mut().expect("stdout"));
+    assert!(save.wait().expect("save").success());
+    (install, output)
+}
+
+/// `git push` of the repo's `main` to the app on the host, over OpenSSH.
+fn push_to(host: &Host, key: &Path, repo: &Path, app: &str) -> Output {
+    Command::new("git")
+        .args([
+            "push",
+            &format!("ssh://berth@{}:2222/{app}", host.address),
+            "main",
+        ])
+        .current_dir(repo)
+        .env(
+            "GIT_SSH_COMMAND",
+            format!(
+                "ssh -i {} -o IdentitiesOnly=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR -o BatchMode=yes",
+                key.display()
+            ),
+        )
+        .output()
+        .expect("git push")
+}
+
+/// Requests in a loop until stopped: how many were made and how many failed (not a 200 whose
+/// body `good` accepts).
+struct Load {
+    stop: Arc<AtomicBool>,
+    made: Arc<AtomicUsize>,
+    failed: Arc<AtomicUsize>,
+    thread: Option<std::thread::JoinHandle<Vec<String>>>,
+}
+
+impl Load {
+    fn start(router: &str, site: &str, path: &str, good: fn(&str) -> bool) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (made, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let thread = {
+            let (stop, made, failed) = (stop.clone(), made.clone(), failed.clone());
+            let (router, site, path) = (router.to_string(), site.to_string(), path.to_string());
+            std::thread::spawn(move || {
+                let mut failures = Vec::new();
+                while !stop.load(Ordering::Relaxed) {
+                    made.fetch_add(1, Ordering::Relaxed);
+                    let answer = http_request(&router, &site, &path);
+                    if !answer
+                        .as_ref()
+                        .is_some_and(|(status, body)| *status == 200 && good(body))
+                    {
+                        failed.fetch_add(1, Ordering::Relaxed);
+                        failures.push(format!("{answer:?}"));
+                    }
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                failures
+            })
+        };
+        Load {
+            stop,
+            made,
+            failed,
+            thread: Some(thread),
+        }
+    }
+
+    /// Stops the loop; (made, failed, what the failures were).
+    fn finish(mut self) -> (usize, usize, Vec<String>) {
+        self.stop.store(true, Ordering::Relaxed);
+        let failures = self.thread.take().expect("thread").join().expect("load");
+        (
+            self.made.load(Ordering::Relaxed),
+            self.failed.load(Ordering::Relaxed),
+            failures,
+        )
+    }
+}
+
 #[test]
 fn install_sh_on_a_fresh_systemd_debian_runs_berth_as_services() {
     let host = Host::boot(&format!("berth-systemd-install-{}", std::process::id()));
@@ -222,22 +322,7 @@ fn install_sh_on_a_fresh_systemd_debian_runs_berth_as_services() {
     );
     let keys = tempfile::tempdir().expect("dir");
     let key = keys.path().join("admin");
-    keygen(&key);
-    host.pipe(
-        "mkdir -p /opt/berth && tar -x -C /opt/berth",
-        &mut project_tar().as_slice(),
-    );
-    host.pipe(
-        "cat > /root/admin.pub",
-        &mut std::fs::File::open(key.with_extension("pub")).expect("key"),
-    );
-
-    // The README's install command.
-    let install = format!(
-        "cd /opt/berth && BERTH_PUBLIC_HOST={} ./install.sh --admin-key /root/admin.pub 2>&1",
-        host.address
-    );
-    let first = host.ok(&install);
+    let (install, first) = install_berth(&host, &key);
     assert!(first.contains("No cargo here"), "{first}");
     for unit in ["docker", "berth-registry", "berth-dataplane", "berth"] {
         assert_eq!(
@@ -253,34 +338,10 @@ fn install_sh_on_a_fresh_systemd_debian_runs_berth_as_services() {
     }
     assert!(answers(&host, &key), "berth does not answer over SSH");
 
-    // The fixture's base image, given to the host's engine (it cannot pull).
-    let mut save = Command::new("docker")
-        .args(["save", "berth-test/busybox:latest"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("docker save");
-    host.pipe("docker load", save.stdout.as_mut().expect("stdout"));
-    assert!(save.wait().expect("save").success());
-
     // A push from outside goes live.
     let app = app_name("installed");
     let repo = web_app("installed on systemd");
-    let push = Command::new("git")
-        .args([
-            "push",
-            &format!("ssh://berth@{}:2222/{app}", host.address),
-            "main",
-        ])
-        .current_dir(repo.path())
-        .env(
-            "GIT_SSH_COMMAND",
-            format!(
-                "ssh -i {} -o IdentitiesOnly=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR -o BatchMode=yes",
-                key.display()
-            ),
-        )
-        .output()
-        .expect("git push");
+    let push = push_to(&host, &key, repo.path(), &app);
     assert!(push.status.success(), "{}", text(&push));
     let router = format!("{}:80", host.address);
     let site = format!("{app}.{}", host.address);
@@ -376,4 +437,264 @@ fn install_sh_on_a_fresh_systemd_debian_runs_berth_as_services() {
     assert!(made > 20, "only {made} requests made");
     assert_eq!(failed.load(Ordering::Relaxed), 0, "of {made} requests");
     assert_eq!(get().as_deref(), Some("installed on systemd\n"));
+}
+
+/// A busybox web app for the systemd target: `/who` says which instance answered and the
+/// config var it was given, and the app says so at start (its log).
+fn who_app(label: &str) -> tempfile::TempDir {
+    let repo = tempfile::tempdir().expect("dir");
+    git(repo.path(), &["init", "-q", "-b", "main"]);
+    write_who_app(repo.path(), label, "");
+    commit(repo.path(), "initial");
+    repo
+}
+
+fn write_who_app(repo: &Path, label: &str, before: &str) {
+    std::fs::create_dir_all(repo.join("www")).expect("mkdir");
+    std::fs::write(repo.join("www/index.html"), format!("{label}\n")).expect("write");
+    std::fs::write(
+        repo.join("Dockerfile"),
+        format!(
+            "FROM berth-test/busybox:latest\nCOPY www /www\nCMD [\"sh\", \"-c\", \"{before}echo \\\"booting $DYNO\\\"; echo \\\"$DYNO $GREETING\\\" > /www/who; exec httpd -f -p $PORT -h /www\"]\n"
+        ),
+    )
+    .expect("write");
+}
+
+/// The app's unit files on the host (names only).
+fn unit_files(host: &Host, app: &str) -> Vec<String> {
+    let listed = host.sh(&format!(
+        "cd /etc/systemd/system && ls -1 berth-{app}.* 2>/dev/null"
+    ));
+    let mut names: Vec<String> = String::from_utf8_lossy(&listed.stdout)
+        .lines()
+        .map(String::from)
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn the_systemd_target_runs_each_instance_as_a_unit_health_gated_and_reconciled() {
+    let started = Instant::now();
+    let host = Host::boot(&format!("berth-systemd-target-{}", std::process::id()));
+    let keys = tempfile::tempdir().expect("dir");
+    let key = keys.path().join("admin");
+    install_berth(&host, &key);
+    assert!(answers(&host, &key), "berth does not answer over SSH");
+    let berth = |args: &[&str]| ssh_to(&host, &key, args);
+    let app = "units";
+    let router = format!("{}:80", host.address);
+    let site = format!("{app}.{}", host.address);
+    let get = |path: &str| http_request(&router, &site, path).map(|(_, body)| body);
+
+    ok(&berth(&["apps:create", app]));
+    ok(&berth(&["apps:set", app, "target=systemd"]));
+    ok(&berth(&[
+        "config:set",
+        app,
+        "GREETING=s3cret-value",
+        "--no-restart",
+    ]));
+
+    // A push goes live as one unit per instance, enabled, its config in a root-only env file.
+    let repo = who_app("first");
+    let push = push_to(&host, &key, repo.path(), app);
+    assert!(push.status.success(), "{}", text(&push));
+    let pushed = text(&push);
+    assert!(
+        pushed.contains(&format!("berth-{app}.v1-web-1.service")),
+        "{pushed}"
+    );
+    assert_eq!(get("/").as_deref(), Some("first\n"));
+    assert_eq!(get("/who").as_deref(), Some("web.1 s3cret-value\n"));
+    let unit = format!("berth-{app}.v1-web-1.service");
+    assert_eq!(unit_files(&host, app), [unit.clone()]);
+    assert_eq!(
+        host.ok(&format!("systemctl is-active {unit}")).trim(),
+        "active"
+    );
+    assert_eq!(
+        host.ok(&format!("systemctl is-enabled {unit}")).trim(),
+        "enabled"
+    );
+    let unit_text = host.ok(&format!("cat /etc/systemd/system/{unit}"));
+    assert!(
+        !unit_text.contains("s3cret-value"),
+        "config in the unit:\n{unit_text}"
+    );
+    assert!(unit_text.contains(&format!("--env-file /etc/berth/env/{app}/v1.env")));
+    assert_eq!(
+        host.ok(&format!(
+            "stat -c '%a %U' /etc/berth/env/{app}/v1.env /etc/berth/env/{app}"
+        )),
+        "600 root\n700 root\n"
+    );
+    assert!(
+        host.ok(&format!("cat /etc/berth/env/{app}/v1.env"))
+            .contains("GREETING=s3cret-value")
+    );
+    // ps:report shows the unit; logs read its journal.
+    let report = json(&berth(&["ps:report", app, "--json"]));
+    let rows = report.as_array().expect("rows");
+    assert_eq!(rows.len(), 1, "{report}");
+    assert_eq!(rows[0]["unit"], unit.as_str(), "{report}");
+    assert_eq!(rows[0]["unit_state"], "active (running)", "{report}");
+    assert_eq!(rows[0]["traffic"], "serving", "{report}");
+    let logs = ok(&berth(&["logs", app]));
+    assert!(logs.contains("web.1 | booting web.1"), "{logs}");
+
+    // Scale 1 → 3 → 1: more instance units, all serving; then the extra ones go.
+    let scaled = ok(&berth(&["ps:scale", app, "web=3"]));
+    assert_eq!(unit_files(&host, app).len(), 3, "{scaled}");
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..30 {
+        seen.extend(get("/who"));
+    }
+    assert_eq!(seen.len(), 3, "instances answering: {seen:?}");
+    ok(&berth(&["ps:scale", app, "web=1"]));
+    wait_for("the extra units to go", || {
+        (unit_files(&host, app) == [unit.clone()]).then_some(())
+    });
+    assert!(
+        !host
+            .ok("docker ps --format '{{.Names}}'")
+            .contains(&format!("berth-{app}.v1-web-2")),
+        "the extra containers stay"
+    );
+
+    // A release that crashes at start is refused; the old units serve on, nothing of it stays.
+    write_who_app(repo.path(), "crashing", "exit 3; ");
+    commit(repo.path(), "crash at start");
+    let push = push_to(&host, &key, repo.path(), app);
+    assert!(!push.status.success(), "a crashing release went live");
+    let refused = text(&push);
+    assert!(
+        refused.contains("exited at start (exit code 3)"),
+        "{refused}"
+    );
+    assert_eq!(unit_files(&host, app), [unit.clone()], "{refused}");
+    assert!(
+        !host
+            .sh(&format!("test -e /etc/berth/env/{app}/v2.env"))
+            .status
+            .success()
+    );
+    assert_eq!(get("/").as_deref(), Some("first\n"));
+
+    // A good release under load: start-first, health-gated, no request fails; the old units go
+    // once drained.
+    write_who_app(repo.path(), "second", "");
+    commit(repo.path(), "second");
+    let load = Load::start(&router, &site, "/", |b| b == "first\n" || b == "second\n");
+    let push = push_to(&host, &key, repo.path(), app);
+    std::thread::sleep(Duration::from_millis(500));
+    let (made, failed, failures) = load.finish();
+    assert!(push.status.success(), "{}", text(&push));
+    assert_eq!(
+        failed, 0,
+        "of {made} requests during the deploy: {failures:?}"
+    );
+    assert_eq!(get("/").as_deref(), Some("second\n"));
+    let unit = format!("berth-{app}.v3-web-1.service");
+    wait_for("the old release's units to go", || {
+        (unit_files(&host, app) == [unit.clone()]).then_some(())
+    });
+    assert!(
+        !host
+            .sh(&format!("test -e /etc/berth/env/{app}/v1.env"))
+            .status
+            .success()
+    );
+
+    // ps:restart under load: a spare serves while the instance restarts; none fails.
+    let pid = host.main_pid(&unit);
+    let load = Load::start(&router, &site, "/", |b| b == "second\n");
+    let restarted = ok(&berth(&["ps:restart", app]));
+    std::thread::sleep(Duration::from_millis(300));
+    let (made, failed, failures) = load.finish();
+    assert_eq!(
+        failed, 0,
+        "of {made} requests during the restart: {failures:?}\n{restarted}"
+    );
+    assert!(made > 10, "only {made} requests");
+    assert_ne!(
+        host.main_pid(&unit),
+        pid,
+        "the unit did not restart: {restarted}"
+    );
+    assert_eq!(
+        unit_files(&host, app),
+        [unit.clone()],
+        "the spare stays: {restarted}"
+    );
+
+    // Rollback to v1: a new release of v1's image, as units of its own.
+    ok(&berth(&["releases:rollback", app, "v1"]));
+    assert_eq!(get("/").as_deref(), Some("first\n"));
+    let unit = format!("berth-{app}.v4-web-1.service");
+    wait_for("the rollback's units alone", || {
+        (unit_files(&host, app) == [unit.clone()]).then_some(())
+    });
+
+    // ps:stop removes the units; ps:start brings them back.
+    ok(&berth(&["ps:stop", app]));
+    assert!(unit_files(&host, app).is_empty());
+    assert_ne!(get("/").as_deref(), Some("first\n"));
+    ok(&berth(&["ps:start", app]));
+    assert_eq!(get("/").as_deref(), Some("first\n"));
+    let unit = unit_files(&host, app).pop().expect("a unit after ps:start");
+
+    // Killed from outside: a stopped unit is started again by the reconciler, a killed
+    // container by systemd itself (same unit, same host port).
+    host.ok(&format!("systemctl stop {unit}"));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while get("/").as_deref() != Some("first\n") {
+        assert!(
+            Instant::now() < deadline,
+            "the stopped unit did not come back"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    assert_eq!(
+        host.ok(&format!("systemctl is-active {unit}")).trim(),
+        "active"
+    );
+    let events = ok(&berth(&["events", app]));
+    assert!(
+        events.contains("started web.1 (unit was inactive)")
+            || events.contains("started web.1 (unit was failed)"),
+        "{events}"
+    );
+    let container = unit.trim_end_matches(".service").to_string();
+    host.ok(&format!("docker kill {container}"));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    std::thread::sleep(Duration::from_millis(200));
+    while get("/").as_deref() != Some("first\n") {
+        assert!(
+            Instant::now() < deadline,
+            "systemd did not restart the killed container"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+
+    // apps:destroy leaves no unit, no env file, no container.
+    ok(&berth(&["apps:destroy", app, "--confirm", app]));
+    assert!(unit_files(&host, app).is_empty());
+    assert!(
+        !host
+            .sh(&format!("test -e /etc/berth/env/{app}"))
+            .status
+            .success()
+    );
+    assert!(
+        !host
+            .ok("docker ps -a --format '{{.Names}}'")
+            .contains(&format!("berth-{app}.")),
+        "containers stay"
+    );
+    eprintln!(
+        "systemd target test: {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
 }

@@ -199,9 +199,43 @@ pub async fn report(berth: &Berth, who: &Identity, args: &Args) -> Result<String
     let scheduler = berth
         .scheduler_within(std::time::Duration::from_secs(2))
         .await?;
-    let containers = scheduler
+    let mut containers = scheduler
         .with_details(scheduler.instances_of(&app.name, None).await?)
         .await;
+    // systemd target: every unit, with what systemd says of it; a unit waiting to restart has
+    // no container but is shown (its restarts are systemd's).
+    let units = scheduler.units_of(&app.name).await;
+    let mut unit_states = std::collections::HashMap::new();
+    for (unit, state) in &units {
+        unit_states.insert(
+            unit.name.clone(),
+            format!("{} ({})", state.active, state.sub),
+        );
+        match containers
+            .iter_mut()
+            .find(|c| c.unit.as_deref() == Some(&unit.name))
+        {
+            Some(container) => container.restarts = i64::from(state.restarts),
+            None => containers.push(ContainerReport {
+                name: unit.name.trim_end_matches(".service").to_string(),
+                process: unit.process.clone(),
+                index: unit.index,
+                release: unit.release,
+                state: state.sub.clone(),
+                status: format!("no container: unit {} ({})", state.active, state.sub),
+                restarts: i64::from(state.restarts),
+                host_port: None,
+                address: None,
+                started_at: None,
+                swarm_service: None,
+                unit: Some(unit.name.clone()),
+            }),
+        }
+    }
+    containers
+        .sort_by(|a, b| (a.release, &a.process, a.index).cmp(&(b.release, &b.process, b.index)));
+    let unit_state =
+        |c: &ContainerReport| c.unit.as_ref().and_then(|u| unit_states.get(u)).cloned();
     // What the router sends each web instance: serving, canary, out (failing its health
     // check), or nothing.
     // (None known while the data plane does not answer: every instance shows `-`.)
@@ -217,12 +251,16 @@ pub async fn report(berth: &Berth, who: &Identity, args: &Args) -> Result<String
             #[serde(flatten)]
             container: &'a ContainerReport,
             traffic: &'a str,
+            /// systemd target: the unit's state, `active (running)`.
+            #[serde(skip_serializing_if = "Option::is_none")]
+            unit_state: Option<String>,
         }
         let rows: Vec<Row> = containers
             .iter()
             .map(|c| Row {
                 container: c,
                 traffic: traffic_of(c),
+                unit_state: unit_state(c),
             })
             .collect();
         return to_json(&rows);
@@ -247,6 +285,9 @@ pub async fn report(berth: &Berth, who: &Identity, args: &Args) -> Result<String
             traffic_of(c),
             address
         );
+        if let (Some(unit), Some(state)) = (&c.unit, unit_state(c)) {
+            text += &format!("  unit {unit}: {state}\n");
+        }
     }
     Ok(text)
 }

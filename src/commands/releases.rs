@@ -128,6 +128,34 @@ pub async fn log_stream(
         .await
         .map_err(internal)?;
     let scheduler = berth.scheduler().await?;
+    let follow = args.has("-f");
+    // The systemd target's instances write to the journal: one stream per unit of the running
+    // release (a unit waiting to restart has no container, but has its journal).
+    if ops::target(berth, &app) == crate::deploy::render::Target::Systemd {
+        let release = current.as_ref().map(|r| r.number);
+        let units: Vec<_> = scheduler
+            .units_of(&app.name)
+            .await
+            .into_iter()
+            .map(|(unit, _)| unit)
+            .filter(|u| Some(u.release) == release)
+            .filter(|u| process.is_none_or(|p| u.process == p))
+            .collect();
+        if units.is_empty() {
+            return Err(format!(
+                "{} has no units{}",
+                app.name,
+                process
+                    .map(|p| format!(" of process {p}"))
+                    .unwrap_or_default()
+            ));
+        }
+        let streams = units.into_iter().map(move |unit| {
+            let prefix = format!("{}.{} | ", unit.process, unit.index);
+            prefixed(scheduler.unit_logs(&unit.name, lines, follow), prefix)
+        });
+        return Ok(stream::select_all(streams).boxed());
+    }
     let containers = scheduler
         .instances_of(&app.name, current.map(|r| r.number))
         .await?;
@@ -144,25 +172,28 @@ pub async fn log_stream(
                 .unwrap_or_default()
         ));
     }
-    let follow = args.has("-f");
     let streams = chosen.into_iter().map(move |container| {
         let prefix = format!("{}.{} | ", container.process, container.index);
-        scheduler
-            .logs(&container.name, lines, follow)
-            .map(move |chunk| {
-                let mut bytes = Vec::with_capacity(chunk.len() + 16);
-                for line in chunk.split_inclusive(|b| *b == b'\n') {
-                    bytes.extend_from_slice(prefix.as_bytes());
-                    bytes.extend_from_slice(line);
-                }
-                if !bytes.ends_with(b"\n") {
-                    bytes.push(b'\n');
-                }
-                bytes
-            })
-            .boxed()
+        prefixed(scheduler.logs(&container.name, lines, follow), prefix)
     });
     Ok(stream::select_all(streams).boxed())
+}
+
+/// Each line of the stream prefixed with its instance (`web.1 | `).
+fn prefixed(chunks: BoxStream<'static, Vec<u8>>, prefix: String) -> BoxStream<'static, Vec<u8>> {
+    chunks
+        .map(move |chunk| {
+            let mut bytes = Vec::with_capacity(chunk.len() + 16);
+            for line in chunk.split_inclusive(|b| *b == b'\n') {
+                bytes.extend_from_slice(prefix.as_bytes());
+                bytes.extend_from_slice(line);
+            }
+            if !bytes.ends_with(b"\n") {
+                bytes.push(b'\n');
+            }
+            bytes
+        })
+        .boxed()
 }
 
 pub async fn logs(berth: &Berth, who: &Identity, args: &Args) -> Result<String, String> {

@@ -516,6 +516,10 @@ pub(super) fn identity(
         (LABEL_RELEASE.to_string(), spec.release.to_string()),
         (LABEL_PROCESS.to_string(), process.to_string()),
         (LABEL_INDEX.to_string(), index.to_string()),
+        // Set empty over the image's own labels: a member's `LABEL berth.unit=…` or a swarm
+        // task's label must not take the container out of the docker target's hands.
+        (LABEL_UNIT.to_string(), String::new()),
+        (LABEL_SWARM_SERVICE.to_string(), String::new()),
     ]);
     (env, labels)
 }

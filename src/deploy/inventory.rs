@@ -29,6 +29,9 @@ pub struct ContainerReport {
     /// The swarm service whose task this container is (swarm target); none for the docker target.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub swarm_service: Option<String>,
+    /// The systemd unit that runs this container (systemd target); none for the others.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unit: Option<String>,
 }
 
 /// Every container (running or not) carrying all of these label filters.
@@ -116,14 +119,15 @@ pub async fn instances_of(
     Ok(reports)
 }
 
-/// The containers of the docker target alone (not the swarm's tasks, which the swarm manages).
+/// The containers of the docker target alone (not the swarm's tasks, which the swarm manages,
+/// nor the systemd target's, which their units run).
 pub(super) async fn own_instances(
     docker: &Docker,
     app: &str,
     release: Option<i64>,
 ) -> Result<Vec<ContainerReport>, String> {
     let mut containers = instances_of(docker, app, release).await?;
-    containers.retain(|c| c.swarm_service.is_none());
+    containers.retain(|c| c.swarm_service.is_none() && c.unit.is_none());
     Ok(containers)
 }
 
@@ -144,6 +148,7 @@ pub(super) fn summary_to_report(summary: ContainerSummary) -> Option<ContainerRe
     let host_port = labels
         .get(LABEL_PORT)
         .and_then(|p| p.parse().ok())
+        .filter(|p: &u16| *p != 0)
         .or(engine_port);
     // The binding's address (IPv4 first), as this host reaches it.
     let address = host_port.and_then(|port| {
@@ -169,7 +174,13 @@ pub(super) fn summary_to_report(summary: ContainerSummary) -> Option<ContainerRe
         host_port,
         address,
         started_at: None,
-        swarm_service: labels.get(LABEL_SWARM_SERVICE).cloned(),
+        // Empty: set so by berth over whatever the image's own labels said (a member's
+        // Dockerfile may carry any label).
+        swarm_service: labels
+            .get(LABEL_SWARM_SERVICE)
+            .filter(|s| !s.is_empty())
+            .cloned(),
+        unit: labels.get(LABEL_UNIT).filter(|u| !u.is_empty()).cloned(),
     })
 }
 

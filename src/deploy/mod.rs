@@ -25,6 +25,7 @@ mod scheduler;
 pub mod serving;
 pub mod spec;
 pub mod swarm;
+pub mod systemd;
 mod volumes;
 
 pub use scheduler::Scheduler;

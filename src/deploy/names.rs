@@ -11,6 +11,9 @@ pub const LABEL_INDEX: &str = "berth.index";
 
 pub const LABEL_PORT: &str = "berth.port";
 
+/// Set on the containers of the systemd target: the unit that runs the container.
+pub const LABEL_UNIT: &str = "berth.unit";
+
 /// Set by the engine on the containers of swarm tasks (the swarm target's instances).
 pub(super) const LABEL_SWARM_SERVICE: &str = "com.docker.swarm.service.name";
 
@@ -48,6 +51,33 @@ pub fn container_name(app: &str, release: i64, process: &str, index: u32) -> Str
     format!("berth-{app}-v{release}-{process}-{index}")
 }
 
+/// The systemd unit of one process instance of a release (systemd target):
+/// `berth-APP.vN-PROCESS-I.service`. The `.` cannot be part of an app name, so the app is
+/// everything before the first `.`: no app's units are another's (`parse_unit_name`).
+pub fn unit_name(app: &str, release: i64, process: &str, index: u32) -> String {
+    format!("{}.service", unit_container(app, release, process, index))
+}
+
+/// The container a systemd unit runs: the unit's name without `.service`.
+pub fn unit_container(app: &str, release: i64, process: &str, index: u32) -> String {
+    format!("berth-{app}.v{release}-{process}-{index}")
+}
+
+/// A systemd unit's name read back: app, release, process and instance; `None` for any file
+/// that is not one of berth's units.
+pub fn parse_unit_name(file: &str) -> Option<(String, i64, String, u32)> {
+    let stem = file.strip_prefix("berth-")?.strip_suffix(".service")?;
+    let (app, rest) = stem.split_once('.')?;
+    let rest = rest.strip_prefix('v')?;
+    let (release, rest) = rest.split_once('-')?;
+    let (process, index) = rest.rsplit_once('-')?;
+    let release: i64 = release.parse().ok()?;
+    let index: u32 = index.parse().ok()?;
+    let canonical = unit_name(app, release, process, index);
+    (canonical == file && !app.is_empty() && !process.is_empty())
+        .then(|| (app.to_string(), release, process.to_string(), index))
+}
+
 /// The swarm stack of an app (`docker stack deploy … berth-APP`).
 pub fn stack_name(app: &str) -> String {
     format!("berth-{app}")
@@ -56,4 +86,35 @@ pub fn stack_name(app: &str) -> String {
 /// The swarm service of one process type of an app, in its stack.
 pub fn service_name(app: &str, process: &str) -> String {
     format!("berth-{app}_{process}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unit_names_name_one_app_only() {
+        let unit = unit_name("my-v2", 7, "web", 3);
+        assert_eq!(unit, "berth-my-v2.v7-web-3.service");
+        assert_eq!(
+            parse_unit_name(&unit),
+            Some(("my-v2".to_string(), 7, "web".to_string(), 3))
+        );
+        // The units of app `my-v2` are never app `my`'s, nor the other way round.
+        assert_eq!(
+            parse_unit_name(&unit_name("my", 2, "web", 1)).unwrap().0,
+            "my"
+        );
+        for other in [
+            "berth-dataplane.service",
+            "berth.service",
+            "berth-app.v1-web-x.service",
+            "berth-app.v1-web-1.service.d",
+            "berth-app.vx-web-1.service",
+            "berth-app.v1-web-01.service",
+            "docker.service",
+        ] {
+            assert_eq!(parse_unit_name(other), None, "{other}");
+        }
+    }
 }

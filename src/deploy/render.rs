@@ -11,6 +11,8 @@ use serde::{Deserialize, Serialize};
 
 pub use crate::domain::Target;
 
+use super::names;
+
 /// The built-in templates of the target: (file name, text).
 fn builtin(target: Target) -> &'static [(&'static str, &'static str)] {
     match target {
@@ -175,6 +177,10 @@ pub struct Context {
     pub publish_address: String,
     /// The app's stable public port.
     pub app_port: u16,
+    /// systemd target: the host port of web instance N at `[N-1]`, picked by berth when it
+    /// applies the units; empty (as `deploy:render` shows them): the engine picks (`0`).
+    #[serde(default)]
+    pub host_ports: Vec<u16>,
 }
 
 /// One rendered file: its name and text.
@@ -340,7 +346,16 @@ pub fn render(
         Target::Systemd => {
             for process in &context.processes {
                 for instance in 1..=process.replicas {
-                    let unit = format!("berth-{}-{}-{instance}.service", context.app, process.name);
+                    let unit =
+                        names::unit_name(&context.app, context.release, &process.name, instance);
+                    let host_port = match process.port {
+                        Some(_) => context
+                            .host_ports
+                            .get(instance as usize - 1)
+                            .copied()
+                            .unwrap_or(0),
+                        None => 0,
+                    };
                     let text = render_one(
                         "process.service.tera",
                         &[
@@ -349,19 +364,18 @@ pub fn render(
                             ("unit", tera::Value::from(unit.clone())),
                             (
                                 "container",
-                                tera::Value::from(format!(
-                                    "berth-{}-{}-{instance}",
-                                    context.app, process.name
+                                tera::Value::from(names::unit_container(
+                                    &context.app,
+                                    context.release,
+                                    &process.name,
+                                    instance,
                                 )),
                             ),
                             (
                                 "env_file",
-                                tera::Value::from(format!("/etc/berth/env/{}.env", context.app)),
+                                tera::Value::from(env_file(&context.app, context.release)),
                             ),
-                            (
-                                "host_port_base",
-                                tera::Value::from(u32::from(context.app_port).saturating_sub(1)),
-                            ),
+                            ("host_port", tera::Value::from(host_port)),
                         ],
                     )?;
                     units.push(Unit { name: unit, text });
@@ -409,6 +423,15 @@ pub fn render(
         }
     }
     Ok(units)
+}
+
+/// Where the systemd target keeps the config of one release, for its units' containers
+/// (`docker run --env-file`): root-only, never in the unit itself (units are world-readable).
+pub const ENV_DIR: &str = "/etc/berth/env";
+
+/// The env file of one release of the app (systemd target).
+pub fn env_file(app: &str, release: i64) -> String {
+    format!("{ENV_DIR}/{app}/v{release}.env")
 }
 
 /// "template built-in:systemd/process.service.tera failed: … (line N)": tera's own chain.
@@ -489,6 +512,7 @@ pub fn bench(iterations: usize) {
         volumes: vec![],
         publish_address: "0.0.0.0".into(),
         app_port: 40000,
+        host_ports: Vec::new(),
     };
     println!(
         "render: median of {iterations} renders, an app with 3 process types (web x3, worker x2, clock x1)"
@@ -545,6 +569,7 @@ mod tests {
             volumes: vec![],
             publish_address: "0.0.0.0".into(),
             app_port: 40001,
+            host_ports: vec![40002, 40003],
         }
     }
 
@@ -594,15 +619,30 @@ mod tests {
         assert_eq!(
             names,
             [
-                "berth-shop-web-1.service",
-                "berth-shop-web-2.service",
-                "berth-shop-worker-1.service"
+                "berth-shop.v7-web-1.service",
+                "berth-shop.v7-web-2.service",
+                "berth-shop.v7-worker-1.service"
             ]
         );
+        // Each web instance publishes on the host port berth picked for it, never on the
+        // app's stable port (the data plane's).
         assert!(
-            systemd[1].text.contains("--publish 0.0.0.0:40002:5000"),
+            systemd[1].text.contains("--publish 0.0.0.0:40003:5000")
+                && systemd[1].text.contains("--label berth.port=40003")
+                && systemd[1]
+                    .text
+                    .contains("--label berth.unit=berth-shop.v7-web-2.service")
+                && systemd[1]
+                    .text
+                    .contains("--env-file /etc/berth/env/shop/v7.env")
+                && !systemd[1].text.contains(":40001:"),
             "{}",
             systemd[1].text
+        );
+        assert!(
+            !systemd[2].text.contains("--publish"),
+            "{}",
+            systemd[2].text
         );
         assert!(systemd[0].text.contains("--cpus 0.5 --memory 256m"));
         assert!(

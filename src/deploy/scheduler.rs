@@ -19,7 +19,7 @@ use super::oneoff::{self, OneOff, RunIn};
 use super::render::Target;
 use super::serving::Publish;
 use super::spec::{DeploySpec, Instance, ProcessSpec};
-use super::{docker, logs, network, swarm, volumes};
+use super::{docker, logs, network, swarm, systemd, volumes};
 use crate::engine;
 use crate::output::Output;
 
@@ -248,6 +248,42 @@ impl Scheduler {
         docker::start_other(docker, spec, process, index, out).await
     }
 
+    /// The app's systemd units (systemd target; none elsewhere) and what systemd says of each.
+    pub async fn units_of(&self, app: &str) -> Vec<(systemd::UnitFile, systemd::UnitState)> {
+        let _ = engine_or_fake!(self, fake => Vec::new());
+        let mut units = Vec::new();
+        for unit in systemd::unit_files(app) {
+            let state = systemd::unit_state(&unit.name).await.unwrap_or_default();
+            units.push((unit, state));
+        }
+        units
+    }
+
+    /// Brings back instance `index` of `process` of the spec's release (systemd target; the
+    /// reconciler): what it did (`started`, `recreated`).
+    pub async fn revive_unit(
+        &self,
+        spec: &DeploySpec,
+        process: &str,
+        index: u32,
+    ) -> Result<&'static str, String> {
+        let docker =
+            engine_or_fake!(self, fake => Err("the fake scheduler does not revive".to_string()));
+        systemd::revive(docker, spec, process, index).await
+    }
+
+    /// The journal of one systemd unit: the last `tail` lines, then (with `follow`) what it
+    /// writes.
+    pub fn unit_logs(
+        &self,
+        unit: &str,
+        tail: i64,
+        follow: bool,
+    ) -> futures_util::stream::BoxStream<'static, Vec<u8>> {
+        let _ = engine_or_fake!(self, fake => Box::pin(futures_util::stream::empty()));
+        systemd::journal_stream(unit, tail, follow)
+    }
+
     /// The port a release's web process listens on: its image's single EXPOSE, else 5000.
     pub async fn web_port(&self, image: &str) -> Result<u16, String> {
         let docker = engine_or_fake!(self, fake => Ok(fake.web_port.load(std::sync::atomic::Ordering::Relaxed)));
@@ -426,13 +462,14 @@ pub(super) fn backend(target: Target) -> Option<&'static dyn Backend> {
     match target {
         Target::Docker => Some(&docker::Containers),
         Target::Swarm => Some(&swarm::Stack),
-        Target::Systemd | Target::Kubernetes => None,
+        Target::Systemd => Some(&systemd::Units),
+        Target::Kubernetes => None,
     }
 }
 
 /// Every target berth can apply, with its backend (to stop an app wherever it runs).
 pub(super) fn backends() -> impl Iterator<Item = (Target, &'static dyn Backend)> {
-    [Target::Docker, Target::Swarm]
+    [Target::Docker, Target::Swarm, Target::Systemd]
         .into_iter()
         .filter_map(|target| Some((target, backend(target)?)))
 }
@@ -443,19 +480,7 @@ pub async fn applicable(target: Target) -> Result<(), String> {
     let rendered = format!("deploy:render APP --target {target} shows what it would apply");
     match target {
         Target::Docker => Ok(()),
-        Target::Systemd => {
-            let pid1 = std::fs::read_to_string("/proc/1/comm").unwrap_or_default();
-            if pid1.trim() == "systemd" {
-                Err(format!(
-                    "applying systemd units is not built yet; {rendered}"
-                ))
-            } else {
-                Err(format!(
-                    "the systemd target needs systemd as PID 1 on this host, and it is {:?}; {rendered}",
-                    pid1.trim()
-                ))
-            }
-        }
+        Target::Systemd => systemd::check().map_err(|reason| format!("{reason}; {rendered}")),
         Target::Swarm => {
             Scheduler::connect_within(Duration::from_secs(2))
                 .await?

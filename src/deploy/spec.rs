@@ -30,8 +30,12 @@ pub struct DeploySpec {
     pub resources: render::Resources,
     pub publish_address: IpAddr,
     pub ready_timeout: Duration,
-    /// The release's rendered units for targets that apply files (empty for docker).
+    /// The release's rendered units for targets that apply files (empty for docker). systemd:
+    /// web instances 1..=web and one spare (`web + 1`, a restart's surge instance), then the
+    /// other process types'.
     pub units: Vec<render::Unit>,
+    /// systemd: the host port of web instance N at `[N-1]` (as rendered into its unit).
+    pub host_ports: Vec<u16>,
     /// Where a target keeps the files it applies (`<data_dir>/deploy`, root-only).
     pub work_dir: PathBuf,
     /// The app's mounts as the engine takes them (`volume:/path`, `/host/dir:/path`).

@@ -36,21 +36,26 @@ pub async fn revive(
     else {
         return Ok(());
     };
-    if target(berth, app) == Target::Swarm {
-        return revive_swarm(berth, app, &current, containers).await;
+    match target(berth, app) {
+        Target::Swarm => return revive_swarm(berth, app, &current, containers).await,
+        Target::Systemd => {
+            return revive_systemd(berth, scheduler, app, &current, containers).await;
+        }
+        _ => {}
     }
     let wanted = formation(app).get("web").copied().unwrap_or(1);
     let mine: Vec<&ContainerReport> = containers
         .iter()
         .filter(|c| c.release == current.number && c.process == "web")
-        .filter(|c| c.swarm_service.is_none())
+        .filter(|c| c.swarm_service.is_none() && c.unit.is_none())
         .collect();
     // The deploy spec (an image inspect) is needed only when something must be brought back:
     // a pass over healthy apps is one engine call in all.
     let gone = |process: &str, index: u32| {
         containers
             .iter()
-            .filter(|c| c.release == current.number && c.swarm_service.is_none())
+            .filter(|c| c.release == current.number)
+            .filter(|c| c.swarm_service.is_none() && c.unit.is_none())
             .find(|c| c.process == process && c.index == index)
             .is_none_or(|c| c.state != "running" && c.state != "restarting")
     };
@@ -199,6 +204,142 @@ pub async fn revive(
             .point_canary(&app.name, Some((&addresses, canary.weight)))
             .await?;
     }
+    if healthy && matches!(app.state, AppState::Unknown | AppState::Lost) {
+        store
+            .set_app_state(app.id, AppState::Running, ACTOR)
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+/// A systemd app: systemd restarts a crashed instance itself (same unit, same host port), so
+/// the reconciler starts the units that were stopped or failed (written anew when their file
+/// is gone), marks a crash loop, and points the app's port at the running web instances of the
+/// current release.
+async fn revive_systemd(
+    berth: &Berth,
+    scheduler: &Scheduler,
+    app: &LockedApp,
+    current: &Release,
+    containers: &[ContainerReport],
+) -> Result<(), String> {
+    let store = &berth.store;
+    let formation = formation(app);
+    let wanted_web = formation.get("web").copied().unwrap_or(1);
+    let mut wanted: Vec<(String, u32)> = (1..=wanted_web).map(|i| ("web".to_string(), i)).collect();
+    for (name, _) in manifest(current).scalable() {
+        let count = formation.get(name).copied().unwrap_or(0);
+        wanted.extend((1..=count).map(|i| (name.clone(), i)));
+    }
+    let units = scheduler.units_of(&app.name).await;
+    let mut healthy = true;
+    let mut revived = false;
+    let mut spec = None;
+    for (process, index) in &wanted {
+        let state = units
+            .iter()
+            .find(|(u, _)| {
+                u.release == current.number && &u.process == process && u.index == *index
+            })
+            .map(|(_, state)| state);
+        let was = match state {
+            Some(state) if state.wanted_up() => {
+                if state.sub == "auto-restart" {
+                    healthy = false;
+                }
+                if i64::from(state.restarts) >= CRASH_LOOP_RESTARTS && app.state != AppState::Failed
+                {
+                    store
+                        .set_app_state(app.id, AppState::Failed, ACTOR)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    let detail = format!(
+                        "{process}.{index} keeps crashing (systemd restarted it {} times)",
+                        state.restarts
+                    );
+                    store
+                        .record_event(Some(app.id), "reconcile", ACTOR, "failed", &detail)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    healthy = false;
+                }
+                continue;
+            }
+            // Being stopped (from outside: berth's own operations hold the app's lock): looked
+            // at again next round, once it is down.
+            Some(state) if state.active == "deactivating" => {
+                healthy = false;
+                continue;
+            }
+            Some(state) => state.active.clone(),
+            None => "missing".to_string(),
+        };
+        if spec.is_none() {
+            match spec_for(berth, scheduler, app, current).await {
+                Ok(made) => spec = Some(made),
+                Err(message) => {
+                    if app.state != AppState::Lost {
+                        store
+                            .set_app_state(app.id, AppState::Lost, ACTOR)
+                            .await
+                            .map_err(|e| e.to_string())?;
+                        store
+                            .record_event(Some(app.id), "reconcile", ACTOR, "lost", &message)
+                            .await
+                            .map_err(|e| e.to_string())?;
+                    }
+                    return Ok(());
+                }
+            }
+        }
+        let Some(spec) = spec.as_ref() else { continue };
+        match scheduler.revive_unit(spec, process, *index).await {
+            Ok(done) => {
+                revived = true;
+                let detail = format!("{done} {process}.{index} (unit was {was})");
+                tracing::info!(app = %app.name, %detail, "reconciled");
+                store
+                    .record_event(Some(app.id), "reconcile", ACTOR, "ok", &detail)
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
+            Err(message) => {
+                healthy = false;
+                if app.state != AppState::Lost {
+                    store
+                        .set_app_state(app.id, AppState::Lost, ACTOR)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                }
+                let detail =
+                    format!("{process}.{index} (unit was {was}) cannot be brought back: {message}");
+                store
+                    .record_event(Some(app.id), "reconcile", ACTOR, "lost", &detail)
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
+        }
+    }
+    let live = if revived {
+        scheduler
+            .instances_of(&app.name, Some(current.number))
+            .await?
+    } else {
+        containers.to_vec()
+    };
+    let addresses: Vec<SocketAddr> = live
+        .iter()
+        .filter(|c| c.unit.is_some() && c.release == current.number && c.process == "web")
+        .filter(|c| c.state == "running" && c.index <= wanted_web)
+        .filter_map(|c| c.address)
+        .collect();
+    let port = app_port(berth, app).await?;
+    berth.plane.point(&app.name, port, &addresses).await?;
+    berth
+        .plane
+        .set_health(&app.name, manifest(current).healthcheck)
+        .await?;
     if healthy && matches!(app.state, AppState::Unknown | AppState::Lost) {
         store
             .set_app_state(app.id, AppState::Running, ACTOR)

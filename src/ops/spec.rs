@@ -23,15 +23,27 @@ pub async fn spec_for(
     // Targets that apply files get the release's units, rendered with the app's overrides; a
     // template that fails stops the deploy here, before anything is applied.
     let target = target(berth, app);
+    let manifest = manifest(release);
+    let formation = formation(app);
+    let mut host_ports = Vec::new();
     let units = if target == Target::Docker {
         Vec::new()
     } else {
-        let context = render_context(berth, app, release).await?;
+        let mut context = render_context(berth, app, release).await?;
+        if target == Target::Systemd {
+            // Each web instance's unit publishes on a host port berth picks, as the docker
+            // target's containers do; one spare instance beyond the formation is rendered for
+            // a restart's surge (`deploy::systemd`).
+            let web = context.processes.iter_mut().find(|p| p.name == "web");
+            if let Some(web) = web {
+                web.replicas += 1;
+                host_ports = free_ports(berth.config.publish_address, web.replicas as usize)?;
+            }
+            context.host_ports = host_ports.clone();
+        }
         let overrides = template_overrides(berth, app, release, target).await?;
         crate::deploy::sandbox::render(target, &context, overrides).await?
     };
-    let manifest = manifest(release);
-    let formation = formation(app);
     let all_resources = resources(app);
     let binds = binds(&mounts(berth, Some(scheduler), app).await?);
     let links = active_links(berth, app).await?;
@@ -63,6 +75,7 @@ pub async fn spec_for(
             .collect(),
         health: manifest.healthcheck.clone(),
         units,
+        host_ports,
         work_dir: berth.config.deploy_dir(),
         app: app.name.to_string(),
         release: release.number,
@@ -75,6 +88,22 @@ pub async fn spec_for(
         publish_address: berth.config.publish_address,
         ready_timeout: berth.config.ready_timeout(),
     })
+}
+
+/// `count` distinct ports nothing listens on at `address` now.
+fn free_ports(address: std::net::IpAddr, count: usize) -> Result<Vec<u16>, String> {
+    let mut ports: Vec<u16> = Vec::with_capacity(count);
+    let mut tries = 0;
+    while ports.len() < count {
+        tries += 1;
+        let port = crate::route::free_port(address)?;
+        if !ports.contains(&port) {
+            ports.push(port);
+        } else if tries > count * 10 {
+            return Err("cannot find free host ports for the app's instances".to_string());
+        }
+    }
+    Ok(ports)
 }
 
 /// The app's mounts (`storage:mount`). With an engine, named volumes missing there are made
@@ -229,6 +258,7 @@ pub async fn render_context(
         volumes: mounts(berth, None, app).await?,
         publish_address: berth.config.publish_address.to_string(),
         app_port: app.port.and_then(|p| u16::try_from(p).ok()).unwrap_or(0),
+        host_ports: Vec::new(),
     })
 }
 
