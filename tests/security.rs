@@ -1778,3 +1778,48 @@ fn a_hostile_apps_answers_reach_no_other_request_and_cannot_take_the_router_down
     assert_eq!(get(&mut connect(), "/"), ("200".into(), "real".into()));
     assert_eq!(server.data_plane_pid(), Some(plane));
 }
+
+#[test]
+fn a_members_image_labels_cannot_take_its_containers_out_of_berths_hands() {
+    // Attack: a member's Dockerfile labels the image as if its containers were a systemd
+    // unit's or a swarm task's (`berth.unit`, `com.docker.swarm.service.name`). Container
+    // labels start from the image's, so without care the docker target would take the app's
+    // own containers for another target's: never stopped, scaled, retired or destroyed, left
+    // running on the host for good.
+    let server = TestServer::start();
+    let mallory = member(&server, "mallory");
+    let app = app_name("labels");
+    let repo = web_app("labelled");
+    write(
+        repo.path(),
+        "Dockerfile",
+        &web_dockerfile(&format!(
+            "LABEL berth.unit=berth-{app}.v1-web-1.service com.docker.swarm.service.name=berth-{app}_web"
+        )),
+    );
+    commit(repo.path(), "labels");
+    let push = server.push_as(&mallory, repo.path(), &app, "main");
+    assert!(push.status.success(), "{}", text(&push));
+    assert_eq!(http_get(&live_url(&push)).as_deref(), Some("labelled\n"));
+    let report = json(&server.ssh_as(&mallory, &["ps:report", &app, "--json"]));
+    let row = &report.as_array().expect("rows")[0];
+    assert!(
+        row.get("unit").is_none() && row.get("swarm_service").is_none(),
+        "the image's labels passed for berth's: {report}"
+    );
+    // The docker target still has them: scaled, stopped, destroyed.
+    ok(&server.ssh_as(&mallory, &["ps:scale", &app, "web=2"]));
+    assert_eq!(running_containers(&app).len(), 2);
+    ok(&server.ssh_as(&mallory, &["ps:stop", &app]));
+    assert!(
+        running_containers(&app).is_empty(),
+        "ps:stop left containers running: {:?}",
+        running_containers(&app)
+    );
+    ok(&server.ssh_as(&mallory, &["ps:start", &app]));
+    ok(&server.ssh_as(&mallory, &["apps:destroy", &app, "--confirm", &app]));
+    assert!(
+        running_containers(&app).is_empty(),
+        "apps:destroy left containers running"
+    );
+}

@@ -1,4 +1,4 @@
-//! What every applied target implements ([`Backend`]: `docker`, `swarm`). The choice of a
+//! What every applied target implements ([`Backend`]: `docker`, `swarm`, `systemd`). The choice of a
 //! target and whether this host can apply it are the scheduler's (`scheduler.rs`).
 
 use bollard::Docker;

@@ -2,9 +2,10 @@
 //!
 //! Everything above this module reaches the targets through [`Scheduler`], which owns the engine
 //! connection. Each target is one module implementing `Backend`: `docker` (containers through
-//! the engine API) and `swarm` (a stack file rendered from `templates/swarm/`, applied with
-//! `docker stack deploy`). `systemd` and `kubernetes` are rendered (`deploy:render`) but not
-//! applied on these hosts: [`applicable`] refuses them before anything is written.
+//! the engine API), `swarm` (a stack file rendered from `templates/swarm/`, applied with
+//! `docker stack deploy`) and `systemd` (a unit per instance from `templates/systemd/`, where
+//! systemd is PID 1). `kubernetes` is rendered (`deploy:render`) but not applied: [`applicable`]
+//! refuses it, and systemd where systemd is not PID 1, before anything is written.
 //! A new target is one module here, its templates, and one arm in `backend`. The engine's other
 //! rooms: `inventory` (what runs, read from labels), `names` (every engine object name),
 //! `network`, `volumes`, `logs`, `oneoff` (`run`, the release phase), `probe`.

@@ -501,6 +501,28 @@ fn addresses_of(instances: &[Instance]) -> Vec<SocketAddr> {
     instances.iter().filter_map(|i| i.address).collect()
 }
 
+/// Where web instance `index` of the spec's release answers, as its running container's labels
+/// say: its unit keeps the host port it was written with. Waits up to 10 s for the container
+/// (a unit just started makes it a moment later); none when it does not appear.
+async fn web_address(
+    docker: &Docker,
+    spec: &DeploySpec,
+    index: u32,
+) -> Result<Option<SocketAddr>, String> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let found = unit_containers(docker, &spec.app, Some(spec.release))
+            .await?
+            .into_iter()
+            .find(|c| c.process == "web" && c.index == index && c.state == "running")
+            .and_then(|c| c.address);
+        if found.is_some() || Instant::now() > deadline {
+            return Ok(found);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// Starts every unit of the release and waits until its web instances answer; then makes them
 /// the serving set and retires the older releases' units after the drain. If any fails, the
 /// units started are removed and the running release is left alone.
@@ -729,15 +751,10 @@ async fn restart(
         publish.serve(&addresses(&serving)).await?;
         for unit in &web {
             out.detail(&format!("restarting {}", unit.name));
-            let address = running
+            let was = running
                 .iter()
                 .find(|c| c.process == "web" && c.index == unit.index)
-                .and_then(|c| c.address)
-                .or_else(|| {
-                    host_port(spec, unit.index)
-                        .ok()
-                        .map(|p| instance_address(spec, p))
-                });
+                .and_then(|c| c.address);
             let leaving: Vec<SocketAddr> = serving
                 .iter()
                 .filter(|(i, _)| *i == unit.index)
@@ -748,8 +765,17 @@ async fn restart(
             publish.drained(&leaving).await;
             let before = unit_state(&unit.name).await?.restarts;
             systemctl(&["restart", &unit.name]).await?;
-            let Some(address) = address else {
-                return Err(format!("{}: no address to wait on", unit.name));
+            // Its unit keeps the host port; read again when it was not running before.
+            let address = match was {
+                Some(address) => address,
+                None => web_address(docker, spec, unit.index)
+                    .await?
+                    .ok_or_else(|| {
+                        format!(
+                            "{}: its container did not start after the restart",
+                            unit.name
+                        )
+                    })?,
             };
             if let Err(reason) = wait_until_ready(&unit.name, address, before, spec).await {
                 let logs = last_journal(&unit.name).await;
@@ -804,29 +830,7 @@ pub async fn revive(
         if process != "web" {
             return Ok("started");
         }
-        let port = unit_containers(docker, &spec.app, Some(spec.release))
-            .await?
-            .into_iter()
-            .find(|c| c.process == "web" && c.index == index)
-            .and_then(|c| c.address);
-        // The container may take a moment to appear after the unit starts.
-        let address = match port {
-            Some(address) => Some(address),
-            None => {
-                let deadline = Instant::now() + Duration::from_secs(10);
-                loop {
-                    let found = unit_containers(docker, &spec.app, Some(spec.release))
-                        .await?
-                        .into_iter()
-                        .find(|c| c.process == "web" && c.index == index)
-                        .and_then(|c| c.address);
-                    if found.is_some() || Instant::now() > deadline {
-                        break found;
-                    }
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            }
-        };
+        let address = web_address(docker, spec, index).await?;
         if let Some(address) = address {
             wait_until_ready(&name, address, before, spec).await?;
             return Ok("started");
