@@ -511,7 +511,7 @@ fn the_systemd_target_runs_each_instance_as_a_unit_health_gated_and_reconciled()
     assert_eq!(get("/").as_deref(), Some("first\n"));
     assert_eq!(get("/who").as_deref(), Some("web.1 s3cret-value\n"));
     let unit = format!("berth-{app}.v1-web-1.service");
-    assert_eq!(unit_files(&host, app), [unit.clone()]);
+    assert_eq!(unit_files(&host, app), std::slice::from_ref(&unit));
     assert_eq!(
         host.ok(&format!("systemctl is-active {unit}")).trim(),
         "active"
@@ -575,7 +575,11 @@ fn the_systemd_target_runs_each_instance_as_a_unit_health_gated_and_reconciled()
         refused.contains("exited at start (exit code 3)"),
         "{refused}"
     );
-    assert_eq!(unit_files(&host, app), [unit.clone()], "{refused}");
+    assert_eq!(
+        unit_files(&host, app),
+        std::slice::from_ref(&unit),
+        "{refused}"
+    );
     assert!(
         !host
             .sh(&format!("test -e /etc/berth/env/{app}/v2.env"))
@@ -599,15 +603,14 @@ fn the_systemd_target_runs_each_instance_as_a_unit_health_gated_and_reconciled()
     );
     assert_eq!(get("/").as_deref(), Some("second\n"));
     let unit = format!("berth-{app}.v3-web-1.service");
-    wait_for("the old release's units to go", || {
-        (unit_files(&host, app) == [unit.clone()]).then_some(())
+    wait_for("the old release's units and env file to go", || {
+        (unit_files(&host, app) == [unit.clone()]
+            && !host
+                .sh(&format!("test -e /etc/berth/env/{app}/v1.env"))
+                .status
+                .success())
+        .then_some(())
     });
-    assert!(
-        !host
-            .sh(&format!("test -e /etc/berth/env/{app}/v1.env"))
-            .status
-            .success()
-    );
 
     // ps:restart under load: a spare serves while the instance restarts; none fails.
     let pid = host.main_pid(&unit);
@@ -627,7 +630,7 @@ fn the_systemd_target_runs_each_instance_as_a_unit_health_gated_and_reconciled()
     );
     assert_eq!(
         unit_files(&host, app),
-        [unit.clone()],
+        std::slice::from_ref(&unit),
         "the spare stays: {restarted}"
     );
 

@@ -312,8 +312,8 @@ fn refuse_unsupported(spec: &DeploySpec) -> Result<(), String> {
     env_file_text(&spec.env).map(|_| ())
 }
 
-/// Writes the unit of instance `index` of `process` from the rendered ones, reloads systemd,
-/// enables and starts it. Gives the unit's name.
+/// Writes the unit of instance `index` of `process` from the rendered ones, enables and starts
+/// it. Gives the unit's name.
 async fn start_unit(
     docker: &Docker,
     spec: &DeploySpec,
@@ -321,25 +321,49 @@ async fn start_unit(
     index: u32,
     out: &Output,
 ) -> Result<String, String> {
-    let name = unit_name(&spec.app, spec.release, process, index);
-    let unit = spec
-        .units
-        .iter()
-        .find(|u| u.name == name)
-        .ok_or_else(|| format!("internal error: the unit {name} was not rendered"))?;
+    let mut names = start_units(docker, spec, process, &[index], out).await?;
+    Ok(names.remove(0))
+}
+
+/// Writes the units of these instances of `process`, then enables and starts them all with one
+/// `systemctl enable --now` (which reloads systemd first): a formation starts at once, not one
+/// unit after the other. On failure nothing written stays.
+async fn start_units(
+    docker: &Docker,
+    spec: &DeploySpec,
+    process: &str,
+    indexes: &[u32],
+    out: &Output,
+) -> Result<Vec<String>, String> {
     ensure_network(docker, &app_network(&spec.app)).await?;
     crate::registry::ensure_local(docker, &spec.image, spec.digest.as_deref(), out).await?;
-    write_atomic(Path::new(UNIT_DIR), &name, &unit.text, 0o644)?;
-    let started = async {
-        systemctl(&["daemon-reload"]).await?;
-        systemctl(&["enable", "--now", "--quiet", &name]).await
+    let mut names = Vec::new();
+    let mut written = Ok(());
+    for index in indexes {
+        let name = unit_name(&spec.app, spec.release, process, *index);
+        let Some(unit) = spec.units.iter().find(|u| u.name == name) else {
+            written = Err(format!("internal error: the unit {name} was not rendered"));
+            break;
+        };
+        written = write_atomic(Path::new(UNIT_DIR), &name, &unit.text, 0o644);
+        if written.is_err() {
+            break;
+        }
+        names.push(name);
     }
-    .await;
+    let started = match written {
+        Ok(()) => {
+            let mut args = vec!["enable", "--now", "--quiet"];
+            args.extend(names.iter().map(String::as_str));
+            systemctl(&args).await.map(|_| ())
+        }
+        Err(message) => Err(message),
+    };
     if let Err(message) = started {
-        remove_units(docker, spec_units(&[name.clone()]).as_slice()).await;
+        remove_units(docker, &spec_units(&names)).await;
         return Err(message);
     }
-    Ok(name)
+    Ok(names)
 }
 
 fn spec_units(names: &[String]) -> Vec<&str> {
@@ -401,8 +425,11 @@ fn host_port(spec: &DeploySpec, index: u32) -> Result<u16, String> {
 
 /// Waits until the unit's container answers at `address` (or its health check passes); fails
 /// when the unit stops or systemd restarts it (more than `restarts_before` restarts), or after
-/// `ready_timeout`.
+/// `ready_timeout`. Probes only once the engine says the container runs: before that the
+/// engine's port proxy holds a connection open without a backend, and a probe would wait on
+/// it for nothing.
 async fn wait_until_ready(
+    docker: &Docker,
     unit: &str,
     address: SocketAddr,
     restarts_before: u32,
@@ -419,6 +446,26 @@ async fn wait_until_ready(
         }
         Ok(())
     };
+    let container = unit.trim_end_matches(".service");
+    loop {
+        still_running().await?;
+        let running = docker
+            .inspect_container(container, None)
+            .await
+            .ok()
+            .and_then(|c| c.state?.running)
+            == Some(true);
+        if running {
+            break;
+        }
+        if Instant::now() >= deadline {
+            return Err(format!(
+                "the container did not start within {} s (ready_timeout)",
+                spec.ready_timeout.as_secs()
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     if let Some(check) = &spec.health {
         tokio::time::sleep(Duration::from_secs(check.initial_delay)).await;
         let mut last = String::new();
@@ -467,23 +514,52 @@ async fn start_web(
     index: u32,
     out: &Output,
 ) -> Result<Instance, String> {
-    let port = host_port(spec, index)?;
-    let unit = start_unit(docker, spec, "web", index, out).await?;
-    out.detail(&format!(
-        "started {unit}; waiting for it to answer on PORT {}",
-        spec.port
-    ));
-    let address = instance_address(spec, port);
-    if let Err(reason) = wait_until_ready(&unit, address, 0, spec).await {
-        let logs = last_journal(&unit).await;
-        remove_units(docker, &[&unit]).await;
-        return Err(format!("{unit}: {reason}{logs}"));
+    let mut started = start_webs(docker, spec, &[index], out).await?;
+    Ok(started.remove(0))
+}
+
+/// Starts these web instances of the release together and waits until every one answers (each
+/// watched on its own, at once); if any does not, all of them are removed, and the error names
+/// the first that failed, with its last journal lines.
+async fn start_webs(
+    docker: &Docker,
+    spec: &DeploySpec,
+    indexes: &[u32],
+    out: &Output,
+) -> Result<Vec<Instance>, String> {
+    let ports: Vec<u16> = indexes
+        .iter()
+        .map(|i| host_port(spec, *i))
+        .collect::<Result<_, _>>()?;
+    let units = start_units(docker, spec, "web", indexes, out).await?;
+    for unit in &units {
+        out.detail(&format!(
+            "started {unit}; waiting for it to answer on PORT {}",
+            spec.port
+        ));
     }
-    Ok(Instance {
-        name: unit_container(&spec.app, spec.release, "web", index),
-        index,
-        address: Some(address),
-    })
+    let waits = units.iter().zip(&ports).map(|(unit, port)| async move {
+        let address = instance_address(spec, *port);
+        match wait_until_ready(docker, unit, address, 0, spec).await {
+            Ok(()) => Ok(address),
+            Err(reason) => Err(format!("{unit}: {reason}{}", last_journal(unit).await)),
+        }
+    });
+    let results = futures_util::future::join_all(waits).await;
+    if let Some(Err(message)) = results.iter().find(|r| r.is_err()) {
+        let message = message.clone();
+        remove_units(docker, &spec_units(&units)).await;
+        return Err(message);
+    }
+    Ok(indexes
+        .iter()
+        .zip(results)
+        .map(|(index, address)| Instance {
+            name: unit_container(&spec.app, spec.release, "web", *index),
+            index: *index,
+            address: address.ok(),
+        })
+        .collect())
 }
 
 /// The running containers of the app's units (one release or all).
@@ -534,20 +610,19 @@ async fn deploy(
 ) -> Result<Vec<Instance>, String> {
     refuse_unsupported(spec)?;
     write_env(spec)?;
+    let web: Vec<u32> = (1..=spec.web).collect();
     let mut started: Vec<String> = Vec::new();
     let mut instances = Vec::new();
     let mut failure = None;
-    for index in 1..=spec.web {
-        match start_web(docker, spec, index, out).await {
-            Ok(instance) => {
-                started.push(unit_name(&spec.app, spec.release, "web", index));
-                instances.push(instance);
-            }
-            Err(message) => {
-                failure = Some(message);
-                break;
-            }
+    match start_webs(docker, spec, &web, out).await {
+        Ok(running) => {
+            started.extend(
+                web.iter()
+                    .map(|i| unit_name(&spec.app, spec.release, "web", *i)),
+            );
+            instances = running;
         }
+        Err(message) => failure = Some(message),
     }
     if failure.is_none() {
         'others: for process in &spec.others {
@@ -647,18 +722,9 @@ async fn scale(
             .iter()
             .any(|u| u.process == process && u.index == index)
     };
-    let mut new_web: Vec<String> = Vec::new();
-    for index in (1..=spec.web).filter(|i| !has("web", *i)) {
-        match start_web(docker, spec, index, out).await {
-            Ok(instance) => {
-                new_web.push(unit_name(&spec.app, spec.release, "web", index));
-                serving.push(instance);
-            }
-            Err(message) => {
-                remove_units(docker, &spec_units(&new_web)).await;
-                return Err(message);
-            }
-        }
+    let missing: Vec<u32> = (1..=spec.web).filter(|i| !has("web", *i)).collect();
+    if !missing.is_empty() {
+        serving.extend(start_webs(docker, spec, &missing, out).await?);
     }
     for process in &spec.others {
         for index in (1..=process.count).filter(|i| !has(&process.name, *i)) {
@@ -777,7 +843,7 @@ async fn restart(
                         )
                     })?,
             };
-            if let Err(reason) = wait_until_ready(&unit.name, address, before, spec).await {
+            if let Err(reason) = wait_until_ready(docker, &unit.name, address, before, spec).await {
                 let logs = last_journal(&unit.name).await;
                 return Err(format!("{}: {reason}{logs}", unit.name));
             }
@@ -832,7 +898,7 @@ pub async fn revive(
         }
         let address = web_address(docker, spec, index).await?;
         if let Some(address) = address {
-            wait_until_ready(&name, address, before, spec).await?;
+            wait_until_ready(docker, &name, address, before, spec).await?;
             return Ok("started");
         }
         remove_units(docker, &[&name]).await;
