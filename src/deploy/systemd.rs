@@ -335,6 +335,9 @@ async fn start_units(
     indexes: &[u32],
     out: &Output,
 ) -> Result<Vec<String>, String> {
+    if indexes.is_empty() {
+        return Ok(Vec::new());
+    }
     ensure_network(docker, &app_network(&spec.app)).await?;
     crate::registry::ensure_local(docker, &spec.image, spec.digest.as_deref(), out).await?;
     let mut names = Vec::new();
@@ -609,6 +612,22 @@ async fn deploy(
     publish: Publish<'_>,
 ) -> Result<Vec<Instance>, String> {
     refuse_unsupported(spec)?;
+    // Units of this very release can only be left by an interrupted run of it (as the docker
+    // target's containers of the same name): they go first, or their running units would keep
+    // the host ports their files no longer say.
+    let stale: Vec<String> = unit_files(&spec.app)
+        .into_iter()
+        .filter(|u| u.release == spec.release)
+        .map(|u| u.name)
+        .collect();
+    if !stale.is_empty() {
+        out.detail(&format!(
+            "removing {} left by an interrupted run of v{}",
+            stale.join(", "),
+            spec.release
+        ));
+        remove_units(docker, &spec_units(&stale)).await;
+    }
     write_env(spec)?;
     let web: Vec<u32> = (1..=spec.web).collect();
     let mut started: Vec<String> = Vec::new();
@@ -796,7 +815,9 @@ async fn restart(
     }
     // A spare left by an interrupted restart is replaced.
     let spare_unit = unit_name(&spec.app, spec.release, "web", spare);
-    remove_units(docker, &[&spare_unit]).await;
+    if Path::new(UNIT_DIR).join(&spare_unit).exists() {
+        remove_units(docker, &[&spare_unit]).await;
+    }
     let mut serving: Vec<(u32, SocketAddr)> = running
         .iter()
         .filter(|c| c.process == "web" && c.index <= spec.web && c.state == "running")
