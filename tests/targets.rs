@@ -614,3 +614,70 @@ fn the_swarm_target_is_refused_without_the_docker_cli_and_the_app_stays() {
     assert_eq!(info["target"], "docker");
     assert_eq!(http_get(&url).as_deref().map(str::trim), Some("still here"));
 }
+
+#[test]
+fn nodes_commands_show_and_label_the_swarm_nodes_for_admins_only() {
+    require_swarm();
+    let server = TestServer::start();
+    let app = app_name("nodes");
+    ok(&server.ssh(&["apps:create", &app]));
+    ok(&server.ssh(&["apps:set", &app, "target=swarm"]));
+    let push = server.push(web_app("on a node").path(), &app, "main");
+    assert!(push.status.success(), "{}", text(&push));
+
+    // The one node of this machine's swarm: the leader, ready, active, running the app's task.
+    let nodes = json(&server.ssh(&["nodes:list", "--json"]));
+    let nodes = nodes.as_array().expect("nodes");
+    assert_eq!(nodes.len(), 1, "{nodes:?}");
+    let node = &nodes[0];
+    assert_eq!(node["role"], "leader", "{node}");
+    assert_eq!(node["state"], "ready", "{node}");
+    assert_eq!(node["availability"], "active", "{node}");
+    let task = format!("{app} web.1");
+    assert!(
+        node["tasks"].as_array().expect("tasks").iter().any(|t| t == task.as_str()),
+        "{node}"
+    );
+    let name = node["name"].as_str().expect("name").to_string();
+    let listed = ok(&server.ssh(&["nodes:list"]));
+    assert!(listed.contains(&name) && listed.contains(&task), "{listed}");
+
+    // Labels for placement: set, shown, removed.
+    let key = format!("berth-test-{}", std::process::id());
+    let set = ok(&server.ssh(&["nodes:label", &name, &format!("{key}=eu-1")]));
+    assert!(set.contains(&format!("{key}=eu-1")), "{set}");
+    let labels = json(&server.ssh(&["nodes:list", "--json"]))[0]["labels"].clone();
+    assert_eq!(labels[&key], "eu-1", "{labels}");
+    ok(&server.ssh(&["nodes:label", &name, &format!("{key}-")]));
+    let labels = json(&server.ssh(&["nodes:list", "--json"]))[0]["labels"].clone();
+    assert!(labels.get(&key).is_none(), "{labels}");
+    let bad = server.ssh(&["nodes:label", &name, "no value"]);
+    assert!(!bad.status.success() && text(&bad).contains("key=value"), "{}", text(&bad));
+
+    // The join line a worker runs.
+    let join = ok(&server.ssh(&["nodes:join-command"]));
+    assert!(
+        join.starts_with("docker swarm join --token SWMTKN-") && join.contains(":2377"),
+        "{join}"
+    );
+
+    // Members neither see nor change the nodes (they run every app on the swarm).
+    let member = server.dir.path().join("member");
+    keygen(&member);
+    server.add_key("member", "member", &member);
+    for args in [
+        vec!["nodes:list"],
+        vec!["nodes:join-command"],
+        vec!["nodes:drain", &name],
+        vec!["nodes:activate", &name],
+        vec!["nodes:label", &name, "a=b"],
+    ] {
+        let refused = server.ssh_as(&member, &args);
+        assert!(
+            !refused.status.success() && text(&refused).contains("not allowed"),
+            "{args:?}: {}",
+            text(&refused)
+        );
+    }
+    ok(&server.ssh(&["apps:destroy", &app, "--confirm", &app]));
+}

@@ -16,6 +16,7 @@ mod domains;
 mod hooks;
 mod keys;
 mod links;
+mod nodes;
 mod ps;
 mod releases;
 mod storage;
@@ -553,6 +554,46 @@ pub const SPECS: &[Spec] = &[
         flags: &[("--role", true)],
         positional: (1, Some(1)),
         io: Io::Stdin(|berth, who, args, stdin| Box::pin(keys::add(berth, who, args, stdin))),
+    },
+    Spec {
+        name: "nodes:list",
+        usage: "nodes:list [--json]",
+        summary: "the swarm's nodes: address, role, availability, state, labels, berth tasks (admins only)",
+        flags: &[JSON],
+        positional: (0, Some(0)),
+        io: Io::Plain(|berth, who, args| Box::pin(nodes::list(berth, who, args))),
+    },
+    Spec {
+        name: "nodes:join-command",
+        usage: "nodes:join-command",
+        summary: "the `docker swarm join` line that adds a worker to the swarm (admins only)",
+        flags: &[],
+        positional: (0, Some(0)),
+        io: Io::Plain(|berth, who, args| Box::pin(nodes::join_command(berth, who, args))),
+    },
+    Spec {
+        name: "nodes:drain",
+        usage: "nodes:drain NODE",
+        summary: "move every task off a node; it takes none until nodes:activate (admins only)",
+        flags: &[],
+        positional: (1, Some(1)),
+        io: Io::Plain(|berth, who, args| Box::pin(nodes::drain(berth, who, args))),
+    },
+    Spec {
+        name: "nodes:activate",
+        usage: "nodes:activate NODE",
+        summary: "let a drained node take tasks again (admins only)",
+        flags: &[],
+        positional: (1, Some(1)),
+        io: Io::Plain(|berth, who, args| Box::pin(nodes::activate(berth, who, args))),
+    },
+    Spec {
+        name: "nodes:label",
+        usage: "nodes:label NODE key=value ... | key- ...",
+        summary: "set (key=value) or remove (key-) a node's labels, for placement (admins only)",
+        flags: &[],
+        positional: (2, None),
+        io: Io::Plain(|berth, who, args| Box::pin(nodes::label(berth, who, args))),
     },
     Spec {
         name: "keys:list",

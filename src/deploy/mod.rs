@@ -18,6 +18,7 @@ pub mod inventory;
 mod logs;
 pub mod names;
 pub mod network;
+pub mod nodes;
 pub mod oneoff;
 pub mod probe;
 pub mod render;

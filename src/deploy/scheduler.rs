@@ -449,6 +449,39 @@ impl Scheduler {
         network::guard_build_network(docker, subnet).await
     }
 
+    /// The swarm's nodes, with the berth tasks on each (`nodes:list`).
+    pub async fn nodes(&self) -> Result<Vec<super::nodes::NodeReport>, String> {
+        let docker =
+            engine_or_fake!(self, fake => Err("the fake scheduler has no swarm".to_string()));
+        super::nodes::list(docker).await
+    }
+
+    /// The line that joins a worker to the swarm (`nodes:join-command`).
+    pub async fn join_command(&self) -> Result<String, String> {
+        let docker =
+            engine_or_fake!(self, fake => Err("the fake scheduler has no swarm".to_string()));
+        super::nodes::join_command(docker).await
+    }
+
+    /// Drains (`Some(true)`) or activates a node, and changes its labels.
+    pub async fn update_node(
+        &self,
+        node: &str,
+        drain: Option<bool>,
+        labels: &[super::nodes::LabelChange],
+    ) -> Result<super::nodes::NodeReport, String> {
+        let docker =
+            engine_or_fake!(self, fake => Err("the fake scheduler has no swarm".to_string()));
+        let availability = drain.map(|drain| {
+            if drain {
+                bollard::models::NodeSpecAvailabilityEnum::DRAIN
+            } else {
+                bollard::models::NodeSpecAvailabilityEnum::ACTIVE
+            }
+        });
+        super::nodes::update(docker, node, availability, labels).await
+    }
+
     /// Whether the swarm target can be applied through this engine.
     pub async fn swarm_ready(&self) -> Result<(), String> {
         let docker =

@@ -1,0 +1,119 @@
+//! `nodes:*` (admins only): the swarm's nodes, its join line, drains and labels. The nodes
+//! run every app on the swarm target, so only admins see or change them.
+
+use super::common::{Args, admin_only_for, to_json};
+use crate::deploy::nodes::{LabelChange, NodeReport};
+use crate::server::{Berth, Identity};
+
+fn table(nodes: &[NodeReport]) -> String {
+    let mut text = format!(
+        "{:<20} {:<16} {:<8} {:<12} {:<8} {:<24} {}\n",
+        "NODE", "ADDRESS", "ROLE", "AVAILABILITY", "STATE", "LABELS", "TASKS"
+    );
+    for node in nodes {
+        let labels: Vec<String> = node
+            .labels
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        text += &format!(
+            "{:<20} {:<16} {:<8} {:<12} {:<8} {:<24} {}\n",
+            node.name,
+            node.address,
+            node.role,
+            node.availability,
+            node.state,
+            if labels.is_empty() {
+                "-".to_string()
+            } else {
+                labels.join(",")
+            },
+            if node.tasks.is_empty() {
+                "-".to_string()
+            } else {
+                node.tasks.join(", ")
+            }
+        );
+    }
+    text
+}
+
+pub async fn list(berth: &Berth, who: &Identity, args: &Args) -> Result<String, String> {
+    admin_only_for(who, "nodes:*")?;
+    let nodes = berth.scheduler().await?.nodes().await?;
+    if args.json() {
+        return to_json(&nodes);
+    }
+    Ok(table(&nodes))
+}
+
+pub async fn join_command(berth: &Berth, who: &Identity, _args: &Args) -> Result<String, String> {
+    admin_only_for(who, "nodes:*")?;
+    let line = berth.scheduler().await?.join_command().await?;
+    Ok(format!(
+        "{line}\n(run it on the new node; it must reach this manager and pull from the registry: see the README's swarm section)\n"
+    ))
+}
+
+async fn availability(
+    berth: &Berth,
+    who: &Identity,
+    args: &Args,
+    drain: bool,
+) -> Result<String, String> {
+    admin_only_for(who, "nodes:*")?;
+    let node = &args.positional[0];
+    let changed = berth
+        .scheduler()
+        .await?
+        .update_node(node, Some(drain), &[])
+        .await?;
+    let moving = if drain && !changed.tasks.is_empty() {
+        format!(
+            "; the swarm moves its tasks to the other nodes: {}",
+            changed.tasks.join(", ")
+        )
+    } else {
+        String::new()
+    };
+    Ok(format!(
+        "-----> {} is {}{moving}\n",
+        changed.name, changed.availability
+    ))
+}
+
+pub async fn drain(berth: &Berth, who: &Identity, args: &Args) -> Result<String, String> {
+    availability(berth, who, args, true).await
+}
+
+pub async fn activate(berth: &Berth, who: &Identity, args: &Args) -> Result<String, String> {
+    availability(berth, who, args, false).await
+}
+
+pub async fn label(berth: &Berth, who: &Identity, args: &Args) -> Result<String, String> {
+    admin_only_for(who, "nodes:*")?;
+    let node = &args.positional[0];
+    let changes = args.positional[1..]
+        .iter()
+        .map(|w| LabelChange::parse(w))
+        .collect::<Result<Vec<_>, _>>()?;
+    let changed = berth
+        .scheduler()
+        .await?
+        .update_node(node, None, &changes)
+        .await?;
+    let labels: Vec<String> = changed
+        .labels
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    Ok(format!(
+        "-----> {} labels: {}\n",
+        changed.name,
+        if labels.is_empty() {
+            "none".to_string()
+        } else {
+            labels.join(", ")
+        }
+    ))
+}
