@@ -635,7 +635,11 @@ fn nodes_commands_show_and_label_the_swarm_nodes_for_admins_only() {
     assert_eq!(node["availability"], "active", "{node}");
     let task = format!("{app} web.1");
     assert!(
-        node["tasks"].as_array().expect("tasks").iter().any(|t| t == task.as_str()),
+        node["tasks"]
+            .as_array()
+            .expect("tasks")
+            .iter()
+            .any(|t| t == task.as_str()),
         "{node}"
     );
     let name = node["name"].as_str().expect("name").to_string();
@@ -652,7 +656,11 @@ fn nodes_commands_show_and_label_the_swarm_nodes_for_admins_only() {
     let labels = json(&server.ssh(&["nodes:list", "--json"]))[0]["labels"].clone();
     assert!(labels.get(&key).is_none(), "{labels}");
     let bad = server.ssh(&["nodes:label", &name, "no value"]);
-    assert!(!bad.status.success() && text(&bad).contains("key=value"), "{}", text(&bad));
+    assert!(
+        !bad.status.success() && text(&bad).contains("key=value"),
+        "{}",
+        text(&bad)
+    );
 
     // The join line a worker runs.
     let join = ok(&server.ssh(&["nodes:join-command"]));

@@ -449,6 +449,12 @@ impl Scheduler {
         network::guard_build_network(docker, subnet).await
     }
 
+    /// The web tasks of the app's swarm service, on every node, with where each answers.
+    pub async fn swarm_web_tasks(&self, app: &str) -> Result<Vec<ContainerReport>, String> {
+        let docker = engine_or_fake!(self, fake => Ok(Vec::new()));
+        swarm::web_tasks(docker, app).await
+    }
+
     /// The swarm's nodes, with the berth tasks on each (`nodes:list`).
     pub async fn nodes(&self) -> Result<Vec<super::nodes::NodeReport>, String> {
         let docker =

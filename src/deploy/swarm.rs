@@ -14,7 +14,7 @@
 //! the service was new), so the swarm is left as it was.
 
 use std::collections::{HashMap, HashSet};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -27,7 +27,7 @@ use futures_util::future::BoxFuture;
 use super::backend::Backend;
 use super::inventory::{self, ContainerReport};
 use super::logs::last_logs;
-use super::names::{service_name, stack_name};
+use super::names::{LABEL_PROCESS, LABEL_RELEASE, service_name, stack_name};
 use super::serving::Publish;
 use super::spec::{DeploySpec, Instance};
 use crate::engine;
@@ -334,8 +334,8 @@ async fn converge(
             .filter(|t| t.desired_state == Some(TaskState::RUNNING))
             .filter_map(|t| t.id.clone())
             .collect();
-        let running: Vec<ContainerReport> = service_containers(docker, &service)
-            .await?
+        let nodes = node_addresses(docker).await?;
+        let running: Vec<ContainerReport> = task_reports(&service, &all_tasks, &nodes)
             .into_iter()
             .filter(|c| c.state == "running")
             .filter(|c| task_id(&c.name).is_some_and(|id| wanted_tasks.contains(id)))
@@ -456,20 +456,87 @@ async fn task_failure(docker: &Docker, task: &bollard::models::Task, spec: &Depl
     }
 }
 
-/// The containers of a service's tasks on this engine, as reports.
-async fn service_containers(
-    docker: &Docker,
-    service: &str,
-) -> Result<Vec<ContainerReport>, String> {
-    let containers = inventory::list_labeled(
-        docker,
-        vec![format!("com.docker.swarm.service.name={service}")],
-    )
-    .await?;
-    Ok(containers
+/// The address the swarm reaches each node at, by node id.
+async fn node_addresses(docker: &Docker) -> Result<HashMap<String, IpAddr>, String> {
+    let nodes = docker
+        .list_nodes(None)
+        .await
+        .map_err(|e| format!("cannot list the swarm's nodes: {}", engine::describe(&e)))?;
+    Ok(nodes
         .into_iter()
-        .filter_map(inventory::summary_to_report)
+        .filter_map(|n| Some((n.id?, n.status?.addr?.parse().ok()?)))
         .collect())
+}
+
+/// A service's tasks as instance reports, read from the swarm API, so a task on any node is
+/// seen: where each answers is its node's address and the port the engine published for it
+/// (host mode), its release and process are its container labels. Named as the task's
+/// container is (`SERVICE.SLOT.TASKID`).
+fn task_reports(
+    service: &str,
+    tasks: &[bollard::models::Task],
+    nodes: &HashMap<String, IpAddr>,
+) -> Vec<ContainerReport> {
+    tasks
+        .iter()
+        .filter_map(|task| {
+            let status = task.status.clone()?;
+            let labels = task
+                .spec
+                .as_ref()?
+                .container_spec
+                .as_ref()?
+                .labels
+                .clone()
+                .unwrap_or_default();
+            let release = labels.get(LABEL_RELEASE)?.parse().ok()?;
+            let port = status
+                .port_status
+                .and_then(|p| p.ports)
+                .and_then(|ports| ports.into_iter().find_map(|p| p.published_port))
+                .and_then(|p| u16::try_from(p).ok());
+            let node = task.node_id.as_ref().and_then(|id| nodes.get(id));
+            let address = match (node, port) {
+                (Some(ip), Some(port)) => Some(SocketAddr::new(crate::route::reachable(*ip), port)),
+                _ => None,
+            };
+            let running = status.state == Some(TaskState::RUNNING)
+                && task.desired_state == Some(TaskState::RUNNING);
+            let slot = task.slot.and_then(|s| u32::try_from(s).ok()).unwrap_or(1);
+            Some(ContainerReport {
+                name: format!("{service}.{slot}.{}", task.id.as_deref()?),
+                process: labels
+                    .get(LABEL_PROCESS)
+                    .cloned()
+                    .unwrap_or_else(|| "web".to_string()),
+                index: slot,
+                release,
+                state: if running {
+                    "running".to_string()
+                } else {
+                    status.state.map_or("-".to_string(), |s| s.to_string())
+                },
+                status: status.message.unwrap_or_default(),
+                restarts: 0,
+                host_port: port,
+                address: running.then_some(address).flatten(),
+                started_at: None,
+                swarm_service: Some(service.to_string()),
+                unit: None,
+            })
+        })
+        .collect()
+}
+
+/// The web tasks of the app's service, wherever they run (the reconciler): as reports.
+pub async fn web_tasks(docker: &Docker, app: &str) -> Result<Vec<ContainerReport>, String> {
+    let service = service_name(app, "web");
+    if docker.inspect_service(&service, None).await.is_err() {
+        return Ok(Vec::new());
+    }
+    let all = tasks(docker, &service).await?;
+    let nodes = node_addresses(docker).await?;
+    Ok(task_reports(&service, &all, &nodes))
 }
 
 /// Removes the app's stack and waits until its containers and network are gone (a stack
@@ -522,6 +589,66 @@ async fn remove_stack(docker: &Docker, app: &str) -> Result<usize, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tasks_answer_at_their_nodes_address_and_published_port() {
+        use bollard::models::{
+            EndpointPortConfig, PortStatus, Task, TaskSpec, TaskSpecContainerSpec, TaskStatus,
+        };
+        let task = |id: &str, node: &str, port: i64, state: TaskState| Task {
+            id: Some(id.to_string()),
+            node_id: Some(node.to_string()),
+            slot: Some(2),
+            desired_state: Some(TaskState::RUNNING),
+            spec: Some(TaskSpec {
+                container_spec: Some(TaskSpecContainerSpec {
+                    labels: Some(HashMap::from([
+                        (LABEL_RELEASE.to_string(), "7".to_string()),
+                        (LABEL_PROCESS.to_string(), "web".to_string()),
+                    ])),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            status: Some(TaskStatus {
+                state: Some(state),
+                port_status: Some(PortStatus {
+                    ports: Some(vec![EndpointPortConfig {
+                        published_port: Some(port),
+                        ..Default::default()
+                    }]),
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let nodes = HashMap::from([
+            ("n1".to_string(), "10.0.0.1".parse().unwrap()),
+            ("n2".to_string(), "10.0.0.2".parse().unwrap()),
+        ]);
+        let tasks = [
+            task("a", "n1", 30001, TaskState::RUNNING),
+            task("b", "n2", 30002, TaskState::RUNNING),
+            task("c", "n2", 30003, TaskState::STARTING),
+        ];
+        let reports = task_reports("berth-shop_web", &tasks, &nodes);
+        let addresses: Vec<Option<String>> = reports
+            .iter()
+            .map(|r| r.address.map(|a| a.to_string()))
+            .collect();
+        // A task on another node answers there; one not running yet is not routed to.
+        assert_eq!(
+            addresses,
+            [
+                Some("10.0.0.1:30001".into()),
+                Some("10.0.0.2:30002".into()),
+                None
+            ]
+        );
+        assert_eq!(reports[1].name, "berth-shop_web.2.b");
+        assert_eq!((reports[1].release, reports[1].index), (7, 2));
+        assert_eq!(reports[2].state, "starting");
+    }
 
     #[test]
     fn task_ids_come_from_container_names() {

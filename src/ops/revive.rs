@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use super::lock::LockedApp;
 use super::spec::{app_port, formation, manifest, spec_for, target};
 use crate::deploy::render::Target;
-use crate::deploy::{ContainerReport, Scheduler, names};
+use crate::deploy::{ContainerReport, Scheduler};
 use crate::domain::AppState;
 use crate::output::Output;
 use crate::server::Berth;
@@ -37,7 +37,7 @@ pub async fn revive(
         return Ok(());
     };
     match target(berth, app) {
-        Target::Swarm => return revive_swarm(berth, app, &current, containers).await,
+        Target::Swarm => return revive_swarm(berth, scheduler, app, &current).await,
         Target::Systemd => {
             return revive_systemd(berth, scheduler, app, &current, containers).await;
         }
@@ -349,20 +349,19 @@ async fn revive_systemd(
     Ok(())
 }
 
-/// A swarm app: the swarm restarts its tasks itself (on new host ports), so the reconciler only
-/// points the app's port at the running web tasks of the current release and records when
-/// there are none.
+/// A swarm app: the swarm restarts its tasks itself (on new host ports, on any node), so the
+/// reconciler only points the app's port at the running web tasks of the current release, read
+/// from the swarm API (wherever they run), and records when there are none.
 async fn revive_swarm(
     berth: &Berth,
+    scheduler: &Scheduler,
     app: &App,
     current: &Release,
-    containers: &[ContainerReport],
 ) -> Result<(), String> {
     let store = &berth.store;
-    let service = names::service_name(&app.name, "web");
-    let mut addresses: Vec<SocketAddr> = containers
+    let tasks = scheduler.swarm_web_tasks(&app.name).await?;
+    let mut addresses: Vec<SocketAddr> = tasks
         .iter()
-        .filter(|c| c.swarm_service.as_deref() == Some(service.as_str()))
         .filter(|c| c.state == "running" && c.release == current.number)
         .filter_map(|c| c.address)
         .collect();
