@@ -75,16 +75,7 @@ pub async fn revive(
             Ok(spec) => Some(spec),
             Err(message) => {
                 // The release's image is gone: nothing can be recreated.
-                if app.state != AppState::Lost {
-                    store
-                        .set_app_state(app.id, AppState::Lost, ACTOR)
-                        .await
-                        .map_err(|e| e.to_string())?;
-                    store
-                        .record_event(Some(app.id), "reconcile", ACTOR, "lost", &message)
-                        .await
-                        .map_err(|e| e.to_string())?;
-                }
+                mark_lost(berth, app, &message, false).await?;
                 return Ok(());
             }
         }
@@ -136,17 +127,8 @@ pub async fn revive(
             }
             Err(message) => {
                 healthy = false;
-                if app.state != AppState::Lost {
-                    store
-                        .set_app_state(app.id, AppState::Lost, ACTOR)
-                        .await
-                        .map_err(|e| e.to_string())?;
-                }
                 let detail = format!("web.{index} (was {was}) cannot be brought back: {message}");
-                store
-                    .record_event(Some(app.id), "reconcile", ACTOR, "lost", &detail)
-                    .await
-                    .map_err(|e| e.to_string())?;
+                mark_lost(berth, app, &detail, true).await?;
             }
         }
     }
@@ -279,16 +261,7 @@ async fn revive_systemd(
             match spec_for(berth, scheduler, app, current).await {
                 Ok(made) => spec = Some(made),
                 Err(message) => {
-                    if app.state != AppState::Lost {
-                        store
-                            .set_app_state(app.id, AppState::Lost, ACTOR)
-                            .await
-                            .map_err(|e| e.to_string())?;
-                        store
-                            .record_event(Some(app.id), "reconcile", ACTOR, "lost", &message)
-                            .await
-                            .map_err(|e| e.to_string())?;
-                    }
+                    mark_lost(berth, app, &message, false).await?;
                     return Ok(());
                 }
             }
@@ -306,18 +279,9 @@ async fn revive_systemd(
             }
             Err(message) => {
                 healthy = false;
-                if app.state != AppState::Lost {
-                    store
-                        .set_app_state(app.id, AppState::Lost, ACTOR)
-                        .await
-                        .map_err(|e| e.to_string())?;
-                }
                 let detail =
                     format!("{process}.{index} (unit was {was}) cannot be brought back: {message}");
-                store
-                    .record_event(Some(app.id), "reconcile", ACTOR, "lost", &detail)
-                    .await
-                    .map_err(|e| e.to_string())?;
+                mark_lost(berth, app, &detail, true).await?;
             }
         }
     }
@@ -343,6 +307,27 @@ async fn revive_systemd(
     if healthy && matches!(app.state, AppState::Unknown | AppState::Lost) {
         store
             .set_app_state(app.id, AppState::Running, ACTOR)
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+/// The app is `lost`: its state moves there (once) and `detail` is recorded as the reason (with
+/// `every_time`, again on each round that finds it).
+async fn mark_lost(berth: &Berth, app: &App, detail: &str, every_time: bool) -> Result<(), String> {
+    let already = app.state == AppState::Lost;
+    if !already {
+        berth
+            .store
+            .set_app_state(app.id, AppState::Lost, ACTOR)
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    if !already || every_time {
+        berth
+            .store
+            .record_event(Some(app.id), "reconcile", ACTOR, "lost", detail)
             .await
             .map_err(|e| e.to_string())?;
     }
