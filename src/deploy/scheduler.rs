@@ -251,12 +251,14 @@ impl Scheduler {
     /// The app's systemd units (systemd target; none elsewhere) and what systemd says of each.
     pub async fn units_of(&self, app: &str) -> Vec<(systemd::UnitFile, systemd::UnitState)> {
         let _ = engine_or_fake!(self, fake => Vec::new());
-        let mut units = Vec::new();
-        for unit in systemd::unit_files(app) {
-            let state = systemd::unit_state(&unit.name).await.unwrap_or_default();
-            units.push((unit, state));
-        }
+        let units = systemd::unit_files(app);
+        let names: Vec<&str> = units.iter().map(|u| u.name.as_str()).collect();
+        let states = systemd::unit_states(&names).await.unwrap_or_default();
+        let mut states = states.into_iter();
         units
+            .into_iter()
+            .map(|unit| (unit, states.next().unwrap_or_default()))
+            .collect()
     }
 
     /// Brings back instance `index` of `process` of the spec's release (systemd target; the

@@ -197,24 +197,45 @@ async fn systemctl(args: &[&str]) -> Result<String, String> {
 
 /// The state of a unit.
 pub async fn unit_state(unit: &str) -> Result<UnitState, String> {
-    let text = systemctl(&[
+    Ok(unit_states(&[unit]).await?.pop().unwrap_or_default())
+}
+
+/// The states of several units, in their order, from one `systemctl show` (it prints one
+/// block per unit, blocks apart by an empty line): the reconciler's round and `ps:report` ask
+/// once per app, not once per unit.
+pub async fn unit_states(units: &[&str]) -> Result<Vec<UnitState>, String> {
+    if units.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut args = vec![
         "show",
         "-p",
         "ActiveState,SubState,NRestarts,ExecMainStatus",
-        unit,
-    ])
-    .await?;
-    let mut state = UnitState::default();
-    for line in text.lines() {
-        match line.split_once('=') {
-            Some(("ActiveState", v)) => state.active = v.to_string(),
-            Some(("SubState", v)) => state.sub = v.to_string(),
-            Some(("NRestarts", v)) => state.restarts = v.parse().unwrap_or(0),
-            Some(("ExecMainStatus", v)) => state.status = v.parse().unwrap_or(0),
-            _ => {}
+    ];
+    args.extend(units);
+    let text = systemctl(&args).await?;
+    let mut states = Vec::with_capacity(units.len());
+    for block in text.split("\n\n").filter(|b| !b.trim().is_empty()) {
+        let mut state = UnitState::default();
+        for line in block.lines() {
+            match line.split_once('=') {
+                Some(("ActiveState", v)) => state.active = v.to_string(),
+                Some(("SubState", v)) => state.sub = v.to_string(),
+                Some(("NRestarts", v)) => state.restarts = v.parse().unwrap_or(0),
+                Some(("ExecMainStatus", v)) => state.status = v.parse().unwrap_or(0),
+                _ => {}
+            }
         }
+        states.push(state);
     }
-    Ok(state)
+    if states.len() != units.len() {
+        return Err(format!(
+            "systemctl show gave {} states for {} units",
+            states.len(),
+            units.len()
+        ));
+    }
+    Ok(states)
 }
 
 /// Writes `text` to `dir/name` with `mode`: a temporary file in the same directory, synced,

@@ -95,16 +95,9 @@ pub async fn revive(
                     .await
                     .first()
                     .map_or(0, |r| r.restarts);
-                if restarts >= CRASH_LOOP_RESTARTS && app.state != AppState::Failed {
-                    store
-                        .set_app_state(app.id, AppState::Failed, ACTOR)
-                        .await
-                        .map_err(|e| e.to_string())?;
+                if restarts >= CRASH_LOOP_RESTARTS {
                     let detail = format!("web.{index} keeps crashing (restarted {restarts} times)");
-                    store
-                        .record_event(Some(app.id), "reconcile", ACTOR, "failed", &detail)
-                        .await
-                        .map_err(|e| e.to_string())?;
+                    mark(berth, app, AppState::Failed, "failed", &detail, false).await?;
                 }
                 healthy = false;
                 continue;
@@ -230,21 +223,15 @@ async fn revive_systemd(
                 if state.sub == "auto-restart" {
                     healthy = false;
                 }
-                if i64::from(state.restarts) >= CRASH_LOOP_RESTARTS && app.state != AppState::Failed
-                {
-                    store
-                        .set_app_state(app.id, AppState::Failed, ACTOR)
-                        .await
-                        .map_err(|e| e.to_string())?;
+                if i64::from(state.restarts) >= CRASH_LOOP_RESTARTS {
+                    if app.state != AppState::Failed {
+                        healthy = false;
+                    }
                     let detail = format!(
                         "{process}.{index} keeps crashing (systemd restarted it {} times)",
                         state.restarts
                     );
-                    store
-                        .record_event(Some(app.id), "reconcile", ACTOR, "failed", &detail)
-                        .await
-                        .map_err(|e| e.to_string())?;
-                    healthy = false;
+                    mark(berth, app, AppState::Failed, "failed", &detail, false).await?;
                 }
                 continue;
             }
@@ -316,18 +303,31 @@ async fn revive_systemd(
 /// The app is `lost`: its state moves there (once) and `detail` is recorded as the reason (with
 /// `every_time`, again on each round that finds it).
 async fn mark_lost(berth: &Berth, app: &App, detail: &str, every_time: bool) -> Result<(), String> {
-    let already = app.state == AppState::Lost;
+    mark(berth, app, AppState::Lost, "lost", detail, every_time).await
+}
+
+/// A finding of the reconciler: the app moves to `state` (once) and `detail` is recorded as an
+/// event with `outcome` (with `every_time`, also when the app was in that state already).
+async fn mark(
+    berth: &Berth,
+    app: &App,
+    state: AppState,
+    outcome: &str,
+    detail: &str,
+    every_time: bool,
+) -> Result<(), String> {
+    let already = app.state == state;
     if !already {
         berth
             .store
-            .set_app_state(app.id, AppState::Lost, ACTOR)
+            .set_app_state(app.id, state, ACTOR)
             .await
             .map_err(|e| e.to_string())?;
     }
     if !already || every_time {
         berth
             .store
-            .record_event(Some(app.id), "reconcile", ACTOR, "lost", detail)
+            .record_event(Some(app.id), "reconcile", ACTOR, outcome, detail)
             .await
             .map_err(|e| e.to_string())?;
     }
