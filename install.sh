@@ -4,6 +4,8 @@
 #
 #   ./install.sh --admin-key ~/.ssh/id_ed25519.pub   # everything, and register the admin key
 #   ./install.sh --deps-only                         # only the Docker engine, registry and git
+#   ./install.sh --swarm ADDR --admin-key KEY        # also a swarm manager other nodes join at
+#                                                    # ADDR (this host's address they reach)
 #
 # Settings (environment): BERTH_CONFIG_DIR (/etc/berth), BERTH_DATA_DIR (/var/lib/berth),
 # BERTH_REGISTRY_PORT (5055), BERTH_SSH_PORT (2222), BERTH_PUBLIC_HOST (this host's name).
@@ -18,6 +20,7 @@ public_host=${BERTH_PUBLIC_HOST:-$(hostname -f 2>/dev/null || hostname)}
 bin=/usr/local/bin/berth
 admin_key=""
 deps_only=0
+swarm_address=""
 
 say() { printf -- '-----> %s\n' "$*"; }
 die() { printf ' !     %s\n' "$*" >&2; exit 1; }
@@ -26,7 +29,8 @@ while [ $# -gt 0 ]; do
   case "$1" in
     --admin-key) [ $# -ge 2 ] || die "--admin-key needs a public key file"; admin_key=$2; shift 2 ;;
     --deps-only) deps_only=1; shift ;;
-    -h|--help) sed -n '2,10p' "$0"; exit 0 ;;
+    --swarm) [ $# -ge 2 ] || die "--swarm needs this host's address the swarm's nodes reach"; swarm_address=$2; shift 2 ;;
+    -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
     *) die "unknown option $1 (see --help)" ;;
   esac
 done
@@ -62,6 +66,39 @@ if ! docker info >/dev/null 2>&1; then
   docker info >/dev/null 2>&1 || die "the Docker engine did not start: see $data_dir/dockerd.log"
 fi
 
+# --- A swarm manager (--swarm ADDR): the nodes pull release images from the registry at
+# ADDR:PORT (plain HTTP, so every engine lists it in insecure-registries, this one too: its own
+# tasks pull by that name), and join the swarm this host manages at ADDR:2377.
+registry_listen=127.0.0.1
+if [ -n "$swarm_address" ]; then
+  case "$swarm_address" in
+    *[!0-9A-Za-z.:-]*|"") die "--swarm $swarm_address: give this host's address (an IP or a name) the nodes reach" ;;
+  esac
+  registry_listen=0.0.0.0
+  cluster_registry="$swarm_address:$registry_port"
+  daemon_json=/etc/docker/daemon.json
+  if ! grep -q "\"$cluster_registry\"" "$daemon_json" 2>/dev/null; then
+    if [ -s "$daemon_json" ] && [ "$(tr -d ' \t\n' <"$daemon_json")" != "{}" ]; then
+      die "$daemon_json has settings of its own: add \"insecure-registries\": [\"$cluster_registry\"] to it, reload docker (systemctl reload docker) and run install.sh again"
+    fi
+    say "Letting this engine pull from the registry at $cluster_registry ($daemon_json)"
+    mkdir -p /etc/docker
+    printf '{\n  "insecure-registries": ["%s"]\n}\n' "$cluster_registry" >"$daemon_json"
+    # insecure-registries is one of the settings dockerd reloads on SIGHUP: nothing restarts.
+    if systemd_running; then systemctl reload docker; else kill -HUP "$(pidof dockerd)"; fi
+    for _ in $(seq 1 40); do
+      docker info --format '{{json .RegistryConfig.IndexConfigs}}' 2>/dev/null | grep -q "\"$cluster_registry\"" && break
+      sleep 0.25
+    done
+  fi
+  case "$(docker info --format '{{.Swarm.LocalNodeState}} {{.Swarm.ControlAvailable}}')" in
+    "active true") ;;
+    active*) die "this engine is a swarm worker: berth runs on a manager" ;;
+    *) say "Making this host a swarm manager at $swarm_address"
+       docker swarm init --advertise-addr "$swarm_address" >/dev/null ;;
+  esac
+fi
+
 # --- Registry on loopback with htpasswd auth: local users can neither read nor write images
 # (the engine trusts 127.0.0.0/8 over plain HTTP). berth's own credentials live in a root-only
 # file; releases are pulled back by digest.
@@ -89,7 +126,7 @@ storage:
   delete:
     enabled: true
 http:
-  addr: 127.0.0.1:$registry_port
+  addr: $registry_listen:$registry_port
 auth:
   htpasswd:
     realm: berth
@@ -164,6 +201,8 @@ if [ ! -f "$config" ]; then
     https_listen=off
     say "Port 443 is taken: HTTPS stays off (set https_listen in $config to turn it on)"
   fi
+  default_target=docker
+  [ -n "$swarm_address" ] && default_target=swarm
   say "Writing $config"
   cat >"$config" <<TOML
 # berth server configuration; every key can also be set as BERTH_<KEY> in the environment.
@@ -174,6 +213,8 @@ publish_address = "0.0.0.0"
 registry = "127.0.0.1:$registry_port"
 registry_credentials = "$registry_credentials"
 ready_timeout = 30
+# Where apps run unless apps:set APP target=... says otherwise: docker, systemd or swarm.
+default_target = "$default_target"
 # The HTTP router: apps at http://APP.<base_domain> (point a wildcard DNS record at this host).
 http_listen = "$http_listen"
 # HTTPS with each app's certificate (certs:add, letsencrypt:enable), picked by SNI.
@@ -190,6 +231,13 @@ fi
 if grep -q '^registry = "127.0.0.1:' "$config" && ! grep -q '^registry_credentials' "$config"; then
   say "Giving berth the registry's credentials ($registry_credentials)"
   sed -i "1i registry_credentials = \"$registry_credentials\"" "$config"
+  changed=1
+fi
+# A swarm manager names its images at the address the nodes reach (berth restarts to read it).
+if [ -n "$swarm_address" ] && ! grep -q "^cluster_registry = \"$cluster_registry\"" "$config"; then
+  say "Swarm nodes pull release images from $cluster_registry (cluster_registry in $config)"
+  sed -i '/^cluster_registry *=/d' "$config"
+  sed -i "1i cluster_registry = \"$cluster_registry\"" "$config"
   changed=1
 fi
 mkdir -p "$data_dir"
@@ -253,3 +301,10 @@ for _ in $(seq 1 40); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && bre
 say "berth is running. In your app's repository:"
 echo "       git remote add berth ssh://berth@$host:$port/myapp"
 echo "       git push berth main"
+if [ -n "$swarm_address" ]; then
+  say "Swarm manager at $swarm_address. On each node that joins (Debian: apt-get install docker.io):"
+  echo "       put {\"insecure-registries\": [\"$cluster_registry\"]} in /etc/docker/daemon.json"
+  echo "       and run: systemctl reload docker"
+  echo "       then the line that ssh berth@$host -p $port nodes:join-command prints"
+  echo "       Apps run on the swarm with: ssh berth@$host -p $port apps:set APP target=swarm"
+fi

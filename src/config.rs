@@ -22,6 +22,11 @@ pub struct Config {
     /// A root-only file holding `user:password` for the registry (install.sh makes it, and
     /// gives the registry htpasswd auth); none: the registry takes anonymous pushes.
     pub registry_credentials: Option<PathBuf>,
+    /// `host:port` of the same registry at an address every swarm node reaches (the manager's
+    /// address, set by `install.sh --swarm ADDR`): swarm stacks name their images by it so a
+    /// task placed on any node can pull its release. None: nodes pull from `registry` (a
+    /// single-node swarm, where loopback is the manager itself).
+    pub cluster_registry: Option<String>,
     /// Seconds a new release has to answer before the deploy is abandoned.
     pub ready_timeout: u64,
     /// The branch that deploys when an app has no branch of its own.
@@ -101,6 +106,7 @@ impl Default for Config {
             publish_address: "0.0.0.0".parse().expect("literal address"),
             registry: None,
             registry_credentials: None,
+            cluster_registry: None,
             ready_timeout: 30,
             deploy_branch: "main".into(),
             default_target: crate::domain::Target::Docker,
@@ -143,6 +149,7 @@ const KEYS: &[&str] = &[
     "publish_address",
     "registry",
     "registry_credentials",
+    "cluster_registry",
     "ready_timeout",
     "deploy_branch",
     "default_target",
@@ -257,6 +264,7 @@ impl Config {
         for optional in [
             "registry",
             "registry_credentials",
+            "cluster_registry",
             "template_dir",
             "base_domain",
             "acme_ca_cert",
@@ -281,14 +289,24 @@ impl Config {
                 self.build_subnet
             ));
         }
-        if let Some(registry) = &self.registry {
+        for (key, registry) in [
+            ("registry", &self.registry),
+            ("cluster_registry", &self.cluster_registry),
+        ] {
+            let Some(registry) = registry else { continue };
             let ok = !registry.is_empty()
                 && registry
                     .bytes()
                     .all(|b| b.is_ascii_alphanumeric() || b".-:_[]".contains(&b));
             if !ok {
-                return Err(format!("registry {registry:?} must be host:port"));
+                return Err(format!("{key} {registry:?} must be host:port"));
             }
+        }
+        if self.cluster_registry.is_some() && self.registry.is_none() {
+            return Err(
+                "cluster_registry is the registry's address for the swarm's nodes: set registry too"
+                    .to_string(),
+            );
         }
         let keys = crate::buildpack::image_keys();
         for (key, image) in &self.buildpack_images {

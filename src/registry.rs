@@ -74,6 +74,70 @@ fn credentials(registry: &str) -> Option<DockerCredentials> {
         })
 }
 
+/// A docker CLI configuration directory holding berth's credentials for `registry`, for the
+/// commands that hand them to the swarm (`docker stack deploy --with-registry-auth`: a task
+/// placed on any node pulls its image with them). `<work_dir>/docker-cli/config.json`, 0600 in
+/// a 0700 directory, rewritten each time (the credentials may have changed). None when the
+/// registry takes anonymous pulls.
+pub fn cli_config(
+    work_dir: &std::path::Path,
+    registry: &str,
+) -> Result<Option<std::path::PathBuf>, String> {
+    use std::io::Write;
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    let Some(credentials) = credentials(registry) else {
+        return Ok(None);
+    };
+    let dir = work_dir.join("docker-cli");
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&dir)
+        .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let auth = base64(
+        format!(
+            "{}:{}",
+            credentials.username.unwrap_or_default(),
+            credentials.password.unwrap_or_default()
+        )
+        .as_bytes(),
+    );
+    let text = serde_json::json!({ "auths": { registry: { "auth": auth } } }).to_string();
+    let path = dir.join("config.json");
+    let next = dir.join("config.json.next");
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&next)
+        .map_err(|e| format!("cannot write {}: {e}", next.display()))?;
+    file.write_all(text.as_bytes())
+        .map_err(|e| format!("cannot write {}: {e}", next.display()))?;
+    std::fs::rename(&next, &path).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    Ok(Some(dir))
+}
+
+/// Standard base64 with padding (the docker CLI's `auths.*.auth`).
+fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, b)| n | u32::from(*b) << (16 - 8 * i));
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
 /// Pushes `image` (`repo:tag`), reports the digest line, and returns the digest
 /// (`sha256:…`) the registry gave it.
 pub async fn push(
@@ -175,4 +239,18 @@ pub async fn ensure_local(
             .map_err(|e| format!("cannot tag {image}: {}", engine::describe(&e)))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64_is_the_standard_padded_one() {
+        assert_eq!(base64(b""), "");
+        assert_eq!(base64(b"f"), "Zg==");
+        assert_eq!(base64(b"fo"), "Zm8=");
+        assert_eq!(base64(b"foo"), "Zm9v");
+        assert_eq!(base64(b"berth:s3cret"), "YmVydGg6czNjcmV0");
+    }
 }

@@ -56,3 +56,15 @@ if ! docker image inspect berth-test/debian-systemd:bookworm >/dev/null 2>&1; th
     - berth-test/debian-systemd:bookworm >/dev/null
   rm -rf "$rootfs"
 fi
+
+# A swarm node: the same fresh Debian with the Docker engine installed (Debian's docker.io and
+# iptables), so that three of them make a real multi-node swarm (tests/cluster.rs: berth is
+# installed on the manager by install.sh, the workers only join). Made from the systemd image.
+if ! docker image inspect berth-test/swarm-node:bookworm >/dev/null 2>&1; then
+  echo "-----> Making the local base image berth-test/swarm-node:bookworm (apt inside; a few minutes, once)"
+  builder=$(docker run -d berth-test/debian-systemd:bookworm sleep infinity)
+  trap 'docker rm -f "$builder" >/dev/null 2>&1 || true' EXIT
+  docker exec "$builder" bash -c 'apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends docker.io iptables curl >/dev/null && apt-get clean && rm -rf /var/lib/apt/lists/*'
+  docker commit -c 'CMD ["/lib/systemd/systemd"]' "$builder" berth-test/swarm-node:bookworm >/dev/null
+  docker rm -f "$builder" >/dev/null
+fi

@@ -662,12 +662,14 @@ fn nodes_commands_show_and_label_the_swarm_nodes_for_admins_only() {
         text(&bad)
     );
 
-    // The join line a worker runs.
+    // The join line a worker runs, and what it lacks here: no registry the nodes reach.
     let join = ok(&server.ssh(&["nodes:join-command"]));
     assert!(
-        join.starts_with("docker swarm join --token SWMTKN-") && join.contains(":2377"),
+        join.lines()
+            .any(|l| l.starts_with("docker swarm join --token SWMTKN-") && l.contains(":2377")),
         "{join}"
     );
+    assert!(join.contains("no cluster_registry"), "{join}");
 
     // Members neither see nor change the nodes (they run every app on the swarm).
     let member = server.dir.path().join("member");

@@ -42,6 +42,9 @@ pub async fn set(
         if key == "PORT" {
             return Err("PORT is set by berth for the web process".to_string());
         }
+        if key == "DYNO" {
+            return Err("DYNO is set by berth for each instance (web.1, web.2, ...)".to_string());
+        }
         changes.insert(key.to_string(), value.to_string());
     }
     let keys: Vec<&str> = changes.keys().map(String::as_str).collect();

@@ -50,9 +50,14 @@ pub async fn list(berth: &Berth, who: &Identity, args: &Args) -> Result<String, 
 pub async fn join_command(berth: &Berth, who: &Identity, _args: &Args) -> Result<String, String> {
     admin_only_for(who, "nodes:*")?;
     let line = berth.scheduler().await?.join_command().await?;
-    Ok(format!(
-        "{line}\n(run it on the new node; it must reach this manager and pull from the registry: see the README's swarm section)\n"
-    ))
+    // The node must pull release images from the registry over plain HTTP first.
+    let registry = match &berth.config.cluster_registry {
+        Some(registry) => format!(
+            "First, on the new node: put {{\"insecure-registries\": [\"{registry}\"]}} in /etc/docker/daemon.json and run `systemctl reload docker`.\n"
+        ),
+        None => "This server has no cluster_registry: nodes other than this one cannot pull release images (install.sh --swarm ADDR sets it up).\n".to_string(),
+    };
+    Ok(format!("{registry}{line}\n"))
 }
 
 async fn availability(

@@ -229,6 +229,7 @@ pub async fn report(berth: &Berth, who: &Identity, args: &Args) -> Result<String
                 started_at: None,
                 swarm_service: None,
                 unit: Some(unit.name.clone()),
+                node: None,
             }),
         }
     }
@@ -271,10 +272,13 @@ pub async fn report(berth: &Berth, who: &Identity, args: &Args) -> Result<String
         "CONTAINER", "PROCESS", "RELEASE", "STATUS", "RESTARTS", "TRAFFIC", "ADDRESS"
     );
     for c in &containers {
-        let address = c
-            .host_port
-            .map(|p| format!("{host}:{p}"))
-            .unwrap_or_else(|| "-".into());
+        // A swarm task answers at its node's address (`NODE ADDRESS:PORT`).
+        let address = match (&c.node, c.address, c.host_port) {
+            (Some(node), Some(address), _) => format!("{node} {address}"),
+            (Some(node), None, _) => node.clone(),
+            (None, _, Some(port)) => format!("{host}:{port}"),
+            (None, _, None) => "-".into(),
+        };
         text += &format!(
             "{:<36} {:<8} {:<8} {:<24} {:<9} {:<8} {}\n",
             c.name,

@@ -174,7 +174,7 @@ pub async fn log_stream(
     }
     let streams = chosen.into_iter().map(move |container| {
         let prefix = format!("{}.{} | ", container.process, container.index);
-        prefixed(scheduler.logs(&container.name, lines, follow), prefix)
+        prefixed(scheduler.logs(&container, lines, follow), prefix)
     });
     Ok(stream::select_all(streams).boxed())
 }

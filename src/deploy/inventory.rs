@@ -32,6 +32,9 @@ pub struct ContainerReport {
     /// The systemd unit that runs this container (systemd target); none for the others.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub unit: Option<String>,
+    /// The swarm node the task runs on (its hostname; swarm target); none for the others.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
 }
 
 /// Every container (running or not) carrying all of these label filters.
@@ -181,6 +184,7 @@ pub(super) fn summary_to_report(summary: ContainerSummary) -> Option<ContainerRe
             .filter(|s| !s.is_empty())
             .cloned(),
         unit: labels.get(LABEL_UNIT).filter(|u| !u.is_empty()).cloned(),
+        node: None,
     })
 }
 

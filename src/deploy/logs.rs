@@ -27,6 +27,28 @@ pub fn log_stream(
         .boxed()
 }
 
+/// A swarm task's output, fetched by the manager from the node that runs it: as `log_stream`.
+pub fn task_log_stream(
+    docker: &Docker,
+    task: &str,
+    tail: i64,
+    follow: bool,
+) -> futures_util::stream::BoxStream<'static, Vec<u8>> {
+    let options = LogsOptionsBuilder::default()
+        .stdout(true)
+        .stderr(true)
+        .follow(follow)
+        .tail(&tail.to_string())
+        .build();
+    let docker = docker.clone();
+    let task = task.to_string();
+    futures_util::stream::once(async move { docker.task_logs(&task, Some(options)) })
+        .flatten()
+        .take_while(|item| std::future::ready(item.is_ok()))
+        .filter_map(|item| std::future::ready(item.ok().map(|chunk| chunk.into_bytes().to_vec())))
+        .boxed()
+}
+
 /// The container's last log lines, formatted to follow an error message.
 pub(super) async fn last_logs(docker: &Docker, name: &str) -> String {
     let options = LogsOptionsBuilder::default()

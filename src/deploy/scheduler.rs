@@ -300,13 +300,34 @@ impl Scheduler {
         release: Option<i64>,
     ) -> Result<Vec<ContainerReport>, String> {
         let docker = engine_or_fake!(self, fake => Ok(Vec::new()));
-        inventory::instances_of(docker, app, release).await
+        let mut reports = inventory::instances_of(docker, app, release).await?;
+        // Swarm tasks come from the swarm (they may run on any node), not from this engine.
+        reports.retain(|c| c.swarm_service.is_none());
+        let tasks = swarm::running_tasks(docker).await.remove(app);
+        reports.extend(
+            tasks
+                .into_iter()
+                .flatten()
+                .filter(|t| release.is_none_or(|r| t.release == r)),
+        );
+        reports.sort_by(|a, b| {
+            (a.release, &a.process, a.index).cmp(&(b.release, &b.process, b.index))
+        });
+        Ok(reports)
     }
 
-    /// Every instance berth runs, by app, in one engine call.
+    /// Every instance berth runs, by app: this engine's containers in one call, the swarm's
+    /// tasks (on any node) in another.
     pub async fn all_instances(&self) -> Result<HashMap<String, Vec<ContainerReport>>, String> {
         let docker = engine_or_fake!(self, fake => Ok(HashMap::new()));
-        inventory::all_instances(docker).await
+        let mut by_app = inventory::all_instances(docker).await?;
+        for reports in by_app.values_mut() {
+            reports.retain(|c| c.swarm_service.is_none());
+        }
+        for (app, tasks) in swarm::running_tasks(docker).await {
+            by_app.entry(app).or_default().extend(tasks);
+        }
+        Ok(by_app)
     }
 
     /// The reports with what only an inspection tells (restart counts).
@@ -318,12 +339,20 @@ impl Scheduler {
     /// The log of one instance: the last `tail` lines, then (with `follow`) what it writes.
     pub fn logs(
         &self,
-        instance: &str,
+        instance: &ContainerReport,
         tail: i64,
         follow: bool,
     ) -> futures_util::stream::BoxStream<'static, Vec<u8>> {
         let docker = engine_or_fake!(self, fake => Box::pin(futures_util::stream::empty()));
-        logs::log_stream(docker, instance, tail, follow)
+        // A swarm task's log comes through the swarm (from whichever node runs it).
+        match instance
+            .swarm_service
+            .as_ref()
+            .and(instance.name.rsplit('.').next())
+        {
+            Some(task) => logs::task_log_stream(docker, task, tail, follow),
+            None => logs::log_stream(docker, &instance.name, tail, follow),
+        }
     }
 
     /// A one-off container of the app (`run`), attached to the caller.

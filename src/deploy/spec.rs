@@ -42,6 +42,9 @@ pub struct DeploySpec {
     pub binds: Vec<String>,
     /// The apps this one is linked to: its containers join their networks too.
     pub links: Vec<String>,
+    /// The registry address the target's nodes pull the image from (`cluster_registry`, else
+    /// `registry`): the swarm target hands berth's credentials for it to the swarm.
+    pub pull_registry: Option<String>,
 }
 
 /// A process type without a port (worker, clock, ...): its command and how many run.

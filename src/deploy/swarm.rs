@@ -171,7 +171,7 @@ async fn apply(
         "docker stack deploy {name} (web={}, image {})",
         spec.web, spec.image
     ));
-    if let Err(message) = stack_deploy(&next, &name).await {
+    if let Err(message) = stack_deploy(&next, &name, spec).await {
         let _ = std::fs::remove_file(&next);
         return Err(format!("the swarm refused the stack file: {message}"));
     }
@@ -185,10 +185,16 @@ async fn apply(
             let _ = std::fs::remove_file(&next);
             // Leave the swarm as it was: the serving release's stack, or no stack at all.
             let restored = if !first && serving.exists() {
-                stack_deploy(&serving, &name).await
+                stack_deploy(&serving, &name, spec).await
             } else {
                 remove_stack(docker, &spec.app).await.map(|_| ())
             };
+            // The swarm's rollback may have replaced tasks (a start-first update stops an old
+            // task once its replacement runs, even if that one then crashes): serve what the
+            // service runs once the rollback is over.
+            if restored.is_ok() && !first {
+                follow_rollback(docker, spec, publish).await;
+            }
             match restored {
                 Ok(()) => Err(message),
                 Err(also) => Err(format!(
@@ -218,24 +224,34 @@ fn write_private(dir: &Path, path: &Path, text: &str) -> Result<(), String> {
         .map_err(|e| format!("cannot write {}: {e}", path.display()))
 }
 
-async fn stack_deploy(file: &Path, stack: &str) -> Result<(), String> {
+/// `docker stack deploy` of a stack file. With registry credentials, they go to the swarm with
+/// the services (`--with-registry-auth`), so a task placed on any node can pull its image.
+async fn stack_deploy(file: &Path, stack: &str, spec: &DeploySpec) -> Result<(), String> {
     let file = file.to_string_lossy();
-    cli(&[
-        "stack",
-        "deploy",
-        "--prune",
-        "--resolve-image",
-        "never",
-        "-c",
-        &file,
-        stack,
-    ])
-    .await
+    let config = match &spec.pull_registry {
+        Some(registry) => crate::registry::cli_config(&spec.work_dir, registry)?,
+        None => None,
+    };
+    let mut args = vec!["stack", "deploy", "--prune", "--resolve-image", "never"];
+    if config.is_some() {
+        args.push("--with-registry-auth");
+    }
+    args.extend(["-c", &file, stack]);
+    cli_with(&args, config.as_deref()).await
 }
 
 /// Runs the docker CLI with an argument vector (never a shell); its error output on failure.
 async fn cli(args: &[&str]) -> Result<(), String> {
-    let output = tokio::process::Command::new("docker")
+    cli_with(args, None).await
+}
+
+/// `cli` with the CLI's configuration directory (`DOCKER_CONFIG`) when one is given.
+async fn cli_with(args: &[&str], config: Option<&Path>) -> Result<(), String> {
+    let mut command = tokio::process::Command::new("docker");
+    if let Some(config) = config {
+        command.env("DOCKER_CONFIG", config);
+    }
+    let output = command
         .args(args)
         .stdin(std::process::Stdio::null())
         .output()
@@ -304,7 +320,7 @@ async fn converge(
         let update_message = update.message.clone().unwrap_or_default();
         let all_tasks = tasks(docker, &service).await?;
         let release_failures = failed_tasks_of(&all_tasks, &spec.image);
-        if image.split('@').next() != Some(spec.image.as_str()) {
+        if !same_image(&image, &spec.image) {
             let why = match release_failures.first() {
                 Some(task) => task_failure(docker, task, spec).await,
                 None => update_message.clone(),
@@ -412,6 +428,67 @@ async fn converge(
     }
 }
 
+/// After a failed update: waits (within the deploy's time) until the web service is no longer
+/// updating or rolling back and each of its running tasks answers, then serves exactly those.
+async fn follow_rollback(docker: &Docker, spec: &DeploySpec, publish: Publish<'_>) {
+    let service = service_name(&spec.app, "web");
+    let deadline = Instant::now() + spec.ready_timeout + UPDATE_SLACK;
+    let mut answering: HashSet<SocketAddr> = HashSet::new();
+    while Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let Ok(inspected) = docker.inspect_service(&service, None).await else {
+            return;
+        };
+        let busy = matches!(
+            inspected.update_status.and_then(|u| u.state),
+            Some(UpdateState::UPDATING | UpdateState::ROLLBACK_STARTED)
+        );
+        let replicas = inspected
+            .spec
+            .and_then(|s| s.mode)
+            .and_then(|m| m.replicated)
+            .and_then(|r| r.replicas)
+            .unwrap_or(0);
+        let (Ok(all), Ok(nodes)) = (tasks(docker, &service).await, node_addresses(docker).await)
+        else {
+            continue;
+        };
+        // Every task the swarm wants running runs (a slot whose task failed has none until
+        // the swarm makes its replacement: the count tells).
+        let wanted: Vec<&bollard::models::Task> = all
+            .iter()
+            .filter(|t| t.desired_state == Some(TaskState::RUNNING))
+            .collect();
+        let settled = wanted.len() as i64 == replicas
+            && wanted
+                .iter()
+                .all(|t| t.status.as_ref().and_then(|s| s.state) == Some(TaskState::RUNNING));
+        if busy || !settled {
+            continue;
+        }
+        let running: Vec<SocketAddr> = task_reports(&service, &all, &nodes)
+            .into_iter()
+            .filter(|c| c.state == "running")
+            .filter_map(|c| c.address)
+            .collect();
+        for address in &running {
+            if !answering.contains(address)
+                && super::probe::probe(*address, spec.health.as_ref())
+                    .await
+                    .is_ok()
+            {
+                answering.insert(*address);
+            }
+        }
+        if !running.is_empty() && running.iter().all(|a| answering.contains(a)) {
+            let mut addresses = running;
+            addresses.sort_unstable();
+            let _ = publish.serve(&addresses).await;
+            return;
+        }
+    }
+}
+
 /// The task id in a task container's name (`berth-APP_web.2.<task id>`).
 fn task_id(container: &str) -> Option<&str> {
     container.rsplit('.').next()
@@ -433,9 +510,19 @@ fn failed_tasks_of<'t>(
                 .as_ref()
                 .and_then(|s| s.container_spec.as_ref())
                 .and_then(|c| c.image.as_deref())
-                .is_some_and(|i| i.split('@').next() == Some(image))
+                .is_some_and(|i| same_image(i, image))
         })
         .collect()
+}
+
+/// Whether a service's image (`REGISTRY/APP:vN@sha256:…`, the registry as the nodes reach it)
+/// is the release image `image` (as berth pushed it): the same `APP:vN`.
+fn same_image(service_image: &str, image: &str) -> bool {
+    let name = |i: &str| {
+        let i = i.split('@').next().unwrap_or(i);
+        i.rsplit('/').next().unwrap_or(i).to_string()
+    };
+    name(service_image) == name(image)
 }
 
 /// One line on why a task ended, with its container's last log lines.
@@ -456,16 +543,63 @@ async fn task_failure(docker: &Docker, task: &bollard::models::Task, spec: &Depl
     }
 }
 
-/// The address the swarm reaches each node at, by node id.
-async fn node_addresses(docker: &Docker) -> Result<HashMap<String, IpAddr>, String> {
+/// A swarm node as tasks name it: the address the swarm reaches it at, and its hostname.
+#[derive(Debug, Clone)]
+struct Node {
+    address: IpAddr,
+    hostname: String,
+}
+
+/// The swarm's nodes by id.
+async fn node_addresses(docker: &Docker) -> Result<HashMap<String, Node>, String> {
     let nodes = docker
         .list_nodes(None)
         .await
         .map_err(|e| format!("cannot list the swarm's nodes: {}", engine::describe(&e)))?;
     Ok(nodes
         .into_iter()
-        .filter_map(|n| Some((n.id?, n.status?.addr?.parse().ok()?)))
+        .filter_map(|n| {
+            let hostname = n
+                .description
+                .as_ref()
+                .and_then(|d| d.hostname.clone())
+                .unwrap_or_default();
+            let address = n.status?.addr?.parse().ok()?;
+            Some((n.id?, Node { address, hostname }))
+        })
         .collect())
+}
+
+/// Every berth task the swarm wants running, by app, wherever it runs (`ps:report`,
+/// `apps:list`, `logs`, the reconciler's round). Empty when this engine manages no swarm.
+pub async fn running_tasks(docker: &Docker) -> HashMap<String, Vec<ContainerReport>> {
+    let filters = HashMap::from([("desired-state", vec!["running"])]);
+    let options = ListTasksOptionsBuilder::default().filters(&filters).build();
+    let Ok(tasks) = docker.list_tasks(Some(options)).await else {
+        return HashMap::new();
+    };
+    let nodes = node_addresses(docker).await.unwrap_or_default();
+    let mut by_app: HashMap<String, Vec<ContainerReport>> = HashMap::new();
+    for task in tasks {
+        let labels = task
+            .spec
+            .as_ref()
+            .and_then(|s| s.container_spec.as_ref())
+            .and_then(|c| c.labels.as_ref());
+        let (Some(app), Some(process)) = (
+            labels.and_then(|l| l.get(super::names::LABEL_APP)).cloned(),
+            labels.and_then(|l| l.get(LABEL_PROCESS)).cloned(),
+        ) else {
+            continue;
+        };
+        let service = service_name(&app, &process);
+        by_app.entry(app).or_default().extend(task_reports(
+            &service,
+            std::slice::from_ref(&task),
+            &nodes,
+        ));
+    }
+    by_app
 }
 
 /// A service's tasks as instance reports, read from the swarm API, so a task on any node is
@@ -475,7 +609,7 @@ async fn node_addresses(docker: &Docker) -> Result<HashMap<String, IpAddr>, Stri
 fn task_reports(
     service: &str,
     tasks: &[bollard::models::Task],
-    nodes: &HashMap<String, IpAddr>,
+    nodes: &HashMap<String, Node>,
 ) -> Vec<ContainerReport> {
     tasks
         .iter()
@@ -497,7 +631,9 @@ fn task_reports(
                 .and_then(|p| u16::try_from(p).ok());
             let node = task.node_id.as_ref().and_then(|id| nodes.get(id));
             let address = match (node, port) {
-                (Some(ip), Some(port)) => Some(SocketAddr::new(crate::route::reachable(*ip), port)),
+                (Some(node), Some(port)) => {
+                    Some(SocketAddr::new(crate::route::reachable(node.address), port))
+                }
                 _ => None,
             };
             let running = status.state == Some(TaskState::RUNNING)
@@ -523,6 +659,7 @@ fn task_reports(
                 started_at: None,
                 swarm_service: Some(service.to_string()),
                 unit: None,
+                node: node.map(|n| n.hostname.clone()),
             })
         })
         .collect()
@@ -622,9 +759,13 @@ mod tests {
             }),
             ..Default::default()
         };
+        let node = |address: &str, hostname: &str| Node {
+            address: address.parse().unwrap(),
+            hostname: hostname.to_string(),
+        };
         let nodes = HashMap::from([
-            ("n1".to_string(), "10.0.0.1".parse().unwrap()),
-            ("n2".to_string(), "10.0.0.2".parse().unwrap()),
+            ("n1".to_string(), node("10.0.0.1", "manager")),
+            ("n2".to_string(), node("10.0.0.2", "worker-1")),
         ]);
         let tasks = [
             task("a", "n1", 30001, TaskState::RUNNING),
@@ -646,8 +787,18 @@ mod tests {
             ]
         );
         assert_eq!(reports[1].name, "berth-shop_web.2.b");
+        assert_eq!(reports[1].node.as_deref(), Some("worker-1"));
         assert_eq!((reports[1].release, reports[1].index), (7, 2));
         assert_eq!(reports[2].state, "starting");
+    }
+
+    #[test]
+    fn a_service_runs_the_release_whatever_address_its_nodes_pull_it_at() {
+        let release = "127.0.0.1:5055/shop:v3";
+        assert!(same_image("10.0.0.2:5055/shop:v3@sha256:ab", release));
+        assert!(same_image("127.0.0.1:5055/shop:v3", release));
+        assert!(!same_image("10.0.0.2:5055/shop:v2@sha256:ab", release));
+        assert!(!same_image("10.0.0.2:5055/shop-v2:v3@sha256:ab", release));
     }
 
     #[test]

@@ -87,6 +87,11 @@ pub async fn spec_for(
         resources: all_resources.get("web").cloned().unwrap_or_default(),
         publish_address: berth.config.publish_address,
         ready_timeout: berth.config.ready_timeout(),
+        pull_registry: berth
+            .config
+            .cluster_registry
+            .clone()
+            .or_else(|| berth.config.registry.clone()),
     })
 }
 
@@ -245,11 +250,12 @@ pub async fn render_context(
     Ok(render::Context {
         app: app.name.to_string(),
         release: release.number,
-        // Units that pull the image pull it by its digest once it has one (`repo:vN@sha256:…`).
-        image: match &release.digest {
-            Some(digest) => format!("{}@{digest}", release.image),
-            None => release.image.clone(),
-        },
+        image: pulled_image(
+            &release.image,
+            release.digest.as_deref(),
+            berth.config.registry.as_deref(),
+            berth.config.cluster_registry.as_deref(),
+        ),
         registry: berth.config.registry.is_some(),
         env: config,
         labels: app.labels.0.clone(),
@@ -260,6 +266,28 @@ pub async fn render_context(
         app_port: app.port.and_then(|p| u16::try_from(p).ok()).unwrap_or(0),
         host_ports: Vec::new(),
     })
+}
+
+/// The release's image as units name it: by its digest once it has one (`repo:vN@sha256:…`),
+/// and at the registry's `cluster_registry` address when there is one (what every node of a
+/// swarm reaches; the engine berth builds on pushed it through `registry`, the same store).
+fn pulled_image(
+    image: &str,
+    digest: Option<&str>,
+    registry: Option<&str>,
+    cluster_registry: Option<&str>,
+) -> String {
+    let image = match (registry, cluster_registry) {
+        (Some(registry), Some(cluster)) => match image.strip_prefix(&format!("{registry}/")) {
+            Some(rest) => format!("{cluster}/{rest}"),
+            None => image.to_string(),
+        },
+        _ => image.to_string(),
+    };
+    match digest {
+        Some(digest) => format!("{image}@{digest}"),
+        None => image,
+    }
 }
 
 /// The `.berth/templates/` tree of the app's repo at `commit`: its id and whether an admin
@@ -377,5 +405,29 @@ pub async fn link_stands(berth: &Berth, link: &crate::store::Link) -> bool {
     match berth.store.app(&name).await {
         Ok(Some(dep)) => crate::access::key_may_operate(berth, &link.created_by, &dep).await,
         _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::pulled_image;
+
+    #[test]
+    fn nodes_pull_the_release_by_digest_at_the_cluster_registry() {
+        let image = "127.0.0.1:5055/shop:v3";
+        let digest = Some("sha256:ab");
+        assert_eq!(
+            pulled_image(image, digest, Some("127.0.0.1:5055"), Some("10.0.0.2:5055")),
+            "10.0.0.2:5055/shop:v3@sha256:ab"
+        );
+        assert_eq!(
+            pulled_image(image, digest, Some("127.0.0.1:5055"), None),
+            "127.0.0.1:5055/shop:v3@sha256:ab"
+        );
+        // Local-only images (no registry) stay as they are.
+        assert_eq!(
+            pulled_image("berth/shop:v3", None, None, Some("10.0.0.2:5055")),
+            "berth/shop:v3"
+        );
     }
 }

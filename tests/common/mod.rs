@@ -11,6 +11,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+pub mod hosts;
+
 pub const BASE_IMAGE: &str = "berth-test/busybox:latest";
 
 fn require(what: &str, ok: bool) {
@@ -487,8 +489,13 @@ fn container_names(app: &str, all: bool) -> Vec<String> {
 }
 
 /// Polls `check` every 200 ms until it gives a value; fails after 20 s naming `what`.
-pub fn wait_for<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(20);
+pub fn wait_for<T>(what: &str, check: impl FnMut() -> Option<T>) -> T {
+    wait_up_to(Duration::from_secs(20), what, check)
+}
+
+/// `wait_for` with another limit.
+pub fn wait_up_to<T>(limit: Duration, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + limit;
     loop {
         if let Some(value) = check() {
             return value;

@@ -1,0 +1,420 @@
+//! berth on a real three-node Docker Swarm: three containers with systemd as PID 1 and their own
+//! Docker engines (`berth-test/swarm-node:bookworm`, made by tests/base_images.sh) on a network
+//! of their own. berth is installed on the manager with the README's command
+//! (`install.sh --swarm ADDR`); the workers are set up as its output says and join with the
+//! line `nodes:join-command` gives. Release images reach the workers only through berth's
+//! registry. Everything is checked from outside: `git push` and `ssh` (real OpenSSH) to the
+//! manager, requests through its router, tasks seen on the nodes' own engines.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use common::hosts::*;
+use common::*;
+
+const NODE_IMAGE: &str = "berth-test/swarm-node:bookworm";
+
+/// A manager (berth installed) and two workers, on a network of their own. Made once for the
+/// test; removed, with their volumes and the network, when dropped.
+struct Cluster {
+    network: String,
+    manager: Host,
+    workers: Vec<Host>,
+    key: PathBuf,
+    _keys: tempfile::TempDir,
+}
+
+impl Cluster {
+    fn make() -> Cluster {
+        let tag = format!("berth-cluster-{}", std::process::id());
+        let _ = Command::new("docker")
+            .args(["network", "rm", &tag])
+            .output();
+        let made = Command::new("docker")
+            .args(["network", "create", "--label", "berth.test=cluster", &tag])
+            .output()
+            .expect("docker network create");
+        assert!(made.status.success(), "{}", text(&made));
+        // The three boot at once (each waits for its systemd).
+        let boots: Vec<_> = ["manager", "worker-1", "worker-2"]
+            .into_iter()
+            .map(|role| {
+                let (name, network) = (format!("{tag}-{role}"), tag.clone());
+                std::thread::spawn(move || Host::boot_from(&name, NODE_IMAGE, Some(&network)))
+            })
+            .collect();
+        let mut hosts: Vec<Host> = boots.into_iter().map(|b| b.join().expect("boot")).collect();
+        let manager = hosts.remove(0);
+        let keys = tempfile::tempdir().expect("dir");
+        let key = keys.path().join("admin");
+        let cluster = Cluster {
+            network: tag,
+            manager,
+            workers: hosts,
+            key,
+            _keys: keys,
+        };
+        let (_, installed) = install_berth_with(
+            &cluster.manager,
+            &cluster.key,
+            &format!("--swarm {}", cluster.manager.address),
+        );
+        assert!(answers(&cluster.manager, &cluster.key), "{installed}");
+        let registry = format!("{}:5055", cluster.manager.address);
+        assert!(
+            installed.contains(&format!("Swarm manager at {}", cluster.manager.address))
+                && installed.contains(&registry),
+            "install.sh did not say what a node needs: {installed}"
+        );
+        // Each worker as the README says: the registry allowed, then the join line.
+        let join = cluster.ssh_ok(&["nodes:join-command"]);
+        assert!(join.contains(&registry), "{join}");
+        let line = join
+            .lines()
+            .find(|l| l.starts_with("docker swarm join --token"))
+            .unwrap_or_else(|| panic!("no join line: {join}"))
+            .to_string();
+        for worker in &cluster.workers {
+            worker.ok(&format!(
+                "printf '{{\"insecure-registries\": [\"{registry}\"]}}\\n' > /etc/docker/daemon.json && systemctl reload docker"
+            ));
+            worker.ok(&line);
+        }
+        wait("three ready nodes", || {
+            let nodes = cluster.nodes();
+            (nodes.len() == 3
+                && nodes
+                    .iter()
+                    .all(|n| n["state"] == "ready" && n["availability"] == "active"))
+            .then_some(())
+        });
+        cluster
+    }
+
+    fn ssh(&self, args: &[&str]) -> Output {
+        ssh_to(&self.manager, &self.key, args)
+    }
+
+    fn ssh_ok(&self, args: &[&str]) -> String {
+        let output = self.ssh(args);
+        assert!(output.status.success(), "{args:?}: {}", text(&output));
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
+    fn nodes(&self) -> Vec<serde_json::Value> {
+        serde_json::from_str(&self.ssh_ok(&["nodes:list", "--json"])).expect("nodes json")
+    }
+
+    fn push(&self, repo: &Path, app: &str) -> Output {
+        push_to(&self.manager, &self.key, repo, app)
+    }
+
+    fn router(&self) -> String {
+        format!("{}:80", self.manager.address)
+    }
+
+    fn site(&self, app: &str) -> String {
+        format!("{app}.{}", self.manager.address)
+    }
+
+    /// The app's running web tasks as `ps:report --json` gives them: (name, node, release).
+    fn web_tasks(&self, app: &str) -> Vec<(String, String, i64)> {
+        let report: Vec<serde_json::Value> =
+            serde_json::from_str(&self.ssh_ok(&["ps:report", app, "--json"])).expect("report");
+        report
+            .iter()
+            .filter(|c| c["process"] == "web" && c["state"] == "running")
+            .map(|c| {
+                (
+                    c["name"].as_str().unwrap_or_default().to_string(),
+                    c["node"].as_str().unwrap_or_default().to_string(),
+                    c["release"].as_i64().unwrap_or_default(),
+                )
+            })
+            .collect()
+    }
+
+    /// Waits until the app runs `count` web tasks of `release`, and gives them by node.
+    fn wait_tasks(&self, app: &str, count: usize, release: i64) -> BTreeMap<String, usize> {
+        wait(&format!("{count} web tasks of v{release}"), || {
+            let tasks = self.web_tasks(app);
+            (tasks.len() == count && tasks.iter().all(|t| t.2 == release)).then(|| {
+                let mut by_node = BTreeMap::new();
+                for (_, node, _) in tasks {
+                    *by_node.entry(node).or_insert(0) += 1;
+                }
+                by_node
+            })
+        })
+    }
+
+    /// What `/who` answers through the router, over `tries` requests: the distinct answers.
+    fn answers(&self, app: &str, tries: usize) -> BTreeSet<String> {
+        (0..tries)
+            .filter_map(|_| http_request(&self.router(), &self.site(app), "/who"))
+            .filter(|(status, _)| *status == 200)
+            .map(|(_, body)| body.trim().to_string())
+            .collect()
+    }
+
+    fn hostname(host: &Host) -> String {
+        host.name.clone()
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let mut names = vec![self.manager.name.clone()];
+        names.extend(self.workers.iter().map(|w| w.name.clone()));
+        let _ = Command::new("docker")
+            .args(["rm", "-f", "-v"])
+            .args(&names)
+            .output();
+        let _ = Command::new("docker")
+            .args(["network", "rm", &self.network])
+            .output();
+    }
+}
+
+/// Requests from several clients at once until stopped: (made, failed, first failures).
+struct Clients {
+    stop: Arc<AtomicBool>,
+    made: Arc<AtomicUsize>,
+    failed: Arc<AtomicUsize>,
+    threads: Vec<std::thread::JoinHandle<Vec<String>>>,
+}
+
+impl Clients {
+    fn start(count: usize, router: &str, site: &str, good: fn(&str) -> bool) -> Clients {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (made, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let threads = (0..count)
+            .map(|_| {
+                let (stop, made, failed) = (stop.clone(), made.clone(), failed.clone());
+                let (router, site) = (router.to_string(), site.to_string());
+                std::thread::spawn(move || {
+                    let mut failures = Vec::new();
+                    while !stop.load(Ordering::Relaxed) {
+                        made.fetch_add(1, Ordering::Relaxed);
+                        let answer = http_request(&router, &site, "/who");
+                        if !answer
+                            .as_ref()
+                            .is_some_and(|(status, body)| *status == 200 && good(body))
+                        {
+                            failed.fetch_add(1, Ordering::Relaxed);
+                            if failures.len() < 5 {
+                                failures.push(format!("{answer:?}"));
+                            }
+                        }
+                        std::thread::sleep(Duration::from_millis(10));
+                    }
+                    failures
+                })
+            })
+            .collect();
+        Clients {
+            stop,
+            made,
+            failed,
+            threads,
+        }
+    }
+
+    fn finish(self) -> (usize, usize, Vec<String>) {
+        self.stop.store(true, Ordering::Relaxed);
+        let failures = self
+            .threads
+            .into_iter()
+            .flat_map(|t| t.join().expect("client"))
+            .collect();
+        (
+            self.made.load(Ordering::Relaxed),
+            self.failed.load(Ordering::Relaxed),
+            failures,
+        )
+    }
+}
+
+/// Swarm work (pulls on the nodes, a node's loss noticed) takes longer than a local engine's.
+fn wait<T>(what: &str, check: impl FnMut() -> Option<T>) -> T {
+    wait_up_to(Duration::from_secs(90), what, check)
+}
+
+#[test]
+fn a_three_node_swarm_runs_every_app_on_every_node_and_loses_nothing() {
+    let cluster = Cluster::make();
+    let nodes = cluster.nodes();
+    let roles: BTreeSet<String> = nodes
+        .iter()
+        .map(|n| n["role"].as_str().unwrap_or_default().to_string())
+        .collect();
+    assert_eq!(
+        roles,
+        BTreeSet::from(["leader".to_string(), "worker".to_string()]),
+        "{nodes:?}"
+    );
+    let worker_1 = Cluster::hostname(&cluster.workers[0]);
+    let worker_2 = Cluster::hostname(&cluster.workers[1]);
+
+    // A push: the app runs on the swarm (install.sh --swarm made it the default target), its
+    // image pulled by the nodes from berth's registry.
+    let app = app_name("cluster");
+    cluster.ssh_ok(&["apps:create", &app]);
+    cluster.ssh_ok(&["config:set", &app, "GREETING=hello"]);
+    let repo = who_app("v1");
+    let push = cluster.push(repo.path(), &app);
+    assert!(push.status.success(), "{}", text(&push));
+    cluster.wait_tasks(&app, 1, 1);
+
+    // Scale 1 → 3: the tasks spread over the nodes, every one answers through the router.
+    cluster.ssh_ok(&["ps:scale", &app, "web=3"]);
+    let by_node = cluster.wait_tasks(&app, 3, 1);
+    assert!(by_node.len() >= 2, "tasks on one node only: {by_node:?}");
+    let expected: BTreeSet<String> = (1..=3).map(|i| format!("web.{i} hello")).collect();
+    assert_eq!(cluster.answers(&app, 30), expected);
+    // ... and each worker's engine pulled the release from the registry itself.
+    for worker in &cluster.workers {
+        if by_node.contains_key(&worker.name) {
+            let images = worker.ok("docker image ls --format '{{.Repository}}'");
+            assert!(
+                images.contains(&format!("{}:5055/{app}", cluster.manager.address)),
+                "{}: {images}",
+                worker.name
+            );
+        }
+    }
+
+    // 3 → 6 → 2.
+    cluster.ssh_ok(&["ps:scale", &app, "web=6"]);
+    let by_node = cluster.wait_tasks(&app, 6, 1);
+    assert_eq!(
+        by_node.len(),
+        3,
+        "six tasks not spread over three nodes: {by_node:?}"
+    );
+    let expected: BTreeSet<String> = (1..=6).map(|i| format!("web.{i} hello")).collect();
+    assert_eq!(cluster.answers(&app, 60), expected);
+    cluster.ssh_ok(&["ps:scale", &app, "web=2"]);
+    cluster.wait_tasks(&app, 2, 1);
+    let expected: BTreeSet<String> = (1..=2).map(|i| format!("web.{i} hello")).collect();
+    wait("only two instances answering", || {
+        (cluster.answers(&app, 20) == expected).then_some(())
+    });
+
+    // ps:report names each task's node (text too), logs come from tasks on any node.
+    let report = cluster.ssh_ok(&["ps:report", &app]);
+    let tasks = cluster.web_tasks(&app);
+    for (name, node, _) in &tasks {
+        assert!(report.contains(name) && report.contains(node), "{report}");
+    }
+    let logs = cluster.ssh_ok(&["logs", &app]);
+    for slot in 1..=2 {
+        assert!(
+            logs.contains(&format!("web.{slot} | booting web.{slot}")),
+            "{logs}"
+        );
+    }
+
+    // A release that crashes at start: the swarm rolls back, v1 serves on from every node.
+    std::fs::write(
+        repo.path().join("Dockerfile"),
+        "FROM berth-test/busybox:latest\nCMD [\"sh\", \"-c\", \"echo crashing; exit 3\"]\n",
+    )
+    .expect("write");
+    commit(repo.path(), "crash");
+    let push = cluster.push(repo.path(), &app);
+    assert!(!push.status.success(), "{}", text(&push));
+    assert!(text(&push).contains("exit code 3"), "{}", text(&push));
+    cluster.wait_tasks(&app, 2, 1);
+    assert_eq!(cluster.answers(&app, 20), expected);
+
+    // A good release, rolled out across the nodes under load: no request fails.
+    git(repo.path(), &["reset", "-q", "--hard", "HEAD~1"]);
+    write_who_app(repo.path(), "v3", "");
+    commit(repo.path(), "v3");
+    let load = Clients::start(4, &cluster.router(), &cluster.site(&app), |b| {
+        b.trim().ends_with("hello")
+    });
+    let push = cluster.push(repo.path(), &app);
+    assert!(push.status.success(), "{}", text(&push));
+    let release = cluster.web_tasks(&app)[0].2;
+    cluster.wait_tasks(&app, 2, release);
+    let (made, failed, failures) = load.finish();
+    assert!(made > 40, "only {made} requests");
+    assert_eq!(
+        failed, 0,
+        "of {made} during the rolling update: {failures:?}"
+    );
+
+    // nodes:drain moves the tasks off a worker with no failed request; activate takes it back.
+    cluster.ssh_ok(&["ps:scale", &app, "web=3"]);
+    cluster.wait_tasks(&app, 3, release);
+    let load = Clients::start(4, &cluster.router(), &cluster.site(&app), |b| {
+        b.trim().ends_with("hello")
+    });
+    cluster.ssh_ok(&["nodes:drain", &worker_1]);
+    let by_node = wait("the drained node empty", || {
+        let by_node = cluster.wait_tasks(&app, 3, release);
+        (!by_node.contains_key(&worker_1)).then_some(by_node)
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    let (made, failed, failures) = load.finish();
+    assert!(made > 40, "only {made} requests");
+    assert_eq!(
+        failed, 0,
+        "of {made} during the drain: {failures:?} ({by_node:?})"
+    );
+    cluster.ssh_ok(&["nodes:activate", &worker_1]);
+
+    // A worker dies under load (its container killed): only requests in flight on it at
+    // that instant may fail; the swarm moves its tasks, berth follows, all answer again.
+    let on_worker_2 = wait("a task on worker-2", || {
+        cluster
+            .wait_tasks(&app, 3, release)
+            .get(&worker_2)
+            .copied()
+            .filter(|n| *n > 0)
+    });
+    let clients = 4;
+    let load = Clients::start(clients, &cluster.router(), &cluster.site(&app), |b| {
+        b.trim().ends_with("hello")
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    let killed = Instant::now();
+    let kill = Command::new("docker")
+        .args(["kill", &cluster.workers[1].name])
+        .output()
+        .expect("docker kill");
+    assert!(kill.status.success(), "{}", text(&kill));
+    let by_node = wait("the tasks back on the other nodes", || {
+        let tasks = cluster.web_tasks(&app);
+        (tasks.len() == 3 && tasks.iter().all(|t| t.1 != worker_2)).then_some(tasks)
+    });
+    let back = killed.elapsed();
+    std::thread::sleep(Duration::from_secs(3));
+    let (made, failed, failures) = load.finish();
+    eprintln!(
+        "node loss: {failed} of {made} requests failed ({on_worker_2} of 3 tasks on the lost node, {clients} clients), tasks back in {back:?}"
+    );
+    assert!(
+        failed <= clients,
+        "{failed} of {made} failed, more than the {clients} that can be in flight: {failures:?} ({by_node:?})"
+    );
+
+    // Gone: the app's stack, its tasks on the nodes left.
+    cluster.ssh_ok(&["apps:destroy", &app, "--confirm", &app]);
+    for host in [&cluster.manager, &cluster.workers[0]] {
+        wait("no task container left", || {
+            host.ok("docker ps -aq --filter label=com.docker.swarm.service.name")
+                .trim()
+                .is_empty()
+                .then_some(())
+        });
+    }
+}
