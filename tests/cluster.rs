@@ -352,6 +352,26 @@ fn a_three_node_swarm_runs_every_app_on_every_node_and_loses_nothing() {
         "of {made} during the rolling update: {failures:?}"
     );
 
+    // Placement: pinned to the nodes labelled so, then free again; a bad one changes nothing.
+    cluster.ssh_ok(&["nodes:label", &worker_1, "zone=eu"]);
+    cluster.ssh_ok(&["apps:set", &app, "placement=node.labels.zone==eu"]);
+    let by_node = cluster.wait_tasks(&app, 2, release);
+    assert_eq!(
+        by_node.keys().collect::<Vec<_>>(),
+        [&worker_1],
+        "{by_node:?}"
+    );
+    let bad = cluster.ssh(&["apps:set", &app, "placement=zone==eu"]);
+    assert!(
+        !bad.status.success() && text(&bad).contains("node.labels.KEY==VALUE"),
+        "{}",
+        text(&bad)
+    );
+    let info = cluster.ssh_ok(&["apps:info", &app, "--json"]);
+    assert!(info.contains("node.labels.zone==eu"), "{info}");
+    cluster.ssh_ok(&["apps:set", &app, "placement="]);
+    cluster.ssh_ok(&["nodes:label", &worker_1, "zone-"]);
+
     // nodes:drain moves the tasks off a worker with no failed request; activate takes it back.
     cluster.ssh_ok(&["ps:scale", &app, "web=3"]);
     cluster.wait_tasks(&app, 3, release);

@@ -41,6 +41,13 @@ struct AppView {
     deploy_branch: String,
     /// Where it runs: docker, systemd, swarm or kubernetes.
     target: String,
+    /// swarm: where its tasks may run (`apps:set APP placement=…`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    placement: Vec<String>,
+    /// Fewer instances run than wanted, and why (what the engine or the swarm says of the
+    /// ones that do not run): `web: 2 of 3 running (no suitable node ...)`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    degraded: Option<String>,
     created_at: String,
     updated_at: String,
 }
@@ -78,6 +85,30 @@ fn view(
         }
         counts
     });
+    // Degraded: the release runs, with fewer instances of a process than its formation wants.
+    let degraded = running.as_ref().and_then(|counts| {
+        if running_release.is_none() || app.stopped {
+            return None;
+        }
+        let short: Vec<String> = ops::formation(app)
+            .iter()
+            .filter_map(|(process, wanted)| {
+                let have = counts.get(process).copied().unwrap_or(0);
+                (have < *wanted).then(|| {
+                    let why = live
+                        .unwrap_or_default()
+                        .iter()
+                        .find(|c| {
+                            &c.process == process && c.state != "running" && !c.status.is_empty()
+                        })
+                        .map(|c| format!(" ({})", c.status))
+                        .unwrap_or_default();
+                    format!("{process}: {have} of {wanted} running{why}")
+                })
+            })
+            .collect();
+        (!short.is_empty()).then(|| short.join("; "))
+    });
     AppView {
         name: app.name.to_string(),
         state: if live.is_some() {
@@ -101,6 +132,8 @@ fn view(
             .deploy_branch
             .clone()
             .unwrap_or_else(|| berth.config.deploy_branch.clone()),
+        placement: app.placement.0.clone(),
+        degraded,
         created_at: app.created_at.clone(),
         updated_at: app.updated_at.clone(),
     }
@@ -187,6 +220,9 @@ pub async fn list(berth: &Berth, who: &Identity, args: &Args) -> Result<String, 
             v.owner,
             v.url.as_deref().unwrap_or("-")
         );
+        if let Some(degraded) = &v.degraded {
+            text += &format!("  degraded: {degraded}\n");
+        }
     }
     if live.is_none() {
         text += "(the Docker engine did not answer: states are unknown)\n";
@@ -315,6 +351,12 @@ pub async fn info(berth: &Berth, who: &Identity, args: &Args) -> Result<String, 
     }
     let mut text = format!("=== {}\n", v.name);
     text += &format!("state:         {}\n", v.state);
+    if let Some(degraded) = &v.degraded {
+        text += &format!("degraded:      {degraded}\n");
+    }
+    if !v.placement.is_empty() {
+        text += &format!("placement:     {}\n", v.placement.join(", "));
+    }
     text += &format!("owner:         {}\n", v.owner);
     text += &format!(
         "grants:        {}\n",

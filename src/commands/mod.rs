@@ -429,7 +429,7 @@ pub const SPECS: &[Spec] = &[
     },
     Spec {
         name: "apps:set",
-        usage: "apps:set APP target=docker|systemd|swarm|kubernetes | deploy_branch=NAME",
+        usage: "apps:set APP target=docker|systemd|swarm|kubernetes | deploy_branch=NAME | placement=node.labels.KEY==VALUE[,...]",
         summary: "where the app runs (admins only; a running app moves there now; refused when this host cannot apply it), or which branch deploys",
         flags: &[],
         positional: (2, None),

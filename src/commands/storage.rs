@@ -151,7 +151,16 @@ pub async fn mount(
         path: &path,
     };
     ops::mount(berth, &app, mount, &who.key_name, out).await?;
-    Ok(format!("-----> Mounted {name} at {path} in {}\n", app.name))
+    // Volumes live on one node: on a swarm, the app's tasks stay on it.
+    let pinned = if ops::target(berth, &app) == crate::deploy::render::Target::Swarm {
+        "\n       its tasks run only on this swarm node, which holds the data (volumes are local to a node)"
+    } else {
+        ""
+    };
+    Ok(format!(
+        "-----> Mounted {name} at {path} in {}{pinned}\n",
+        app.name
+    ))
 }
 
 pub async fn unmount(

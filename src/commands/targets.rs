@@ -66,9 +66,69 @@ pub async fn set(
                     .map_err(internal)?;
                 done.push(format!("deploy_branch={value}"));
             }
+            "placement" => {
+                // Which machines run an app is the host's decision, as its target is.
+                if !who.is_admin() {
+                    return Err("not allowed: only admins may set an app's placement".to_string());
+                }
+                let constraints: Vec<String> = value
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|c| !c.is_empty())
+                    .map(String::from)
+                    .collect();
+                for constraint in &constraints {
+                    ops::check_constraint(constraint)?;
+                }
+                let before = app.placement.0.clone();
+                let json = serde_json::to_string(&constraints).map_err(internal)?;
+                berth
+                    .store
+                    .set_placement(app.id, &json)
+                    .await
+                    .map_err(internal)?;
+                app.reload(berth).await?;
+                // A swarm app that runs moves now (the stack applied again, start-first); if
+                // the swarm cannot place it, the placement it had stays.
+                let running = berth
+                    .store
+                    .running_release(app.id)
+                    .await
+                    .map_err(internal)?
+                    .is_some();
+                if ops::target(berth, &app) == Target::Swarm && running && !app.stopped {
+                    let formation = ops::formation(&app);
+                    if let Err(message) =
+                        ops::scale(berth, &app, &formation, &who.key_name, out).await
+                    {
+                        let json = serde_json::to_string(&before).map_err(internal)?;
+                        berth
+                            .store
+                            .set_placement(app.id, &json)
+                            .await
+                            .map_err(internal)?;
+                        return Err(format!(
+                            "{message}; the placement stays {}",
+                            if before.is_empty() {
+                                "any node".to_string()
+                            } else {
+                                before.join(",")
+                            }
+                        ));
+                    }
+                }
+                done.push(format!(
+                    "placement={}",
+                    if constraints.is_empty() {
+                        "any node".to_string()
+                    } else {
+                        constraints.join(",")
+                    }
+                ));
+            }
             other => {
                 return Err(format!(
-                    "unknown setting {other:?}: apps:set knows target and deploy_branch"
+                    "unknown setting {other:?}: apps:set knows target, deploy_branch and placement"
                 ));
             }
         }

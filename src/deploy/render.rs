@@ -181,6 +181,10 @@ pub struct Context {
     /// applies the units; empty (as `deploy:render` shows them): the engine picks (`0`).
     #[serde(default)]
     pub host_ports: Vec<u16>,
+    /// swarm target: the placement constraints of the app's tasks (`apps:set APP
+    /// placement=…`, and the node that holds its volumes).
+    #[serde(default)]
+    pub placement: Vec<String>,
 }
 
 /// One rendered file: its name and text.
@@ -513,6 +517,7 @@ pub fn bench(iterations: usize) {
         publish_address: "0.0.0.0".into(),
         app_port: 40000,
         host_ports: Vec::new(),
+        placement: Vec::new(),
     };
     println!(
         "render: median of {iterations} renders, an app with 3 process types (web x3, worker x2, clock x1)"
@@ -570,6 +575,7 @@ mod tests {
             publish_address: "0.0.0.0".into(),
             app_port: 40001,
             host_ports: vec![40002, 40003],
+            placement: vec!["node.labels.zone==eu".into()],
         }
     }
 

@@ -316,6 +316,16 @@ impl Scheduler {
         Ok(reports)
     }
 
+    /// The id of this engine's swarm node, when it is part of a swarm (an app with volumes is
+    /// pinned to it: its volumes live here).
+    pub async fn local_node(&self) -> Option<String> {
+        let docker = engine_or_fake!(self, fake => None);
+        let info = docker.info().await.ok()?;
+        let swarm = info.swarm?;
+        let active = swarm.local_node_state.map(|s| s.to_string()).as_deref() == Some("active");
+        swarm.node_id.filter(|id| active && !id.is_empty())
+    }
+
     /// Every instance berth runs, by app: this engine's containers in one call, the swarm's
     /// tasks (on any node) in another.
     pub async fn all_instances(&self) -> Result<HashMap<String, Vec<ContainerReport>>, String> {

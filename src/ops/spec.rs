@@ -227,6 +227,8 @@ pub async fn render_context(
     };
     let resources = resources(app);
     let manifest = manifest(release);
+    let volumes = mounts(berth, None, app).await?;
+    let placement = placement(berth, app, !volumes.is_empty()).await;
     let commands = &manifest.processes;
     let scalable: Vec<&String> = manifest.scalable().map(|(name, _)| name).collect();
     let processes = formation(app)
@@ -261,11 +263,56 @@ pub async fn render_context(
         labels: app.labels.0.clone(),
         processes,
         domains: vec![format!("{}.{}", app.name, berth.config.public_host)],
-        volumes: mounts(berth, None, app).await?,
+        volumes,
         publish_address: berth.config.publish_address.to_string(),
         app_port: app.port.and_then(|p| u16::try_from(p).ok()).unwrap_or(0),
         host_ports: Vec::new(),
+        placement,
     })
+}
+
+/// Where the app's swarm tasks may run: its own constraints (`apps:set APP placement=…`), and,
+/// when it mounts volumes, the node that holds them (this engine's: volumes are local to a
+/// node, so its tasks are never split from their data).
+pub async fn placement(berth: &Berth, app: &App, has_volumes: bool) -> Vec<String> {
+    let mut placement = app.placement.0.clone();
+    if has_volumes
+        && let Ok(scheduler) = berth
+            .scheduler_within(std::time::Duration::from_secs(1))
+            .await
+        && let Some(node) = scheduler.local_node().await
+    {
+        placement.push(format!("node.id=={node}"));
+    }
+    placement
+}
+
+/// Checks one placement constraint as `apps:set APP placement=…` takes it:
+/// `node.(id|hostname|role|platform.os|platform.arch|labels.KEY)(==|!=)VALUE`.
+pub fn check_constraint(constraint: &str) -> Result<(), String> {
+    let usage = || {
+        format!(
+            "placement {constraint:?} is not node.labels.KEY==VALUE (or node.hostname, node.id, node.role, node.platform.os, node.platform.arch; == or !=)"
+        )
+    };
+    let (field, value) = constraint
+        .split_once("==")
+        .or_else(|| constraint.split_once("!="))
+        .ok_or_else(usage)?;
+    let word = |w: &str| {
+        !w.is_empty()
+            && w.len() <= 128
+            && w.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | '/'))
+    };
+    let known = matches!(
+        field,
+        "node.id" | "node.hostname" | "node.role" | "node.platform.os" | "node.platform.arch"
+    ) || field.strip_prefix("node.labels.").is_some_and(word);
+    if !known || !word(value) {
+        return Err(usage());
+    }
+    Ok(())
 }
 
 /// The release's image as units name it: by its digest once it has one (`repo:vN@sha256:…`),
@@ -429,5 +476,32 @@ mod tests {
             pulled_image("berth/shop:v3", None, None, Some("10.0.0.2:5055")),
             "berth/shop:v3"
         );
+    }
+}
+
+#[cfg(test)]
+mod placement_tests {
+    use super::check_constraint;
+
+    #[test]
+    fn placement_constraints_are_the_swarms_node_fields_only() {
+        for good in [
+            "node.labels.zone==eu",
+            "node.hostname!=db-1",
+            "node.role==worker",
+            "node.platform.arch==x86_64",
+        ] {
+            assert!(check_constraint(good).is_ok(), "{good}");
+        }
+        for bad in [
+            "node.labels.zone",
+            "engine.labels.x==y",
+            "node.labels.zone==eu\n- node.role==manager",
+            "node.labels.zone==\"eu\"",
+            "node.labels.==x",
+            "node.hostname==",
+        ] {
+            assert!(check_constraint(bad).is_err(), "{bad:?}");
+        }
     }
 }

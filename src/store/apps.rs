@@ -29,6 +29,8 @@ pub struct App {
     /// app's engine volumes.
     #[serde(skip)]
     pub uid: String,
+    /// Swarm placement constraints (`apps:set APP placement=node.labels.zone==eu`).
+    pub placement: sqlx::types::Json<Vec<String>>,
 }
 
 impl Store {
@@ -180,6 +182,15 @@ impl Store {
     ) -> StoreResult<()> {
         sqlx::query("UPDATE apps SET target = ? WHERE id = ?")
             .bind(target)
+            .bind(app_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn set_placement(&self, app_id: i64, placement_json: &str) -> StoreResult<()> {
+        sqlx::query("UPDATE apps SET placement = ? WHERE id = ?")
+            .bind(placement_json)
             .bind(app_id)
             .execute(&self.pool)
             .await?;
