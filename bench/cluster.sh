@@ -137,7 +137,7 @@ change "rolling"
 wrk -t2 -c8 -d25s -H "Host: cluster.$manager" "http://$manager/" >"$work/wrk-update.txt" &
 sleep 2; push "$manager" cluster rolling >/dev/null; wait
 echo "rolling update under load (3 tasks on 3 nodes): $(failed "$work/wrk-update.txt")"
-on_worker=$(berth_at "$manager" ps:report cluster --json | grep -o "\"node\":\"$tag-worker-2\"" | wc -l)
+on_worker=$(berth_at "$manager" ps:report cluster | grep -c "$tag-worker-2 " || true)
 wrk -t2 -c8 -d30s -H "Host: cluster.$manager" "http://$manager/" >"$work/wrk-loss.txt" &
 sleep 3; docker kill "$tag-worker-2" >/dev/null; wait
 echo "worker lost under load ($on_worker of 3 tasks on it): $(failed "$work/wrk-loss.txt")"
