@@ -63,7 +63,7 @@ pub fn load_credentials(path: Option<&std::path::Path>) -> Result<(), String> {
     Ok(())
 }
 
-fn credentials(registry: &str) -> Option<DockerCredentials> {
+pub(crate) fn credentials(registry: &str) -> Option<DockerCredentials> {
     CREDENTIALS
         .get()
         .cloned()

@@ -369,6 +369,34 @@ fn a_three_node_swarm_runs_every_app_on_every_node_and_loses_nothing() {
     );
     let info = cluster.ssh_ok(&["apps:info", &app, "--json"]);
     assert!(info.contains("node.labels.zone==eu"), "{info}");
+    // run:task: a one-off task where the placement allows (worker-1), its output and exit code.
+    let run = cluster.ssh(&[
+        "run:task",
+        &app,
+        "sh",
+        "-c",
+        "'echo \"$GREETING from $DYNO\"; echo to-stderr >&2; exit 7'",
+    ]);
+    assert_eq!(run.status.code(), Some(7), "{}", text(&run));
+    assert_eq!(
+        String::from_utf8_lossy(&run.stdout),
+        "hello from run.task\n"
+    );
+    assert!(
+        String::from_utf8_lossy(&run.stderr).contains("to-stderr"),
+        "{}",
+        text(&run)
+    );
+    assert!(
+        String::from_utf8_lossy(&run.stderr).contains(&format!("one-off task on node {worker_1}")),
+        "{}",
+        text(&run)
+    );
+    let services = cluster.manager.ok("docker service ls --format '{{.Name}}'");
+    assert!(
+        !services.contains("-run-"),
+        "the one-off service stayed: {services}"
+    );
     cluster.ssh_ok(&["apps:set", &app, "placement="]);
     cluster.ssh_ok(&["nodes:label", &worker_1, "zone-"]);
 
@@ -427,14 +455,40 @@ fn a_three_node_swarm_runs_every_app_on_every_node_and_loses_nothing() {
         "{failed} of {made} failed, more than the {clients} that can be in flight: {failures:?} ({by_node:?})"
     );
 
-    // Gone: the app's stack, its tasks on the nodes left.
+    // Degraded: pinned to worker-1, which then dies too; no node may take its tasks, and
+    // apps:list / apps:info say so, and why.
+    cluster.ssh_ok(&["nodes:label", &worker_1, "zone=eu"]);
+    cluster.ssh_ok(&["apps:set", &app, "placement=node.labels.zone==eu"]);
+    cluster.wait_tasks(&app, 3, release);
+    let kill = Command::new("docker")
+        .args(["kill", &cluster.workers[0].name])
+        .output()
+        .expect("docker kill");
+    assert!(kill.status.success(), "{}", text(&kill));
+    let degraded = wait("the app degraded", || {
+        let info: serde_json::Value =
+            serde_json::from_str(&cluster.ssh_ok(&["apps:info", &app, "--json"])).expect("info");
+        // With why, once the swarm has made the tasks that wait for a node.
+        info["degraded"]
+            .as_str()
+            .filter(|d| d.contains('('))
+            .map(String::from)
+    });
+    assert!(
+        degraded.starts_with("web: 0 of 3 running") && degraded.contains("no suitable node"),
+        "{degraded}"
+    );
+    let listed = cluster.ssh_ok(&["apps:list"]);
+    assert!(listed.contains("degraded: web: 0 of 3 running"), "{listed}");
+
+    // Gone: the app's stack, its tasks on the node left (the manager).
     cluster.ssh_ok(&["apps:destroy", &app, "--confirm", &app]);
-    for host in [&cluster.manager, &cluster.workers[0]] {
-        wait("no task container left", || {
-            host.ok("docker ps -aq --filter label=com.docker.swarm.service.name")
-                .trim()
-                .is_empty()
-                .then_some(())
-        });
-    }
+    wait("no task container left", || {
+        cluster
+            .manager
+            .ok("docker ps -aq --filter label=com.docker.swarm.service.name")
+            .trim()
+            .is_empty()
+            .then_some(())
+    });
 }

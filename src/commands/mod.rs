@@ -468,6 +468,14 @@ pub const SPECS: &[Spec] = &[
         io: Io::Attached,
     },
     Spec {
+        name: "run:task",
+        usage: "run:task APP COMMAND [ARGS...]",
+        summary: "swarm: the command as a one-off task on any node the app's placement allows; its output and exit code (no stdin)",
+        flags: &[],
+        positional: (2, None),
+        io: Io::Attached,
+    },
+    Spec {
         name: "system:df",
         usage: "system:df [--json]",
         summary: "disk used per app: images, volumes, repo, logs (admins only)",
@@ -688,10 +696,11 @@ pub async fn one_off(
     tty: bool,
 ) -> Option<Result<crate::deploy::OneOff, String>> {
     let (name, rest) = raw.split_first()?;
-    if name != "run" {
-        return None;
+    match name.as_str() {
+        "run" => Some(releases::run(berth, who, rest, tty).await),
+        "run:task" => Some(releases::run_task(berth, who, rest).await),
+        _ => None,
     }
-    Some(releases::run(berth, who, rest, tty).await)
 }
 
 /// Whether this command reads its standard input (the SSH layer then collects it first).

@@ -259,3 +259,75 @@ pub async fn run(
     });
     Ok(one_off)
 }
+
+/// `run:task APP COMMAND...`: the command as a one-off task of the app's swarm, placed by the
+/// swarm on any node the app's placement allows (Heroku's one-off dyno, anywhere in the
+/// cluster). No stdin and no TTY (the swarm attaches neither): `run` gives those, on this host.
+pub async fn run_task(
+    berth: &Berth,
+    who: &Identity,
+    rest: &[String],
+) -> Result<crate::deploy::OneOff, String> {
+    let [app_name, command @ ..] = rest else {
+        return Err("usage: run:task APP COMMAND [ARGS...]".to_string());
+    };
+    if command.is_empty() {
+        return Err("usage: run:task APP COMMAND [ARGS...]".to_string());
+    }
+    let app = app_for(berth, who, app_name, Access::Operate).await?;
+    if ops::target(berth, &app) != crate::deploy::render::Target::Swarm {
+        return Err(format!(
+            "run:task runs on the swarm target only; {} runs on {}: use run",
+            app.name,
+            ops::target(berth, &app)
+        ));
+    }
+    let slot = if who.is_admin() {
+        None
+    } else {
+        Some(berth.runs.enter(who.key_name.clone()).ok_or_else(|| {
+            format!(
+                "you already have {} run containers (member_max_runs): end one first",
+                berth.config.member_max_runs
+            )
+        })?)
+    };
+    let current = ops::running_release(berth, &app, "has no release yet: push one first").await?;
+    let env = current
+        .config
+        .0
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .chain(std::iter::once("DYNO=run.task".to_string()))
+        .collect();
+    let scheduler = berth.scheduler().await?;
+    let detail = format!("v{} (task): {}", current.number, command[0]);
+    berth
+        .store
+        .note_event(Some(app.id), "run", &who.key_name, "started", &detail)
+        .await;
+    let within = ops::run_in(berth, &scheduler, &app, &current).await?;
+    let run = crate::deploy::swarm::TaskRun {
+        app: app.name.to_string(),
+        release: current.number,
+        image: ops::node_image(berth, &current),
+        env,
+        command: command.to_vec(),
+        placement: ops::placement(berth, &app, !within.binds.is_empty()).await,
+        binds: within.binds,
+        registry: berth
+            .config
+            .cluster_registry
+            .clone()
+            .or_else(|| berth.config.registry.clone()),
+        pending_limit: berth.config.ready_timeout() + std::time::Duration::from_secs(30),
+    };
+    let mut one_off = scheduler.run_task(run).await?;
+    let exit = one_off.exit;
+    one_off.exit = Box::pin(async move {
+        let code = exit.await;
+        drop(slot);
+        code
+    });
+    Ok(one_off)
+}

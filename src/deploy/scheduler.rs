@@ -379,6 +379,14 @@ impl Scheduler {
         oneoff::run_one_off(docker, app, image, env, command, within, tty).await
     }
 
+    /// `run:task`: a one-off swarm task of the app, on any node its placement allows.
+    pub async fn run_task(&self, run: swarm::TaskRun) -> Result<OneOff, String> {
+        let docker =
+            engine_or_fake!(self, fake => Err("the fake scheduler runs no tasks".to_string()));
+        swarm::check(docker).await?;
+        swarm::run_task(docker, run).await
+    }
+
     /// A one-off container run to its end (release phase, app.json scripts): its exit code.
     #[allow(clippy::too_many_arguments)]
     pub async fn run_to_end(

@@ -345,12 +345,39 @@ async fn converge(
         if first && let Some(task) = release_failures.first() {
             return Err(task_failure(docker, task, spec).await);
         }
+        // Tasks on a node the service's placement no longer allows are replaced, not new: the
+        // update moves them. (The swarm leaves a task whose node still fits as it is, with the
+        // old template: the node is what counts, not the task's copy of the constraints.)
+        let constraints = |t: Option<&bollard::models::TaskSpec>| {
+            t.and_then(|t| t.placement.as_ref())
+                .and_then(|p| p.constraints.clone())
+                .unwrap_or_default()
+        };
+        let wanted_constraints = constraints(
+            inspected
+                .spec
+                .as_ref()
+                .and_then(|s| s.task_template.as_ref()),
+        );
+        let nodes = node_addresses(docker).await?;
+        let stale: HashSet<String> = all_tasks
+            .iter()
+            .filter(|t| {
+                let node = t
+                    .node_id
+                    .as_ref()
+                    .and_then(|id| nodes.get(id).map(|n| (id, n)));
+                node.is_some_and(|(id, node)| {
+                    !wanted_constraints.iter().all(|c| node.satisfies(id, c))
+                })
+            })
+            .filter_map(|t| t.id.clone())
+            .collect();
         let wanted_tasks: HashSet<String> = all_tasks
             .iter()
             .filter(|t| t.desired_state == Some(TaskState::RUNNING))
             .filter_map(|t| t.id.clone())
             .collect();
-        let nodes = node_addresses(docker).await?;
         let running: Vec<ContainerReport> = task_reports(&service, &all_tasks, &nodes)
             .into_iter()
             .filter(|c| c.state == "running")
@@ -379,7 +406,9 @@ async fn converge(
         let new: Vec<&&ContainerReport> = serving
             .iter()
             .filter(|c| c.release == spec.release)
-            .filter(|c| task_id(&c.name).is_none_or(|id| !replaced.contains(id)))
+            .filter(|c| {
+                task_id(&c.name).is_none_or(|id| !replaced.contains(id) && !stale.contains(id))
+            })
             .collect();
         let note = format!(
             "{}/{} web tasks of v{} answer",
@@ -543,11 +572,38 @@ async fn task_failure(docker: &Docker, task: &bollard::models::Task, spec: &Depl
     }
 }
 
-/// A swarm node as tasks name it: the address the swarm reaches it at, and its hostname.
+/// A swarm node as tasks name it: the address the swarm reaches it at, its hostname, and what
+/// placement constraints test (role, labels).
 #[derive(Debug, Clone)]
 struct Node {
     address: IpAddr,
     hostname: String,
+    role: String,
+    labels: HashMap<String, String>,
+}
+
+impl Node {
+    /// Whether the node fits a placement constraint (`node.labels.K==V`, `node.hostname!=X`,
+    /// ...). Fields berth does not read (the platform) count as fitting.
+    fn satisfies(&self, id: &str, constraint: &str) -> bool {
+        let (field, value, equal) = match constraint.split_once("==") {
+            Some((f, v)) => (f.trim(), v.trim(), true),
+            None => match constraint.split_once("!=") {
+                Some((f, v)) => (f.trim(), v.trim(), false),
+                None => return true,
+            },
+        };
+        let actual = match field {
+            "node.id" => Some(id),
+            "node.hostname" => Some(self.hostname.as_str()),
+            "node.role" => Some(self.role.as_str()),
+            _ => match field.strip_prefix("node.labels.") {
+                Some(key) => self.labels.get(key).map(String::as_str),
+                None => return true,
+            },
+        };
+        (actual == Some(value)) == equal
+    }
 }
 
 /// The swarm's nodes by id.
@@ -564,8 +620,19 @@ async fn node_addresses(docker: &Docker) -> Result<HashMap<String, Node>, String
                 .as_ref()
                 .and_then(|d| d.hostname.clone())
                 .unwrap_or_default();
+            let spec = n.spec.clone().unwrap_or_default();
+            let role = spec.role.map(|r| r.to_string()).unwrap_or_default();
+            let labels = spec.labels.unwrap_or_default();
             let address = n.status?.addr?.parse().ok()?;
-            Some((n.id?, Node { address, hostname }))
+            Some((
+                n.id?,
+                Node {
+                    address,
+                    hostname,
+                    role,
+                    labels,
+                },
+            ))
         })
         .collect())
 }
@@ -652,7 +719,8 @@ fn task_reports(
                 } else {
                     status.state.map_or("-".to_string(), |s| s.to_string())
                 },
-                status: status.message.unwrap_or_default(),
+                // Why a task does not run (`no suitable node ...`) before what it is doing.
+                status: status.err.or(status.message).unwrap_or_default(),
                 restarts: 0,
                 host_port: port,
                 address: running.then_some(address).flatten(),
@@ -663,6 +731,206 @@ fn task_reports(
             })
         })
         .collect()
+}
+
+/// What `run:task` runs: a command of the app's release, as a one-off swarm task.
+pub struct TaskRun {
+    pub app: String,
+    pub release: i64,
+    /// The image as the nodes pull it (`cluster_registry`, by digest).
+    pub image: String,
+    pub env: Vec<String>,
+    pub command: Vec<String>,
+    /// The app's placement (its constraints; the node of its volumes).
+    pub placement: Vec<String>,
+    /// The app's mounts (`source:path`).
+    pub binds: Vec<String>,
+    /// The registry the nodes pull from: berth's credentials for it go with the service.
+    pub registry: Option<String>,
+    /// How long it may wait for a node to take it.
+    pub pending_limit: Duration,
+}
+
+/// `run:task`: the command as a one-off swarm service of one task that is never restarted,
+/// placed by the swarm (on any node the app's placement allows). Its output is the task's log,
+/// given once the task has ended, after a first line naming its node; the exit code is the
+/// task's. The service is removed at the end, or when the caller goes away.
+pub async fn run_task(docker: &Docker, run: TaskRun) -> Result<super::oneoff::OneOff, String> {
+    use super::oneoff::{Chunk, OneOff};
+    use bollard::models::{
+        Mount, MountType, ServiceSpec, ServiceSpecMode, ServiceSpecModeReplicated, TaskSpec,
+        TaskSpecContainerSpec, TaskSpecPlacement, TaskSpecRestartPolicy,
+        TaskSpecRestartPolicyConditionEnum,
+    };
+    use futures_util::StreamExt;
+    let suffix: u32 = rand::random::<u32>() % 1_000_000;
+    let name = format!("berth-{}-run-{suffix}", run.app);
+    let labels = HashMap::from([
+        (super::names::LABEL_APP.to_string(), run.app.clone()),
+        (LABEL_PROCESS.to_string(), "run".to_string()),
+        (LABEL_RELEASE.to_string(), run.release.to_string()),
+    ]);
+    let mounts: Vec<Mount> = run
+        .binds
+        .iter()
+        .filter_map(|bind| {
+            let (source, target) = bind.rsplit_once(':')?;
+            Some(Mount {
+                source: Some(source.to_string()),
+                target: Some(target.to_string()),
+                typ: Some(if source.starts_with('/') {
+                    MountType::BIND
+                } else {
+                    MountType::VOLUME
+                }),
+                ..Default::default()
+            })
+        })
+        .collect();
+    let spec = ServiceSpec {
+        name: Some(name.clone()),
+        labels: Some(labels.clone()),
+        task_template: Some(TaskSpec {
+            container_spec: Some(TaskSpecContainerSpec {
+                image: Some(run.image.clone()),
+                args: Some(run.command.clone()),
+                env: Some(run.env.clone()),
+                labels: Some(labels),
+                init: Some(true),
+                mounts: Some(mounts),
+                ..Default::default()
+            }),
+            restart_policy: Some(TaskSpecRestartPolicy {
+                condition: Some(TaskSpecRestartPolicyConditionEnum::NONE),
+                ..Default::default()
+            }),
+            placement: Some(TaskSpecPlacement {
+                constraints: Some(run.placement.clone()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        mode: Some(ServiceSpecMode {
+            replicated: Some(ServiceSpecModeReplicated { replicas: Some(1) }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let credentials = run
+        .registry
+        .as_deref()
+        .and_then(crate::registry::credentials);
+    docker
+        .create_service(spec, credentials)
+        .await
+        .map_err(|e| {
+            format!(
+                "the swarm refused the one-off task: {}",
+                engine::describe(&e)
+            )
+        })?;
+    let code = std::sync::Arc::new(std::sync::Mutex::new(None::<i64>));
+    let output = {
+        let (docker, name, code) = (docker.clone(), name.clone(), code.clone());
+        let pending_limit = run.pending_limit;
+        futures_util::stream::once(async move {
+            let started = Instant::now();
+            let mut chunks = Vec::new();
+            let mut announced = false;
+            let (task, exit) = loop {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                let Some(task) = tasks(&docker, &name)
+                    .await
+                    .ok()
+                    .and_then(|t| t.into_iter().next())
+                else {
+                    continue;
+                };
+                let status = task.status.clone().unwrap_or_default();
+                if !announced && let Some(node) = task.node_id.as_deref() {
+                    let hostname = node_addresses(&docker)
+                        .await
+                        .ok()
+                        .and_then(|n| n.get(node).map(|n| n.hostname.clone()))
+                        .unwrap_or_else(|| node.to_string());
+                    chunks.push(Chunk::Err(
+                        format!("-----> Running as a one-off task on node {hostname}\n")
+                            .into_bytes(),
+                    ));
+                    announced = true;
+                }
+                match status.state {
+                    Some(TaskState::COMPLETE) => break (Some(task), 0),
+                    Some(TaskState::FAILED) => {
+                        let exit = status
+                            .container_status
+                            .and_then(|c| c.exit_code)
+                            .unwrap_or(1);
+                        break (Some(task), exit);
+                    }
+                    Some(TaskState::REJECTED | TaskState::SHUTDOWN | TaskState::ORPHANED) => {
+                        let why = status.err.or(status.message).unwrap_or_default();
+                        chunks.push(Chunk::Err(
+                            format!(" !     the one-off task did not run: {why}\n").into_bytes(),
+                        ));
+                        break (None, 1);
+                    }
+                    Some(TaskState::PENDING | TaskState::NEW | TaskState::ALLOCATED)
+                        if started.elapsed() > pending_limit =>
+                    {
+                        let why = status.err.or(status.message).unwrap_or_default();
+                        chunks.push(Chunk::Err(
+                            format!(" !     no node took the one-off task: {why}\n").into_bytes(),
+                        ));
+                        break (None, 1);
+                    }
+                    _ => {}
+                }
+            };
+            if let Some(id) = task.and_then(|t| t.id) {
+                let options = bollard::query_parameters::LogsOptionsBuilder::default()
+                    .stdout(true)
+                    .stderr(true)
+                    .build();
+                let mut logs = docker.task_logs(&id, Some(options));
+                while let Some(Ok(item)) = logs.next().await {
+                    match item {
+                        bollard::container::LogOutput::StdErr { message } => {
+                            chunks.push(Chunk::Err(message.to_vec()))
+                        }
+                        other => chunks.push(Chunk::Out(other.into_bytes().to_vec())),
+                    }
+                }
+            }
+            *code.lock().unwrap_or_else(|p| p.into_inner()) = Some(exit);
+            futures_util::stream::iter(chunks)
+        })
+        .flatten()
+        .boxed()
+    };
+    let exit = {
+        let (docker, name) = (docker.clone(), name.clone());
+        async move {
+            let _ = docker.delete_service(&name).await;
+            code.lock().unwrap_or_else(|p| p.into_inner()).unwrap_or(1)
+        }
+        .boxed()
+    };
+    let abort: Box<dyn FnOnce() -> BoxFuture<'static, ()> + Send> = {
+        let docker = docker.clone();
+        Box::new(move || {
+            async move {
+                let _ = docker.delete_service(&name).await;
+            }
+            .boxed()
+        })
+    };
+    Ok(OneOff {
+        output,
+        input: Box::pin(tokio::io::sink()),
+        exit,
+        abort,
+    })
 }
 
 /// The web tasks of the app's service, wherever they run (the reconciler): as reports.
@@ -762,6 +1030,8 @@ mod tests {
         let node = |address: &str, hostname: &str| Node {
             address: address.parse().unwrap(),
             hostname: hostname.to_string(),
+            role: "worker".to_string(),
+            labels: HashMap::new(),
         };
         let nodes = HashMap::from([
             ("n1".to_string(), node("10.0.0.1", "manager")),
@@ -799,6 +1069,25 @@ mod tests {
         assert!(same_image("127.0.0.1:5055/shop:v3", release));
         assert!(!same_image("10.0.0.2:5055/shop:v2@sha256:ab", release));
         assert!(!same_image("10.0.0.2:5055/shop-v2:v3@sha256:ab", release));
+    }
+
+    #[test]
+    fn nodes_fit_the_placement_constraints_they_match() {
+        let node = Node {
+            address: "10.0.0.2".parse().unwrap(),
+            hostname: "worker-1".into(),
+            role: "worker".into(),
+            labels: HashMap::from([("zone".to_string(), "eu".to_string())]),
+        };
+        assert!(node.satisfies("n1", "node.labels.zone==eu"));
+        assert!(!node.satisfies("n1", "node.labels.zone==us"));
+        assert!(node.satisfies("n1", "node.labels.zone!=us"));
+        assert!(!node.satisfies("n1", "node.labels.disk==ssd"));
+        assert!(node.satisfies("n1", "node.labels.disk!=ssd"));
+        assert!(node.satisfies("n1", "node.hostname==worker-1"));
+        assert!(!node.satisfies("n1", "node.role==manager"));
+        assert!(node.satisfies("n1", "node.id==n1"));
+        assert!(node.satisfies("n1", "node.platform.os==linux"));
     }
 
     #[test]

@@ -366,8 +366,26 @@ async fn revive_swarm(
         }
         return Ok(());
     }
+    // A task the swarm started anew (on another node after a node's loss, after a crash) is
+    // served once it answers: the engine's port proxy takes connections before the app does.
+    // The ones served already stay (the router takes out one that stops answering).
+    let served = berth.plane.traffic(&app.name).await.unwrap_or_default();
+    let health = manifest(current).healthcheck;
+    let mut ready = Vec::with_capacity(addresses.len());
+    for address in addresses {
+        if served.contains_key(&address)
+            || crate::deploy::probe::probe(address, health.as_ref())
+                .await
+                .is_ok()
+        {
+            ready.push(address);
+        }
+    }
+    if ready.is_empty() {
+        return Ok(());
+    }
     let port = app_port(berth, app).await?;
-    berth.plane.point(&app.name, port, &addresses).await?;
+    berth.plane.point(&app.name, port, &ready).await?;
     if matches!(app.state, AppState::Unknown | AppState::Lost) {
         store
             .set_app_state(app.id, AppState::Running, ACTOR)

@@ -315,6 +315,16 @@ pub fn check_constraint(constraint: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// The release's image as the swarm's nodes pull it (`run:task`).
+pub fn node_image(berth: &Berth, release: &Release) -> String {
+    pulled_image(
+        &release.image,
+        release.digest.as_deref(),
+        berth.config.registry.as_deref(),
+        berth.config.cluster_registry.as_deref(),
+    )
+}
+
 /// The release's image as units name it: by its digest once it has one (`repo:vN@sha256:…`),
 /// and at the registry's `cluster_registry` address when there is one (what every node of a
 /// swarm reaches; the engine berth builds on pushed it through `registry`, the same store).
