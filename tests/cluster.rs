@@ -11,8 +11,6 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use common::hosts::*;
@@ -182,65 +180,6 @@ impl Drop for Cluster {
     }
 }
 
-/// Requests from several clients at once until stopped: (made, failed, first failures).
-struct Clients {
-    stop: Arc<AtomicBool>,
-    made: Arc<AtomicUsize>,
-    failed: Arc<AtomicUsize>,
-    threads: Vec<std::thread::JoinHandle<Vec<String>>>,
-}
-
-impl Clients {
-    fn start(count: usize, router: &str, site: &str, good: fn(&str) -> bool) -> Clients {
-        let stop = Arc::new(AtomicBool::new(false));
-        let (made, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
-        let threads = (0..count)
-            .map(|_| {
-                let (stop, made, failed) = (stop.clone(), made.clone(), failed.clone());
-                let (router, site) = (router.to_string(), site.to_string());
-                std::thread::spawn(move || {
-                    let mut failures = Vec::new();
-                    while !stop.load(Ordering::Relaxed) {
-                        made.fetch_add(1, Ordering::Relaxed);
-                        let answer = http_request(&router, &site, "/who");
-                        if !answer
-                            .as_ref()
-                            .is_some_and(|(status, body)| *status == 200 && good(body))
-                        {
-                            failed.fetch_add(1, Ordering::Relaxed);
-                            if failures.len() < 5 {
-                                failures.push(format!("{answer:?}"));
-                            }
-                        }
-                        std::thread::sleep(Duration::from_millis(10));
-                    }
-                    failures
-                })
-            })
-            .collect();
-        Clients {
-            stop,
-            made,
-            failed,
-            threads,
-        }
-    }
-
-    fn finish(self) -> (usize, usize, Vec<String>) {
-        self.stop.store(true, Ordering::Relaxed);
-        let failures = self
-            .threads
-            .into_iter()
-            .flat_map(|t| t.join().expect("client"))
-            .collect();
-        (
-            self.made.load(Ordering::Relaxed),
-            self.failed.load(Ordering::Relaxed),
-            failures,
-        )
-    }
-}
-
 /// Swarm work (pulls on the nodes, a node's loss noticed) takes longer than a local engine's.
 fn wait<T>(what: &str, check: impl FnMut() -> Option<T>) -> T {
     wait_up_to(Duration::from_secs(90), what, check)
@@ -338,7 +277,7 @@ fn a_three_node_swarm_runs_every_app_on_every_node_and_loses_nothing() {
     git(repo.path(), &["reset", "-q", "--hard", "HEAD~1"]);
     write_who_app(repo.path(), "v3", "");
     commit(repo.path(), "v3");
-    let load = Clients::start(4, &cluster.router(), &cluster.site(&app), |b| {
+    let load = Load::start_many(4, &cluster.router(), &cluster.site(&app), "/who", |b| {
         b.trim().ends_with("hello")
     });
     let push = cluster.push(repo.path(), &app);
@@ -403,7 +342,7 @@ fn a_three_node_swarm_runs_every_app_on_every_node_and_loses_nothing() {
     // nodes:drain moves the tasks off a worker with no failed request; activate takes it back.
     cluster.ssh_ok(&["ps:scale", &app, "web=3"]);
     cluster.wait_tasks(&app, 3, release);
-    let load = Clients::start(4, &cluster.router(), &cluster.site(&app), |b| {
+    let load = Load::start_many(4, &cluster.router(), &cluster.site(&app), "/who", |b| {
         b.trim().ends_with("hello")
     });
     cluster.ssh_ok(&["nodes:drain", &worker_1]);
@@ -430,9 +369,13 @@ fn a_three_node_swarm_runs_every_app_on_every_node_and_loses_nothing() {
             .filter(|n| *n > 0)
     });
     let clients = 4;
-    let load = Clients::start(clients, &cluster.router(), &cluster.site(&app), |b| {
-        b.trim().ends_with("hello")
-    });
+    let load = Load::start_many(
+        clients,
+        &cluster.router(),
+        &cluster.site(&app),
+        "/who",
+        |b| b.trim().ends_with("hello"),
+    );
     std::thread::sleep(Duration::from_secs(1));
     let killed = Instant::now();
     let kill = Command::new("docker")

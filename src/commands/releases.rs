@@ -215,17 +215,7 @@ pub async fn run(
         return Err("usage: run APP COMMAND [ARGS...]".to_string());
     }
     let app = app_for(berth, who, app_name, Access::Operate).await?;
-    // One member cannot fill the host with one-off containers (finding 28).
-    let slot = if who.is_admin() {
-        None
-    } else {
-        Some(berth.runs.enter(who.key_name.clone()).ok_or_else(|| {
-            format!(
-                "you already have {} run containers (member_max_runs): end one first",
-                berth.config.member_max_runs
-            )
-        })?)
-    };
+    let slot = run_slot(berth, who)?;
     let current = ops::running_release(berth, &app, "has no release yet: push one first").await?;
     let config: BTreeMap<String, String> = current.config.0.clone();
     let env = config
@@ -240,7 +230,7 @@ pub async fn run(
         .note_event(Some(app.id), "run", &who.key_name, "started", &detail)
         .await;
     let within = ops::run_in(berth, &scheduler, &app, &current).await?;
-    let mut one_off = scheduler
+    let one_off = scheduler
         .run_one_off(
             &app.name,
             &current.image,
@@ -250,14 +240,39 @@ pub async fn run(
             tty,
         )
         .await?;
-    // The slot is held until the container has exited (or the caller went away).
+    Ok(held_until_exit(one_off, slot))
+}
+
+/// A member's run slot (`member_max_runs`; one member cannot fill the nodes with one-off
+/// containers, finding 28); admins take none.
+fn run_slot(berth: &Berth, who: &Identity) -> Result<Option<crate::limits::Slot<String>>, String> {
+    if who.is_admin() {
+        return Ok(None);
+    }
+    berth
+        .runs
+        .enter(who.key_name.clone())
+        .map(Some)
+        .ok_or_else(|| {
+            format!(
+                "you already have {} run containers (member_max_runs): end one first",
+                berth.config.member_max_runs
+            )
+        })
+}
+
+/// The one-off, with the run slot held until it has exited (or the caller went away).
+fn held_until_exit(
+    mut one_off: crate::deploy::OneOff,
+    slot: Option<crate::limits::Slot<String>>,
+) -> crate::deploy::OneOff {
     let exit = one_off.exit;
     one_off.exit = Box::pin(async move {
         let code = exit.await;
         drop(slot);
         code
     });
-    Ok(one_off)
+    one_off
 }
 
 /// `run:task APP COMMAND...`: the command as a one-off task of the app's swarm, placed by the
@@ -282,16 +297,7 @@ pub async fn run_task(
             ops::target(berth, &app)
         ));
     }
-    let slot = if who.is_admin() {
-        None
-    } else {
-        Some(berth.runs.enter(who.key_name.clone()).ok_or_else(|| {
-            format!(
-                "you already have {} run containers (member_max_runs): end one first",
-                berth.config.member_max_runs
-            )
-        })?)
-    };
+    let slot = run_slot(berth, who)?;
     let current = ops::running_release(berth, &app, "has no release yet: push one first").await?;
     let env = current
         .config
@@ -322,12 +328,6 @@ pub async fn run_task(
             .or_else(|| berth.config.registry.clone()),
         pending_limit: berth.config.ready_timeout() + std::time::Duration::from_secs(30),
     };
-    let mut one_off = scheduler.run_task(run).await?;
-    let exit = one_off.exit;
-    one_off.exit = Box::pin(async move {
-        let code = exit.await;
-        drop(slot);
-        code
-    });
-    Ok(one_off)
+    let one_off = scheduler.run_task(run).await?;
+    Ok(held_until_exit(one_off, slot))
 }

@@ -11,20 +11,10 @@ pub fn log_stream(
     tail: i64,
     follow: bool,
 ) -> futures_util::stream::BoxStream<'static, Vec<u8>> {
-    let options = LogsOptionsBuilder::default()
-        .stdout(true)
-        .stderr(true)
-        .follow(follow)
-        .tail(&tail.to_string())
-        .build();
-    let docker = docker.clone();
     let name = name.to_string();
-    // The engine's stream borrows nothing from us once made; move the client in to keep it alive.
-    futures_util::stream::once(async move { docker.logs(&name, Some(options)) })
-        .flatten()
-        .take_while(|item| std::future::ready(item.is_ok()))
-        .filter_map(|item| std::future::ready(item.ok().map(|chunk| chunk.into_bytes().to_vec())))
-        .boxed()
+    stream_of(docker, tail, follow, move |docker, options| {
+        docker.logs(&name, Some(options)).boxed()
+    })
 }
 
 /// A swarm task's output, fetched by the manager from the node that runs it: as `log_stream`.
@@ -34,6 +24,25 @@ pub fn task_log_stream(
     tail: i64,
     follow: bool,
 ) -> futures_util::stream::BoxStream<'static, Vec<u8>> {
+    let task = task.to_string();
+    stream_of(docker, tail, follow, move |docker, options| {
+        docker.task_logs(&task, Some(options)).boxed()
+    })
+}
+
+type LogItems = futures_util::stream::BoxStream<
+    'static,
+    Result<bollard::container::LogOutput, bollard::errors::Error>,
+>;
+
+/// The engine's log stream `open` makes (stdout and stderr, the last `tail` lines, `follow`),
+/// as bytes, up to its first error.
+fn stream_of(
+    docker: &Docker,
+    tail: i64,
+    follow: bool,
+    open: impl FnOnce(Docker, bollard::query_parameters::LogsOptions) -> LogItems + Send + 'static,
+) -> futures_util::stream::BoxStream<'static, Vec<u8>> {
     let options = LogsOptionsBuilder::default()
         .stdout(true)
         .stderr(true)
@@ -41,8 +50,8 @@ pub fn task_log_stream(
         .tail(&tail.to_string())
         .build();
     let docker = docker.clone();
-    let task = task.to_string();
-    futures_util::stream::once(async move { docker.task_logs(&task, Some(options)) })
+    // The engine's stream borrows nothing from us once made; move the client in to keep it alive.
+    futures_util::stream::once(async move { open(docker, options) })
         .flatten()
         .take_while(|item| std::future::ready(item.is_ok()))
         .filter_map(|item| std::future::ready(item.ok().map(|chunk| chunk.into_bytes().to_vec())))

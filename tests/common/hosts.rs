@@ -269,53 +269,70 @@ pub fn push_to(host: &Host, key: &Path, repo: &Path, app: &str) -> Output {
         .expect("git push")
 }
 
-/// Requests in a loop until stopped: how many were made and how many failed (not a 200 whose
-/// body `good` accepts).
+/// Requests in a loop until stopped, from one client or several at once: how many were made and
+/// how many failed (not a 200 whose body `good` accepts).
 pub struct Load {
     stop: Arc<AtomicBool>,
     made: Arc<AtomicUsize>,
     failed: Arc<AtomicUsize>,
-    thread: Option<std::thread::JoinHandle<Vec<String>>>,
+    threads: Vec<std::thread::JoinHandle<Vec<String>>>,
 }
 
 impl Load {
     pub fn start(router: &str, site: &str, path: &str, good: fn(&str) -> bool) -> Load {
+        Load::start_many(1, router, site, path, good)
+    }
+
+    /// `clients` clients, each one request at a time.
+    pub fn start_many(
+        clients: usize,
+        router: &str,
+        site: &str,
+        path: &str,
+        good: fn(&str) -> bool,
+    ) -> Load {
         let stop = Arc::new(AtomicBool::new(false));
         let (made, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
-        let thread = {
-            let (stop, made, failed) = (stop.clone(), made.clone(), failed.clone());
-            let (router, site, path) = (router.to_string(), site.to_string(), path.to_string());
-            std::thread::spawn(move || {
-                let mut failures = Vec::new();
-                while !stop.load(Ordering::Relaxed) {
-                    made.fetch_add(1, Ordering::Relaxed);
-                    let answer = http_request(&router, &site, &path);
-                    if !answer
-                        .as_ref()
-                        .is_some_and(|(status, body)| *status == 200 && good(body))
-                    {
-                        failed.fetch_add(1, Ordering::Relaxed);
-                        if failures.len() < 5 {
-                            failures.push(format!("{answer:?}"));
+        let threads = (0..clients)
+            .map(|_| {
+                let (stop, made, failed) = (stop.clone(), made.clone(), failed.clone());
+                let (router, site, path) = (router.to_string(), site.to_string(), path.to_string());
+                std::thread::spawn(move || {
+                    let mut failures = Vec::new();
+                    while !stop.load(Ordering::Relaxed) {
+                        made.fetch_add(1, Ordering::Relaxed);
+                        let answer = http_request(&router, &site, &path);
+                        if !answer
+                            .as_ref()
+                            .is_some_and(|(status, body)| *status == 200 && good(body))
+                        {
+                            failed.fetch_add(1, Ordering::Relaxed);
+                            if failures.len() < 5 {
+                                failures.push(format!("{answer:?}"));
+                            }
                         }
+                        std::thread::sleep(Duration::from_millis(10));
                     }
-                    std::thread::sleep(Duration::from_millis(10));
-                }
-                failures
+                    failures
+                })
             })
-        };
+            .collect();
         Load {
             stop,
             made,
             failed,
-            thread: Some(thread),
+            threads,
         }
     }
 
-    /// Stops the loop; (made, failed, what the failures were).
-    pub fn finish(mut self) -> (usize, usize, Vec<String>) {
+    /// Stops the clients; (made, failed, what the first failures were).
+    pub fn finish(self) -> (usize, usize, Vec<String>) {
         self.stop.store(true, Ordering::Relaxed);
-        let failures = self.thread.take().expect("thread").join().expect("load");
+        let failures = self
+            .threads
+            .into_iter()
+            .flat_map(|t| t.join().expect("load"))
+            .collect();
         (
             self.made.load(Ordering::Relaxed),
             self.failed.load(Ordering::Relaxed),
