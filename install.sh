@@ -70,6 +70,10 @@ fi
 # ADDR:PORT (plain HTTP, so every engine lists it in insecure-registries, this one too: its own
 # tasks pull by that name), and join the swarm this host manages at ADDR:2377.
 registry_listen=127.0.0.1
+# Run again without --swarm (an upgrade), a manager stays one: the address comes from the config.
+if [ -z "$swarm_address" ] && [ -f "$config_dir/berth.toml" ]; then
+  swarm_address=$(sed -n 's/^cluster_registry *= *"\(.*\):[0-9]*"/\1/p' "$config_dir/berth.toml" | head -1)
+fi
 if [ -n "$swarm_address" ]; then
   case "$swarm_address" in
     *[!0-9A-Za-z.:-]*|"") die "--swarm $swarm_address: give this host's address (an IP or a name) the nodes reach" ;;
@@ -154,7 +158,7 @@ if registry_answers && [ "$registry_changed" -eq 1 ]; then
   fi
 fi
 if ! registry_answers; then
-  say "Starting the registry on 127.0.0.1:$registry_port"
+  say "Starting the registry on $registry_listen:$registry_port"
   if systemd_running; then
     install -m 644 "$here/systemd/berth-registry.service" /etc/systemd/system/berth-registry.service
     systemctl daemon-reload
