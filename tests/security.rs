@@ -70,6 +70,28 @@ services:
         text(&moved)
     );
 
+    // Nor choose the nodes that run it (pinning it beside the manager's secrets, or off the
+    // nodes the admin set aside for it): placement is the admins' too, and nothing is stored.
+    let pinned = server.ssh_as(
+        &mallory,
+        &["apps:set", &app, "placement=node.role==manager"],
+    );
+    assert_eq!(pinned.status.code(), Some(1), "{}", text(&pinned));
+    assert!(
+        text(&pinned).contains("only admins may set an app's placement"),
+        "{}",
+        text(&pinned)
+    );
+    let info = ok(&server.ssh(&["apps:info", &app, "--json"]));
+    assert!(!info.contains("node.role"), "{info}");
+    // Nor pass itself off as another instance (DYNO is berth's, per task).
+    let dyno = server.ssh_as(&mallory, &["config:set", &app, "DYNO=web.1"]);
+    assert!(
+        !dyno.status.success() && text(&dyno).contains("DYNO is set by berth"),
+        "{}",
+        text(&dyno)
+    );
+
     // An admin's move deploys with the built-in stack file: no host mount, no marker.
     let moved = server.ssh(&["apps:set", &app, "target=swarm"]);
     assert!(moved.status.success(), "{}", text(&moved));
