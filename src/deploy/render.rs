@@ -237,6 +237,19 @@ fn systemd_arg(
     Ok(tera::Value::String(quoted))
 }
 
+/// Tera filter: a config value for a swarm stack, kept literal. The swarm expands Go templates
+/// in a task's environment (`{{.Node.Hostname}}`), and refuses a service whose value does not
+/// parse (`{{` alone): each `{{` becomes `{{"{{"}}`, which the swarm gives back as `{{`.
+fn swarm_literal(
+    value: &tera::Value,
+    _: &std::collections::HashMap<String, tera::Value>,
+) -> tera::Result<tera::Value> {
+    let text = value
+        .as_str()
+        .ok_or_else(|| tera::Error::msg("swarm_literal takes a string"))?;
+    Ok(tera::Value::String(crate::deploy::swarm::literal(text)))
+}
+
 /// The most items `range` gives in a template (tera's own has no bound: `range(end=10^10)`
 /// would fill memory before anything else runs).
 pub const RANGE_LIMIT: usize = 10_000;
@@ -288,6 +301,7 @@ fn sandboxed_tera() -> tera::Tera {
     );
     tera.register_function("range", bounded_range);
     tera.register_filter("systemd_arg", systemd_arg);
+    tera.register_filter("swarm_literal", swarm_literal);
     tera
 }
 
@@ -615,6 +629,25 @@ mod tests {
             "{}",
             systemd[0].text
         );
+    }
+
+    #[test]
+    fn swarm_stacks_keep_go_templates_in_config_values_literal() {
+        // The swarm expands `{{…}}` in a task's environment: a value must arrive as it was set
+        // (and `{{` alone must not make the swarm refuse the stack).
+        let mut context = sample();
+        context.env = BTreeMap::from([("T".to_string(), "{{.Node.Hostname}} {{".to_string())]);
+        let swarm = render(Target::Swarm, &context, &Overrides::default()).unwrap();
+        assert!(
+            swarm[0]
+                .text
+                .contains(r#"T: "{{\"{{\"}}.Node.Hostname}} {{\"{{\"}}""#),
+            "{}",
+            swarm[0].text
+        );
+        // The task's own slot stays a template.
+        assert!(swarm[0].text.contains(r#"DYNO: "web.{{.Task.Slot}}""#));
+        assert_eq!(crate::deploy::swarm::literal("a{{{b}}"), r#"a{{"{{"}}{b}}"#);
     }
 
     #[test]

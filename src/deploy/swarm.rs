@@ -733,6 +733,13 @@ fn task_reports(
         .collect()
 }
 
+/// `value` as the swarm gives it back when it expands a task's environment: the swarm reads
+/// env values as Go templates (`{{.Node.Hostname}}` becomes the node's name, `{{` alone makes
+/// it refuse the service), and `{{"{{"}}` is how a template writes a literal `{{`.
+pub fn literal(value: &str) -> String {
+    value.replace("{{", "{{\"{{\"}}")
+}
+
 /// What `run:task` runs: a command of the app's release, as a one-off swarm task.
 pub struct TaskRun {
     pub app: String,
@@ -794,7 +801,7 @@ pub async fn run_task(docker: &Docker, run: TaskRun) -> Result<super::oneoff::On
             container_spec: Some(TaskSpecContainerSpec {
                 image: Some(run.image.clone()),
                 args: Some(run.command.clone()),
-                env: Some(run.env.clone()),
+                env: Some(run.env.iter().map(|entry| literal(entry)).collect()),
                 labels: Some(labels),
                 init: Some(true),
                 mounts: Some(mounts),
