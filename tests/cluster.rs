@@ -462,20 +462,31 @@ fn a_three_node_swarm_runs_every_app_on_every_node_and_loses_nothing() {
     cluster.ssh_ok(&["apps:set", &app, "placement="]);
     cluster.ssh_ok(&["nodes:label", &worker_1, "zone-"]);
 
-    // nodes:drain moves the tasks off a worker with no failed request; activate takes it back.
+    // nodes:drain moves the tasks off a worker with no failed request, though requests that
+    // take 0.3 s are in flight on every task; activate takes it back.
     cluster.ssh_ok(&["ps:scale", &app, "web=3"]);
-    cluster.wait_tasks(&app, 3, release);
-    let load = Load::start_many(4, &cluster.router(), &cluster.site(&app), "/who", |b| {
-        b.trim().ends_with("hello")
-    });
-    cluster.ssh_ok(&["nodes:drain", &worker_1]);
+    let by_node = cluster.wait_tasks(&app, 3, release);
+    assert!(by_node.contains_key(&worker_1), "{by_node:?}");
+    let load = Load::start_many(
+        8,
+        &cluster.router(),
+        &cluster.site(&app),
+        "/cgi-bin/slow",
+        |b| b.trim().ends_with("hello"),
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    let drained = cluster.ssh_ok(&["nodes:drain", &worker_1]);
+    assert!(
+        drained.contains(&format!("{worker_1} is drain")),
+        "{drained}"
+    );
     let by_node = wait("the drained node empty", || {
         let by_node = cluster.wait_tasks(&app, 3, release);
         (!by_node.contains_key(&worker_1)).then_some(by_node)
     });
     std::thread::sleep(Duration::from_secs(2));
     let made = cluster.none_failed(&format!("during the drain ({by_node:?})"), load);
-    assert!(made > 40, "only {made} requests");
+    assert!(made > 40, "only {made} slow requests");
     cluster.ssh_ok(&["nodes:activate", &worker_1]);
 
     // A worker dies under load (its container killed): only requests in flight on it at

@@ -68,23 +68,33 @@ async fn availability(
 ) -> Result<String, String> {
     admin_only_for(who, "nodes:*")?;
     let node = &args.positional[0];
-    let changed = berth
-        .scheduler()
-        .await?
-        .update_node(node, Some(drain), &[])
-        .await?;
-    let moving = if drain && !changed.tasks.is_empty() {
+    let scheduler = berth.scheduler().await?;
+    // Before a drain, the tasks there leave each app's serving set (no request fails).
+    let drained = if drain {
+        crate::ops::drain_node(berth, &scheduler, node).await?
+    } else {
+        crate::ops::Drained {
+            node: scheduler.update_node(node, Some(false), &[]).await?,
+            moved: Vec::new(),
+            alone: Vec::new(),
+        }
+    };
+    let moving = if drained.moved.is_empty() {
+        String::new()
+    } else {
         format!(
             "; the swarm moves its tasks to the other nodes: {}",
-            changed.tasks.join(", ")
+            drained.moved.join(", ")
         )
-    } else {
-        String::new()
     };
-    Ok(format!(
+    let mut text = format!(
         "-----> {} is {}{moving}\n",
-        changed.name, changed.availability
-    ))
+        drained.node.name, drained.node.availability
+    );
+    for line in drained.alone {
+        text += &format!(" !     {line}\n");
+    }
+    Ok(text)
 }
 
 pub async fn drain(berth: &Berth, who: &Identity, args: &Args) -> Result<String, String> {

@@ -354,6 +354,16 @@ pub fn who_app(label: &str) -> tempfile::TempDir {
 pub fn write_who_app(repo: &Path, label: &str, before: &str) {
     std::fs::create_dir_all(repo.join("www")).expect("mkdir");
     std::fs::write(repo.join("www/index.html"), format!("{label}\n")).expect("write");
+    // A request that takes 0.3 s: one is in flight on every instance most of the time.
+    std::fs::create_dir_all(repo.join("www/cgi-bin")).expect("mkdir");
+    let slow = repo.join("www/cgi-bin/slow");
+    std::fs::write(
+        &slow,
+        "#!/bin/sh\necho 'Content-Type: text/plain'\necho\nsleep 0.3\necho \"$DYNO $GREETING\"\n",
+    )
+    .expect("write");
+    std::fs::set_permissions(&slow, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .expect("chmod");
     std::fs::write(
         repo.join("Dockerfile"),
         format!(
