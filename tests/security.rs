@@ -1589,6 +1589,71 @@ fn a_member_has_only_so_many_builds_and_shells_at_once() {
     ok(&server.ssh_as(&mallory, &["run", &fast, "true"]));
 }
 
+/// `run:task` (swarm). Attack: a member starts one-off swarm tasks beyond `member_max_runs`
+/// (each a service the swarm places on any node, holding its CPU and memory), or mixes them
+/// with `run` shells to double the cap; or starts one with another tenant's app, its config
+/// and volumes. Now `run:task` takes the same per-key slot as `run` (refused with one line
+/// naming member_max_runs, nothing started) and the same access check (refused, nothing
+/// started). Control: once the first task ends, the same `run:task` works.
+#[test]
+fn a_member_has_only_so_many_swarm_tasks_at_once_and_only_of_its_apps() {
+    require_swarm();
+    let server = TestServer::start_with("member_max_runs = 1\n");
+    let mallory = member(&server, "mallory");
+    let (own, other) = (app_name("sec-task"), app_name("sec-task-other"));
+    let repo = web_app("tasks");
+    let push = server.push_as(&mallory, repo.path(), &own, "main");
+    assert!(push.status.success(), "{}", text(&push));
+    ok(&server.ssh(&["apps:set", &own, "target=swarm"]));
+    let push = server.push(repo.path(), &other, "main");
+    assert!(push.status.success(), "{}", text(&push));
+    ok(&server.ssh(&["apps:set", &other, "target=swarm"]));
+    let one_offs = |app: &str| {
+        let services = Command::new("docker")
+            .args(["service", "ls", "--format", "{{.Name}}"])
+            .output()
+            .expect("docker service ls");
+        String::from_utf8_lossy(&services.stdout)
+            .lines()
+            .filter(|l| l.starts_with(&format!("berth-{app}-run-")))
+            .count()
+    };
+    let foreign = server.ssh_as(&mallory, &["run:task", &other, "env"]);
+    assert!(!foreign.status.success(), "{}", text(&foreign));
+    assert!(
+        !text(&foreign).contains("PORT="),
+        "another tenant's config: {}",
+        text(&foreign)
+    );
+    assert_eq!(one_offs(&other), 0, "a task of the other app was started");
+    std::thread::scope(|scope| {
+        let first = scope.spawn(|| server.ssh_as(&mallory, &["run:task", &own, "sleep", "8"]));
+        wait_for("the first one-off task", || {
+            (one_offs(&own) == 1).then_some(())
+        });
+        for command in ["run:task", "run"] {
+            let refused = server.ssh_as(&mallory, &[command, &own, "true"]);
+            assert!(
+                !refused.status.success() && text(&refused).contains("member_max_runs"),
+                "{command}: {}",
+                text(&refused)
+            );
+        }
+        assert_eq!(one_offs(&own), 1, "a second one-off task was started");
+        let first = first.join().expect("run:task thread");
+        assert!(first.status.success(), "{}", text(&first));
+    });
+    let again = server.ssh_as(&mallory, &["run:task", &own, "echo", "control"]);
+    assert!(
+        again.status.success() && String::from_utf8_lossy(&again.stdout).contains("control"),
+        "control: {}",
+        text(&again)
+    );
+    for app in [&own, &other] {
+        ok(&server.ssh(&["apps:destroy", app, "--confirm", app]));
+    }
+}
+
 /// Finding 19 (low). Attack: `apps:destroy X` waits for X's lock behind a deploy; meanwhile X is
 /// renamed to Y (and a new X may be created): the destroy, acting on what it looked up before
 /// waiting, removed the app that is now Y (or the new X's repo and containers). Now locks are
