@@ -324,7 +324,8 @@ fn a_three_node_swarm_runs_every_app_on_every_node_and_loses_nothing() {
     );
 
     // A good release with a release phase (on the manager's engine), rolled out across the
-    // nodes under load: no request fails.
+    // nodes under load: no request fails, though requests that take 0.3 s are in flight on
+    // every task when the swarm stops it.
     git(repo.path(), &["reset", "-q", "--hard", "HEAD~1"]);
     write_who_app(repo.path(), "v3", "");
     std::fs::write(
@@ -333,9 +334,13 @@ fn a_three_node_swarm_runs_every_app_on_every_node_and_loses_nothing() {
     )
     .expect("write");
     commit(repo.path(), "v3");
-    let load = Load::start_many(4, &cluster.router(), &cluster.site(&app), "/who", |b| {
-        b.trim().ends_with("hello")
-    });
+    let load = Load::start_many(
+        8,
+        &cluster.router(),
+        &cluster.site(&app),
+        "/cgi-bin/slow",
+        |b| b.trim().ends_with("hello"),
+    );
     let push = cluster.push(repo.path(), &app);
     assert!(push.status.success(), "{}", text(&push));
     assert!(
