@@ -333,6 +333,20 @@ fn a_three_node_swarm_runs_every_app_on_every_node_and_loses_nothing() {
         "release: echo \"migrating with $GREETING\"\n",
     )
     .expect("write");
+    // An app.json health check: each task is checked where it runs (a 500 once /tmp/sick is).
+    std::fs::write(
+        repo.path().join("app.json"),
+        r#"{"healthchecks": {"web": [{"type": "startup", "path": "/cgi-bin/health"}]}}"#,
+    )
+    .expect("write");
+    let health = repo.path().join("www/cgi-bin/health");
+    std::fs::write(
+        &health,
+        "#!/bin/sh\n[ -e /tmp/sick ] && echo 'Status: 500 Internal Server Error'\necho 'Content-Type: text/plain'\necho\necho checked\n",
+    )
+    .expect("write");
+    std::fs::set_permissions(&health, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .expect("chmod");
     commit(repo.path(), "v3");
     let load = Load::start_many(
         8,
@@ -382,6 +396,28 @@ fn a_three_node_swarm_runs_every_app_on_every_node_and_loses_nothing() {
     cluster.none_failed(&format!("during the rollback ({rollback})"), load);
     let release = cluster.web_tasks(&app)[0].2;
     cluster.wait_tasks(&app, 2, release);
+
+    // The health check runs against every task on its own node: one that fails it (made sick
+    // on its node's engine) is taken out, and put back once it passes again.
+    let (name, node, _) = cluster.web_tasks(&app)[0].clone();
+    let host = std::iter::once(&cluster.manager)
+        .chain(&cluster.workers)
+        .find(|h| h.name == node)
+        .unwrap_or_else(|| panic!("no host {node}"));
+    let slot = name.split('.').nth(1).expect("slot").to_string();
+    host.ok(&format!("docker exec {name} touch /tmp/sick"));
+    let others: BTreeSet<String> = expected
+        .iter()
+        .filter(|a| !a.starts_with(&format!("web.{slot} ")))
+        .cloned()
+        .collect();
+    wait("the sick task taken out", || {
+        (cluster.answers(&app, 20) == others).then_some(())
+    });
+    host.ok(&format!("docker exec {name} rm /tmp/sick"));
+    wait("the task back once healthy", || {
+        (cluster.answers(&app, 20) == expected).then_some(())
+    });
 
     // Metrics count the app's requests and deploys on the cluster.
     let metrics = cluster.manager.ok("curl -s http://127.0.0.1:9180/metrics");
