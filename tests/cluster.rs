@@ -339,14 +339,11 @@ fn a_three_node_swarm_runs_every_app_on_every_node_and_loses_nothing() {
         r#"{"healthchecks": {"web": [{"type": "startup", "path": "/cgi-bin/health"}]}}"#,
     )
     .expect("write");
-    let health = repo.path().join("www/cgi-bin/health");
-    std::fs::write(
-        &health,
-        "#!/bin/sh\n[ -e /tmp/sick ] && echo 'Status: 500 Internal Server Error'\necho 'Content-Type: text/plain'\necho\necho checked\n",
-    )
-    .expect("write");
-    std::fs::set_permissions(&health, std::os::unix::fs::PermissionsExt::from_mode(0o755))
-        .expect("chmod");
+    write_cgi(
+        repo.path(),
+        "health",
+        "[ -e /tmp/sick ] && echo 'Status: 500 Internal Server Error'\necho 'Content-Type: text/plain'\necho\necho checked",
+    );
     commit(repo.path(), "v3");
     let load = Load::start_many(
         8,

@@ -351,19 +351,24 @@ pub fn who_app(label: &str) -> tempfile::TempDir {
     repo
 }
 
+/// An executable `www/cgi-bin/NAME` (busybox httpd runs it): a shell script of `body`.
+pub fn write_cgi(repo: &Path, name: &str, body: &str) {
+    std::fs::create_dir_all(repo.join("www/cgi-bin")).expect("mkdir");
+    let script = repo.join("www/cgi-bin").join(name);
+    std::fs::write(&script, format!("#!/bin/sh\n{body}\n")).expect("write");
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .expect("chmod");
+}
+
 pub fn write_who_app(repo: &Path, label: &str, before: &str) {
     std::fs::create_dir_all(repo.join("www")).expect("mkdir");
     std::fs::write(repo.join("www/index.html"), format!("{label}\n")).expect("write");
     // A request that takes 0.3 s: one is in flight on every instance most of the time.
-    std::fs::create_dir_all(repo.join("www/cgi-bin")).expect("mkdir");
-    let slow = repo.join("www/cgi-bin/slow");
-    std::fs::write(
-        &slow,
-        "#!/bin/sh\necho 'Content-Type: text/plain'\necho\nsleep 0.3\necho \"$DYNO $GREETING\"\n",
-    )
-    .expect("write");
-    std::fs::set_permissions(&slow, std::os::unix::fs::PermissionsExt::from_mode(0o755))
-        .expect("chmod");
+    write_cgi(
+        repo,
+        "slow",
+        "echo 'Content-Type: text/plain'\necho\nsleep 0.3\necho \"$DYNO $GREETING\"",
+    );
     std::fs::write(
         repo.join("Dockerfile"),
         format!(
