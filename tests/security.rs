@@ -1594,7 +1594,8 @@ fn a_member_has_only_so_many_builds_and_shells_at_once() {
 /// with `run` shells to double the cap; or starts one with another tenant's app, its config
 /// and volumes. Now `run:task` takes the same per-key slot as `run` (refused with one line
 /// naming member_max_runs, nothing started) and the same access check (refused, nothing
-/// started). Control: once the first task ends, the same `run:task` works.
+/// started); a config value with the swarm's templates reaches the stack and the task as set.
+/// Control: once the first task ends, the same `run:task` works.
 #[test]
 fn a_member_has_only_so_many_swarm_tasks_at_once_and_only_of_its_apps() {
     require_swarm();
@@ -1643,6 +1644,24 @@ fn a_member_has_only_so_many_swarm_tasks_at_once_and_only_of_its_apps() {
         let first = first.join().expect("run:task thread");
         assert!(first.status.success(), "{}", text(&first));
     });
+    // Its config reaches the swarm as set: the swarm's templates (`{{.Node.Hostname}}`, which
+    // would read the node's name, and a lone `{{`, which made the swarm refuse the app's stack)
+    // stay literal, in the stack and in a one-off task.
+    let set = server.ssh_as(
+        &mallory,
+        &["config:set", &own, "'LEAK={{.Node.Hostname}} {{'"],
+    );
+    assert!(set.status.success(), "{}", text(&set));
+    let leak = server.ssh_as(
+        &mallory,
+        &["run:task", &own, "sh", "-c", "'echo \"$LEAK\"'"],
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&leak.stdout),
+        "{{.Node.Hostname}} {{\n",
+        "{}",
+        text(&leak)
+    );
     let again = server.ssh_as(&mallory, &["run:task", &own, "echo", "control"]);
     assert!(
         again.status.success() && String::from_utf8_lossy(&again.stdout).contains("control"),
