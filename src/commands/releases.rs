@@ -1,7 +1,5 @@
 //! `releases`, `releases:rollback`, `logs` and `events`.
 
-use std::collections::BTreeMap;
-
 use futures_util::stream::{self, BoxStream, StreamExt};
 
 use super::common::{Access, Args, app_for, internal, numbered_release, to_json};
@@ -208,20 +206,11 @@ pub async fn run(
     rest: &[String],
     tty: bool,
 ) -> Result<crate::deploy::OneOff, String> {
-    let [app_name, command @ ..] = rest else {
-        return Err("usage: run APP COMMAND [ARGS...]".to_string());
-    };
-    if command.is_empty() {
-        return Err("usage: run APP COMMAND [ARGS...]".to_string());
-    }
+    let (app_name, command) = app_and_command(rest, "run")?;
     let app = app_for(berth, who, app_name, Access::Operate).await?;
     let slot = run_slot(berth, who)?;
     let current = ops::running_release(berth, &app, "has no release yet: push one first").await?;
-    let config: BTreeMap<String, String> = current.config.0.clone();
-    let env = config
-        .into_iter()
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect();
+    let env = env_of(&current).collect();
     let scheduler = berth.scheduler().await?;
     // Only the program's name is recorded: arguments may carry secrets.
     let detail = format!("v{}: {}", current.number, command[0]);
@@ -241,6 +230,22 @@ pub async fn run(
         )
         .await?;
     Ok(held_until_exit(one_off, slot))
+}
+
+/// `APP COMMAND [ARGS...]`, as `run` and `run:task` take them.
+fn app_and_command<'a>(
+    rest: &'a [String],
+    verb: &str,
+) -> Result<(&'a String, &'a [String]), String> {
+    match rest {
+        [app, command @ ..] if !command.is_empty() => Ok((app, command)),
+        _ => Err(format!("usage: {verb} APP COMMAND [ARGS...]")),
+    }
+}
+
+/// The release's config as a one-off's environment (`KEY=value`).
+fn env_of(release: &crate::store::Release) -> impl Iterator<Item = String> + '_ {
+    release.config.0.iter().map(|(k, v)| format!("{k}={v}"))
 }
 
 /// A member's run slot (`member_max_runs`; one member cannot fill the nodes with one-off
@@ -283,12 +288,7 @@ pub async fn run_task(
     who: &Identity,
     rest: &[String],
 ) -> Result<crate::deploy::OneOff, String> {
-    let [app_name, command @ ..] = rest else {
-        return Err("usage: run:task APP COMMAND [ARGS...]".to_string());
-    };
-    if command.is_empty() {
-        return Err("usage: run:task APP COMMAND [ARGS...]".to_string());
-    }
+    let (app_name, command) = app_and_command(rest, "run:task")?;
     let app = app_for(berth, who, app_name, Access::Operate).await?;
     if ops::target(berth, &app) != crate::deploy::render::Target::Swarm {
         return Err(format!(
@@ -299,11 +299,7 @@ pub async fn run_task(
     }
     let slot = run_slot(berth, who)?;
     let current = ops::running_release(berth, &app, "has no release yet: push one first").await?;
-    let env = current
-        .config
-        .0
-        .iter()
-        .map(|(k, v)| format!("{k}={v}"))
+    let env = env_of(&current)
         .chain(std::iter::once("DYNO=run.task".to_string()))
         .collect();
     let scheduler = berth.scheduler().await?;
