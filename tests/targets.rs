@@ -43,7 +43,7 @@ fn rendered_units_pass_the_real_validators_and_resources_reach_every_target() {
         "web: exec httpd -f -p \"$PORT\" -h /www # 100% \\ done\nworker: while true; do sleep 60; done\n",
     );
     commit(repo.path(), "procfile");
-    assert!(server.push(repo.path(), &app, "main").status.success());
+    server.push_ok(repo.path(), &app, "main");
     ok(&server.ssh(&["ps:scale", &app, "worker=1"]));
     ok(&server.ssh(&["ps:scale", &app, "web=2"]));
     ok(&server.ssh(&[
@@ -280,7 +280,7 @@ fn templates_from_the_repo_win_and_bad_ones_name_themselves() {
         "# custom stack for {{ app }} v{{ release }}\n",
     );
     commit(repo.path(), "custom template");
-    assert!(server.push(repo.path(), &app, "main").status.success());
+    server.push_ok(repo.path(), &app, "main");
     // Repo templates are used once an admin approved them (tests/security.rs has the attack).
     ok(&server.ssh(&["templates:approve", &app]));
     let rendered = ok(&server.ssh(&["deploy:render", &app, "--target", "swarm"]));
@@ -375,7 +375,7 @@ fn the_deploy_branch_is_set_per_app() {
     let server = TestServer::start();
     let app = app_name("branch");
     let repo = web_app("from main");
-    assert!(server.push(repo.path(), &app, "main").status.success());
+    server.push_ok(repo.path(), &app, "main");
     ok(&server.ssh(&["apps:set", &app, "deploy_branch=production"]));
     let info: Value =
         serde_json::from_str(&ok(&server.ssh(&["apps:info", &app, "--json"]))).expect("json");
@@ -655,6 +655,24 @@ fn nodes_commands_show_and_label_the_swarm_nodes_for_admins_only() {
     ok(&server.ssh(&["nodes:label", &name, &format!("{key}-")]));
     let labels = json(&server.ssh(&["nodes:list", "--json"]))[0]["labels"].clone();
     assert!(labels.get(&key).is_none(), "{labels}");
+    // Admins changing the node at once: the swarm refuses a write made at a version another
+    // write has passed ("update out of sequence"); each change is read and made again, so every
+    // command succeeds and no label is lost.
+    let racing: Vec<String> = (0..6).map(|i| format!("{key}-race-{i}")).collect();
+    std::thread::scope(|scope| {
+        for label in &racing {
+            let (server, name) = (&server, &name);
+            scope.spawn(move || ok(&server.ssh(&["nodes:label", name, &format!("{label}=x")])));
+        }
+    });
+    let labels = json(&server.ssh(&["nodes:list", "--json"]))[0]["labels"].clone();
+    for label in &racing {
+        assert_eq!(labels[label], "x", "{label} lost: {labels}");
+    }
+    let removals: Vec<String> = racing.iter().map(|l| format!("{l}-")).collect();
+    let mut args = vec!["nodes:label", name.as_str()];
+    args.extend(removals.iter().map(String::as_str));
+    ok(&server.ssh(&args));
     let bad = server.ssh(&["nodes:label", &name, "no value"]);
     assert!(
         !bad.status.success() && text(&bad).contains("key=value"),

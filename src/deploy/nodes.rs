@@ -159,7 +159,9 @@ impl LabelChange {
 }
 
 /// Changes a node's availability (`active`, `drain`) or labels: read, changed, written back at
-/// the version read (a concurrent change makes the engine refuse, not lose it).
+/// the version read. The swarm bumps a node's version on its own (status, certificates), so a
+/// write refused as "out of sequence" is read and applied again, a few times; the change is
+/// computed from the node as it is then, so a concurrent change is kept, not overwritten.
 pub async fn update(
     docker: &Docker,
     node: &str,
@@ -167,16 +169,59 @@ pub async fn update(
     labels: &[LabelChange],
 ) -> Result<NodeReport, String> {
     super::swarm::check(docker).await?;
-    let found = docker
-        .inspect_node(node)
-        .await
-        .map_err(|e| format!("no node {node:?} in the swarm: {}", engine::describe(&e)))?;
-    let id = found.id.clone().ok_or("the node has no id")?;
+    let mut attempt = 0;
+    let id = loop {
+        attempt += 1;
+        match write_once(docker, node, availability, labels).await {
+            Ok(id) => break id,
+            Err(Refused::OutOfSequence(_)) if attempt < UPDATE_ATTEMPTS => {
+                // Apart, so that writers racing each other do not meet again.
+                let wait = rand::Rng::gen_range(&mut rand::thread_rng(), 10..60) * attempt;
+                tokio::time::sleep(std::time::Duration::from_millis(wait)).await;
+            }
+            Err(Refused::OutOfSequence(message) | Refused::Other(message)) => {
+                return Err(message)
+            }
+        }
+    };
+    list(docker)
+        .await?
+        .into_iter()
+        .find(|n| n.id == id)
+        .ok_or_else(|| format!("node {node} is gone"))
+}
+
+/// How many times a node change is read and written before a version race is reported.
+const UPDATE_ATTEMPTS: u64 = 8;
+
+enum Refused {
+    /// The node changed between the read and the write.
+    OutOfSequence(String),
+    Other(String),
+}
+
+/// One read-change-write of the node; its id once written.
+async fn write_once(
+    docker: &Docker,
+    node: &str,
+    availability: Option<NodeSpecAvailabilityEnum>,
+    labels: &[LabelChange],
+) -> Result<String, Refused> {
+    let found = docker.inspect_node(node).await.map_err(|e| {
+        Refused::Other(format!(
+            "no node {node:?} in the swarm: {}",
+            engine::describe(&e)
+        ))
+    })?;
+    let id = found
+        .id
+        .clone()
+        .ok_or_else(|| Refused::Other("the node has no id".into()))?;
     let version = found
         .version
         .as_ref()
         .and_then(|v| v.index)
-        .ok_or("the node has no version")?;
+        .ok_or_else(|| Refused::Other("the node has no version".into()))?;
     let mut spec = found.spec.clone().unwrap_or_default();
     if let Some(availability) = availability {
         spec.availability = Some(availability);
@@ -196,15 +241,18 @@ pub async fn update(
     let options = UpdateNodeOptionsBuilder::default()
         .version(version as i64)
         .build();
-    docker
-        .update_node(&id, spec, options)
-        .await
-        .map_err(|e| format!("cannot change node {node}: {}", engine::describe(&e)))?;
-    list(docker)
-        .await?
-        .into_iter()
-        .find(|n| n.id == id)
-        .ok_or_else(|| format!("node {node} is gone"))
+    match docker.update_node(&id, spec, options).await {
+        Ok(()) => Ok(id),
+        Err(e) => {
+            let described = engine::describe(&e);
+            let message = format!("cannot change node {node}: {described}");
+            if described.contains("update out of sequence") {
+                Err(Refused::OutOfSequence(message))
+            } else {
+                Err(Refused::Other(message))
+            }
+        }
+    }
 }
 
 #[cfg(test)]
