@@ -298,7 +298,7 @@ fn a_code_only_change_reuses_the_dependency_layer() {
     let server = server();
     let app = app_name("pycache");
     let repo = repo_with(&[("requirements.txt", "# nothing\n"), ("app.py", PY_APP)]);
-    assert!(server.push(repo.path(), &app, "main").status.success());
+    server.push_ok(repo.path(), &app, "main");
     write(
         repo.path(),
         "app.py",

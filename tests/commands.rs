@@ -33,7 +33,7 @@ fn scale_stop_start_and_restart() {
     let server = TestServer::start();
     let app = app_name("ps");
     let repo = web_app("scaled");
-    assert!(server.push(repo.path(), &app, "main").status.success());
+    server.push_ok(repo.path(), &app, "main");
 
     let scaled = ok(&server.ssh(&["ps:scale", &app, "web=3"]));
     assert!(scaled.contains("runs 3 web instance(s)"), "{scaled}");
@@ -111,7 +111,7 @@ fn config_reaches_the_app_and_rollback_brings_back_the_previous_release() {
     let server = TestServer::start();
     let app = app_name("cfg");
     let repo = env_app();
-    assert!(server.push(repo.path(), &app, "main").status.success());
+    server.push_ok(repo.path(), &app, "main");
     assert_eq!(
         http_get(&app_url(&server, &app)).as_deref(),
         Some("greeting=\n")
@@ -191,7 +191,7 @@ fn logs_show_and_follow_the_app_output() {
     let server = TestServer::start();
     let app = app_name("logs");
     let repo = env_app();
-    assert!(server.push(repo.path(), &app, "main").status.success());
+    server.push_ok(repo.path(), &app, "main");
     let logs = ok(&server.ssh(&["logs", &app, "-n", "50"]));
     assert!(logs.contains("web.1 | started web"), "{logs}");
 
@@ -239,7 +239,7 @@ fn destroy_removes_everything_and_labels_merge_and_select() {
     let app = app_name("gone");
     let other = app_name("kept");
     let repo = web_app("to be destroyed");
-    assert!(server.push(repo.path(), &app, "main").status.success());
+    server.push_ok(repo.path(), &app, "main");
     ok(&server.ssh(&["apps:create", &other]));
 
     ok(&server.ssh(&["apps:labels", &app, "team=web", "env=prod"]));
@@ -452,7 +452,7 @@ fn the_reconciler_brings_back_a_container_killed_from_outside() {
     let server = TestServer::start();
     let app = app_name("reconcile");
     let repo = web_app("come back");
-    assert!(server.push(repo.path(), &app, "main").status.success());
+    server.push_ok(repo.path(), &app, "main");
     let url = app_url(&server, &app);
     let container = format!("berth-{app}-v1-web-1");
     // `docker kill` is a manual stop to the engine: its restart policy leaves the container down.
@@ -487,7 +487,7 @@ fn run_attaches_a_one_off_container_and_returns_its_exit_code() {
     let server = TestServer::start();
     let app = app_name("run");
     let repo = env_app();
-    assert!(server.push(repo.path(), &app, "main").status.success());
+    server.push_ok(repo.path(), &app, "main");
     ok(&server.ssh(&["config:set", &app, "GREETING=from-config"]));
 
     // Exit code, stdout and stderr come back separately; config is in the environment.
@@ -603,7 +603,7 @@ fn restarts_and_redeploys_fail_no_request_from_a_client_polling_all_along() {
     let server = TestServer::start();
     let app = app_name("nodrop");
     let repo = web_app("steady");
-    assert!(server.push(repo.path(), &app, "main").status.success());
+    server.push_ok(repo.path(), &app, "main");
     let url = app_url(&server, &app);
 
     // One instance: the restart starts a fresh one before the old one leaves.
@@ -623,7 +623,7 @@ fn restarts_and_redeploys_fail_no_request_from_a_client_polling_all_along() {
         ok(&server.ssh(&["ps:restart", &app]));
         write_web_app(repo.path(), "next");
         commit(repo.path(), "next");
-        assert!(server.push(repo.path(), &app, "main").status.success());
+        server.push_ok(repo.path(), &app, "main");
     });
     assert!(bad.is_empty(), "{} failed requests: {bad:?}", bad.len());
     assert!(good > 20, "only {good} requests made");
@@ -636,7 +636,7 @@ fn apps_answer_at_their_address_again_after_berth_restarts() {
     let mut server = TestServer::start();
     let app = app_name("survive");
     let repo = web_app("still serving");
-    assert!(server.push(repo.path(), &app, "main").status.success());
+    server.push_ok(repo.path(), &app, "main");
     let url = app_url(&server, &app);
     server.restart();
     // The reconciler's first pass, at start-up, puts the app's address back.
@@ -683,7 +683,7 @@ fn rename_keeps_the_app_serving_and_rebuild_builds_the_same_commit_again() {
     let (old, new) = (app_name("before"), app_name("after"));
     server.apps.lock().expect("apps").push(new.clone());
     let repo = web_app("renamed app");
-    assert!(server.push(repo.path(), &old, "main").status.success());
+    server.push_ok(repo.path(), &old, "main");
     let url = app_url(&server, &old);
 
     let taken = app_name("taken");

@@ -116,7 +116,7 @@ fn volumes_survive_redeploys_and_rollbacks_and_go_with_the_app() {
     // A new release (push) sees what the old one wrote.
     volume_app(repo.path(), "two");
     commit(repo.path(), "v2");
-    assert!(server.push(repo.path(), &app, "main").status.success());
+    server.push_ok(repo.path(), &app, "main");
     assert_eq!(
         page(&server, &app, "/boots.txt").as_deref(),
         Some("one\ntwo\n")
@@ -150,7 +150,7 @@ fn volumes_survive_redeploys_and_rollbacks_and_go_with_the_app() {
             .expect("boots")
             .starts_with("one\ntwo\n")
     );
-    assert!(server.push(repo.path(), &app, "main").status.success());
+    server.push_ok(repo.path(), &app, "main");
     ok(&server.ssh(&["storage:mount", &app, "data:/data"]));
     let fresh = page(&server, &app, "/boots.txt").expect("boots");
     assert!(
@@ -176,7 +176,7 @@ fn volumes_survive_redeploys_and_rollbacks_and_go_with_the_app() {
         "{destroyed}"
     );
     assert!(volume_exists(&volume));
-    assert!(server.push(repo.path(), &renamed, "main").status.success());
+    server.push_ok(repo.path(), &renamed, "main");
     ok(&server.ssh(&["storage:mount", &renamed, "data:/data"]));
     let squatted = page(&server, &renamed, "/boots.txt").expect("boots");
     assert!(
@@ -239,10 +239,10 @@ fn links_inject_the_dependency_and_follow_it() {
     let dep_repo = web_app("unused");
     exposed_app(dep_repo.path(), "db one", 6001);
     commit(dep_repo.path(), "db v1");
-    assert!(server.push(dep_repo.path(), &dep, "main").status.success());
+    server.push_ok(dep_repo.path(), &dep, "main");
     let alias = dep.to_ascii_uppercase().replace('-', "_");
     let repo = fetching_app(&format!("{alias}_URL"));
-    assert!(server.push(repo.path(), &app, "main").status.success());
+    server.push_ok(repo.path(), &app, "main");
 
     refused(
         &server.ssh(&["apps:link", &app, "nosuchapp"]),
@@ -571,7 +571,7 @@ fn outbound_webhooks_are_signed_retried_and_report_failures() {
     ok(&server.ssh(&["apps:create", &app]));
     ok(&server.ssh(&["config:set", &app, "API_TOKEN=hunter2-very-secret"]));
     let repo = web_app("hooked");
-    assert!(server.push(repo.path(), &app, "main").status.success());
+    server.push_ok(repo.path(), &app, "main");
 
     // The first POST of deploy.succeeded is answered 500: berth tries again.
     let delivered = wait_logged(&server, "deploy.succeeded delivered after a retry", || {
@@ -801,7 +801,7 @@ fn backup_and_restore_bring_an_app_back() {
     let mut server = TestServer::start();
     let app = app_name("saved");
     let repo = web_app("saved one");
-    assert!(server.push(repo.path(), &app, "main").status.success());
+    server.push_ok(repo.path(), &app, "main");
     ok(&server.ssh(&["config:set", &app, "SAVED=yes"]));
     assert_eq!(page(&server, &app, "/").as_deref(), Some("saved one\n"));
     let host_key = std::fs::read(server.data_dir().join("ssh_host_ed25519_key")).expect("host key");

@@ -157,7 +157,7 @@ fn traffic_survives_control_plane_crashes_restarts_upgrades_and_a_data_plane_han
     let mut server = TestServer::start();
     let app = app_name("planes");
     let repo = web_app("steady");
-    assert!(server.push(repo.path(), &app, "main").status.success());
+    server.push_ok(repo.path(), &app, "main");
     let at = endpoints(&server, &app);
     let data_plane = server.data_plane_pid().expect("a data plane runs");
     // The data plane takes orders from whoever reaches its socket: root's only, like the data
@@ -242,7 +242,7 @@ fn a_crash_at_any_stage_of_a_push_is_settled_and_the_app_serves_on() {
     let mut server = TestServer::start();
     let app = app_name("crashy");
     let repo = web_app("v1");
-    assert!(server.push(repo.path(), &app, "main").status.success());
+    server.push_ok(repo.path(), &app, "main");
     let at = endpoints(&server, &app);
     let binary = std::path::Path::new(env!("CARGO_BIN_EXE_berth"));
     let mut served = "v1\n".to_string();
@@ -349,7 +349,7 @@ fn term_lets_a_push_under_way_finish_and_refuses_what_it_cannot_wait_for() {
     ));
     let app = app_name("graceful");
     let repo = web_app("one");
-    assert!(server.push(repo.path(), &app, "main").status.success());
+    server.push_ok(repo.path(), &app, "main");
     let at = endpoints(&server, &app);
 
     // A push whose build takes a few seconds; TERM arrives in the middle of it.
@@ -448,7 +448,7 @@ fn a_crash_in_scale_rollback_or_promote_is_settled_and_the_app_serves_on() {
     let mut server = TestServer::start();
     let app = app_name("crashcmd");
     let repo = web_app("one");
-    assert!(server.push(repo.path(), &app, "main").status.success());
+    server.push_ok(repo.path(), &app, "main");
     let at = endpoints(&server, &app);
     let binary = std::path::Path::new(env!("CARGO_BIN_EXE_berth"));
     let settled = |server: &TestServer| {
@@ -479,7 +479,7 @@ fn a_crash_in_scale_rollback_or_promote_is_settled_and_the_app_serves_on() {
     // releases:rollback cut short: v2 serves on; a rollback afterwards works.
     write_web_app(repo.path(), "two");
     commit(repo.path(), "two");
-    assert!(server.push(repo.path(), &app, "main").status.success());
+    server.push_ok(repo.path(), &app, "main");
     server.restart_with(binary, &[("BERTH_CRASH_AT", "rollback")]);
     let (good, bad) = load_while(&at, &["two\n"], || {
         let rolled = server.ssh(&["releases:rollback", &app]);
@@ -505,7 +505,7 @@ fn a_crash_in_scale_rollback_or_promote_is_settled_and_the_app_serves_on() {
     ok(&server.ssh(&["canary:start", &app, "--weight", "50"]));
     write_web_app(repo.path(), "three");
     commit(repo.path(), "three");
-    assert!(server.push(repo.path(), &app, "main").status.success());
+    server.push_ok(repo.path(), &app, "main");
     server.restart_with(binary, &[("BERTH_CRASH_AT", "promote")]);
     let (good, bad) = load_while(&at, &["one\n", "three\n"], || {
         let promoted = server.ssh(&["canary:promote", &app]);
@@ -536,7 +536,7 @@ fn a_killed_data_plane_is_started_again_from_its_saved_table() {
     let server = TestServer::start();
     let app = app_name("planecrash");
     let repo = web_app("kept");
-    assert!(server.push(repo.path(), &app, "main").status.success());
+    server.push_ok(repo.path(), &app, "main");
     let at = endpoints(&server, &app);
     let old = server.data_plane_pid().expect("a data plane runs");
     let killed = std::process::Command::new("kill")

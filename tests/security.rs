@@ -309,7 +309,7 @@ fn git_sync_has_no_ambient_identity_and_members_cannot_reach_loopback() {
     let mallory = member(&server, "mallory");
     let victim = app_name("sec-victim");
     let repo = web_app("victim secret code");
-    assert!(server.push(repo.path(), &victim, "main").status.success());
+    server.push_ok(repo.path(), &victim, "main");
     let own = app_name("sec-sync");
     ok(&server.ssh_as(&mallory, &["apps:create", &own]));
 
@@ -947,7 +947,7 @@ fn events_carry_no_log_lines_and_outlive_their_app() {
     let server = TestServer::start();
     let app = app_name("audit");
     let repo = web_app("fine");
-    assert!(server.push(repo.path(), &app, "main").status.success());
+    server.push_ok(repo.path(), &app, "main");
     write(
         repo.path(),
         "Dockerfile",
@@ -1042,7 +1042,7 @@ fn the_app_sees_the_host_it_was_routed_by() {
         ),
     );
     commit(repo.path(), "echo host");
-    assert!(server.push(repo.path(), &app, "main").status.success());
+    server.push_ok(repo.path(), &app, "main");
     let authority = format!("{app}.localhost:{}", server.http_port);
     let mut stream =
         std::net::TcpStream::connect(("127.0.0.1", server.http_port)).expect("connect");
@@ -1310,7 +1310,7 @@ fn inputs_are_normalised_and_host_paths_checked_again() {
     let server = TestServer::start();
     let app = app_name("recheck");
     let repo = web_app("recheck");
-    assert!(server.push(repo.path(), &app, "main").status.success());
+    server.push_ok(repo.path(), &app, "main");
     ok(&server.ssh(&["resources:set", &app, "web", "--memory", "'64M\n'"]));
     ok(&server.ssh(&["config:set", &app, "LD_PRELOAD=/tmp/evil.so"]));
     let units = ok(&server.ssh(&["deploy:render", &app, "--target", "systemd"]));
@@ -1395,7 +1395,7 @@ fn backups_are_private_and_restores_mask_modes() {
     use std::os::unix::fs::PermissionsExt;
     let app = app_name("saved-modes");
     let repo = web_app("saved");
-    assert!(server.push(repo.path(), &app, "main").status.success());
+    server.push_ok(repo.path(), &app, "main");
     // A world-writable, sticky directory like /tmp.
     let shared = tempfile::tempdir().expect("dir");
     std::fs::set_permissions(shared.path(), std::fs::Permissions::from_mode(0o1777))

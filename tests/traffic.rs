@@ -133,7 +133,7 @@ fn a_canary_gets_its_weight_then_is_promoted_or_aborted() {
     let server = TestServer::start();
     let app = app_name("canary");
     let repo = web_app("one");
-    assert!(server.push(repo.path(), &app, "main").status.success());
+    server.push_ok(repo.path(), &app, "main");
 
     let started = ok(&server.ssh(&["canary:start", &app, "--weight", "20"]));
     assert!(started.contains("next push"), "{started}");
@@ -424,7 +424,7 @@ fn an_instance_killed_under_load_is_taken_out() {
     ));
     let app = app_name("killed");
     let repo = traffic_repo();
-    assert!(server.push(repo.path(), &app, "main").status.success());
+    server.push_ok(repo.path(), &app, "main");
     ok(&server.ssh(&["ps:scale", &app, "web=2"]));
     let both = tally(&server, &app, 20);
     assert_eq!(both.len(), 2, "two instances answer in turn: {both:?}");
@@ -509,7 +509,7 @@ fn an_instance_failing_its_health_check_is_taken_out_until_it_passes() {
         r#"{"healthchecks": {"web": [{"type": "startup", "path": "/health", "timeout": 2}]}}"#,
     );
     commit(repo.path(), "health check");
-    assert!(server.push(repo.path(), &app, "main").status.success());
+    server.push_ok(repo.path(), &app, "main");
     ok(&server.ssh(&["ps:scale", &app, "web=2"]));
     let sick = format!("berth-{app}-v1-web-1");
     let docker = |args: &[&str]| {

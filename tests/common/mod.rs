@@ -289,6 +289,24 @@ impl TestServer {
         run_git(repo, &args, Some(&self.ssh_command(&self.key)))
     }
 
+    /// `push` that must succeed; a failure shows the push's output and the end of the server's
+    /// log, so a push that fails only under CI's load says why.
+    pub fn push_ok(&self, repo: &Path, app: &str, refspec: &str) -> String {
+        let output = self.push(repo, app, refspec);
+        if !output.status.success() {
+            let log = self.log();
+            let tail: Vec<&str> = log.lines().rev().take(40).collect();
+            let tail: Vec<&str> = tail.into_iter().rev().collect();
+            panic!(
+                "push of {app} failed ({}):\n{}\n--- server log (end) ---\n{}",
+                output.status,
+                text(&output),
+                tail.join("\n")
+            );
+        }
+        text(&output)
+    }
+
     /// `git push` of `refspec` to the app, authenticating with another key.
     pub fn push_as(&self, key: &Path, repo: &Path, app: &str, refspec: &str) -> Output {
         self.apps.lock().expect("apps").push(app.to_string());
