@@ -552,12 +552,7 @@ fn member_builds_cannot_use_other_apps_images_or_the_host_network() {
     let mallory = member(&server, "mallory");
     let victim = app_name("sec-victim3");
     let victim_repo = web_app("victim's code");
-    assert!(
-        server
-            .push(victim_repo.path(), &victim, "main")
-            .status
-            .success()
-    );
+    server.push_ok(victim_repo.path(), &victim, "main");
     let attacker = app_name("sec-thief");
     let repo = web_app("thief");
     // The victim's image and its untagged build layer (its code without berth's label), named

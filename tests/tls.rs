@@ -100,12 +100,7 @@ fn https_get(port: u16, name: &str, ca: &Path) -> String {
 fn a_certificate_added_by_hand_is_served_by_sni() {
     let server = TestServer::start();
     let app = app_name("certs");
-    assert!(
-        server
-            .push(web_app("secure hello").path(), &app, "main")
-            .status
-            .success()
-    );
+    server.push_ok(web_app("secure hello").path(), &app, "main");
     ok(&server.ssh(&["domains:add", &app, "secure.example.test"]));
     let dir = tempfile::tempdir().expect("temp dir");
     let (cert, key) = self_signed(dir.path(), "secure.example.test", "good");
@@ -353,12 +348,7 @@ fn letsencrypt_gets_a_certificate_from_pebble_and_renews_it() {
     ));
     pebble.start(server.http_port);
     let app = app_name("acme");
-    assert!(
-        server
-            .push(web_app("acme hello").path(), &app, "main")
-            .status
-            .success()
-    );
+    server.push_ok(web_app("acme hello").path(), &app, "main");
     ok(&server.ssh(&["domains:add", &app, "shop.example.test"]));
 
     let enabled = server.ssh(&["letsencrypt:enable", &app]);
