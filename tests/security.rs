@@ -1668,6 +1668,96 @@ fn a_member_has_only_so_many_swarm_tasks_at_once_and_only_of_its_apps() {
     }
 }
 
+/// `run:task` output (swarm). Attack: a member's one-off task writes without end (here 100 MB
+/// in lines of 8000 bytes): berth read the task's whole log into its memory once the task had
+/// ended, before sending any of it, so its memory grew with the member's output until the OOM
+/// killer took the whole server (and nothing was seen while the task ran). Now the log is
+/// followed as the task writes it, through a short queue paced by the client's reading: the
+/// first line arrives while the task still runs, every byte arrives once, and berth's peak
+/// memory stays nearly where it was.
+#[test]
+fn a_members_one_off_task_streams_its_output_and_berth_holds_none_of_it() {
+    use std::io::{BufRead, Read};
+    require_swarm();
+    let server = TestServer::start();
+    let mallory = member(&server, "mallory");
+    let app = app_name("sec-flood");
+    let repo = web_app("flood");
+    write(
+        repo.path(),
+        "www/flood.sh",
+        "echo first\nsleep 3\nhead -c 100000000 /dev/zero | tr '\\0' x | fold -w 8000\necho\necho last\n",
+    );
+    commit(repo.path(), "flood");
+    let push = server.push_as(&mallory, repo.path(), &app, "main");
+    assert!(push.status.success(), "{}", text(&push));
+    ok(&server.ssh(&["apps:set", &app, "target=swarm"]));
+    let before = status_kib(server.pid(), "VmHWM");
+    let mut child = server.ssh_spawn_as(&mallory, &["run:task", &app, "sh", "/www/flood.sh"]);
+    let mut stdout = std::io::BufReader::new(child.stdout.take().expect("stdout"));
+    let mut first = String::new();
+    stdout.read_line(&mut first).expect("read");
+    assert_eq!(first, "first\n");
+    // The task still runs: its output came as it was written, not after its end.
+    let services = Command::new("docker")
+        .args(["service", "ls", "--format", "{{.Name}}"])
+        .output()
+        .expect("docker service ls");
+    let service = String::from_utf8_lossy(&services.stdout)
+        .lines()
+        .find(|l| l.starts_with(&format!("berth-{app}-run-")))
+        .expect("the one-off service")
+        .to_string();
+    let state = Command::new("docker")
+        .args(["service", "ps", &service, "--format", "{{.CurrentState}}"])
+        .output()
+        .expect("docker service ps");
+    let state = String::from_utf8_lossy(&state.stdout).to_string();
+    assert!(state.starts_with("Running"), "the task had ended: {state}");
+    // Every byte, once; the end of the output last.
+    let (mut xs, mut total, mut tail) = (0usize, 0usize, Vec::new());
+    let mut buffer = vec![0u8; 1 << 16];
+    loop {
+        let n = stdout.read(&mut buffer).expect("read");
+        if n == 0 {
+            break;
+        }
+        xs += buffer[..n].iter().filter(|b| **b == b'x').count();
+        total += n;
+        tail.extend_from_slice(&buffer[..n]);
+        let keep = tail.len().saturating_sub(16);
+        tail.drain(..keep);
+    }
+    assert!(child.wait().expect("ssh").success());
+    assert_eq!(xs, 100_000_000, "{total} bytes in all");
+    assert!(
+        tail.ends_with(b"x\n\nlast\n") || tail.ends_with(b"x\nlast\n"),
+        "{tail:?}"
+    );
+    let after = status_kib(server.pid(), "VmHWM");
+    assert!(
+        after < before + 40 * 1024,
+        "berth's peak memory grew from {before} KiB to {after} KiB"
+    );
+    // A client that leaves takes its task with it: nothing keeps running for no one.
+    let mut child = server.ssh_spawn_as(&mallory, &["run:task", &app, "sh", "/www/flood.sh"]);
+    let mut stdout = std::io::BufReader::new(child.stdout.take().expect("stdout"));
+    let mut first = String::new();
+    stdout.read_line(&mut first).expect("read");
+    assert_eq!(first, "first\n");
+    child.kill().expect("kill ssh");
+    let _ = child.wait();
+    wait_for("the one-off service removed", || {
+        let services = Command::new("docker")
+            .args(["service", "ls", "--format", "{{.Name}}"])
+            .output()
+            .expect("docker service ls");
+        (!String::from_utf8_lossy(&services.stdout).contains(&format!("berth-{app}-run-")))
+            .then_some(())
+    });
+    ok(&server.ssh(&["apps:destroy", &app, "--confirm", &app]));
+}
+
 /// Finding 19 (low). Attack: `apps:destroy X` waits for X's lock behind a deploy; meanwhile X is
 /// renamed to Y (and a new X may be created): the destroy, acting on what it looked up before
 /// waiting, removed the app that is now Y (or the new X's repo and containers). Now locks are

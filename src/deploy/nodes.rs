@@ -179,9 +179,7 @@ pub async fn update(
                 let wait = rand::Rng::gen_range(&mut rand::thread_rng(), 10..60) * attempt;
                 tokio::time::sleep(std::time::Duration::from_millis(wait)).await;
             }
-            Err(Refused::OutOfSequence(message) | Refused::Other(message)) => {
-                return Err(message)
-            }
+            Err(Refused::OutOfSequence(message) | Refused::Other(message)) => return Err(message),
         }
     };
     list(docker)

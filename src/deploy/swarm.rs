@@ -760,8 +760,8 @@ pub struct TaskRun {
 
 /// `run:task`: the command as a one-off swarm service of one task that is never restarted,
 /// placed by the swarm (on any node the app's placement allows). Its output is the task's log,
-/// given once the task has ended, after a first line naming its node; the exit code is the
-/// task's. The service is removed at the end, or when the caller goes away.
+/// live, after a first line naming its node; the exit code is the task's. The service is
+/// removed at the end, or when the caller goes away.
 pub async fn run_task(docker: &Docker, run: TaskRun) -> Result<super::oneoff::OneOff, String> {
     use super::oneoff::{Chunk, OneOff};
     use bollard::models::{
@@ -837,84 +837,21 @@ pub async fn run_task(docker: &Docker, run: TaskRun) -> Result<super::oneoff::On
             )
         })?;
     let code = std::sync::Arc::new(std::sync::Mutex::new(None::<i64>));
-    let output = {
+    // The output flows as the task writes it, through a short queue: a task that writes
+    // without end is held back by a client that reads slowly, never buffered in berth.
+    let (sender, receiver) = tokio::sync::mpsc::channel::<Chunk>(16);
+    {
         let (docker, name, code) = (docker.clone(), name.clone(), code.clone());
         let pending_limit = run.pending_limit;
-        futures_util::stream::once(async move {
-            let started = Instant::now();
-            let mut chunks = Vec::new();
-            let mut announced = false;
-            let (task, exit) = loop {
-                tokio::time::sleep(Duration::from_millis(300)).await;
-                let Some(task) = tasks(&docker, &name)
-                    .await
-                    .ok()
-                    .and_then(|t| t.into_iter().next())
-                else {
-                    continue;
-                };
-                let status = task.status.clone().unwrap_or_default();
-                if !announced && let Some(node) = task.node_id.as_deref() {
-                    let hostname = node_addresses(&docker)
-                        .await
-                        .ok()
-                        .and_then(|n| n.get(node).map(|n| n.hostname.clone()))
-                        .unwrap_or_else(|| node.to_string());
-                    chunks.push(Chunk::Err(
-                        format!("-----> Running as a one-off task on node {hostname}\n")
-                            .into_bytes(),
-                    ));
-                    announced = true;
-                }
-                match status.state {
-                    Some(TaskState::COMPLETE) => break (Some(task), 0),
-                    Some(TaskState::FAILED) => {
-                        let exit = status
-                            .container_status
-                            .and_then(|c| c.exit_code)
-                            .unwrap_or(1);
-                        break (Some(task), exit);
-                    }
-                    Some(TaskState::REJECTED | TaskState::SHUTDOWN | TaskState::ORPHANED) => {
-                        let why = status.err.or(status.message).unwrap_or_default();
-                        chunks.push(Chunk::Err(
-                            format!(" !     the one-off task did not run: {why}\n").into_bytes(),
-                        ));
-                        break (None, 1);
-                    }
-                    Some(TaskState::PENDING | TaskState::NEW | TaskState::ALLOCATED)
-                        if started.elapsed() > pending_limit =>
-                    {
-                        let why = status.err.or(status.message).unwrap_or_default();
-                        chunks.push(Chunk::Err(
-                            format!(" !     no node took the one-off task: {why}\n").into_bytes(),
-                        ));
-                        break (None, 1);
-                    }
-                    _ => {}
-                }
-            };
-            if let Some(id) = task.and_then(|t| t.id) {
-                let options = bollard::query_parameters::LogsOptionsBuilder::default()
-                    .stdout(true)
-                    .stderr(true)
-                    .build();
-                let mut logs = docker.task_logs(&id, Some(options));
-                while let Some(Ok(item)) = logs.next().await {
-                    match item {
-                        bollard::container::LogOutput::StdErr { message } => {
-                            chunks.push(Chunk::Err(message.to_vec()))
-                        }
-                        other => chunks.push(Chunk::Out(other.into_bytes().to_vec())),
-                    }
-                }
-            }
+        tokio::spawn(async move {
+            let exit = stream_task(&docker, &name, pending_limit, &sender).await;
             *code.lock().unwrap_or_else(|p| p.into_inner()) = Some(exit);
-            futures_util::stream::iter(chunks)
-        })
-        .flatten()
-        .boxed()
-    };
+        });
+    }
+    let output = futures_util::stream::unfold(receiver, |mut receiver| async move {
+        receiver.recv().await.map(|chunk| (chunk, receiver))
+    })
+    .boxed();
     let exit = {
         let (docker, name) = (docker.clone(), name.clone());
         async move {
@@ -949,6 +886,131 @@ pub async fn web_tasks(docker: &Docker, app: &str) -> Result<Vec<ContainerReport
     let all = tasks(docker, &service).await?;
     let nodes = node_addresses(docker).await?;
     Ok(task_reports(&service, &all, &nodes))
+}
+
+/// A frame of a task's log as output.
+fn chunk_of(item: bollard::container::LogOutput) -> super::oneoff::Chunk {
+    use super::oneoff::Chunk;
+    match item {
+        bollard::container::LogOutput::StdErr { message } => Chunk::Err(message.to_vec()),
+        other => Chunk::Out(other.into_bytes().to_vec()),
+    }
+}
+
+/// Follows the one-off service's task until it ends, sending its node, then its log as it is
+/// written; gives its exit code. The swarm's followed log does not end with the task, so once
+/// the task has ended its whole log is read again (not followed) and the frames not yet sent
+/// are sent: nothing written at the end is lost, nothing is sent twice. Stops at once when the
+/// receiver is gone (the client left; the service is removed by the abort).
+async fn stream_task(
+    docker: &Docker,
+    service: &str,
+    pending_limit: Duration,
+    out: &tokio::sync::mpsc::Sender<super::oneoff::Chunk>,
+) -> i64 {
+    use super::oneoff::Chunk;
+    use futures_util::StreamExt;
+    let started = Instant::now();
+    let mut announced = false;
+    let mut followed: Option<futures_util::stream::BoxStream<'static, _>> = None;
+    let mut follow_ended = false;
+    let mut sent = 0usize;
+    let mut tick = tokio::time::interval(Duration::from_millis(300));
+    let (task_id, exit) = loop {
+        if let Some(stream) = followed.as_mut() {
+            tokio::select! {
+                item = stream.next() => {
+                    match item {
+                        Some(Ok(item)) => {
+                            if out.send(chunk_of(item)).await.is_err() {
+                                return 1;
+                            }
+                            sent += 1;
+                        }
+                        // Ended or broken: the read at the end gives the rest.
+                        _ => {
+                            followed = None;
+                            follow_ended = true;
+                        }
+                    }
+                    continue;
+                }
+                _ = tick.tick() => {}
+            }
+        } else {
+            tick.tick().await;
+        }
+        if out.is_closed() {
+            return 1;
+        }
+        let Some(task) = tasks(docker, service)
+            .await
+            .ok()
+            .and_then(|t| t.into_iter().next())
+        else {
+            continue;
+        };
+        let status = task.status.clone().unwrap_or_default();
+        if !announced && let Some(node) = task.node_id.as_deref() {
+            let hostname = node_addresses(docker)
+                .await
+                .ok()
+                .and_then(|n| n.get(node).map(|n| n.hostname.clone()))
+                .unwrap_or_else(|| node.to_string());
+            let line = format!("-----> Running as a one-off task on node {hostname}\n");
+            if out.send(Chunk::Err(line.into_bytes())).await.is_err() {
+                return 1;
+            }
+            announced = true;
+        }
+        let failed = |why: String| async move {
+            let _ = out.send(Chunk::Err(why.into_bytes())).await;
+        };
+        match status.state {
+            Some(TaskState::RUNNING) if followed.is_none() && !follow_ended => {
+                if let Some(id) = task.id.clone() {
+                    let options = bollard::query_parameters::LogsOptionsBuilder::default()
+                        .stdout(true)
+                        .stderr(true)
+                        .follow(true)
+                        .build();
+                    followed = Some(docker.task_logs(&id, Some(options)).boxed());
+                }
+            }
+            Some(TaskState::COMPLETE) => break (task.id, 0),
+            Some(TaskState::FAILED) => {
+                let exit = status.container_status.and_then(|c| c.exit_code);
+                break (task.id, exit.unwrap_or(1));
+            }
+            Some(TaskState::REJECTED | TaskState::SHUTDOWN | TaskState::ORPHANED) => {
+                let why = status.err.or(status.message).unwrap_or_default();
+                failed(format!(" !     the one-off task did not run: {why}\n")).await;
+                return 1;
+            }
+            Some(TaskState::PENDING | TaskState::NEW | TaskState::ALLOCATED)
+                if started.elapsed() > pending_limit =>
+            {
+                let why = status.err.or(status.message).unwrap_or_default();
+                failed(format!(" !     no node took the one-off task: {why}\n")).await;
+                return 1;
+            }
+            _ => {}
+        }
+    };
+    drop(followed);
+    if let Some(id) = task_id {
+        let options = bollard::query_parameters::LogsOptionsBuilder::default()
+            .stdout(true)
+            .stderr(true)
+            .build();
+        let mut whole = docker.task_logs(&id, Some(options)).skip(sent);
+        while let Some(Ok(item)) = whole.next().await {
+            if out.send(chunk_of(item)).await.is_err() {
+                return 1;
+            }
+        }
+    }
+    exit
 }
 
 /// Removes the app's stack and waits until its containers and network are gone (a stack

@@ -355,6 +355,25 @@ impl TestServer {
         child.wait_with_output().expect("ssh output")
     }
 
+    /// `ssh_as`, started: its output is read as it comes (stdout piped, stderr dropped). The
+    /// child is ssh itself (`exec`), so killing it is the client leaving.
+    pub fn ssh_spawn_as(&self, key: &Path, args: &[&str]) -> std::process::Child {
+        Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "exec {} -p {} berth@127.0.0.1 \"$@\"",
+                self.ssh_command(key),
+                self.port
+            ))
+            .arg("ssh")
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("run ssh")
+    }
+
     pub fn ssh_as(&self, key: &Path, args: &[&str]) -> Output {
         let mut command = Command::new("sh");
         command
