@@ -18,6 +18,19 @@ fn member(server: &TestServer, name: &str) -> std::path::PathBuf {
     key
 }
 
+/// The one-off swarm services of the app (`berth-APP-run-N`) that exist now.
+fn one_off_services(app: &str) -> Vec<String> {
+    let services = Command::new("docker")
+        .args(["service", "ls", "--format", "{{.Name}}"])
+        .output()
+        .expect("docker service ls");
+    String::from_utf8_lossy(&services.stdout)
+        .lines()
+        .filter(|l| l.starts_with(&format!("berth-{app}-run-")))
+        .map(String::from)
+        .collect()
+}
+
 /// Writes `.berth/templates/<target>/<file>` into the repo.
 fn template(repo: &Path, target: &str, file: &str, text: &str) {
     std::fs::create_dir_all(repo.join(format!(".berth/templates/{target}"))).expect("mkdir");
@@ -1604,16 +1617,7 @@ fn a_member_has_only_so_many_swarm_tasks_at_once_and_only_of_its_apps() {
     let push = server.push(repo.path(), &other, "main");
     assert!(push.status.success(), "{}", text(&push));
     ok(&server.ssh(&["apps:set", &other, "target=swarm"]));
-    let one_offs = |app: &str| {
-        let services = Command::new("docker")
-            .args(["service", "ls", "--format", "{{.Name}}"])
-            .output()
-            .expect("docker service ls");
-        String::from_utf8_lossy(&services.stdout)
-            .lines()
-            .filter(|l| l.starts_with(&format!("berth-{app}-run-")))
-            .count()
-    };
+    let one_offs = |app: &str| one_off_services(app).len();
     let foreign = server.ssh_as(&mallory, &["run:task", &other, "env"]);
     assert!(!foreign.status.success(), "{}", text(&foreign));
     assert!(
@@ -1699,15 +1703,7 @@ fn a_members_one_off_task_streams_its_output_and_berth_holds_none_of_it() {
     stdout.read_line(&mut first).expect("read");
     assert_eq!(first, "first\n");
     // The task still runs: its output came as it was written, not after its end.
-    let services = Command::new("docker")
-        .args(["service", "ls", "--format", "{{.Name}}"])
-        .output()
-        .expect("docker service ls");
-    let service = String::from_utf8_lossy(&services.stdout)
-        .lines()
-        .find(|l| l.starts_with(&format!("berth-{app}-run-")))
-        .expect("the one-off service")
-        .to_string();
+    let service = one_off_services(&app).pop().expect("the one-off service");
     let state = Command::new("docker")
         .args(["service", "ps", &service, "--format", "{{.CurrentState}}"])
         .output()
@@ -1748,12 +1744,7 @@ fn a_members_one_off_task_streams_its_output_and_berth_holds_none_of_it() {
     child.kill().expect("kill ssh");
     let _ = child.wait();
     wait_for("the one-off service removed", || {
-        let services = Command::new("docker")
-            .args(["service", "ls", "--format", "{{.Name}}"])
-            .output()
-            .expect("docker service ls");
-        (!String::from_utf8_lossy(&services.stdout).contains(&format!("berth-{app}-run-")))
-            .then_some(())
+        one_off_services(&app).is_empty().then_some(())
     });
     ok(&server.ssh(&["apps:destroy", &app, "--confirm", &app]));
 }
