@@ -159,8 +159,9 @@ impl LabelChange {
 }
 
 /// Changes a node's availability (`active`, `drain`) or labels: read, changed, written back at
-/// the version read. The swarm bumps a node's version on its own (status, certificates), so a
-/// write refused as "out of sequence" is read and applied again, a few times; the change is
+/// the version read. The version moves on between the read and the write when another admin
+/// writes, and also with no other writer (seen in CI: the swarm's own updates of the node), so
+/// a write refused as "out of sequence" is read and applied again, a few times; the change is
 /// computed from the node as it is then, so a concurrent change is kept, not overwritten.
 pub async fn update(
     docker: &Docker,
