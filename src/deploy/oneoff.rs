@@ -21,6 +21,16 @@ pub enum Chunk {
     Err(Vec<u8>),
 }
 
+/// A frame of the engine's log or attach stream: stderr as such, anything else as stdout.
+impl From<bollard::container::LogOutput> for Chunk {
+    fn from(frame: bollard::container::LogOutput) -> Chunk {
+        match frame {
+            bollard::container::LogOutput::StdErr { message } => Chunk::Err(message.to_vec()),
+            other => Chunk::Out(other.into_bytes().to_vec()),
+        }
+    }
+}
+
 /// A one-off container attached to the caller: its output, its stdin, and its end.
 pub struct OneOff {
     pub output: futures_util::stream::BoxStream<'static, Chunk>,
@@ -126,12 +136,7 @@ pub async fn run_one_off(
     let output = attached
         .output
         .take_while(|item| std::future::ready(item.is_ok()))
-        .filter_map(|item| {
-            std::future::ready(item.ok().map(|log| match log {
-                bollard::container::LogOutput::StdErr { message } => Chunk::Err(message.to_vec()),
-                other => Chunk::Out(other.into_bytes().to_vec()),
-            }))
-        })
+        .filter_map(|item| std::future::ready(item.ok().map(Chunk::from)))
         .boxed();
     let (waiter, waited_name) = (docker.clone(), name.clone());
     let exit = async move {

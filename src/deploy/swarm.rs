@@ -836,16 +836,16 @@ pub async fn run_task(docker: &Docker, run: TaskRun) -> Result<super::oneoff::On
                 engine::describe(&e)
             )
         })?;
-    let code = std::sync::Arc::new(std::sync::Mutex::new(None::<i64>));
     // The output flows as the task writes it, through a short queue: a task that writes
     // without end is held back by a client that reads slowly, never buffered in berth.
     let (sender, receiver) = tokio::sync::mpsc::channel::<Chunk>(16);
+    let (code_sender, code) = tokio::sync::oneshot::channel::<i64>();
     {
-        let (docker, name, code) = (docker.clone(), name.clone(), code.clone());
+        let (docker, name) = (docker.clone(), name.clone());
         let pending_limit = run.pending_limit;
         tokio::spawn(async move {
             let exit = stream_task(&docker, &name, pending_limit, &sender).await;
-            *code.lock().unwrap_or_else(|p| p.into_inner()) = Some(exit);
+            let _ = code_sender.send(exit);
         });
     }
     let output = futures_util::stream::unfold(receiver, |mut receiver| async move {
@@ -855,8 +855,9 @@ pub async fn run_task(docker: &Docker, run: TaskRun) -> Result<super::oneoff::On
     let exit = {
         let (docker, name) = (docker.clone(), name.clone());
         async move {
+            let code = code.await.unwrap_or(1);
             let _ = docker.delete_service(&name).await;
-            code.lock().unwrap_or_else(|p| p.into_inner()).unwrap_or(1)
+            code
         }
         .boxed()
     };
@@ -888,15 +889,6 @@ pub async fn web_tasks(docker: &Docker, app: &str) -> Result<Vec<ContainerReport
     Ok(task_reports(&service, &all, &nodes))
 }
 
-/// A frame of a task's log as output.
-fn chunk_of(item: bollard::container::LogOutput) -> super::oneoff::Chunk {
-    use super::oneoff::Chunk;
-    match item {
-        bollard::container::LogOutput::StdErr { message } => Chunk::Err(message.to_vec()),
-        other => Chunk::Out(other.into_bytes().to_vec()),
-    }
-}
-
 /// Follows the one-off service's task until it ends, sending its node, then its log as it is
 /// written; gives its exit code. The swarm's followed log does not end with the task, so once
 /// the task has ended its whole log is read again (not followed) and the frames not yet sent
@@ -913,7 +905,6 @@ async fn stream_task(
     let started = Instant::now();
     let mut announced = false;
     let mut followed: Option<futures_util::stream::BoxStream<'static, _>> = None;
-    let mut follow_ended = false;
     let mut sent = 0usize;
     let mut tick = tokio::time::interval(Duration::from_millis(300));
     let (task_id, exit) = loop {
@@ -922,16 +913,14 @@ async fn stream_task(
                 item = stream.next() => {
                     match item {
                         Some(Ok(item)) => {
-                            if out.send(chunk_of(item)).await.is_err() {
+                            if out.send(Chunk::from(item)).await.is_err() {
                                 return 1;
                             }
                             sent += 1;
                         }
-                        // Ended or broken: the read at the end gives the rest.
-                        _ => {
-                            followed = None;
-                            follow_ended = true;
-                        }
+                        // Ended or broken: not followed again (the read at the end
+                        // gives the rest), only the task's state is.
+                        _ => *stream = futures_util::stream::pending().boxed(),
                     }
                     continue;
                 }
@@ -967,7 +956,7 @@ async fn stream_task(
             let _ = out.send(Chunk::Err(why.into_bytes())).await;
         };
         match status.state {
-            Some(TaskState::RUNNING) if followed.is_none() && !follow_ended => {
+            Some(TaskState::RUNNING) if followed.is_none() => {
                 if let Some(id) = task.id.clone() {
                     let options = bollard::query_parameters::LogsOptionsBuilder::default()
                         .stdout(true)
@@ -1005,7 +994,7 @@ async fn stream_task(
             .build();
         let mut whole = docker.task_logs(&id, Some(options)).skip(sent);
         while let Some(Ok(item)) = whole.next().await {
-            if out.send(chunk_of(item)).await.is_err() {
+            if out.send(Chunk::from(item)).await.is_err() {
                 return 1;
             }
         }
